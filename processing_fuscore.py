@@ -143,7 +143,8 @@ def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
         tensor = array.detach().cpu()
     else:
         try:
-            tensor = torch.as_tensor(array)
+            # A copy makes flipped or strided numpy views contiguous, which torch cannot wrap directly.
+            tensor = torch.as_tensor(array.copy() if hasattr(array, "copy") else array)
         except (TypeError, ValueError, RuntimeError) as error:
             raise ImageInputError(
                 f"{name}: cannot read an image from a {type(array).__name__}; pass a path, a PIL image or an array."

@@ -1,0 +1,182 @@
+"""FuScoreForQuality and FuScoreProcessor at tiny size, for the three Qwen-VL families."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_clean_python
+from fuscore.hub import add_folder_to_hub_cache
+from fuscore.tiny import FAMILIES, build_tiny_model, build_tiny_tokenizer
+from modeling_fuscore import FuScoreConfig, FuScoreForQuality, resolve_level_token_ids
+from processing_fuscore import ImageInputError
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forward_shapes_probabilities_and_score_range(tiny_models, random_images, family):
+    model = tiny_models[family]
+    batch = model.processor(random_images[:3])
+    output = model(**batch)
+    assert output.level_logits.shape == (3, 5)
+    assert output.level_probs.shape == (3, 5)
+    assert output.score.shape == (3,) and output.score_std.shape == (3,)
+    torch.testing.assert_close(output.level_probs.sum(-1), torch.ones(3))
+    assert ((output.score >= 1) & (output.score <= 5)).all()
+    assert (output.score_std >= 0).all()
+    values = torch.tensor(model.config.level_values)
+    torch.testing.assert_close(output.score, output.level_probs @ values)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scores_do_not_depend_on_batch_size_or_order(tiny_models, random_images, family):
+    model = tiny_models[family]
+    one_at_a_time = np.array(model.score(random_images, batch_size=1))
+    batched = np.array(model.score(random_images, batch_size=8))
+    reversed_order = np.array(model.score(random_images[::-1], batch_size=3))[::-1]
+    np.testing.assert_allclose(batched, one_at_a_time, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(reversed_order, one_at_a_time, atol=1e-5, rtol=0)
+    # Random weights still give image-dependent scores: a constant output would make the check above vacuous.
+    assert np.ptp(one_at_a_time) > 1e-4
+
+
+def test_level_logits_use_only_the_level_rows_of_the_lm_head(tiny_models, random_images):
+    model = tiny_models["qwen2_vl"]
+    calls = []
+    handle = model.lm_head.register_forward_hook(lambda module, args, output: calls.append(output.shape))
+    try:
+        batch = model.processor(random_images[:2])
+        output = model(**batch)
+        assert calls == [], "the full-vocabulary LM head must not run unless asked for"
+        full = model(**batch, return_vocab_logits=True)
+    finally:
+        handle.remove()
+    assert calls == [(2, model.config.base_config.get_text_config().vocab_size)]
+    level_ids = torch.tensor(model.config.level_token_ids)
+    torch.testing.assert_close(full.vocab_logits[:, level_ids], output.level_logits)
+
+
+def test_score_api_shapes(tiny_models, random_images):
+    model = tiny_models["qwen3_vl"]
+    single = model.score(random_images[0])
+    assert isinstance(single, float)
+    several = model.score(random_images[:2], dimensions=("overall", "sharpness", "thermal_retention"))
+    assert set(several) == {"overall", "sharpness", "thermal_retention"}
+    assert all(len(values) == 2 for values in several.values())
+    assert several["overall"][0] == pytest.approx(single, abs=1e-6)
+    details = model.score(random_images[:2], dimensions="artifacts", return_details=True)
+    assert len(details) == 2 and sum(details[0]["artifacts"]["probs"]) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="Unknown rating dimension 'beauty'"):
+        model.score(random_images[0], dimensions="beauty")
+
+
+def _encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_odd_image_modes_are_accepted(tiny_models, tmp_path):
+    model = tiny_models["qwen2_5_vl"]
+    rng = np.random.default_rng(3)
+    gray16 = Image.fromarray(rng.integers(1000, 30000, (40, 50), dtype=np.uint16))
+    palette = Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).convert("P")
+    rgba = Image.fromarray(rng.integers(0, 256, (40, 50, 4), dtype=np.uint8), mode="RGBA")
+    cmyk = Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).convert("CMYK")
+    path16 = tmp_path / "thermal16.png"
+    gray16.save(path16)
+    inputs = [gray16, palette, rgba, cmyk, str(path16), rng.random((40, 50)), rng.integers(0, 65535, (40, 50), dtype=np.uint16),
+              _encoded(palette)]
+    scores = model.score(inputs)
+    assert all(1.0 <= score <= 5.0 for score in scores)
+    # A 16-bit frame read from disk and in memory is the same image.
+    assert scores[0] == pytest.approx(scores[4], abs=1e-6)
+
+
+def test_bad_images_fail_with_the_file_name(tiny_models, tmp_path):
+    model = tiny_models["qwen2_vl"]
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(_encoded(Image.new("RGB", (64, 64), (10, 20, 30)))[:60])
+    with pytest.raises(ImageInputError, match="truncated.png"):
+        model.score(str(truncated))
+    with pytest.raises(ImageInputError, match="missing.png: no such image file"):
+        model.score(str(tmp_path / "missing.png"))
+    with pytest.raises(ImageInputError, match="too small"):
+        model.score(np.zeros((4, 64, 3), dtype=np.uint8))
+    with pytest.raises(ImageInputError, match=r"must be in \[0, 1\]"):
+        model.score(np.full((32, 32), 7.5))
+
+
+def test_fused_with_sources_mode(random_images):
+    model = build_tiny_model("qwen2_vl", input_mode="fused_ir_vis", seed=2)
+    fused, ir, vis = random_images[0], random_images[0][..., 0], random_images[0][:, :, ::-1]
+    batch = model.processor([fused], [ir], [vis])
+    assert batch["image_grid_thw"].shape == (3, 3)
+    assert (batch["input_ids"] == model.processor.image_token_id).sum() == batch["image_grid_thw"].prod(-1).sum() // 4
+    assert 1 <= model.score(fused, ir=ir, vis=vis) <= 5
+    # Sources at another resolution but the same aspect ratio are resized to the fused image.
+    upscaled_ir = np.kron(ir, np.ones((2, 2), dtype=np.uint8))
+    assert model.score(fused, ir=upscaled_ir, vis=vis) == pytest.approx(model.score(fused, ir=ir, vis=vis), abs=0.05)
+    with pytest.raises(ImageInputError, match="pass ir= and vis="):
+        model.score(fused)
+    with pytest.raises(ImageInputError, match="registered"):
+        model.score(fused, ir=ir[:, : ir.shape[1] // 2], vis=vis)
+
+
+def test_multi_token_level_words_are_rejected():
+    tokenizer = build_tiny_tokenizer()
+    with pytest.raises(ValueError, match=r"Level word 'abysmal' is \d+ tokens"):
+        resolve_level_token_ids(tokenizer, ["excellent", "good", "fair", "poor", "abysmal"])
+    with pytest.raises(ValueError, match="abysmal"):
+        build_tiny_model("qwen2_vl", level_words=["excellent", "good", "fair", "poor", "abysmal"])
+
+
+def test_unsupported_base_model_type_is_a_clear_error():
+    with pytest.raises(ValueError, match="wraps a Qwen-VL model.*'llama'"):
+        FuScoreConfig(base_config={"model_type": "llama"})
+
+
+def test_model_without_level_ids_says_how_to_fix(tiny_models, random_images):
+    model = tiny_models["qwen2_vl"]
+    config = FuScoreConfig(base_config=model.config.base_config.to_dict())
+    bare = FuScoreForQuality(config)
+    with pytest.raises(ValueError, match="set_level_words"):
+        bare(**model.processor(random_images[:1]))
+
+
+_LOAD_AND_SCORE = """
+import json, numpy as np
+from transformers import AutoModel, AutoProcessor
+model = AutoModel.from_pretrained({source!r}, trust_remote_code=True)
+processor = AutoProcessor.from_pretrained({source!r}, trust_remote_code=True)
+images = list(np.load({images!r}))
+print(json.dumps({{"scores": model.score(images, processor=processor, batch_size=3),
+                   "module": type(model).__module__, "processor": type(processor).__name__}}))
+"""
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_and_load_in_a_clean_process_from_folder_and_offline_cache(tiny_models, family, tmp_path):
+    model = tiny_models[family]
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, (4, 56, 72, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    expected = model.score(list(images))
+    folder = tmp_path / "fuscore-tiny"
+    model.save_pretrained(folder)
+    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+    assert {"modeling_fuscore.py", "processing_fuscore.py", "processor_config.json"} <= {p.name for p in folder.iterdir()}
+
+    from_folder = run_clean_python(_LOAD_AND_SCORE.format(source=str(folder), images=str(tmp_path / "images.npy")), tmp_path)
+    assert from_folder["module"].startswith("transformers_modules."), "must load as remote code, not the project"
+    assert from_folder["processor"] == "FuScoreProcessor"
+    np.testing.assert_allclose(from_folder["scores"], expected, atol=1e-6)
+
+    cache = tmp_path / "hub_cache"
+    add_folder_to_hub_cache(folder, "org/fuscore-tiny", cache_dir=str(cache))
+    from_cache = run_clean_python(
+        _LOAD_AND_SCORE.format(source="org/fuscore-tiny", images=str(tmp_path / "images.npy")),
+        tmp_path, env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "hf_home")},
+    )
+    np.testing.assert_allclose(from_cache["scores"], expected, atol=1e-6)
