@@ -1,0 +1,197 @@
+"""Dataset cards (README.md with a Hub YAML header) for every rating table FuScore writes.
+
+`write_dataset_card` is called by the writers in `fuscore_data.tables`; call it yourself
+only for a table you save some other way.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import datasets
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from .schema import SUB_DIMENSIONS
+
+
+# Tables made by `SyntheticIVIF.table` carry this sentence in `info.description`; a card
+# written for such a table (or with `synthetic=True`) opens with it.
+SYNTHETIC_STATEMENT = (
+    "**This dataset is synthetic.** Its images were generated procedurally by FuScore's "
+    "`fuscore_data.synthetic` module, and its scores (`mos`, `mos_std` and the four "
+    "sub-scores) are constructed by the generator: truth by construction plus simulated "
+    "rater noise, NOT ratings given by human observers."
+)
+BASE_TAGS = ("image-quality-assessment", "image-fusion", "infrared", "visible", "fuscore")
+
+COLUMN_MEANINGS = {
+    "fused": "the fused image",
+    "ir": "its infrared source",
+    "vis": "its visible source",
+    "pair_id": "the source pair (scene) the fused image was made from; splits never share one",
+    "method": "the fusion method (and, in synthetic tables, its degradations)",
+    "mos": "overall mean opinion score (higher is better)",
+    "mos_std": "spread of the raters' overall scores",
+    "thermal_retention": "sub-score: are the warm targets of the infrared source kept?",
+    "texture_preservation": "sub-score: is the visible source's texture kept?",
+    "artifacts": "sub-score: absence of artifacts (noise, blocking, halos); higher is cleaner",
+    "sharpness": "sub-score: how sharp the fused image is",
+}
+
+
+def synthetic_description(generator) -> str:
+    """The description stored in a synthetic table's `info.description` and shown on its card."""
+    from . import synthetic
+
+    low_high = {name: synthetic.SCORE_ANCHORS[name] for name in SUB_DIMENSIONS}
+    return "\n".join(
+        [
+            SYNTHETIC_STATEMENT,
+            "",
+            f"Generator: `{generator!r}`. Each `pair_id` (`syn-<seed>-<scene>`) is one procedural "
+            "infrared/visible scene with 1-4 warm targets (people, vehicles) over a textured "
+            "background, by day or by night (night: dark, noisy visible image in which the "
+            "targets barely show; the infrared still shows them). Each row is one fused image "
+            "made by one of the classic fusion methods "
+            f"({', '.join(generator.methods)}) and then degraded at random strengths "
+            "(blur, noise, JPEG, contrast loss, thermal suppression); `method` names both.",
+            "",
+            "What the scores mean (all on [1, 5], higher is better), measured with oracle "
+            "knowledge the model never sees (target masks, the noise-free sources, the "
+            "undegraded fusion) and mapped linearly between two anchors, clipped outside:",
+            "",
+            f"- `thermal_retention`: target-vs-local-background contrast in the fused image as "
+            f"a fraction of that contrast in the infrared source, capped at 1 per target and "
+            f"averaged over targets (1 at <= {low_high['thermal_retention'][0]}, "
+            f"5 at >= {low_high['thermal_retention'][1]}).",
+            f"- `texture_preservation`: projection coefficient of the fused image's "
+            f"band-pass detail on the visible source's, outside the targets "
+            f"(1 at <= {low_high['texture_preservation'][0]}, 5 at >= {low_high['texture_preservation'][1]}).",
+            f"- `artifacts` (their absence): high-pass RMS of what the clean sources do not explain "
+            f"(noise, JPEG error, passed-through sensor noise) plus the JPEG blockiness (gradient "
+            f"excess on the 8-px block grid) plus 4x the overshoot outside "
+            f"the sources' local intensity range (5 at <= {low_high['artifacts'][1]}, 1 at >= {low_high['artifacts'][0]}).",
+            f"- `sharpness`: mean gradient magnitude relative to the sharper source at each pixel "
+            f"(1 at <= {low_high['sharpness'][0]}, 5 at >= {low_high['sharpness'][1]}).",
+            f"- overall truth = {synthetic.OVERALL_MEAN_WEIGHT} x mean + "
+            f"{1 - synthetic.OVERALL_MEAN_WEIGHT:.1f} x min of the four sub-scores (the worst "
+            "dimension weighs more).",
+            f"- `mos` / `mos_std`: mean / standard deviation of {generator.num_raters} simulated "
+            f"raters per scene, each with a bias N(0, {synthetic.RATER_BIAS_STD}^2) shared by the "
+            f"scene's images and noise N(0, s^2), s = {synthetic.RATER_NOISE_BASE} + "
+            f"{synthetic.RATER_NOISE_PER_SPREAD} x the RMS distance of the sub-scores from the overall truth, "
+            "ratings clipped to [1, 5].",
+            "",
+            "Use it to exercise and demonstrate the FuScore pipeline; results on it say nothing "
+            "about agreement with human judgement of real fused images.",
+        ]
+    )
+
+
+def size_category(num_rows: int) -> str:
+    """The Hub's `size_categories` bucket for `num_rows` rows."""
+    if num_rows < 1000:
+        return "n<1K"
+    buckets = ["1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B", "100B", "1T"]
+    exponent = min(int(math.log10(num_rows)) - 3, len(buckets) - 2)
+    return f"{buckets[exponent]}<n<{buckets[exponent + 1]}"
+
+
+def write_dataset_card(
+    dataset: datasets.Dataset | datasets.DatasetDict,
+    path: str | Path,
+    *,
+    pretty_name: str | None = None,
+    license: str | None = None,
+    synthetic: bool | None = None,
+    description: str | None = None,
+    citation: str | None = None,
+    tags: tuple[str, ...] = (),
+    configs: list[dict] | None = None,
+) -> Path:
+    """Write a dataset card for a rating table and return its path.
+
+    Args:
+        dataset: the table (a `Dataset`, or a `DatasetDict` of splits).
+        path: a directory (the card goes to `README.md` inside) or a `.md` file path.
+        pretty_name: the card's title; default "FuScore rating table".
+        license: a Hub license id; default the table's `info.license`, else "other".
+        synthetic: whether to state that the data are synthetic, not human ratings;
+            default: the table's description contains `SYNTHETIC_STATEMENT`.
+        description: free text under the title; default the table's `info.description`.
+        citation: BibTeX or text; default the table's `info.citation`.
+        tags: extra Hub tags ("synthetic" is added for synthetic tables).
+        configs: the Hub `configs` entry telling `load_dataset(dir)` where each split's
+            files are (the imagefolder writer passes it).
+    """
+    splits = dict(dataset) if isinstance(dataset, datasets.DatasetDict) else {"train": dataset}
+    first = next(iter(splits.values()), None)
+    info = first.info if first is not None else datasets.DatasetInfo()
+    description = description if description is not None else (info.description or "")
+    license = license or info.license or "other"
+    citation = citation if citation is not None else (info.citation or "")
+    if synthetic is None:
+        synthetic = SYNTHETIC_STATEMENT in description
+    pretty_name = pretty_name or "FuScore rating table"
+    all_tags = [*BASE_TAGS, *(["synthetic"] if synthetic else []), *tags]
+
+    card_data = DatasetCardData(
+        license=license,
+        pretty_name=pretty_name,
+        task_categories=["visual-question-answering"],
+        tags=list(dict.fromkeys(all_tags)),
+        size_categories=[size_category(sum(len(split) for split in splits.values()))],
+        **({"configs": configs} if configs else {}),
+    )
+    lines = [f"# {pretty_name}", ""]
+    if synthetic:
+        lines += [f"> {SYNTHETIC_STATEMENT}", ""]
+    if description:
+        # The statement is already quoted above; keep the rest of the description.
+        lines += [description.replace(SYNTHETIC_STATEMENT, "").strip(), ""]
+    lines += _contents_section(splits) + _columns_section(splits)
+    lines += [
+        "## Loading",
+        "",
+        "```python",
+        "from fuscore_data.tables import load_table",
+        "",
+        'table = load_table("path/to/this/folder")  # a DatasetDict, or a Dataset for a single table',
+        "```",
+        "",
+        "An image-folder copy also loads with `datasets.load_dataset(\"imagefolder\", data_dir=...)`.",
+        "",
+    ]
+    if citation:
+        lines += ["## Citation", "", "```", citation.strip(), "```", ""]
+
+    card = DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    path = Path(path)
+    if path.suffix.lower() != ".md":
+        path = path / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    card.save(path)
+    return path
+
+
+def _contents_section(splits: dict[str, datasets.Dataset]) -> list[str]:
+    lines = ["## Contents", "", "| split | rows | source pairs | rows with `mos` | `mos` range |", "|---|---|---|---|---|"]
+    for name, split in splits.items():
+        pairs = len(set(split["pair_id"])) if "pair_id" in split.column_names else 0
+        scores = [x for x in split["mos"] if x is not None] if "mos" in split.column_names else []
+        score_range = f"{min(scores):.2f} - {max(scores):.2f}" if scores else "unlabelled"
+        lines.append(f"| {name} | {len(split)} | {pairs} | {len(scores)} | {score_range} |")
+    return lines + [""]
+
+
+def _columns_section(splits: dict[str, datasets.Dataset]) -> list[str]:
+    lines = ["## Columns", "", "| column | type | meaning |", "|---|---|---|"]
+    first = next(iter(splits.values()), None)
+    if first is None:
+        return []
+    for name, feature in first.features.items():
+        kind = "image" if isinstance(feature, datasets.Image) else getattr(feature, "dtype", type(feature).__name__)
+        lines.append(f"| `{name}` | {kind} | {COLUMN_MEANINGS.get(name, '')} |")
+    return lines + ["", "Higher is better for every score. Scores are on the table's own scale (see the `mos` range above); "
+        "`fuscore_data.tables.normalize_scores` maps them to [1, 5].", ""]

@@ -1,0 +1,82 @@
+"""The rating-table schema: one row per fused image (DESIGN.md section 2).
+
+Every table the project reads or writes has these columns, in this order:
+
+| column | feature | notes |
+|---|---|---|
+| `fused`, `ir`, `vis` | `datasets.Image()` | `ir` / `vis` may be None (sources are optional for scoring) |
+| `pair_id` | string | the source pair (scene); splits never share a `pair_id` |
+| `method` | string | the fusion method; unique within a `pair_id` |
+| `mos` | float32 | overall mean opinion score; None in unlabelled tables (e.g. VIFB) |
+| `mos_std` | float32 | spread of the raters' overall scores, may be None |
+| `thermal_retention`, `texture_preservation`, `artifacts`, `sharpness` | float32 | sub-scores, may be None |
+
+Higher is better for every score ("artifacts" rates their *absence*).
+"""
+
+from __future__ import annotations
+
+import datasets
+
+
+IMAGE_COLUMNS = ("fused", "ir", "vis")
+SOURCE_COLUMNS = ("ir", "vis")
+SUB_DIMENSIONS = ("thermal_retention", "texture_preservation", "artifacts", "sharpness")
+# Columns on the table's score scale: normalisation maps all of them with one range.
+SCORE_COLUMNS = ("mos", *SUB_DIMENSIONS)
+# `mos_std` is a spread, not a score: it is scaled, never shifted.
+SPREAD_COLUMNS = ("mos_std",)
+OPTIONAL_COLUMNS = ("ir", "vis", "mos_std", *SUB_DIMENSIONS)
+REQUIRED_COLUMNS = ("fused", "pair_id", "method", "mos")
+
+RATING_FEATURES = datasets.Features(
+    {
+        "fused": datasets.Image(),
+        "ir": datasets.Image(),
+        "vis": datasets.Image(),
+        "pair_id": datasets.Value("string"),
+        "method": datasets.Value("string"),
+        "mos": datasets.Value("float32"),
+        "mos_std": datasets.Value("float32"),
+        "thermal_retention": datasets.Value("float32"),
+        "texture_preservation": datasets.Value("float32"),
+        "artifacts": datasets.Value("float32"),
+        "sharpness": datasets.Value("float32"),
+    }
+)
+COLUMN_NAMES = tuple(RATING_FEATURES)
+
+
+def conform_to_schema(dataset: datasets.Dataset) -> datasets.Dataset:
+    """Return `dataset` with exactly the schema's columns, order and features.
+
+    Absent optional columns (and an absent `mos`, for unlabelled tables) are added as
+    None; columns outside the schema are dropped, since the trainer and the writer rely on
+    the fixed set. Image columns keep their storage (paths stay paths, bytes stay bytes).
+
+    Raises:
+        ValueError: `fused`, `pair_id` or `method` is missing.
+    """
+    missing = [name for name in ("fused", "pair_id", "method") if name not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"The table has no column(s) {missing}; a rating table needs {list(REQUIRED_COLUMNS)} "
+            f"(found {dataset.column_names})."
+        )
+    extra = [name for name in dataset.column_names if name not in RATING_FEATURES]
+    if extra:
+        dataset = dataset.remove_columns(extra)
+    for name in COLUMN_NAMES:
+        if name not in dataset.column_names:
+            dataset = dataset.add_column(name, [None] * len(dataset), feature=RATING_FEATURES[name])
+    dataset = dataset.select_columns(list(COLUMN_NAMES))
+    if dataset.features != RATING_FEATURES:
+        dataset = dataset.cast(RATING_FEATURES)
+    return dataset
+
+
+def conform_dict_to_schema(table: datasets.Dataset | datasets.DatasetDict):
+    """`conform_to_schema` for a `Dataset` or every split of a `DatasetDict`."""
+    if isinstance(table, datasets.DatasetDict):
+        return datasets.DatasetDict({split: conform_to_schema(ds) for split, ds in table.items()})
+    return conform_to_schema(table)

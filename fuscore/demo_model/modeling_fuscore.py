@@ -1,0 +1,540 @@
+# Copyright 2026 The FuScore authors. Apache-2.0.
+"""FuScore: quality assessment of infrared-visible fused images with a Qwen-VL model.
+
+This file is Hub remote code (`AutoModel.from_pretrained(..., trust_remote_code=True)`): it imports only the
+standard library, torch, transformers and its sibling `processing_fuscore.py`.
+
+A Qwen-VL model (Qwen2-VL, Qwen2.5-VL or Qwen3-VL) reads a fused image and a rating prompt that ends in an answer
+prefix ("The overall quality of the fused image is"). At that answer position the LM head rows of the five level
+words (" excellent", " good", " fair", " poor", " bad" -> 5..1) give five logits; their softmax `p` is the level
+distribution, the score is `s = sum_l p_l v_l` in [1, 5] and the uncertainty is `sqrt(sum_l p_l (v_l - s)^2)`.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.utils import ModelOutput
+
+
+try:  # Hub remote code: the sibling file is part of the same dynamic module package.
+    from .processing_fuscore import FuScoreProcessor
+except ImportError:  # A checkout or an installed FuScore: the sibling is a top-level module.
+    from processing_fuscore import FuScoreProcessor
+
+
+SUPPORTED_BASE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+DEFAULT_LEVEL_WORDS = ("excellent", "good", "fair", "poor", "bad")
+DEFAULT_LEVEL_VALUES = (5.0, 4.0, 3.0, 2.0, 1.0)
+
+SUB_DIMENSIONS = ("thermal_retention", "texture_preservation", "artifacts", "sharpness")
+DIMENSIONS = ("overall",) + SUB_DIMENSIONS
+
+_SOURCES_NOTE = "The first image is the fused result, the second its infrared source and the third its visible source. "
+DEFAULT_PROMPTS = {
+    "overall": {
+        "question": "How would you rate the overall quality of this infrared-visible fused image?",
+        "answer": "The overall quality of the fused image is",
+    },
+    "thermal_retention": {
+        "question": "How well does this fused image keep the thermal targets and intensities of the infrared image?",
+        "answer": "The thermal retention of the fused image is",
+    },
+    "texture_preservation": {
+        "question": "How well does this fused image preserve the textures and details of the visible image?",
+        "answer": "The texture preservation of the fused image is",
+    },
+    "artifacts": {
+        "question": "How free is this fused image of artifacts such as noise, halos, ringing and blocking?",
+        "answer": "The freedom from artifacts of the fused image is",
+    },
+    "sharpness": {
+        "question": "How sharp are the edges and structures of this fused image?",
+        "answer": "The sharpness of the fused image is",
+    },
+}
+
+
+def default_prompts(input_mode: str = "fused") -> dict:
+    """The built-in prompt templates; with the sources, the question says which image is which."""
+    prefix = _SOURCES_NOTE if input_mode == "fused_ir_vis" else ""
+    return {dim: {"question": prefix + p["question"], "answer": p["answer"]} for dim, p in DEFAULT_PROMPTS.items()}
+
+
+def resolve_level_token_ids(tokenizer, level_words: Sequence[str]) -> list:
+    """Token id of each level word in its leading-space form (" excellent"), as it follows the answer prefix.
+
+    Raises:
+        ValueError: a word is not a single token for this tokenizer, or two words share a token.
+    """
+    token_ids = []
+    for word in level_words:
+        pieces = tokenizer.encode(" " + word, add_special_tokens=False)
+        if len(pieces) != 1:
+            shown = [tokenizer.convert_ids_to_tokens(piece) for piece in pieces]
+            raise ValueError(
+                f"Level word {word!r} is {len(pieces)} tokens {shown} for this tokenizer in its leading-space form "
+                f"{' ' + word!r}. FuScore reads one logit per level, so each level word must be a single token: "
+                "choose words the tokenizer keeps whole (the defaults excellent/good/fair/poor/bad are single "
+                "tokens for every Qwen-VL tokenizer)."
+            )
+        token_ids.append(pieces[0])
+    if len(set(token_ids)) != len(token_ids):
+        raise ValueError(f"Level words {list(level_words)} map to repeated token ids {token_ids}.")
+    return token_ids
+
+
+class FuScoreConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`FuScoreForQuality`].
+
+    Args:
+        base_config (`dict` or `PreTrainedConfig`):
+            The Qwen-VL base model's configuration (`model_type` `qwen2_vl`, `qwen2_5_vl` or `qwen3_vl`).
+        level_words (`list[str]`, defaults to `["excellent", "good", "fair", "poor", "bad"]`):
+            The rating words read at the answer position, each a single token in its leading-space form.
+        level_values (`list[float]`, defaults to `[5, 4, 3, 2, 1]`):
+            The value of each level word; the score is the expectation of these under the level distribution.
+        level_token_ids (`list[int]`, *optional*):
+            Token ids of the level words, resolved from the tokenizer when the model is built.
+        prompts (`dict[str, dict[str, str]]`, *optional*):
+            Per rating dimension (`overall` and the four IVIF sub-dimensions), the `question` and the `answer`
+            prefix that the level word completes.
+        input_mode (`str`, defaults to `"fused"`):
+            `"fused"`: the fused image alone; `"fused_ir_vis"`: the fused image, its infrared and visible sources.
+        regression_head (`bool`, defaults to `False`):
+            Adds a linear regression head on the answer-position hidden state (the `scalar` training baseline).
+    """
+
+    model_type = "fuscore"
+
+    base_config: Union[dict, PreTrainedConfig, None] = None
+    level_words: Optional[list] = None
+    level_values: Optional[list] = None
+    level_token_ids: Optional[list] = None
+    prompts: Optional[dict] = None
+    input_mode: str = "fused"
+    regression_head: bool = False
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.base_config, dict):
+            model_type = self.base_config.get("model_type")
+            if model_type not in SUPPORTED_BASE_MODEL_TYPES:
+                raise ValueError(
+                    f"FuScore wraps a Qwen-VL model ({', '.join(SUPPORTED_BASE_MODEL_TYPES)}); the base config has "
+                    f"model_type={model_type!r}."
+                )
+            self.base_config = CONFIG_MAPPING[model_type](**{k: v for k, v in self.base_config.items() if k != "model_type"})
+        if self.base_config is not None and self.base_config.model_type not in SUPPORTED_BASE_MODEL_TYPES:
+            raise ValueError(
+                f"FuScore wraps a Qwen-VL model ({', '.join(SUPPORTED_BASE_MODEL_TYPES)}); got a "
+                f"{self.base_config.model_type!r} model. Use e.g. Qwen/Qwen3-VL-8B-Instruct."
+            )
+        self.level_words = list(self.level_words or DEFAULT_LEVEL_WORDS)
+        self.level_values = [float(value) for value in (self.level_values or DEFAULT_LEVEL_VALUES)]
+        if len(self.level_words) != len(self.level_values):
+            raise ValueError(f"{len(self.level_words)} level words but {len(self.level_values)} level values.")
+        if self.level_token_ids is not None and len(self.level_token_ids) != len(self.level_words):
+            raise ValueError(f"{len(self.level_words)} level words but {len(self.level_token_ids)} level token ids.")
+        if self.input_mode not in ("fused", "fused_ir_vis"):
+            raise ValueError(f"input_mode must be 'fused' or 'fused_ir_vis', got {self.input_mode!r}.")
+        self.prompts = dict(self.prompts or default_prompts(self.input_mode))
+        if self.base_config is not None:
+            # The LM head is tied to the input embeddings exactly when the base model ties them.
+            kwargs.setdefault("tie_word_embeddings", bool(getattr(self.base_config, "tie_word_embeddings", False)))
+        super().__post_init__(**kwargs)
+
+    def get_text_config(self, *args, **kwargs):
+        return self.base_config.get_text_config(*args, **kwargs)
+
+
+@dataclass
+class FuScoreOutput(ModelOutput):
+    r"""
+    Output of [`FuScoreForQuality`].
+
+    Args:
+        level_logits (`torch.FloatTensor` of shape `(batch_size, num_levels)`):
+            LM-head logits of the level words at the answer position, in `config.level_words` order.
+        level_probs (`torch.FloatTensor` of shape `(batch_size, num_levels)`):
+            Softmax of `level_logits` among the levels (float32).
+        score (`torch.FloatTensor` of shape `(batch_size,)`):
+            Expected level value, in [min(level_values), max(level_values)].
+        score_std (`torch.FloatTensor` of shape `(batch_size,)`):
+            Standard deviation of the level value under `level_probs`.
+        vocab_logits (`torch.FloatTensor` of shape `(batch_size, vocab_size)`, *optional*):
+            Full-vocabulary logits at the answer position (only with `return_vocab_logits=True`).
+        regression (`torch.FloatTensor` of shape `(batch_size,)`, *optional*):
+            Output of the regression head (only when `config.regression_head`).
+        answer_hidden_state (`torch.FloatTensor` of shape `(batch_size, hidden_size)`, *optional*):
+            Last hidden state at the answer position (only with `return_answer_hidden_state=True`).
+    """
+
+    level_logits: Optional[torch.FloatTensor] = None
+    level_probs: Optional[torch.FloatTensor] = None
+    score: Optional[torch.FloatTensor] = None
+    score_std: Optional[torch.FloatTensor] = None
+    vocab_logits: Optional[torch.FloatTensor] = None
+    regression: Optional[torch.FloatTensor] = None
+    answer_hidden_state: Optional[torch.FloatTensor] = None
+
+
+class FuScorePreTrainedModel(PreTrainedModel):
+    config_class = FuScoreConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = [
+        "Qwen2VLDecoderLayer", "Qwen2VLVisionBlock",
+        "Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock",
+        "Qwen3VLTextDecoderLayer", "Qwen3VLVisionBlock",
+    ]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    input_modalities = ("image", "text")
+
+    def _init_weights(self, module):
+        # The wrapped Qwen-VL model knows how to initialise its own modules; only our heads are ours.
+        if isinstance(module, nn.Linear) and getattr(module, "_fuscore_head", False):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif hasattr(self, "model"):
+            self.model._init_weights(module)
+
+
+class FuScoreForQuality(FuScorePreTrainedModel):
+    """A Qwen-VL model that rates infrared-visible fused images with level-token scoring.
+
+    `model` is the base Qwen-VL model (vision tower + language model, no LM head) and `lm_head` the base LM head,
+    so a base checkpoint's weights load under the same names. The forward pass never computes full-vocabulary logits
+    over the sequence: it takes the hidden state at the answer position (each row's last real token) and multiplies
+    it with the five level rows of `lm_head` only.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: FuScoreConfig):
+        super().__init__(config)
+        if config.base_config is None:
+            raise ValueError("FuScoreConfig.base_config is required (the Qwen-VL base model's configuration).")
+        text_config = config.base_config.get_text_config()
+        self.model = AutoModel.from_config(config.base_config)
+        self.lm_head = nn.Linear(text_config.hidden_size, text_config.vocab_size, bias=False)
+        self.regression_head = None
+        if config.regression_head:
+            self.regression_head = nn.Linear(text_config.hidden_size, 1)
+            self.regression_head._fuscore_head = True
+        self.processor = None  # attached by `from_base`, `from_pretrained` loads it lazily in `score`
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    # ------------------------------------------------------------------ forward
+    def level_token_ids_tensor(self, device) -> torch.LongTensor:
+        if self.config.level_token_ids is None:
+            raise ValueError(
+                "config.level_token_ids is not set: build the model with FuScoreForQuality.from_base(...) or call "
+                "model.set_level_words(tokenizer) so the level words are resolved to token ids."
+            )
+        return torch.tensor(self.config.level_token_ids, dtype=torch.long, device=device)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: Optional[torch.LongTensor] = None,
+        pixel_values: Optional[torch.FloatTensor] = None,
+        image_grid_thw: Optional[torch.LongTensor] = None,
+        mm_token_type_ids: Optional[torch.IntTensor] = None,
+        return_vocab_logits: bool = False,
+        return_answer_hidden_state: bool = False,
+        **kwargs,
+    ) -> FuScoreOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): prompt tokens from
+                `FuScoreProcessor`, ending at the answer prefix.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`): 1 on real tokens. Left or
+                right padding both work: the answer position is each row's last real token.
+            pixel_values (`torch.FloatTensor` of shape `(num_patches, patch_dim)`): image patches of the batch.
+            image_grid_thw (`torch.LongTensor` of shape `(num_images, 3)`): patch grid of each image.
+            mm_token_type_ids (`torch.IntTensor` of shape `(batch_size, sequence_length)`): 1 on image tokens.
+            return_vocab_logits (`bool`): also return full-vocabulary logits at the answer position (DeQA-style loss).
+            return_answer_hidden_state (`bool`): also return the answer-position hidden state.
+        """
+        base_inputs = dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+                           image_grid_thw=image_grid_thw)
+        if mm_token_type_ids is not None:
+            base_inputs["mm_token_type_ids"] = mm_token_type_ids
+        hidden_states = self.model(**base_inputs, use_cache=False, **kwargs).last_hidden_state
+
+        batch_size, sequence_length = input_ids.shape
+        if attention_mask is None:
+            answer_positions = torch.full((batch_size,), sequence_length - 1, device=input_ids.device)
+        else:
+            answer_positions = sequence_length - 1 - attention_mask.flip(-1).argmax(-1)
+        rows = torch.arange(batch_size, device=hidden_states.device)
+        answer_hidden = hidden_states[rows, answer_positions.to(hidden_states.device)]  # [batch, hidden]
+
+        level_weight = self.lm_head.weight[self.level_token_ids_tensor(self.lm_head.weight.device)]  # [levels, hidden]
+        level_logits = F.linear(answer_hidden, level_weight).float()
+        level_probs = level_logits.softmax(dim=-1)
+        values = torch.tensor(self.config.level_values, dtype=torch.float32, device=level_probs.device)
+        score = level_probs @ values
+        score_std = (level_probs * (values - score[:, None]) ** 2).sum(-1).clamp_min(0).sqrt()
+
+        return FuScoreOutput(
+            level_logits=level_logits,
+            level_probs=level_probs,
+            score=score,
+            score_std=score_std,
+            vocab_logits=self.lm_head(answer_hidden).float() if return_vocab_logits else None,
+            regression=self.regression_head(answer_hidden).squeeze(-1).float() if self.regression_head is not None else None,
+            answer_hidden_state=answer_hidden if return_answer_hidden_state else None,
+        )
+
+    # ------------------------------------------------------------------ scoring
+    def get_processor(self) -> FuScoreProcessor:
+        """The processor this model was built or saved with (loaded from the model's folder or repo if needed)."""
+        if self.processor is None:
+            from transformers import AutoProcessor
+
+            source = getattr(self.config, "_name_or_path", None)
+            if not source:
+                raise ValueError("This model has no processor attached; pass processor= or load it with from_pretrained.")
+            self.processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+        return self.processor
+
+    @torch.inference_mode()
+    def score(
+        self,
+        fused,
+        ir=None,
+        vis=None,
+        dimensions: Union[str, Sequence[str]] = ("overall",),
+        batch_size: int = 8,
+        processor: Optional[FuScoreProcessor] = None,
+        num_workers: int = 0,
+        return_details: bool = False,
+        progress: bool = False,
+    ):
+        """Scores fused images.
+
+        Args:
+            fused: one image or a list (paths, PIL images or HxW[xC] arrays).
+            ir, vis: the matching infrared and visible sources (needed when `config.input_mode == "fused_ir_vis"`,
+                ignored otherwise).
+            dimensions: `"overall"`, a sub-dimension name, or several names.
+            batch_size: images per forward pass; scores do not depend on it.
+            num_workers: DataLoader workers that decode and preprocess images while the model runs.
+            return_details: return, per image, a dict `{dimension: {"score", "std", "probs"}}` instead of floats.
+            progress: show a progress bar.
+
+        Returns:
+            For one image and one dimension a float; for a list of images and one dimension a list of floats; for
+            several dimensions a dict mapping each dimension to that. With `return_details`, a list of dicts.
+        """
+        single = not isinstance(fused, (list, tuple))
+        fused_list = [fused] if single else list(fused)
+        ir_list = _as_list(ir, len(fused_list), "ir")
+        vis_list = _as_list(vis, len(fused_list), "vis")
+        dimension_list = [dimensions] if isinstance(dimensions, str) else list(dimensions)
+        processor = processor or self.get_processor()
+        for dimension in dimension_list:
+            if dimension not in processor.prompts:
+                raise ValueError(f"Unknown rating dimension {dimension!r}; this model knows: {', '.join(processor.prompts)}.")
+
+        results = score_images(self, processor, fused_list, ir_list, vis_list, dimension_list,
+                               batch_size=batch_size, num_workers=num_workers, progress=progress)
+        if return_details:
+            details = [
+                {dim: {"score": results[dim]["score"][i], "std": results[dim]["std"][i], "probs": results[dim]["probs"][i]}
+                 for dim in dimension_list}
+                for i in range(len(fused_list))
+            ]
+            return details[0] if single else details
+        by_dimension = {dim: (results[dim]["score"][0] if single else results[dim]["score"]) for dim in dimension_list}
+        if isinstance(dimensions, str) or len(dimension_list) == 1:
+            return by_dimension[dimension_list[0]]
+        return by_dimension
+
+    # ------------------------------------------------------------------ building
+    def set_level_words(self, tokenizer, level_words: Optional[Sequence[str]] = None):
+        """Resolves (and optionally changes) the level words to token ids with `tokenizer`."""
+        words = list(level_words or self.config.level_words)
+        self.config.level_token_ids = resolve_level_token_ids(tokenizer, words)
+        self.config.level_words = words
+
+    @classmethod
+    def from_base(
+        cls,
+        base_model_name_or_path: str,
+        input_mode: str = "fused",
+        level_words: Optional[Sequence[str]] = None,
+        level_values: Optional[Sequence[float]] = None,
+        prompts: Optional[dict] = None,
+        regression_head: bool = False,
+        min_pixels: Optional[int] = None,
+        max_pixels: Optional[int] = None,
+        **from_pretrained_kwargs,
+    ) -> "FuScoreForQuality":
+        """Builds a FuScore model from a Qwen-VL base checkpoint (a Hub id such as `Qwen/Qwen3-VL-8B-Instruct` or a
+        local folder), with its weights, tokenizer and image processor. `from_pretrained_kwargs` (dtype,
+        attn_implementation, device_map, ...) go to the base model's `from_pretrained`."""
+        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+        base_config = AutoConfig.from_pretrained(base_model_name_or_path)
+        if base_config.model_type not in SUPPORTED_BASE_MODEL_TYPES:
+            raise ValueError(
+                f"{base_model_name_or_path} is a {base_config.model_type!r} model; FuScore wraps Qwen-VL models "
+                f"({', '.join(SUPPORTED_BASE_MODEL_TYPES)}), e.g. Qwen/Qwen3-VL-8B-Instruct."
+            )
+        tokenizer = AutoTokenizer.from_pretrained(base_model_name_or_path)
+        image_processor_kwargs = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v}
+        image_processor = AutoImageProcessor.from_pretrained(base_model_name_or_path, **image_processor_kwargs)
+        base = AutoModelForImageTextToText.from_pretrained(base_model_name_or_path, **from_pretrained_kwargs)
+        config = FuScoreConfig(
+            base_config=base.config,
+            level_words=list(level_words) if level_words else None,
+            level_values=list(level_values) if level_values else None,
+            prompts=prompts,
+            input_mode=input_mode,
+            regression_head=regression_head,
+        )
+        return cls.from_base_model(base, config, tokenizer, image_processor)
+
+    @classmethod
+    def from_base_model(cls, base_model, config: FuScoreConfig, tokenizer, image_processor) -> "FuScoreForQuality":
+        """Wraps an instantiated Qwen-VL `...ForConditionalGeneration` (weights shared, not copied)."""
+        config.level_token_ids = resolve_level_token_ids(tokenizer, config.level_words)
+        with torch.device("meta"):
+            model = cls(config)
+        model.model = base_model.model
+        model.lm_head = base_model.lm_head
+        if model.regression_head is not None:
+            hidden_size = config.base_config.get_text_config().hidden_size
+            model.regression_head = nn.Linear(hidden_size, 1, device=base_model.lm_head.weight.device,
+                                              dtype=base_model.lm_head.weight.dtype)
+            model.regression_head._fuscore_head = True
+            model._init_weights(model.regression_head)
+        model.processor = FuScoreProcessor(image_processor, tokenizer, prompts=config.prompts, input_mode=config.input_mode)
+        model.config._name_or_path = getattr(base_model.config, "_name_or_path", "")
+        return model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Saves weights (safetensors), config with `auto_map`, the processor and the remote-code files."""
+        self.config.auto_map = {
+            "AutoConfig": "modeling_fuscore.FuScoreConfig",
+            "AutoModel": "modeling_fuscore.FuScoreForQuality",
+            "AutoProcessor": "processing_fuscore.FuScoreProcessor",
+        }
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.processor is not None:
+            self.processor.save_pretrained(save_directory)
+
+
+def _as_list(images, count: int, name: str) -> list:
+    if images is None:
+        return [None] * count
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    if len(images) != count:
+        raise ValueError(f"Got {count} fused images but {len(images)} {name} images.")
+    return list(images)
+
+
+class _ScoringDataset(torch.utils.data.Dataset):
+    """One item per (image, dimension), preprocessed in DataLoader workers."""
+
+    def __init__(self, processor, fused, ir, vis, items):
+        self.processor, self.fused, self.ir, self.vis, self.items = processor, fused, ir, vis, items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, position):
+        index, dimension = self.items[position]
+        sample = self.processor.prepare_sample(self.fused[index], self.ir[index], self.vis[index], dimension)
+        sample["position"] = position
+        return sample
+
+
+def _image_size(image):
+    """(width, height) without decoding pixels where possible; None when unknown (then no bucketing)."""
+    from PIL import Image
+
+    try:
+        if isinstance(image, Image.Image):
+            return image.size
+        if isinstance(image, (str,)) or hasattr(image, "__fspath__"):
+            with Image.open(image) as handle:
+                return handle.size
+        shape = getattr(image, "shape", None)
+        if shape is not None and len(shape) >= 2:
+            return int(shape[1]), int(shape[0])
+    except Exception:  # unreadable files fail later with their name, in the processor
+        return None
+    return None
+
+
+def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num_workers=0, progress=False) -> dict:
+    """The scoring engine behind `FuScoreForQuality.score`, the pipeline and the CLI.
+
+    Items (image x dimension) are sorted by visual-token count so each batch pads little, preprocessed in
+    `num_workers` DataLoader workers while the model runs, and scored with logits at the answer position only.
+    Results come back in input order: `{dimension: {"score": [...], "std": [...], "probs": [[...], ...]}}`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    items = [(index, dimension) for dimension in dimensions for index in range(len(fused))]
+    sizes = [_image_size(image) for image in fused]
+    tokens = [processor.num_visual_tokens(*size) if size else 0 for size in sizes]
+    order = sorted(range(len(items)), key=lambda position: (tokens[items[position][0]], position))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    loader = torch.utils.data.DataLoader(
+        _ScoringDataset(processor, fused, ir, vis, items),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=lambda samples: (processor.collate(samples), [sample["position"] for sample in samples]),
+        pin_memory=model.device.type == "cuda",
+    )
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, total=len(batches), desc="Scoring", unit="batch")
+
+    results = {dim: {"score": [None] * len(fused), "std": [None] * len(fused), "probs": [None] * len(fused)} for dim in dimensions}
+    was_training = model.training
+    model.eval()
+    try:
+        for batch, positions in loader:
+            batch = batch.to(model.device)
+            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+            output = model(**batch)
+            for row, position in enumerate(positions):
+                index, dimension = items[position]
+                results[dimension]["score"][index] = output.score[row].item()
+                results[dimension]["std"][index] = output.score_std[row].item()
+                results[dimension]["probs"][index] = output.level_probs[row].tolist()
+    finally:
+        model.train(was_training)
+    return results
+
+
+FuScoreConfig.register_for_auto_class()
+FuScoreForQuality.register_for_auto_class("AutoModel")
+FuScoreProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = ["FuScoreConfig", "FuScoreForQuality", "FuScoreOutput", "FuScorePreTrainedModel", "resolve_level_token_ids"]

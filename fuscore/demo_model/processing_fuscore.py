@@ -1,0 +1,341 @@
+# Copyright 2026 The FuScore authors. Apache-2.0.
+"""FuScore processor: rating prompt + Qwen-VL image inputs for infrared-visible fused images.
+
+This file is Hub remote code (`AutoProcessor.from_pretrained(..., trust_remote_code=True)`): it imports
+only the standard library, numpy-free PIL, torch and transformers.
+
+The processor turns a fused image (optionally with its infrared and visible sources) and a rating dimension
+into the inputs of a Qwen-VL model:
+
+    <|im_start|>user
+    <|vision_start|><|image_pad|>...<|vision_end|>{question}<|im_end|>
+    <|im_start|>assistant
+    {answer prefix}
+
+The model reads the level word that would follow the answer prefix (" excellent", " good", ...).
+"""
+
+import io
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
+from transformers import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+
+ImageLike = Union[str, os.PathLike, bytes, Image.Image, Any]
+
+# Sides under this many pixels carry too little content to assess; the image processor would upsample
+# them to its minimum pixel count and the score would mostly reflect interpolation.
+MIN_IMAGE_SIDE = 16
+# Larger images are refused before decoding: a decompression bomb or a mistaken raw dump, not a photo.
+MAX_IMAGE_PIXELS = 20_000 * 20_000
+# Sources must be registered to the fused image: their aspect ratio may differ from it by at most this much.
+SOURCE_ASPECT_TOLERANCE = 0.02
+
+INPUT_MODES = ("fused", "fused_ir_vis")
+IMAGE_ROLES = ("fused", "infrared", "visible")
+
+
+class ImageInputError(ValueError):
+    """An input image that FuScore cannot read or accept; the message names the file and the fix."""
+
+
+def _describe(image: Any, source: Optional[str]) -> str:
+    if source is not None:
+        return source
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    return f"<{type(image).__name__}>"
+
+
+def _stretch_to_uint8(values: torch.Tensor) -> torch.Tensor:
+    """Linear stretch of high-bit-depth data (e.g. raw 16-bit thermal counts) from its own range to 0..255.
+
+    Raw infrared frames rarely use the full 16-bit range, so dividing by 257 would render most of them black.
+    """
+    low, high = values.min(), values.max()
+    if high <= low:
+        return torch.zeros(values.shape, dtype=torch.uint8)
+    return ((values - low) * (255.0 / (high - low))).round().to(torch.uint8)
+
+
+def _to_rgb(image: Image.Image, name: str) -> Image.Image:
+    """Converts every PIL mode to 8-bit RGB: grey replicated, alpha composited on black, 16-bit stretched."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        wide = image.convert("F")  # every integer mode converts losslessly enough to 32-bit float for a stretch
+        values = torch.frombuffer(bytearray(wide.tobytes()), dtype=torch.float32).reshape(image.height, image.width)
+        if not torch.isfinite(values).all():
+            raise ImageInputError(f"{name}: the image holds NaN or infinite values.")
+        stretched = _stretch_to_uint8(values.double())
+        return Image.frombytes("L", image.size, stretched.numpy().tobytes()).convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
+    if image.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        # Transparent areas become black: in a fused infrared image black reads as "no signal", not as content.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image:
+    """Opens and checks one input image and returns it as 8-bit RGB.
+
+    Accepts a path, encoded bytes, a PIL image, or an HxW[xC] array (numpy or torch; uint8, uint16 or float in
+    [0, 1]). Grey images are replicated to three channels, 16-bit and 32-bit images are stretched from their own
+    range to 0..255, palette and alpha images are composited on black, CMYK/YCbCr/HSV are converted to RGB.
+
+    Raises:
+        ImageInputError: the file is missing, truncated or not an image, the array is malformed, or the image is
+            smaller than `MIN_IMAGE_SIDE` or larger than `MAX_IMAGE_PIXELS`. The message names `source` (or the path).
+    """
+    name = _describe(image, source)
+    if isinstance(image, Image.Image):
+        pil = image
+    elif isinstance(image, (str, os.PathLike, bytes)):
+        if isinstance(image, bytes):
+            stream = io.BytesIO(image)
+        else:
+            path = Path(image)
+            if not path.is_file():
+                raise ImageInputError(f"{name}: no such image file. Check the path (relative paths are read from {os.getcwd()}).")
+            stream = path
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                pil = Image.open(stream)
+                if pil.width * pil.height > MAX_IMAGE_PIXELS:
+                    raise ImageInputError(
+                        f"{name}: {pil.width}x{pil.height} pixels is over FuScore's limit of {MAX_IMAGE_PIXELS} pixels; "
+                        "downscale it first."
+                    )
+                # Decode now, so a truncated file fails here with its name rather than deep in the batch.
+                pil.load()
+        except ImageInputError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as error:
+            raise ImageInputError(f"{name}: cannot decode the image ({type(error).__name__}: {error}). "
+                                  "The file is corrupt, truncated or not an image.") from error
+    else:
+        pil = _array_to_pil_checked(image, name)
+
+    if min(pil.size) < MIN_IMAGE_SIDE:
+        raise ImageInputError(
+            f"{name}: {pil.width}x{pil.height} pixels is too small to assess; FuScore needs at least "
+            f"{MIN_IMAGE_SIDE} pixels on each side."
+        )
+    if pil.width * pil.height > MAX_IMAGE_PIXELS:
+        raise ImageInputError(f"{name}: {pil.width}x{pil.height} pixels is over the limit of {MAX_IMAGE_PIXELS} pixels.")
+    return _to_rgb(pil, name)
+
+
+def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
+    if isinstance(array, torch.Tensor):
+        tensor = array.detach().cpu()
+    else:
+        try:
+            # A copy makes flipped or strided numpy views contiguous, which torch cannot wrap directly.
+            tensor = torch.as_tensor(array.copy() if hasattr(array, "copy") else array)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ImageInputError(
+                f"{name}: cannot read an image from a {type(array).__name__}; pass a path, a PIL image or an array."
+            ) from error
+    if tensor.ndim == 3 and tensor.shape[-1] == 1:
+        tensor = tensor[..., 0]
+    if tensor.ndim not in (2, 3) or (tensor.ndim == 3 and tensor.shape[-1] not in (3, 4)):
+        raise ImageInputError(
+            f"{name}: an image array must be HxW, HxWx1, HxWx3 or HxWx4 (channels last); got shape {tuple(tensor.shape)}."
+        )
+    if tensor.dtype == torch.bool:
+        tensor = tensor.to(torch.uint8) * 255
+    elif tensor.is_floating_point():
+        tensor = tensor.double()
+        if not torch.isfinite(tensor).all():
+            raise ImageInputError(f"{name}: the image array holds NaN or infinite values.")
+        if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
+            raise ImageInputError(
+                f"{name}: a floating-point image must be in [0, 1]; got values in "
+                f"[{tensor.min().item():.4g}, {tensor.max().item():.4g}]. Scale it to [0, 1] or pass uint8/uint16."
+            )
+        tensor = (tensor * 255).round().to(torch.uint8)
+    elif tensor.dtype != torch.uint8:
+        tensor = _stretch_to_uint8(tensor.to(torch.float64))
+    mode = "L" if tensor.ndim == 2 else ("RGB" if tensor.shape[-1] == 3 else "RGBA")
+    height, width = tensor.shape[0], tensor.shape[1]
+    return Image.frombytes(mode, (width, height), tensor.contiguous().numpy().tobytes())
+
+
+class FuScoreProcessor(ProcessorMixin):
+    """Builds FuScore's rating prompts and the Qwen-VL image inputs.
+
+    Args:
+        image_processor: the base model's Qwen-VL image processor (patch size, merge size and the min/max pixel
+            bounds come from it).
+        tokenizer: the base model's tokenizer, with the Qwen special tokens.
+        prompts (`dict[str, dict[str, str]]`): per dimension, a `question` and the `answer` prefix that the level
+            word completes. Copied from `FuScoreConfig.prompts` when the model is built.
+        input_mode (`str`): `"fused"` (the fused image alone) or `"fused_ir_vis"` (fused, infrared, visible).
+    """
+
+    image_token = "<|image_pad|>"
+    vision_start_token = "<|vision_start|>"
+    vision_end_token = "<|vision_end|>"
+
+    def __init__(self, image_processor=None, tokenizer=None, prompts=None, input_mode="fused", chat_template=None, **kwargs):
+        if input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}.")
+        self.prompts = dict(prompts) if prompts else {}
+        self.input_mode = input_mode
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
+            raise ValueError(f"The tokenizer has no {self.image_token} token: it is not a Qwen-VL tokenizer.")
+
+    # ----------------------------------------------------------------- prompts
+    @property
+    def dimensions(self) -> tuple:
+        return tuple(self.prompts)
+
+    def build_prompt(self, dimension: str, image_token_counts: Sequence[int]) -> str:
+        """The chat text for one sample, with each image's placeholder expanded to its visual-token count."""
+        if dimension not in self.prompts:
+            known = ", ".join(self.prompts) or "none (the processor was built without prompts)"
+            raise ValueError(f"Unknown rating dimension {dimension!r}; this model knows: {known}.")
+        prompt = self.prompts[dimension]
+        images = "".join(
+            f"{self.vision_start_token}{self.image_token * count}{self.vision_end_token}" for count in image_token_counts
+        )
+        return f"<|im_start|>user\n{images}{prompt['question']}<|im_end|>\n<|im_start|>assistant\n{prompt['answer']}"
+
+    # ------------------------------------------------------------------ images
+    @property
+    def merge_size(self) -> int:
+        return self.image_processor.merge_size
+
+    def _resize_factor(self) -> int:
+        return self.image_processor.patch_size * self.image_processor.merge_size
+
+    def num_visual_tokens(self, width: int, height: int) -> int:
+        """Visual tokens the model sees for an image of this size (after the min/max pixel bounds)."""
+        size = self.image_processor.size
+        factor = self._resize_factor()
+        resized_h, resized_w = _smart_resize(height, width, factor, size["shortest_edge"], size["longest_edge"])
+        return (resized_h // factor) * (resized_w // factor)
+
+    def prepare_images(self, fused: ImageLike, ir: ImageLike = None, vis: ImageLike = None, source: Optional[str] = None):
+        """Loads the images one sample needs, in model order, as RGB PIL images.
+
+        Size policy: the sources must be registered to the fused image, so they are resized to the fused image's
+        size when their aspect ratio agrees within `SOURCE_ASPECT_TOLERANCE`; otherwise this raises.
+        """
+        label = source or _describe(fused, None)
+        fused_image = load_image(fused, source=source)
+        if self.input_mode == "fused":
+            return [fused_image]
+        if ir is None or vis is None:
+            raise ImageInputError(
+                f"{label}: this model reads the fused image with its infrared and visible sources "
+                "(input_mode='fused_ir_vis'); pass ir= and vis= as well."
+            )
+        images = [fused_image]
+        for role, image in (("infrared", ir), ("visible", vis)):
+            source_image = load_image(image, source=_describe(image, None) if source is None else f"{source} ({role})")
+            fused_aspect = fused_image.width / fused_image.height
+            aspect = source_image.width / source_image.height
+            if abs(aspect / fused_aspect - 1) > SOURCE_ASPECT_TOLERANCE:
+                raise ImageInputError(
+                    f"{label}: the {role} source is {source_image.width}x{source_image.height} but the fused image is "
+                    f"{fused_image.width}x{fused_image.height}; sources must be registered to the fused image "
+                    "(same aspect ratio). Crop or register them first."
+                )
+            if source_image.size != fused_image.size:
+                source_image = source_image.resize(fused_image.size, Image.BICUBIC)
+            images.append(source_image)
+        return images
+
+    # ---------------------------------------------------------------- samples
+    def prepare_sample(self, fused: ImageLike, ir: ImageLike = None, vis: ImageLike = None, dimension: str = "overall",
+                       source: Optional[str] = None) -> dict:
+        """Everything one sample needs, unbatched: `input_ids` (list), `pixel_values` [patches, dim], `image_grid_thw` [n, 3]."""
+        images = self.prepare_images(fused, ir, vis, source=source)
+        vision = self.image_processor(images=images, return_tensors="pt")
+        grid = vision["image_grid_thw"]
+        token_counts = (grid.prod(-1) // self.merge_size**2).tolist()
+        text = self.build_prompt(dimension, token_counts)
+        input_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return {"input_ids": input_ids, "pixel_values": vision["pixel_values"], "image_grid_thw": grid}
+
+    def collate(self, samples: Sequence[dict]) -> BatchFeature:
+        """Right-pads token ids and concatenates the image patches of several samples into one batch.
+
+        Right padding keeps every real token's computation identical to an unpadded run (causal attention never
+        looks at the pads), which is what makes scores independent of the batch size.
+        """
+        if not samples:
+            raise ValueError("Cannot collate an empty list of samples.")
+        lengths = [len(sample["input_ids"]) for sample in samples]
+        max_length = max(lengths)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(samples), max_length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(samples), max_length), dtype=torch.long)
+        for row, sample in enumerate(samples):
+            input_ids[row, : lengths[row]] = torch.as_tensor(sample["input_ids"], dtype=torch.long)
+            attention_mask[row, : lengths[row]] = 1
+        # The multimodal RoPE needs to know which tokens are image tokens (1) and which are text (0).
+        mm_token_type_ids = (input_ids == self.image_token_id).to(torch.int32) * attention_mask.to(torch.int32)
+        return BatchFeature(
+            {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "mm_token_type_ids": mm_token_type_ids,
+                "pixel_values": torch.cat([sample["pixel_values"] for sample in samples], dim=0),
+                "image_grid_thw": torch.cat([sample["image_grid_thw"] for sample in samples], dim=0),
+            }
+        )
+
+    def __call__(self, fused=None, ir=None, vis=None, dimension: str = "overall", return_tensors: str = "pt", **kwargs) -> BatchFeature:
+        """Processes one image or a list of images (with optional lists of sources) for one dimension."""
+        if fused is None:
+            raise ValueError("FuScoreProcessor needs `fused`: one image or a list of images.")
+        if return_tensors not in ("pt", None):
+            raise ValueError("FuScoreProcessor returns PyTorch tensors only (return_tensors='pt').")
+        if not isinstance(fused, (list, tuple)):
+            fused, ir, vis = [fused], [ir], [vis]
+        ir = ir if isinstance(ir, (list, tuple)) else [ir] * len(fused)
+        vis = vis if isinstance(vis, (list, tuple)) else [vis] * len(fused)
+        if not (len(fused) == len(ir) == len(vis)):
+            raise ValueError(f"Got {len(fused)} fused images but {len(ir)} infrared and {len(vis)} visible sources.")
+        samples = [self.prepare_sample(f, i, v, dimension) for f, i, v in zip(fused, ir, vis)]
+        return self.collate(samples)
+
+    @property
+    def model_input_names(self):
+        return ["input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw"]
+
+
+def _smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple:
+    """Qwen-VL's resize rule (both sides multiples of `factor`, pixel count within bounds, aspect kept)."""
+    resized_h = max(factor, round(height / factor) * factor)
+    resized_w = max(factor, round(width / factor) * factor)
+    if resized_h * resized_w > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        resized_h = max(factor, math.floor(height / beta / factor) * factor)
+        resized_w = max(factor, math.floor(width / beta / factor) * factor)
+    elif resized_h * resized_w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        resized_h = math.ceil(height * beta / factor) * factor
+        resized_w = math.ceil(width * beta / factor) * factor
+    return resized_h, resized_w
+
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+__all__ = ["FuScoreProcessor", "ImageInputError", "load_image"]
