@@ -180,3 +180,17 @@ def test_save_and_load_in_a_clean_process_from_folder_and_offline_cache(tiny_mod
         tmp_path, env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "hf_home")},
     )
     np.testing.assert_allclose(from_cache["scores"], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_packed_vision_attention_matches_the_per_image_loop(family, random_images):
+    model = build_tiny_model(family, seed=5)
+    same_size = [random_images[0][:48, :64]] * 2 + [random_images[1][:48, :64]]
+    for images in (same_size, random_images[:5]):  # equal segments (one call) and unequal ones (fallback loop)
+        model.config.packed_vision_attention = True
+        packed = np.array(model.score(images, batch_size=5))
+        assert model.model.visual.config._attn_implementation == "fuscore_packed_flash_sdpa"
+        model.config.packed_vision_attention = False
+        model.model.visual.config._attn_implementation = "sdpa"
+        looped = np.array(model.score(images, batch_size=5))
+        np.testing.assert_allclose(packed, looped, atol=1e-5, rtol=0)
