@@ -502,15 +502,17 @@ def _as_list(images, count: int, name: str) -> list:
 class _ScoringDataset(torch.utils.data.Dataset):
     """One item per (image, dimension), preprocessed in DataLoader workers."""
 
-    def __init__(self, processor, fused, ir, vis, items):
+    def __init__(self, processor, fused, ir, vis, items, defer_pixels=False):
         self.processor, self.fused, self.ir, self.vis, self.items = processor, fused, ir, vis, items
+        self.defer_pixels = defer_pixels
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, position):
         index, dimension = self.items[position]
-        sample = self.processor.prepare_sample(self.fused[index], self.ir[index], self.vis[index], dimension)
+        sample = self.processor.prepare_sample(self.fused[index], self.ir[index], self.vis[index], dimension,
+                                               defer_pixels=self.defer_pixels)
         sample["position"] = position
         return sample
 
@@ -552,11 +554,17 @@ def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num
     tokens = [processor.num_visual_tokens(*size) if size else 0 for size in sizes]
     order = sorted(range(len(items)), key=lambda position: (tokens[items[position][0]], position))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    # On a GPU with a torchvision image processor, workers only decode (uint8) and the patches are made on the GPU.
+    defer_pixels = model.device.type == "cuda" and processor.supports_device_preprocessing
+    if defer_pixels:
+        collate_in_worker = lambda samples: (samples, [sample["position"] for sample in samples])  # noqa: E731
+    else:
+        collate_in_worker = lambda samples: (processor.collate(samples), [sample["position"] for sample in samples])  # noqa: E731
     loader = torch.utils.data.DataLoader(
-        _ScoringDataset(processor, fused, ir, vis, items),
+        _ScoringDataset(processor, fused, ir, vis, items, defer_pixels=defer_pixels),
         batch_sampler=batches,
         num_workers=num_workers,
-        collate_fn=lambda samples: (processor.collate(samples), [sample["position"] for sample in samples]),
+        collate_fn=collate_in_worker,
         pin_memory=model.device.type == "cuda",
         worker_init_fn=_single_threaded_worker,
     )
@@ -570,7 +578,9 @@ def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num
     model.eval()
     try:
         for batch, positions in loader:
-            batch = batch.to(model.device)
+            if defer_pixels:
+                batch = processor.collate(batch, device=model.device)
+            batch = batch.to(model.device, non_blocking=True)
             batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
             output = model(**batch)
             # One device-to-host copy per batch rather than one synchronising .item() per value.

@@ -194,3 +194,15 @@ def test_packed_vision_attention_matches_the_per_image_loop(family, random_image
         model.model.visual.config._attn_implementation = "sdpa"
         looped = np.array(model.score(images, batch_size=5))
         np.testing.assert_allclose(packed, looped, atol=1e-5, rtol=0)
+
+
+def test_deferred_pixels_give_the_same_batch(tiny_models, random_images):
+    """Workers may ship uint8 images and leave patching to `collate` (on the GPU there): same inputs either way."""
+    processor = tiny_models["qwen3_vl"].processor
+    eager = processor.collate([processor.prepare_sample(image) for image in random_images[:4]])
+    deferred_samples = [processor.prepare_sample(image, defer_pixels=True) for image in random_images[:4]]
+    assert deferred_samples[0]["images"][0].dtype == torch.uint8 and "pixel_values" not in deferred_samples[0]
+    deferred = processor.collate(deferred_samples)
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw"):
+        assert torch.equal(eager[key], deferred[key]), key
+    torch.testing.assert_close(eager["pixel_values"], deferred["pixel_values"], rtol=0, atol=1e-6)
