@@ -468,14 +468,18 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         model.model = base_model.model
         model.lm_head = base_model.lm_head
         if model.regression_head is not None:
-            hidden_size = config.base_config.get_text_config().hidden_size
-            model.regression_head = nn.Linear(hidden_size, 1, device=base_model.lm_head.weight.device,
-                                              dtype=base_model.lm_head.weight.dtype)
-            model.regression_head._fuscore_head = True
-            model._init_weights(model.regression_head)
+            model.add_regression_head()
         model.processor = FuScoreProcessor(image_processor, tokenizer, prompts=config.prompts, input_mode=config.input_mode)
         model.config._name_or_path = getattr(base_model.config, "_name_or_path", "")
         return model
+
+    def add_regression_head(self):
+        """A fresh linear regression head on the answer-position hidden state (the `scalar` baseline objective)."""
+        hidden_size = self.config.base_config.get_text_config().hidden_size
+        self.regression_head = nn.Linear(hidden_size, 1, device=self.lm_head.weight.device, dtype=self.lm_head.weight.dtype)
+        self.regression_head._fuscore_head = True
+        self._init_weights(self.regression_head)
+        self.config.regression_head = True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves weights (safetensors), config with `auto_map`, the processor and the remote-code files."""

@@ -27,11 +27,13 @@ import yaml
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import AutoConfig, AutoModel, HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
 
 from fuscore.objectives import OBJECTIVES, PairGroupedBatchSampler, compute_objective, label_for_objective
 from fuscore_data.schema import SUB_DIMENSIONS
 
 
+logger = logging.get_logger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent
 DEMO_MODEL = Path(__file__).resolve().parent / "fuscore" / "demo_model"
 
@@ -323,7 +325,8 @@ def load_model(model_args: ModelArguments, regression_head: bool = False):
     elif AutoConfig.from_pretrained(name, trust_remote_code=True).model_type == "fuscore":
         model = AutoModel.from_pretrained(name, trust_remote_code=True, **kwargs)
         if regression_head and model.regression_head is None:
-            raise ValueError(f"{name} has no regression head; the 'scalar' objective needs a model built with one.")
+            logger.warning("%s has no regression head; the 'scalar' objective trains a freshly initialised one.", name)
+            model.add_regression_head()
         model.get_processor()
     else:
         model = FuScoreForQuality.from_base(name, input_mode=model_args.input_mode, regression_head=regression_head,

@@ -206,3 +206,41 @@ def test_deferred_pixels_give_the_same_batch(tiny_models, random_images):
     for key in ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw"):
         assert torch.equal(eager[key], deferred[key]), key
     torch.testing.assert_close(eager["pixel_values"], deferred["pixel_values"], rtol=0, atol=1e-6)
+
+
+def test_shipped_demo_model_carries_the_current_remote_code():
+    """The demo checkpoint loads through its own copy of the remote-code files: they must not drift."""
+    from conftest import REPO_ROOT
+
+    for name in ("modeling_fuscore.py", "processing_fuscore.py"):
+        assert (REPO_ROOT / "fuscore" / "demo_model" / name).read_text() == (REPO_ROOT / name).read_text(), (
+            f"fuscore/demo_model/{name} differs from {name}: copy it over (cp {name} fuscore/demo_model/)")
+
+
+def test_from_base_builds_from_a_local_qwen_vl_checkpoint(tmp_path, random_images):
+    """The recipe users run with Qwen/Qwen3-VL-8B-Instruct, on a local tiny base checkpoint (weights, tokenizer and
+    image processor saved the way the Hub serves them)."""
+    from transformers import AutoModelForImageTextToText
+
+    from fuscore.tiny import tiny_base_config, tiny_image_processor
+
+    tokenizer = build_tiny_tokenizer()
+    base = AutoModelForImageTextToText.from_config(tiny_base_config("qwen3_vl", tokenizer))
+    folder = tmp_path / "qwen3-vl-tiny"
+    base.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    tiny_image_processor("qwen3_vl").save_pretrained(folder)
+
+    model = FuScoreForQuality.from_base(str(folder), input_mode="fused", max_pixels=112 * 112)
+    assert model.config.base_config.model_type == "qwen3_vl"
+    assert model.config.level_token_ids == resolve_level_token_ids(tokenizer, model.config.level_words)
+    torch.testing.assert_close(model.lm_head.weight, base.lm_head.weight)
+    assert 1 <= model.score(random_images[0]) <= 5
+
+    not_qwen = tmp_path / "not-qwen"
+    from transformers import LlamaConfig
+
+    LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=64).save_pretrained(not_qwen)
+    with pytest.raises(ValueError, match="'llama' model; FuScore wraps Qwen-VL models"):
+        FuScoreForQuality.from_base(str(not_qwen))

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import AttentionInterface, AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import ModelOutput
 
@@ -89,6 +89,44 @@ def resolve_level_token_ids(tokenizer, level_words: Sequence[str]) -> list:
     return token_ids
 
 
+PACKED_VISION_ATTENTION = "fuscore_packed_flash_sdpa"
+
+
+def packed_vision_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0,
+                            cu_seq_lens_q=None, max_length_q=None, **kwargs):
+    """Vision-tower attention over a packed batch of images in one `scaled_dot_product_attention` call.
+
+    Under plain sdpa the Qwen-VL vision towers loop over the images of a batch in Python, one small attention call per
+    image and block. Registered under a name containing "flash", this function receives the packed sequence with its
+    `cu_seq_lens_q` instead (as flash-attention's varlen kernels do). When all segments have the same length, which
+    the scoring engine arranges by batching images of equal visual-token count, the batch is reshaped to
+    `[images, heads, length, dim]` and attended in one call; otherwise it falls back to one call per segment.
+
+    Args:
+        query, key, value (`torch.Tensor` of shape `(1, heads, total_length, head_dim)`): the packed sequence.
+        cu_seq_lens_q (`torch.IntTensor` of shape `(segments + 1,)`): segment boundaries.
+        max_length_q (`int`): the longest segment.
+    Returns:
+        `(attn_output, None)` with `attn_output` of shape `(1, total_length, heads, head_dim)`.
+    """
+    _, heads, total, head_dim = query.shape
+    segments = cu_seq_lens_q.numel() - 1
+    if max_length_q is not None and max_length_q * segments == total:
+        # Equal segments: sum == total and max * count == total imply every segment has length max.
+        q, k, v = (t[0].view(heads, segments, max_length_q, head_dim).transpose(0, 1) for t in (query, key, value))
+        output = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
+        return output.transpose(1, 2).reshape(1, total, heads, head_dim), None
+    lengths = (cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).tolist()
+    outputs = [
+        F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
+        for q, k, v in zip(*(torch.split(t, lengths, dim=2) for t in (query, key, value)))
+    ]
+    return torch.cat(outputs, dim=2).transpose(1, 2), None
+
+
+AttentionInterface.register(PACKED_VISION_ATTENTION, packed_vision_attention)
+
+
 class FuScoreConfig(PreTrainedConfig):
     r"""
     Configuration of [`FuScoreForQuality`].
@@ -109,6 +147,9 @@ class FuScoreConfig(PreTrainedConfig):
             `"fused"`: the fused image alone; `"fused_ir_vis"`: the fused image, its infrared and visible sources.
         regression_head (`bool`, defaults to `False`):
             Adds a linear regression head on the answer-position hidden state (the `scalar` training baseline).
+        packed_vision_attention (`bool`, defaults to `True`):
+            Where the vision tower runs under sdpa, attend all images of a batch in one call instead of a Python
+            loop over images (see `packed_vision_attention`). Scores are unchanged up to floating-point rounding.
     """
 
     model_type = "fuscore"
@@ -120,6 +161,7 @@ class FuScoreConfig(PreTrainedConfig):
     prompts: Optional[dict] = None
     input_mode: str = "fused"
     regression_head: bool = False
+    packed_vision_attention: bool = True
 
     def __post_init__(self, **kwargs):
         if isinstance(self.base_config, dict):
@@ -274,6 +316,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             return_vocab_logits (`bool`): also return full-vocabulary logits at the answer position (DeQA-style loss).
             return_answer_hidden_state (`bool`): also return the answer-position hidden state.
         """
+        if self.config.packed_vision_attention and self.model.visual.config._attn_implementation == "sdpa":
+            self.model.visual.config._attn_implementation = PACKED_VISION_ATTENTION
         base_inputs = dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                            image_grid_thw=image_grid_thw)
         if mm_token_type_ids is not None:
@@ -424,14 +468,18 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         model.model = base_model.model
         model.lm_head = base_model.lm_head
         if model.regression_head is not None:
-            hidden_size = config.base_config.get_text_config().hidden_size
-            model.regression_head = nn.Linear(hidden_size, 1, device=base_model.lm_head.weight.device,
-                                              dtype=base_model.lm_head.weight.dtype)
-            model.regression_head._fuscore_head = True
-            model._init_weights(model.regression_head)
+            model.add_regression_head()
         model.processor = FuScoreProcessor(image_processor, tokenizer, prompts=config.prompts, input_mode=config.input_mode)
         model.config._name_or_path = getattr(base_model.config, "_name_or_path", "")
         return model
+
+    def add_regression_head(self):
+        """A fresh linear regression head on the answer-position hidden state (the `scalar` baseline objective)."""
+        hidden_size = self.config.base_config.get_text_config().hidden_size
+        self.regression_head = nn.Linear(hidden_size, 1, device=self.lm_head.weight.device, dtype=self.lm_head.weight.dtype)
+        self.regression_head._fuscore_head = True
+        self._init_weights(self.regression_head)
+        self.config.regression_head = True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves weights (safetensors), config with `auto_map`, the processor and the remote-code files."""
@@ -458,15 +506,17 @@ def _as_list(images, count: int, name: str) -> list:
 class _ScoringDataset(torch.utils.data.Dataset):
     """One item per (image, dimension), preprocessed in DataLoader workers."""
 
-    def __init__(self, processor, fused, ir, vis, items):
+    def __init__(self, processor, fused, ir, vis, items, defer_pixels=False):
         self.processor, self.fused, self.ir, self.vis, self.items = processor, fused, ir, vis, items
+        self.defer_pixels = defer_pixels
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, position):
         index, dimension = self.items[position]
-        sample = self.processor.prepare_sample(self.fused[index], self.ir[index], self.vis[index], dimension)
+        sample = self.processor.prepare_sample(self.fused[index], self.ir[index], self.vis[index], dimension,
+                                               defer_pixels=self.defer_pixels)
         sample["position"] = position
         return sample
 
@@ -489,6 +539,11 @@ def _image_size(image):
     return None
 
 
+def _single_threaded_worker(worker_id: int) -> None:
+    # Many preprocessing workers each running a multi-threaded torch would oversubscribe the CPU cores.
+    torch.set_num_threads(1)
+
+
 def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num_workers=0, progress=False) -> dict:
     """The scoring engine behind `FuScoreForQuality.score`, the pipeline and the CLI.
 
@@ -503,12 +558,19 @@ def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num
     tokens = [processor.num_visual_tokens(*size) if size else 0 for size in sizes]
     order = sorted(range(len(items)), key=lambda position: (tokens[items[position][0]], position))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    # On a GPU with a torchvision image processor, workers only decode (uint8) and the patches are made on the GPU.
+    defer_pixels = model.device.type == "cuda" and processor.supports_device_preprocessing
+    if defer_pixels:
+        collate_in_worker = lambda samples: (samples, [sample["position"] for sample in samples])  # noqa: E731
+    else:
+        collate_in_worker = lambda samples: (processor.collate(samples), [sample["position"] for sample in samples])  # noqa: E731
     loader = torch.utils.data.DataLoader(
-        _ScoringDataset(processor, fused, ir, vis, items),
+        _ScoringDataset(processor, fused, ir, vis, items, defer_pixels=defer_pixels),
         batch_sampler=batches,
         num_workers=num_workers,
-        collate_fn=lambda samples: (processor.collate(samples), [sample["position"] for sample in samples]),
+        collate_fn=collate_in_worker,
         pin_memory=model.device.type == "cuda",
+        worker_init_fn=_single_threaded_worker,
     )
     if progress:
         from tqdm.auto import tqdm
@@ -520,14 +582,18 @@ def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num
     model.eval()
     try:
         for batch, positions in loader:
-            batch = batch.to(model.device)
+            if defer_pixels:
+                batch = processor.collate(batch, device=model.device)
+            batch = batch.to(model.device, non_blocking=True)
             batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
             output = model(**batch)
+            # One device-to-host copy per batch rather than one synchronising .item() per value.
+            scores, stds, probs = output.score.tolist(), output.score_std.tolist(), output.level_probs.tolist()
             for row, position in enumerate(positions):
                 index, dimension = items[position]
-                results[dimension]["score"][index] = output.score[row].item()
-                results[dimension]["std"][index] = output.score_std[row].item()
-                results[dimension]["probs"][index] = output.level_probs[row].tolist()
+                results[dimension]["score"][index] = scores[row]
+                results[dimension]["std"][index] = stds[row]
+                results[dimension]["probs"][index] = probs[row]
     finally:
         model.train(was_training)
     return results

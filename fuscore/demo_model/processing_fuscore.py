@@ -264,21 +264,44 @@ class FuScoreProcessor(ProcessorMixin):
 
     # ---------------------------------------------------------------- samples
     def prepare_sample(self, fused: ImageLike, ir: ImageLike = None, vis: ImageLike = None, dimension: str = "overall",
-                       source: Optional[str] = None) -> dict:
-        """Everything one sample needs, unbatched: `input_ids` (list), `pixel_values` [patches, dim], `image_grid_thw` [n, 3]."""
+                       source: Optional[str] = None, defer_pixels: bool = False) -> dict:
+        """Everything one sample needs, unbatched: `input_ids` (list), `image_grid_thw` [n, 3] and `pixel_values`
+        [patches, dim].
+
+        With `defer_pixels`, the images stay decoded 8-bit tensors (`images`, a list of [3, H, W] uint8) and the
+        image processor runs later in `collate`, possibly on the GPU: a preprocessing worker then ships 1 byte per
+        pixel to the main process instead of the float patches (8x more with Qwen-VL's temporal duplication).
+        """
         images = self.prepare_images(fused, ir, vis, source=source)
-        vision = self.image_processor(images=images, return_tensors="pt")
-        grid = vision["image_grid_thw"]
+        if defer_pixels:
+            factor = self._resize_factor()
+            size = self.image_processor.size
+            grid = []
+            for image in images:
+                height, width = _smart_resize(image.height, image.width, factor, size["shortest_edge"], size["longest_edge"])
+                grid.append([1, height // self.image_processor.patch_size, width // self.image_processor.patch_size])
+            grid = torch.tensor(grid, dtype=torch.long)
+            pixels = {"images": [_pil_to_uint8_chw(image) for image in images]}
+        else:
+            vision = self.image_processor(images=images, return_tensors="pt")
+            grid = vision["image_grid_thw"]
+            pixels = {"pixel_values": vision["pixel_values"]}
         token_counts = (grid.prod(-1) // self.merge_size**2).tolist()
         text = self.build_prompt(dimension, token_counts)
         input_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return {"input_ids": input_ids, "pixel_values": vision["pixel_values"], "image_grid_thw": grid}
+        return {"input_ids": input_ids, "image_grid_thw": grid, **pixels}
 
-    def collate(self, samples: Sequence[dict]) -> BatchFeature:
+    @property
+    def supports_device_preprocessing(self) -> bool:
+        """Whether the image processor can run on a torch device (the torchvision backend can, the PIL one cannot)."""
+        return any(cls.__name__ == "TorchvisionBackend" for cls in type(self.image_processor).__mro__)
+
+    def collate(self, samples: Sequence[dict], device=None) -> BatchFeature:
         """Right-pads token ids and concatenates the image patches of several samples into one batch.
 
         Right padding keeps every real token's computation identical to an unpadded run (causal attention never
-        looks at the pads), which is what makes scores independent of the batch size.
+        looks at the pads), which is what makes scores independent of the batch size. Samples prepared with
+        `defer_pixels` are run through the image processor here, on `device` when it supports one.
         """
         if not samples:
             raise ValueError("Cannot collate an empty list of samples.")
@@ -292,13 +315,24 @@ class FuScoreProcessor(ProcessorMixin):
             attention_mask[row, : lengths[row]] = 1
         # The multimodal RoPE needs to know which tokens are image tokens (1) and which are text (0).
         mm_token_type_ids = (input_ids == self.image_token_id).to(torch.int32) * attention_mask.to(torch.int32)
+        image_grid_thw = torch.cat([sample["image_grid_thw"] for sample in samples], dim=0)
+        if "images" in samples[0]:
+            device_kwargs = {"device": device} if device is not None and self.supports_device_preprocessing else {}
+            images = [image for sample in samples for image in sample["images"]]
+            vision = self.image_processor(images=images, return_tensors="pt", **device_kwargs)
+            if not torch.equal(vision["image_grid_thw"].cpu(), image_grid_thw):
+                raise RuntimeError("The image processor resized differently from FuScore's token count; "
+                                   "report this with the image processor's class and sizes.")
+            pixel_values = vision["pixel_values"]
+        else:
+            pixel_values = torch.cat([sample["pixel_values"] for sample in samples], dim=0)
         return BatchFeature(
             {
                 "input_ids": input_ids,
                 "attention_mask": attention_mask,
                 "mm_token_type_ids": mm_token_type_ids,
-                "pixel_values": torch.cat([sample["pixel_values"] for sample in samples], dim=0),
-                "image_grid_thw": torch.cat([sample["image_grid_thw"] for sample in samples], dim=0),
+                "pixel_values": pixel_values,
+                "image_grid_thw": image_grid_thw,
             }
         )
 
@@ -320,6 +354,10 @@ class FuScoreProcessor(ProcessorMixin):
     @property
     def model_input_names(self):
         return ["input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw"]
+
+
+def _pil_to_uint8_chw(image: Image.Image) -> torch.Tensor:
+    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1)
 
 
 def _smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple:
