@@ -1,0 +1,78 @@
+"""trainer_fuscore.py end to end on CPU with a tiny model: arguments, collator labels, logging, saving."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import trainer_fuscore
+from fuscore.objectives import fuscore_soft_label
+from fuscore.tiny import build_tiny_model
+from fuscore_data.synthetic import SyntheticIVIF
+
+
+FAST = ["--model_name_or_path", "tiny:qwen2_vl:32x1", "--train_table", "synthetic", "--synthetic_image_size", "56",
+        "--synthetic_train_scenes", "6", "--synthetic_eval_scenes", "4", "--synthetic_images_per_scene", "4",
+        "--pairs_per_batch", "2", "--images_per_pair", "2", "--max_steps", "3", "--logging_steps", "1",
+        "--save_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--per_device_eval_batch_size", "8"]
+
+
+def test_yaml_config_with_command_line_overrides(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model_name_or_path: tiny:qwen3_vl\nobjective: deqa\nmax_steps: 7\nlambda_cross: 0.25\noutput_dir: x\n")
+    model_args, data_args, training_args = trainer_fuscore.parse_arguments(["--config", str(config), "--max_steps", "9"])
+    assert model_args.model_name_or_path == "tiny:qwen3_vl"
+    assert training_args.objective == "deqa" and training_args.lambda_cross == 0.25
+    assert training_args.max_steps == 9, "arguments after --config override the file"
+    with pytest.raises(SystemExit, match="no such file"):
+        trainer_fuscore.parse_arguments(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_no_arguments_is_the_embedded_demo():
+    model_args, data_args, training_args = trainer_fuscore.parse_arguments([])
+    assert model_args.model_name_or_path.endswith("fuscore/demo_model")
+    assert data_args.train_table == "synthetic" and training_args.objective == "fuscore"
+
+
+def test_collator_labels_follow_the_model_level_order():
+    model = build_tiny_model("qwen2_vl")
+    rows = SyntheticIVIF(image_size=56, seed=3).group(0, 3)
+    collator = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values, "fuscore")
+    batch = collator(rows)
+    values = torch.tensor(model.config.level_values)  # excellent..bad = 5..1
+    torch.testing.assert_close(batch["soft_label"] @ values, batch["mu"], atol=1e-3, rtol=0)
+    expected, _ = fuscore_soft_label(rows[0]["mos"], [rows[0][k] for k in ("thermal_retention", "texture_preservation", "artifacts", "sharpness")],
+                                     rows[0]["mos_std"], level_values=model.config.level_values)
+    np.testing.assert_allclose(batch["soft_label"][0].numpy(), expected, atol=1e-6)
+    assert batch["group_ids"].unique().numel() == 1, "one scene: one source-pair code"
+    assert batch["input_ids"].shape[0] == 3
+
+
+@pytest.mark.parametrize("objective", ["fuscore", "scalar"])
+def test_training_run_logs_every_term_and_saves_a_loadable_folder(tmp_path, objective):
+    results = trainer_fuscore.main(FAST + ["--output_dir", str(tmp_path / "run"), "--objective", objective])
+    final = tmp_path / "run" / "final"
+    evaluation = json.loads((final / "fuscore_eval.json").read_text())
+    assert evaluation["synthetic"] is True and evaluation["objective"] == objective
+    assert "srcc" in evaluation["metrics"] and np.isfinite(evaluation["metrics"]["srcc"])
+    card = (final / "README.md").read_text()
+    assert "not human ratings" in card and f"value: {round(evaluation['metrics']['srcc'], 4)}" in card
+    assert (final / "model.safetensors").is_file()
+    assert results["after"]["eval_n"] == 16
+
+
+def test_training_logs_each_loss_term(tmp_path):
+    model_args, data_args, training_args = trainer_fuscore.parse_arguments(FAST + ["--output_dir", str(tmp_path)])
+    model = trainer_fuscore.load_model(model_args)
+    train, evaluation = trainer_fuscore.load_tables(data_args, seed=0)
+    collator = trainer_fuscore.FuScoreCollator(model.get_processor(), model.config.level_values)
+    trainer = trainer_fuscore.FuScoreTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
+                                             data_collator=collator)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logged and all({"loss_dist", "loss_within", "loss_cross"} <= set(entry) for entry in logged)
+    for entry in logged:
+        assert entry["loss"] == pytest.approx(entry["loss_dist"] + entry["loss_within"] + 0.5 * entry["loss_cross"], rel=1e-4)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), "training must change the weights"
