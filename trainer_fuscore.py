@@ -350,14 +350,34 @@ def load_tables(data_args: DataArguments, seed: int):
             return train_generator, eval_table
         return train_generator.table(data_args.synthetic_train_scenes, data_args.synthetic_images_per_scene), eval_table
 
-    from fuscore_data.tables import load_rating_table, normalize_scores, split_by_pair
+    import datasets
+
+    from fuscore_data.tables import load_table, normalize_scores, split_by_pair
+    from fuscore_data.validation import validate_table
 
     score_range = tuple(float(x) for x in data_args.score_range.split(",")) if data_args.score_range else None
-    train = normalize_scores(load_rating_table(data_args.train_table), score_range=score_range)
+    splits = {}
+    table = load_table(data_args.train_table)
+    if isinstance(table, datasets.DatasetDict):
+        if "train" not in table:
+            raise ValueError(f"{data_args.train_table} has splits {list(table)} but no 'train' split.")
+        splits["train"] = table["train"]
+        held_out = next((name for name in ("test", "validation") if name in table), None)
+        if held_out and not data_args.eval_table:
+            splits["test"] = table[held_out]
+    else:
+        splits["train"] = table
     if data_args.eval_table:
-        return train, normalize_scores(load_rating_table(data_args.eval_table), score_range=score_range)
-    splits = split_by_pair(train, {"train": 1 - data_args.eval_fraction, "test": data_args.eval_fraction}, seed=seed)
-    return splits["train"], splits["test"]
+        evaluation = load_table(data_args.eval_table)
+        splits["test"] = evaluation["test"] if isinstance(evaluation, datasets.DatasetDict) else evaluation
+    elif "test" not in splits:
+        divided = split_by_pair(splits["train"], test_size=data_args.eval_fraction, seed=seed)
+        splits = {"train": divided["train"], "test": divided["test"]}
+    tables = datasets.DatasetDict(splits)
+    # Every problem of every row (missing or corrupt images, NaN scores, duplicates, leaked scenes) before training.
+    validate_table(tables, score_range=score_range)
+    tables = normalize_scores(tables, score_range=score_range)
+    return tables["train"], tables["test"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -76,3 +76,28 @@ def test_training_logs_each_loss_term(tmp_path):
     for entry in logged:
         assert entry["loss"] == pytest.approx(entry["loss_dist"] + entry["loss_within"] + 0.5 * entry["loss_cross"], rel=1e-4)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), "training must change the weights"
+
+
+def test_training_on_a_saved_rating_table_validates_and_normalises(tmp_path):
+    """A user's table (scores out of 10) in the imagefolder layout: held-out pairs split off, scores mapped to [1, 5]."""
+    from fuscore_data.tables import save_imagefolder
+
+    table = SyntheticIVIF(image_size=56, seed=11).table(num_scenes=6, images_per_scene=3)
+    table = table.map(lambda row: {"mos": 2.5 * (row["mos"] - 1), "mos_std": 2.5 * row["mos_std"],
+                                   **{k: 2.5 * (row[k] - 1) for k in ("thermal_retention", "texture_preservation", "artifacts", "sharpness")}})
+    folder = tmp_path / "table"
+    save_imagefolder(table, folder)
+    argv = FAST + ["--train_table", str(folder), "--score_range", "0,10", "--eval_fraction", "0.34",
+                   "--output_dir", str(tmp_path / "run")]
+    model_args, data_args, training_args = trainer_fuscore.parse_arguments(argv)
+    train, evaluation = trainer_fuscore.load_tables(data_args, seed=0)
+    assert set(train["pair_id"]).isdisjoint(evaluation["pair_id"])
+    assert len(set(evaluation["pair_id"])) == 2
+    assert min(train["mos"]) >= 1 and max(train["mos"]) <= 5
+
+    bad = table.map(lambda row, index: {"mos": float("nan") if index == 4 else row["mos"]}, with_indices=True)
+    bad_folder = tmp_path / "bad"
+    bad.save_to_disk(str(bad_folder))
+    model_args, data_args, training_args = trainer_fuscore.parse_arguments(argv[:-2] + ["--train_table", str(bad_folder), "--output_dir", str(tmp_path / "run2")])
+    with pytest.raises(ValueError, match="row 4"):
+        trainer_fuscore.load_tables(data_args, seed=0)
