@@ -17,6 +17,7 @@ The model reads the level word that would follow the answer prefix (" excellent"
 
 import io
 import math
+from struct import error as struct_error
 import os
 import warnings
 from pathlib import Path
@@ -121,8 +122,9 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
                 pil.load()
         except ImageInputError:
             raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning) as error:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, IndexError, EOFError, struct_error,
+                Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            # Pillow's decoders report truncated or corrupt data with any of these, depending on format and version.
             raise ImageInputError(f"{name}: cannot decode the image ({type(error).__name__}: {error}). "
                                   "The file is corrupt, truncated or not an image.") from error
     else:

@@ -1,0 +1,330 @@
+"""Export a FuScore model as a folder ready to push to the Hub (`fuscore export`).
+
+A full export (for `org/fuscore`) holds the weights (a LoRA adapter merged in), the processor, the remote-code files
+(`modeling_fuscore.py`, `processing_fuscore.py`, `pipeline_fuscore.py`), `custom_pipelines` in `config.json` (so
+`pipeline(model="org/fuscore", trust_remote_code=True)` needs no task), `handler.py` for Inference Endpoints, the
+trainer's `fuscore_eval.json` and a model card whose numbers come from that file. An adapter-only export (for
+`org/fuscore-lora`) holds the peft adapter and a card naming its base model.
+
+Everything is written into a temporary folder beside the target and renamed into place at the end, so a failure
+never leaves a half-written export.
+"""
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import yaml
+from transformers import PreTrainedConfig
+
+import modeling_fuscore
+import pipeline_fuscore
+import processing_fuscore
+from fuscore.model_card import write_model_card
+from modeling_fuscore import FuScoreForQuality
+from processing_fuscore import FuScoreProcessor
+
+
+PIPELINE_TASK = pipeline_fuscore.TASK_NAME
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {"impl": "pipeline_fuscore.FuScorePipeline", "pt": ["AutoModel"], "type": "multimodal"},
+}
+# The checkout's versions of these files are shipped, so code and weights of one export always match.
+REMOTE_CODE_MODULES = (modeling_fuscore, processing_fuscore, pipeline_fuscore)
+EVALUATION_FILE = "fuscore_eval.json"
+# The Inference Endpoints handler lives at the repository root beside the remote-code files. It is read as a file,
+# never imported: "handler" is too generic a name to install as a top-level module.
+HANDLER_FILE = Path(inspect.getsourcefile(modeling_fuscore)).with_name("handler.py")
+
+
+class ExportInputError(ValueError):
+    """A model folder or file that cannot be used as it is; the message names it."""
+
+
+class NotAFuScoreModelError(ExportInputError):
+    """A folder, repo or object that is not a saved FuScore model, a LoRA adapter on one, or such a model object."""
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    kind: str  # "merged" or "adapter"
+    cache_snapshot: Optional[Path] = None
+    hub_url: Optional[str] = None
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+def check_fuscore_config(name_or_path: str, where: str) -> None:
+    """Raises NotAFuScoreModelError unless the config at `name_or_path` is a FuScore one (read as JSON, no code run)."""
+    try:
+        config_dict, _ = PreTrainedConfig.get_config_dict(str(name_or_path))
+    except OSError as error:
+        raise NotAFuScoreModelError(f"{where}: cannot read a config from {name_or_path} ({error}).") from None
+    if config_dict.get("model_type") != "fuscore":
+        raise NotAFuScoreModelError(
+            f"{where}: {name_or_path} is a {config_dict.get('model_type')!r} model, not a FuScore model "
+            "(model_type 'fuscore'). Use a folder written by FuScoreForQuality.save_pretrained, the trainer or fuscore export."
+        )
+
+
+def _read_evaluation(folder: Path) -> dict:
+    path = folder / EVALUATION_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ExportInputError(f"{path}: not valid JSON ({error}).") from None
+
+
+def load_fuscore_processor(name_or_path: str) -> FuScoreProcessor:
+    """The processor saved in a FuScore folder or repo, built with the checkout's class.
+
+    The folder's config names FuScore's remote code and the tokenizer loader would ask whether to run it; it is not
+    needed (the classes are the checkout's), so it is refused rather than executed.
+    """
+    from transformers.utils import logging
+
+    # The tokenizer loader reads the folder's config through the generic config class and warns that "fuscore" is
+    # not that class's type; the warning is about a lookup FuScore does not rely on, so it is kept out of the CLI.
+    previous = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return FuScoreProcessor.from_pretrained(name_or_path, trust_remote_code=False)
+    finally:
+        logging.set_verbosity(previous)
+
+
+def load_export_source(source: Union[str, os.PathLike], base_model: Optional[str] = None):
+    """Loads what `source` holds: returns `(model, processor, evaluation, base_name)`.
+
+    `model` is a `FuScoreForQuality`, or a peft `PeftModel` around one when `source` is a LoRA adapter folder (whose
+    base comes from `adapter_config.json`, or from `base_model` when given).
+    """
+    folder = Path(source)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder. Pass a saved FuScore model or LoRA adapter folder.")
+    evaluation = _read_evaluation(folder)
+    adapter_config_path = folder / "adapter_config.json"
+    if adapter_config_path.is_file():
+        from peft import PeftModel
+
+        adapter_config = json.loads(adapter_config_path.read_text())
+        base_name = base_model or adapter_config.get("base_model_name_or_path")
+        if not base_name:
+            raise NotAFuScoreModelError(f"{adapter_config_path} names no base model; pass --base-model.")
+        check_fuscore_config(base_name, f"{adapter_config_path} (base model)")
+        base = FuScoreForQuality.from_pretrained(base_name, dtype="auto")
+        processor = load_fuscore_processor(base_name)
+        model = PeftModel.from_pretrained(base, str(folder))
+        return model, processor, evaluation, str(base_name)
+    if not (folder / "config.json").is_file():
+        raise NotAFuScoreModelError(
+            f"{folder} has neither config.json nor adapter_config.json: it is not a saved FuScore model or adapter."
+        )
+    check_fuscore_config(str(folder), f"{folder / 'config.json'}")
+    model = FuScoreForQuality.from_pretrained(str(folder), dtype="auto")
+    processor = load_fuscore_processor(str(folder))
+    return model, processor, evaluation, evaluation.get("base_model")
+
+
+def _unwrap(model):
+    """The FuScore model inside a peft wrapper, and whether there was one."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        return model.get_base_model(), True
+    return model, False
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+def _copy_remote_code(folder: Path) -> None:
+    for module in REMOTE_CODE_MODULES:
+        source = Path(inspect.getsourcefile(module))
+        shutil.copyfile(source, folder / source.name)
+    if not HANDLER_FILE.is_file():
+        raise FileNotFoundError(f"{HANDLER_FILE}: the Inference Endpoints handler is missing; export from a FuScore checkout.")
+    shutil.copyfile(HANDLER_FILE, folder / "handler.py")
+
+
+def _usage_section(repo_id: str) -> str:
+    return f"""
+## Pipeline and Inference Endpoints
+
+```python
+from transformers import pipeline
+
+scorer = pipeline(model="{repo_id}", trust_remote_code=True)   # task "{PIPELINE_TASK}" comes from config.json
+scorer({{"fused": "fused.png", "ir": "ir.png", "vis": "vis.png"}})
+# {{'score': ..., 'std': ..., 'probs': {{'excellent': ..., ...}}, 'dimensions': {{'thermal_retention': {{...}}, ...}}}}
+```
+
+`handler.py` serves the same pipeline on Inference Endpoints: send `{{"inputs": "<base64 image>"}}` or
+`{{"inputs": {{"fused": "<base64>", "ir": "<base64>", "vis": "<base64>"}}}}`.
+"""
+
+
+def _write_merged(model, processor, evaluation: dict, folder: Path, repo_id: str, base_name: Optional[str]) -> None:
+    model.config.custom_pipelines = json.loads(json.dumps(CUSTOM_PIPELINES))
+    model.processor = processor
+    model.save_pretrained(folder)
+    _copy_remote_code(folder)
+    if evaluation:
+        (folder / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
+    card = write_model_card(folder, evaluation, repo_id=repo_id, base_model=base_name)
+    card.write_text(card.read_text() + _usage_section(repo_id))
+
+    config = json.loads((folder / "config.json").read_text())
+    missing = [name for name in ("modeling_fuscore.py", "processing_fuscore.py", "pipeline_fuscore.py", "handler.py",
+                                 "processor_config.json") if not (folder / name).is_file()]
+    if missing or config.get("custom_pipelines") != CUSTOM_PIPELINES or "AutoModel" not in config.get("auto_map", {}):
+        raise RuntimeError(f"The export in {folder} is incomplete (missing {missing or 'config entries'}); nothing was written.")
+
+
+def _adapter_card(repo_id: str, base_name: Optional[str], evaluation: dict) -> str:
+    header = {"library_name": "peft", "tags": ["image-quality-assessment", "infrared-visible-fusion", "fuscore", "lora"]}
+    if base_name and "/" in base_name and not base_name.startswith(("/", ".")):
+        header["base_model"] = base_name
+    metrics = evaluation.get("metrics", {})
+    rows = "\n".join(f"| {name} | {float(value):.4f} |" for name, value in metrics.items()
+                     if isinstance(value, (int, float)) and not name.endswith(("runtime", "per_second")))
+    evaluation_text = (f"## Evaluation ({evaluation.get('dataset', 'held-out split')})\n\n| metric | value |\n|---|---|\n{rows}\n"
+                       if rows else "No evaluation file (fuscore_eval.json) came with this adapter.\n")
+    synthetic = ("\n**Trained and evaluated on FuScore's synthetic benchmark only: its labels are not human ratings.**\n"
+                 if evaluation.get("synthetic") else "")
+    return f"""---
+{yaml.safe_dump(header, sort_keys=False)}---
+
+# FuScore LoRA adapter
+
+A LoRA adapter (language model only) for the FuScore model `{base_name}`: quality assessment of infrared-visible
+fused images by level-token scoring.
+{synthetic}
+```python
+from transformers import AutoModel
+
+model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)   # loads the base and applies the adapter
+model.score("fused.png")
+```
+
+{evaluation_text}"""
+
+
+def _write_adapter(model, evaluation: dict, folder: Path, repo_id: str, base_name: Optional[str], hub_base_model: Optional[str]) -> None:
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        raise NotAFuScoreModelError("--adapter-only needs a LoRA adapter folder or a PeftModel; the source holds merged weights.")
+    model.save_pretrained(folder)
+    if not (folder / "adapter_config.json").is_file():
+        raise RuntimeError(f"peft wrote no adapter_config.json into {folder}; nothing was written.")
+    if hub_base_model:
+        # On the Hub the adapter must point at the pushed base repo, not at a local folder. It is rewritten after
+        # saving, so peft never looks that repo up (it may not exist yet) and the model object stays as it was.
+        config_path = folder / "adapter_config.json"
+        adapter_config = json.loads(config_path.read_text())
+        adapter_config["base_model_name_or_path"] = hub_base_model
+        config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
+        base_name = hub_base_model
+    if evaluation:
+        (folder / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
+    (folder / "README.md").write_text(_adapter_card(repo_id, base_name, evaluation))
+
+
+def push_folder_to_hub(folder: Path, repo_id: str, private: bool = False) -> str:
+    """Uploads `folder` to the model repo `repo_id` (created if needed); returns the commit URL."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise ExportInputError(f"HF_HUB_OFFLINE is set: cannot push {folder} to {repo_id}. Unset it and log in "
+                               "(`hf auth login`); the exported folder is complete and can be pushed later.")
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                               commit_message="Upload FuScore export")
+    return str(getattr(commit, "commit_url", commit))
+
+
+def export_model(
+    source,
+    output_dir: Union[str, os.PathLike],
+    *,
+    adapter_only: bool = False,
+    repo_id: Optional[str] = None,
+    base_model: Optional[str] = None,
+    hub_base_model: Optional[str] = None,
+    evaluation: Optional[dict] = None,
+    overwrite: bool = False,
+    cache_repo_id: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+    push_to_hub: Optional[str] = None,
+    private: bool = False,
+) -> ExportResult:
+    """Writes a Hub-ready FuScore folder to `output_dir`.
+
+    Args:
+        source: a saved FuScore folder, a LoRA adapter folder on one, a `FuScoreForQuality` or a `PeftModel`
+            (a `PeftModel` object is merged in place unless `adapter_only`).
+        adapter_only: write the adapter alone (for `org/fuscore-lora`) instead of merged weights.
+        repo_id: the repo the card's snippets name (default: `push_to_hub`, else `org/fuscore` / `org/fuscore-lora`).
+        base_model: for an adapter folder, load this base instead of the one in `adapter_config.json`.
+        hub_base_model: for `adapter_only`, the base repo id written into the exported `adapter_config.json`.
+        evaluation: the trainer's evaluation dict, for model objects (folders bring their `fuscore_eval.json`).
+        overwrite: replace an existing `output_dir`.
+        cache_repo_id: also put the export into the local Hub cache as this repo id (loads offline by that id).
+        cache_dir: that cache (default: $HF_HUB_CACHE, else the Hugging Face default).
+        push_to_hub: also upload the export to this Hub repo (needs the network and a token).
+    """
+    output = Path(output_dir)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} already exists; pass overwrite=True (--overwrite) to replace it.")
+
+    if isinstance(source, (str, os.PathLike)):
+        model, processor, source_evaluation, base_name = load_export_source(source, base_model)
+        evaluation = evaluation if evaluation is not None else source_evaluation
+    else:
+        inner, _ = _unwrap(source)
+        if not isinstance(inner, FuScoreForQuality) and getattr(inner.config, "model_type", None) != "fuscore":
+            raise NotAFuScoreModelError(f"Cannot export a {type(source).__name__}: expected a FuScore model or a PeftModel around one.")
+        model, processor = source, inner.get_processor()
+        evaluation = evaluation or {}
+        base_name = evaluation.get("base_model") or getattr(inner.config, "_name_or_path", None)
+
+    kind = "adapter" if adapter_only else "merged"
+    repo_id = repo_id or push_to_hub or ("org/fuscore-lora" if adapter_only else "org/fuscore")
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.staging-"))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(staging, 0o777 & ~mask)  # mkdtemp makes a private (0700) folder; the export is an ordinary one
+    try:
+        if adapter_only:
+            _write_adapter(model, evaluation, staging, repo_id, base_name, hub_base_model)
+        else:
+            inner, wrapped = _unwrap(model)
+            merged = model.merge_and_unload() if wrapped else inner
+            _write_merged(merged, processor, evaluation, staging, repo_id, base_name)
+        if output.exists():
+            retired = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old-"))
+            os.replace(output, retired / output.name)
+            os.replace(staging, output)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    result = ExportResult(folder=output, kind=kind)
+    if cache_repo_id:
+        from fuscore.hub import add_folder_to_hub_cache
+
+        result.cache_snapshot = add_folder_to_hub_cache(output, cache_repo_id, cache_dir=cache_dir)
+    if push_to_hub:
+        result.hub_url = push_folder_to_hub(output, push_to_hub, private=private)
+    return result

@@ -1,0 +1,572 @@
+"""Rank fusion methods by their mean FuScore, with bootstrap confidence intervals over source pairs.
+
+A benchmark is a set of fused images, each made by one fusion `method` from one source `pair`. Every method is
+scored on the same pairs, so the uncertainty of a method's mean score comes from which scenes happened to be in the
+benchmark: the bootstrap resamples *source pairs* with replacement (the same resample for every method, which keeps
+the comparison paired) and recomputes each method's mean and rank. The 95% intervals are percentiles of those
+resampled means and ranks.
+
+Inputs come from a manifest CSV (`pair, method, fused[, ir, vis]`, paths relative to the manifest), VIFB (whose
+manifest has that layout) or a folder laid out as `FOLDER/<method>/<pair>.<ext>`. Classical VIFB metrics
+(`fuscore_metrics.ivif_metrics`) and labels from a rating table can be put beside the scores.
+
+Outputs (`write_ranking_report`): `ranking.md`, `ranking.csv`, `scores.csv` (per image) and PNG plots, each written
+to a temporary file and renamed into place.
+"""
+
+import csv
+import io
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MANIFEST_COLUMNS = ("pair", "method", "fused")
+OVERALL = "overall"
+
+
+class RankingInputError(ValueError):
+    """A benchmark description (manifest row, folder layout, label table) that cannot be used; names the culprit."""
+
+
+@dataclass
+class BenchmarkItem:
+    """One fused image of the benchmark and where it came from."""
+
+    pair: str
+    method: str
+    fused: str
+    ir: Optional[str] = None
+    vis: Optional[str] = None
+    origin: str = ""  # "manifest.csv row 7" or the file path: what an error message should name
+
+
+# ----------------------------------------------------------------------------------------------------- inputs
+def list_images(folder: Path) -> list:
+    """Image files directly inside `folder`, sorted by name."""
+    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_manifest(path) -> list:
+    """Reads a manifest CSV with columns `pair, method, fused` and optional `ir, vis` (paths relative to its folder).
+
+    Raises RankingInputError naming the row for a missing column value, a missing file or a repeated
+    (pair, method).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such manifest file.")
+    root = path.parent
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [name for name in MANIFEST_COLUMNS if name not in (reader.fieldnames or ())]
+        if missing:
+            raise RankingInputError(f"{path}: missing column(s) {missing}; a manifest needs pair, method, fused (and optionally ir, vis).")
+        rows = list(reader)
+    items = []
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        origin = f"{path} line {line}"
+        for name in MANIFEST_COLUMNS:
+            if not (row.get(name) or "").strip():
+                raise RankingInputError(f"{origin}: empty {name!r}.")
+        files = {}
+        for name in ("fused", "ir", "vis"):
+            value = (row.get(name) or "").strip()
+            if not value:
+                files[name] = None
+                continue
+            file = root / value
+            if not file.is_file():
+                raise FileNotFoundError(f"{origin}: {name} image {file} does not exist.")
+            files[name] = str(file)
+        items.append(BenchmarkItem(row["pair"].strip(), row["method"].strip(), files["fused"], files["ir"], files["vis"], origin))
+    if not items:
+        raise RankingInputError(f"{path}: the manifest has no rows.")
+    check_unique(items)
+    return items
+
+
+def vifb_manifest_path(vifb_dir=None) -> Path:
+    """VIFB's manifest: in `vifb_dir`, else where `fuscore_data` finds VIFB ($FUSCORE_VIFB_DIR or ../shared/data/vifb)."""
+    from fuscore_data.importers import VIFB_MANIFEST, default_vifb_dir
+
+    return Path(vifb_dir or default_vifb_dir()) / VIFB_MANIFEST
+
+
+def _match_source(folder: Optional[Path], stem: str, role: str, fused: Path) -> Optional[str]:
+    if folder is None:
+        return None
+    candidates = [folder / (stem + extension) for extension in IMAGE_EXTENSIONS]
+    candidates += [folder / (stem + extension.upper()) for extension in IMAGE_EXTENSIONS]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"{fused}: no {role} source named {stem}.<ext> in {folder}.")
+
+
+def read_method_folders(folder, ir_dir=None, vis_dir=None) -> list:
+    """Items from `folder/<method>/<pair>.<ext>`; sources are `ir_dir/<pair>.<ext>` and `vis_dir/<pair>.<ext>`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder.")
+    ir_folder, vis_folder = (Path(d) if d else None for d in (ir_dir, vis_dir))
+    for name, source_folder in (("--ir-dir", ir_folder), ("--vis-dir", vis_folder)):
+        if source_folder is not None and not source_folder.is_dir():
+            raise FileNotFoundError(f"{source_folder}: no such folder ({name}).")
+    excluded = {p.resolve() for p in (ir_folder, vis_folder) if p is not None}
+    items = []
+    for method_folder in sorted(p for p in folder.iterdir() if p.is_dir() and p.resolve() not in excluded):
+        for image in list_images(method_folder):
+            items.append(BenchmarkItem(
+                pair=image.stem, method=method_folder.name, fused=str(image),
+                ir=_match_source(ir_folder, image.stem, "infrared", image),
+                vis=_match_source(vis_folder, image.stem, "visible", image),
+                origin=str(image),
+            ))
+    if not items:
+        raise RankingInputError(f"{folder}: no images found in <method>/ subfolders (expected {folder}/<method>/<pair>.png).")
+    check_unique(items)
+    return items
+
+
+def check_unique(items: Sequence[BenchmarkItem]) -> None:
+    seen = {}
+    for item in items:
+        key = (item.pair, item.method)
+        if key in seen:
+            raise RankingInputError(f"{item.origin}: pair {item.pair!r} and method {item.method!r} already appear at {seen[key]}.")
+        seen[key] = item.origin
+
+
+def read_labels(table_path, items: Sequence[BenchmarkItem]) -> list:
+    """The `mos` of each item from a rating table (matched on pair_id and method); None where the table has none."""
+    import datasets
+    from fuscore_data.tables import load_table
+
+    table = load_table(table_path)
+    if isinstance(table, datasets.DatasetDict):
+        table = datasets.concatenate_datasets([split for split in table.values()])
+    columns = table.select_columns(["pair_id", "method", "mos"]).to_dict()
+    labels = {}
+    for pair, method, mos in zip(columns["pair_id"], columns["method"], columns["mos"]):
+        if mos is not None and not math.isnan(mos):
+            labels[(str(pair), str(method))] = float(mos)
+    matched = [labels.get((item.pair, item.method)) for item in items]
+    if not any(value is not None for value in matched):
+        raise RankingInputError(
+            f"{table_path}: no row matches the benchmark's (pair, method) pairs; e.g. the benchmark has "
+            f"({items[0].pair!r}, {items[0].method!r}) and the table ({columns['pair_id'][0]!r}, {columns['method'][0]!r})."
+        )
+    return matched
+
+
+# ----------------------------------------------------------------------------------------------------- scoring
+def score_benchmark(model, items: Sequence[BenchmarkItem], dimensions: Sequence[str], batch_size: int = 8,
+                    processor=None, progress: bool = True) -> dict:
+    """`{dimension: {"score": array, "std": array, "probs": array [n, levels]}}` for every item."""
+    from modeling_fuscore import score_images
+
+    processor = processor or model.get_processor()
+    results = score_images(model, processor, [item.fused for item in items], [item.ir for item in items],
+                           [item.vis for item in items], list(dimensions), batch_size=batch_size, progress=progress)
+    return {dim: {key: np.asarray(values, dtype=np.float64) for key, values in result.items()} for dim, result in results.items()}
+
+
+def _classical_for_item(item: BenchmarkItem, metrics):
+    from PIL import Image
+
+    from fuscore_metrics.ivif_metrics import compute_ivif_metrics
+
+    try:
+        images = [np.asarray(Image.open(path)) for path in (item.fused, item.ir, item.vis)]
+        return compute_ivif_metrics(*images, metrics=metrics)
+    except (ValueError, OSError) as error:
+        raise RankingInputError(f"{item.origin}: classical metrics failed: {error}") from None
+
+
+def classical_metrics(items: Sequence[BenchmarkItem], metrics: Optional[Sequence[str]] = None, workers: int = 1,
+                      progress: bool = True) -> dict:
+    """VIFB metrics per item (`{metric: array}`), in `workers` processes. Every item needs both sources."""
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from tqdm.auto import tqdm
+
+    from fuscore_metrics.ivif_metrics import METRIC_NAMES
+
+    without_sources = [item.origin for item in items if not (item.ir and item.vis)]
+    if without_sources:
+        raise RankingInputError(f"Classical metrics need the infrared and visible sources; {without_sources[0]} has none "
+                                f"({len(without_sources)} items lack them). Give ir/vis columns or --ir-dir/--vis-dir.")
+    names = list(metrics) if metrics else list(METRIC_NAMES)
+    compute = partial(_classical_for_item, metrics=names)
+    bar = tqdm(total=len(items), desc="Classical metrics", unit="image", disable=not progress)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as executor:
+            values = []
+            for value in executor.map(compute, items, chunksize=4):
+                values.append(value)
+                bar.update()
+    else:
+        values = []
+        for item in items:
+            values.append(compute(item))
+            bar.update()
+    bar.close()
+    return {name: np.array([value[name] for value in values], dtype=np.float64) for name in names}
+
+
+# ----------------------------------------------------------------------------------------------------- statistics
+@dataclass
+class MethodRanking:
+    """Per-method means, bootstrap intervals and ranks (methods sorted best first)."""
+
+    methods: list
+    mean: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    rank_low: np.ndarray
+    rank_high: np.ndarray
+    n_images: np.ndarray
+    n_pairs: int
+    n_resamples: int
+    confidence: float
+    seed: int
+
+
+def _method_pair_matrix(values, pairs, methods) -> tuple:
+    """values per item -> [method, pair] matrix (NaN where a method has no image for a pair)."""
+    method_names = sorted(set(methods))
+    pair_names = sorted(set(pairs))
+    method_index = {name: i for i, name in enumerate(method_names)}
+    pair_index = {name: i for i, name in enumerate(pair_names)}
+    matrix = np.full((len(method_names), len(pair_names)), np.nan)
+    for value, pair, method in zip(values, pairs, methods):
+        matrix[method_index[method], pair_index[pair]] = value
+    return matrix, method_names, pair_names
+
+
+def _ranks_descending(means: np.ndarray) -> np.ndarray:
+    """Rank 1 = highest mean, along the last axis (ties broken by order, NaN last)."""
+    order = np.argsort(-np.nan_to_num(means, nan=-np.inf), axis=-1, kind="stable")
+    return np.argsort(order, axis=-1, kind="stable") + 1
+
+
+def bootstrap_ranking(scores, pairs, methods, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> MethodRanking:
+    """Mean score per method with percentile-bootstrap intervals, resampling source pairs (paired across methods)."""
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}.")
+    matrix, method_names, pair_names = _method_pair_matrix(scores, pairs, methods)
+    n_methods, n_pairs = matrix.shape
+    means = np.nanmean(matrix, axis=1)
+    rng = np.random.default_rng(seed)
+    resampled_pairs = rng.integers(0, n_pairs, size=(n_resamples, n_pairs))
+    tail = (1 - confidence) / 2 * 100
+    with warnings.catch_warnings():
+        # A method absent from every drawn pair gets a NaN mean ("Mean of empty slice"), which nanpercentile skips.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        boot_means = np.nanmean(matrix[:, resampled_pairs], axis=2)  # [methods, resamples]
+        ci_low, ci_high = np.nanpercentile(boot_means, [tail, 100 - tail], axis=1)
+    boot_ranks = _ranks_descending(boot_means.T).T
+    rank_low = np.percentile(boot_ranks, tail, axis=1, method="lower")
+    rank_high = np.percentile(boot_ranks, 100 - tail, axis=1, method="higher")
+    counts = np.sum(~np.isnan(matrix), axis=1)
+    order = np.argsort(-means, kind="stable")
+    return MethodRanking(
+        methods=[method_names[i] for i in order], mean=means[order], ci_low=ci_low[order], ci_high=ci_high[order],
+        rank_low=rank_low[order].astype(int), rank_high=rank_high[order].astype(int), n_images=counts[order],
+        n_pairs=n_pairs, n_resamples=n_resamples, confidence=confidence, seed=seed,
+    )
+
+
+def method_means(values, methods, method_order) -> np.ndarray:
+    """Mean of `values` per method (NaN-aware), in `method_order`."""
+    values = np.asarray(values, dtype=np.float64)
+    methods = np.asarray(methods)
+    means = []
+    for name in method_order:
+        selected = values[methods == name]
+        selected = selected[np.isfinite(selected)]
+        means.append(selected.mean() if selected.size else np.nan)
+    return np.array(means)
+
+
+def spearman(a, b) -> float:
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 3 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a[keep], b[keep]).statistic)
+
+
+# ----------------------------------------------------------------------------------------------------- report
+@dataclass
+class RankingReport:
+    ranking: MethodRanking
+    table: list  # one dict per method, best first (the rows of ranking.csv)
+    files: dict = field(default_factory=dict)  # name -> path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Writes `data` to a temporary file beside `path` and renames it into place (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def _csv_text(rows: Sequence[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_cell(value) for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def _csv_cell(value):
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _figure_png(draw: Callable) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = draw(plt)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def plot_ranking(ranking: MethodRanking, title: str) -> bytes:
+    def draw(plt):
+        count = len(ranking.methods)
+        figure, axes = plt.subplots(figsize=(7, 1.2 + 0.28 * count))
+        positions = np.arange(count)[::-1]  # best at the top
+        errors = np.vstack([ranking.mean - ranking.ci_low, ranking.ci_high - ranking.mean])
+        axes.errorbar(ranking.mean, positions, xerr=errors, fmt="o", color="#1f4e79", ecolor="#7f9fbf", capsize=3)
+        axes.set_yticks(positions, [f"{i + 1}. {name}" for i, name in enumerate(ranking.methods)])
+        axes.set_xlabel(f"mean FuScore (1-5), {ranking.confidence:.0%} bootstrap interval over {ranking.n_pairs} source pairs")
+        axes.set_title(title)
+        axes.grid(axis="x", alpha=0.3)
+        return figure
+
+    return _figure_png(draw)
+
+
+def plot_levels(methods: Sequence[str], mean_probs: np.ndarray, level_words: Sequence[str], title: str) -> bytes:
+    def draw(plt):
+        count = len(methods)
+        figure, axes = plt.subplots(figsize=(7, 1.4 + 0.28 * count))
+        positions = np.arange(count)[::-1]
+        colors = plt.get_cmap("RdYlGn")(np.linspace(0.9, 0.1, len(level_words)))  # best level green, worst red
+        left = np.zeros(count)
+        for level, word in enumerate(level_words):
+            axes.barh(positions, mean_probs[:, level], left=left, color=colors[level], label=word, height=0.7)
+            left += mean_probs[:, level]
+        axes.set_yticks(positions, list(methods))
+        axes.set_xlim(0, 1)
+        axes.set_xlabel("mean level probability (overall)")
+        axes.set_title(title)
+        axes.legend(ncol=len(level_words), loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.5 / count), frameon=False)
+        return figure
+
+    return _figure_png(draw)
+
+
+def plot_scatter(predicted, labelled, title: str) -> bytes:
+    def draw(plt):
+        figure, axes = plt.subplots(figsize=(5, 5))
+        axes.scatter(labelled, predicted, s=14, alpha=0.7, color="#1f4e79")
+        axes.set_xlabel("label (MOS)")
+        axes.set_ylabel("predicted FuScore")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        return figure
+
+    return _figure_png(draw)
+
+
+def write_ranking_report(
+    output_dir,
+    items: Sequence[BenchmarkItem],
+    scores: dict,
+    level_words: Sequence[str],
+    model_name: str,
+    classical: Optional[dict] = None,
+    labels: Optional[Sequence] = None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    higher_is_better: Optional[dict] = None,
+    note: str = "",
+) -> RankingReport:
+    """Ranks methods by mean overall score and writes ranking.md, ranking.csv, scores.csv and the plots."""
+    from fuscore_metrics.plcc_srcc import MIN_ITEMS, correlation_metrics
+
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    pairs = [item.pair for item in items]
+    methods = [item.method for item in items]
+    overall = scores[OVERALL]["score"]
+    ranking = bootstrap_ranking(overall, pairs, methods, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    order = ranking.methods
+    dimensions = list(scores)
+    classical = classical or {}
+    higher_is_better = higher_is_better or {}
+
+    label_values = None
+    if labels is not None:
+        label_values = np.array([np.nan if value is None else value for value in labels], dtype=np.float64)
+
+    table = []
+    per_method = {dim: method_means(scores[dim]["score"], methods, order) for dim in dimensions}
+    std_means = method_means(scores[OVERALL]["std"], methods, order)
+    classical_means = {name: method_means(values, methods, order) for name, values in classical.items()}
+    label_means = method_means(label_values, methods, order) if label_values is not None else None
+    for i, method in enumerate(order):
+        row = {
+            "rank": i + 1, "method": method, "n_images": int(ranking.n_images[i]),
+            "mean_score": float(ranking.mean[i]), "ci_low": float(ranking.ci_low[i]), "ci_high": float(ranking.ci_high[i]),
+            "rank_ci_low": int(ranking.rank_low[i]), "rank_ci_high": int(ranking.rank_high[i]),
+            "mean_std": float(std_means[i]),
+        }
+        row.update({f"mean_{dim}": float(per_method[dim][i]) for dim in dimensions if dim != OVERALL})
+        if label_means is not None:
+            row["mean_label"] = float(label_means[i])
+        row.update({name: float(means[i]) for name, means in classical_means.items()})
+        table.append(row)
+
+    files = {}
+    files["ranking.csv"] = output / "ranking.csv"
+    atomic_write_bytes(files["ranking.csv"], _csv_text(table).encode())
+
+    per_image = []
+    for index, item in enumerate(items):
+        row = {"pair": item.pair, "method": item.method, "fused": item.fused}
+        for dim in dimensions:
+            row[dim] = float(scores[dim]["score"][index])
+            row[f"{dim}_std"] = float(scores[dim]["std"][index])
+        if label_values is not None:
+            row["label"] = float(label_values[index])
+        row.update({name: float(values[index]) for name, values in classical.items()})
+        per_image.append(row)
+    files["scores.csv"] = output / "scores.csv"
+    atomic_write_bytes(files["scores.csv"], _csv_text(per_image).encode())
+
+    title = f"FuScore ranking of {len(order)} methods"
+    files["ranking.png"] = output / "ranking.png"
+    atomic_write_bytes(files["ranking.png"], plot_ranking(ranking, title))
+
+    probs_by_method = np.array([scores[OVERALL]["probs"][np.asarray(methods) == name].mean(axis=0) for name in order])
+    files["levels.png"] = output / "levels.png"
+    atomic_write_bytes(files["levels.png"], plot_levels(order, probs_by_method, level_words, "Level distributions per method"))
+
+    label_summary = None
+    if label_values is not None:
+        labelled = np.isfinite(label_values)
+        if labelled.sum() >= MIN_ITEMS:
+            label_summary = correlation_metrics(overall[labelled], label_values[labelled],
+                                                groups=[pair for pair, keep in zip(pairs, labelled) if keep])
+            label_summary["srcc_method_means"] = spearman(ranking.mean, label_means)
+        stats_text = (f"PLCC {label_summary['plcc']:.3f}, SRCC {label_summary['srcc']:.3f}" if label_summary else "too few labels")
+        files["scatter.png"] = output / "scatter.png"
+        atomic_write_bytes(files["scatter.png"], plot_scatter(overall[labelled], label_values[labelled],
+                                                               f"Predicted vs labelled ({int(labelled.sum())} images; {stats_text})"))
+
+    markdown = _ranking_markdown(ranking, table, dimensions, classical_means, higher_is_better, label_summary,
+                                 model_name, len(items), note)
+    files["ranking.md"] = output / "ranking.md"
+    atomic_write_bytes(files["ranking.md"], markdown.encode())
+    return RankingReport(ranking=ranking, table=table, files=files)
+
+
+def _ranking_markdown(ranking, table, dimensions, classical_means, higher_is_better, label_summary, model_name,
+                      n_items, note) -> str:
+    sub_dimensions = [dim for dim in dimensions if dim != OVERALL]
+    header = ["rank", "method", "mean score", f"{ranking.confidence:.0%} CI", "rank range", "mean std"]
+    header += [dim.replace("_", " ") for dim in sub_dimensions]
+    if "mean_label" in table[0]:
+        header.append("mean label")
+    lines = [
+        "# FuScore ranking of fusion methods",
+        "",
+        f"Model: `{model_name}`. {n_items} fused images, {len(table)} methods, {ranking.n_pairs} source pairs. "
+        f"Methods are ranked by their mean overall score; intervals are percentile bootstrap intervals from "
+        f"{ranking.n_resamples} resamples of the source pairs (seed {ranking.seed}), the rank range is the "
+        f"{ranking.confidence:.0%} interval of each method's rank over the same resamples.",
+    ]
+    if note:
+        lines += ["", note]
+    if ranking.n_pairs < 2:
+        lines += ["", "**Only one source pair: the intervals are degenerate and say nothing about uncertainty.**"]
+    lines += ["", _markdown_row(header), "|" + "---|" * len(header)]
+    for row in table:
+        cells = [str(row["rank"]), row["method"], _fmt(row["mean_score"]), f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]",
+                 f"{row['rank_ci_low']}–{row['rank_ci_high']}", _fmt(row["mean_std"])]
+        cells += [_fmt(row[f"mean_{dim}"]) for dim in sub_dimensions]
+        if "mean_label" in row:
+            cells.append(_fmt(row["mean_label"]))
+        lines.append(_markdown_row(cells))
+    if classical_means:
+        names = list(classical_means)
+        lines += ["", "## Classical metrics per method (mean over images, FuScore rank order)", "",
+                  _markdown_row(["rank", "method", *names]), "|" + "---|" * (len(names) + 2)]
+        for row in table:
+            lines.append(_markdown_row([str(row["rank"]), row["method"], *(_fmt(row[name]) for name in names)]))
+        lines += ["", "## Agreement with the classical metrics",
+                  "",
+                  "Spearman correlation, over the methods, between the mean FuScore and the mean of each metric "
+                  "(metrics where lower is better are negated first, so positive means agreement).",
+                  "", "| metric | better | Spearman with FuScore |", "|---|---|---|"]
+        for name, means in classical_means.items():
+            better = higher_is_better.get(name, True)
+            value = spearman(ranking.mean, means if better else -means)
+            lines.append(f"| {name} | {'higher' if better else 'lower'} | {_fmt(value)} |")
+    if label_summary is not None:
+        lines += ["", "## Agreement with the labels", "", "| statistic | value |", "|---|---|"]
+        for name in ("n", "plcc", "srcc", "krcc", "srcc_within", "pairwise_accuracy_within", "srcc_method_means"):
+            if name in label_summary:
+                value = label_summary[name]
+                lines.append(f"| {name} | {int(value) if name == 'n' else _fmt(float(value))} |")
+    plots = ["ranking.png", "levels.png"] + (["scatter.png"] if "mean_label" in table[0] else [])
+    lines += ["", "Files: `ranking.csv` (this table), `scores.csv` (per image), " + ", ".join(f"`{p}`" for p in plots) + ".", ""]
+    return "\n".join(lines)
+
+
+def _markdown_row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"

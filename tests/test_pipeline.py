@@ -1,0 +1,94 @@
+"""The custom pipeline (pipeline_fuscore.FuScorePipeline) against the model's own scoring, in this process.
+
+Loading it as remote code from an exported folder or a cached repo id, in a clean process, is in test_export.py.
+"""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers import pipeline
+
+import pipeline_fuscore
+from fuscore.tiny import build_tiny_model
+
+
+ALL_DIMENSIONS = ("overall", "thermal_retention", "texture_preservation", "artifacts", "sharpness")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return build_tiny_model("qwen2_vl", seed=3)
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_model):
+    return pipeline(pipeline_fuscore.TASK_NAME, model=tiny_model, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(11)
+    return [rng.integers(0, 256, (40 + 8 * i, 56 + 4 * i, 3), dtype=np.uint8) for i in range(4)]
+
+
+def test_result_matches_model_score_for_every_dimension(scorer, tiny_model, images):
+    result = scorer(images[0])
+    expected = tiny_model.score(images[0], dimensions=ALL_DIMENSIONS, return_details=True)
+    assert set(result) == {"score", "std", "probs", "dimensions"}
+    assert list(result["dimensions"]) == list(ALL_DIMENSIONS[1:])
+    assert result["score"] == pytest.approx(expected["overall"]["score"], abs=1e-5)
+    assert result["std"] == pytest.approx(expected["overall"]["std"], abs=1e-5)
+    assert list(result["probs"]) == list(tiny_model.config.level_words)
+    assert list(result["probs"].values()) == pytest.approx(expected["overall"]["probs"], abs=1e-5)
+    for dim in ALL_DIMENSIONS[1:]:
+        assert result["dimensions"][dim]["score"] == pytest.approx(expected[dim]["score"], abs=1e-5)
+        assert result["dimensions"][dim]["std"] == pytest.approx(expected[dim]["std"], abs=1e-5)
+    # The score is the expectation of the level values under the level distribution.
+    values = tiny_model.config.level_values
+    assert sum(p * v for p, v in zip(result["probs"].values(), values)) == pytest.approx(result["score"], abs=1e-5)
+
+
+def test_input_forms_give_the_same_scores(scorer, images):
+    array = images[1]
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    forms = [array, Image.fromarray(array), buffer.getvalue(), {"fused": array}]
+    scores = [scorer(form)["score"] for form in forms]
+    assert scores == pytest.approx([scores[0]] * len(forms), abs=1e-6)
+
+
+def test_lists_batches_and_generators_match_single_calls(scorer, tiny_model, images):
+    expected = tiny_model.score(images)
+    one_by_one = [result["score"] for result in scorer(images)]
+    batched = [result["score"] for result in scorer(images, batch_size=3)]
+    streamed = [result["score"] for result in scorer((image for image in images), batch_size=2)]
+    assert one_by_one == pytest.approx(expected, abs=1e-5)
+    assert batched == pytest.approx(expected, abs=1e-5)
+    assert streamed == pytest.approx(expected, abs=1e-5)
+    assert len(set(round(score, 6) for score in expected)) > 1, "different images must get different scores"
+    assert scorer([]) == []
+
+
+def test_dimensions_argument_and_sources(images):
+    model = build_tiny_model("qwen2_vl", input_mode="fused_ir_vis", seed=5)
+    scorer = pipeline(pipeline_fuscore.TASK_NAME, model=model, device="cpu")
+    fused, ir, vis = images[2], images[2][..., 0], images[2][..., 1]
+    result = scorer({"fused": fused, "ir": ir, "vis": vis}, dimensions=["sharpness"])
+    assert list(result["dimensions"]) == ["sharpness"]  # overall is always the top level
+    expected = model.score(fused, ir=ir, vis=vis, dimensions=("overall", "sharpness"))
+    assert result["score"] == pytest.approx(expected["overall"], abs=1e-5)
+    assert result["dimensions"]["sharpness"]["score"] == pytest.approx(expected["sharpness"], abs=1e-5)
+    with pytest.raises(ValueError, match="infrared and visible sources"):
+        scorer(fused)
+
+
+def test_bad_inputs_fail_clearly(scorer, images, tmp_path):
+    with pytest.raises(ValueError, match="'fused'"):
+        scorer({"image": images[0]})
+    with pytest.raises(ValueError, match="Unknown rating dimension"):
+        scorer(images[0], dimensions=["colour"])
+    missing = tmp_path / "missing.png"
+    with pytest.raises(ValueError, match="missing.png"):
+        scorer(str(missing))
