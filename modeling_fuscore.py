@@ -230,11 +230,9 @@ class FuScorePreTrainedModel(PreTrainedModel):
     config_class = FuScoreConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = [
-        "Qwen2VLDecoderLayer", "Qwen2VLVisionBlock",
-        "Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock",
-        "Qwen3VLTextDecoderLayer", "Qwen3VLVisionBlock",
-    ]
+    # No `_no_split_modules` of our own: `post_init` collects the wrapped Qwen-VL model's (its decoder layer and vision
+    # block). Listing all three families here would name classes absent from the model, and FSDP's transformer
+    # auto-wrap, which falls back to this list, refuses names it cannot find.
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
@@ -439,10 +437,11 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         attn_implementation, device_map, ...) go to the base model's `from_pretrained`."""
         from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
-        base_config = AutoConfig.from_pretrained(base_model_name_or_path)
-        if base_config.model_type not in SUPPORTED_BASE_MODEL_TYPES:
+        # Read the model type from config.json without instantiating a config class: never runs a folder's code.
+        model_type = PreTrainedConfig.get_config_dict(base_model_name_or_path)[0].get("model_type")
+        if model_type not in SUPPORTED_BASE_MODEL_TYPES:
             raise ValueError(
-                f"{base_model_name_or_path} is a {base_config.model_type!r} model; FuScore wraps Qwen-VL models "
+                f"{base_model_name_or_path} is a {model_type!r} model; FuScore wraps Qwen-VL models "
                 f"({', '.join(SUPPORTED_BASE_MODEL_TYPES)}), e.g. Qwen/Qwen3-VL-8B-Instruct."
             )
         tokenizer = AutoTokenizer.from_pretrained(base_model_name_or_path)

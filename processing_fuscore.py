@@ -34,8 +34,11 @@ ImageLike = Union[str, os.PathLike, bytes, Image.Image, Any]
 # Sides under this many pixels carry too little content to assess; the image processor would upsample
 # them to its minimum pixel count and the score would mostly reflect interpolation.
 MIN_IMAGE_SIDE = 16
-# Larger images are refused before decoding: a decompression bomb or a mistaken raw dump, not a photo.
-MAX_IMAGE_PIXELS = 20_000 * 20_000
+# Larger images are refused before decoding: a decompression bomb or a mistaken raw dump, not a photo. This is
+# Pillow's own decompression-bomb threshold (`Image.MAX_IMAGE_PIXELS`), so files, PIL images and arrays share one limit.
+MAX_IMAGE_PIXELS = 89_478_485
+# Qwen-VL's image processors refuse images whose long side exceeds this many times the short side.
+MAX_ASPECT_RATIO = 200
 # Sources must be registered to the fused image: their aspect ratio may differ from it by at most this much.
 SOURCE_ASPECT_TOLERANCE = 0.02
 
@@ -81,6 +84,8 @@ def _to_rgb(image: Image.Image, name: str) -> Image.Image:
         image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
     if image.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
         # Transparent areas become black: in a fused infrared image black reads as "no signal", not as content.
+        if image.mode == "La":  # Pillow converts premultiplied grey+alpha only to LA
+            image = image.convert("LA")
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -122,8 +127,12 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
                 pil.load()
         except ImageInputError:
             raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, IndexError, EOFError, struct_error,
-                Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageInputError(
+                f"{name}: too many pixels to decode safely ({error}); FuScore reads images up to {MAX_IMAGE_PIXELS} "
+                "pixels: downscale it first."
+            ) from error
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, IndexError, EOFError, struct_error) as error:
             # Pillow's decoders report truncated or corrupt data with any of these, depending on format and version.
             raise ImageInputError(f"{name}: cannot decode the image ({type(error).__name__}: {error}). "
                                   "The file is corrupt, truncated or not an image.") from error
@@ -137,6 +146,11 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
         )
     if pil.width * pil.height > MAX_IMAGE_PIXELS:
         raise ImageInputError(f"{name}: {pil.width}x{pil.height} pixels is over the limit of {MAX_IMAGE_PIXELS} pixels.")
+    if max(pil.size) > MAX_ASPECT_RATIO * min(pil.size):
+        raise ImageInputError(
+            f"{name}: {pil.width}x{pil.height} pixels is more than {MAX_ASPECT_RATIO} times longer than wide, which "
+            "Qwen-VL cannot read; crop it into parts or pad it."
+        )
     return _to_rgb(pil, name)
 
 
@@ -156,6 +170,11 @@ def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
     if tensor.ndim not in (2, 3) or (tensor.ndim == 3 and tensor.shape[-1] not in (3, 4)):
         raise ImageInputError(
             f"{name}: an image array must be HxW, HxWx1, HxWx3 or HxWx4 (channels last); got shape {tuple(tensor.shape)}."
+        )
+    if min(tensor.shape[0], tensor.shape[1]) < MIN_IMAGE_SIDE:  # before any arithmetic: an empty array has no range
+        raise ImageInputError(
+            f"{name}: {tensor.shape[1]}x{tensor.shape[0]} pixels is too small to assess; FuScore needs at least "
+            f"{MIN_IMAGE_SIDE} pixels on each side."
         )
     if tensor.dtype == torch.bool:
         tensor = tensor.to(torch.uint8) * 255

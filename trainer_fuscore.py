@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader, IterableDataset
-from transformers import AutoConfig, AutoModel, HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import AutoModel, HfArgumentParser, PreTrainedConfig, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
@@ -322,7 +322,8 @@ def load_model(model_args: ModelArguments, regression_head: bool = False):
             size = dict(hidden_size=int(hidden), num_layers=int(layers), vision_hidden_size=int(hidden), vision_depth=int(layers))
         pixel_bounds = {k: v for k, v in (("min_pixels", model_args.min_pixels), ("max_pixels", model_args.max_pixels)) if v}
         model = build_tiny_model(parts[1], input_mode=model_args.input_mode, regression_head=regression_head, **pixel_bounds, **size)
-    elif AutoConfig.from_pretrained(name, trust_remote_code=True).model_type == "fuscore":
+    elif PreTrainedConfig.get_config_dict(name)[0].get("model_type") == "fuscore":
+        # Only a FuScore checkpoint runs remote code (FuScore's own files); a base checkpoint's folder code never runs.
         model = AutoModel.from_pretrained(name, trust_remote_code=True, **kwargs)
         if regression_head and model.regression_head is None:
             logger.warning("%s has no regression head; the 'scalar' objective trains a freshly initialised one.", name)
@@ -436,7 +437,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     trainer = FuScoreTrainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
                              data_collator=collator, processing_class=processor)
 
-    before = trainer.evaluate(metric_key_prefix="before")
+    if trainer.is_fsdp_enabled:
+        # FSDP shards the model only when training starts; before that it sits unsharded on the CPU.
+        logger.warning("FSDP: the evaluation before training is skipped.")
+        before = {}
+    else:
+        before = trainer.evaluate(metric_key_prefix="before")
     resume = training_args.resume_from_checkpoint
     if resume in ("true", "True", "last"):
         resume = get_last_checkpoint(training_args.output_dir)
@@ -444,22 +450,30 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     after = trainer.evaluate(metric_key_prefix="eval")
 
     final_dir = Path(training_args.output_dir) / "final"
-    if trainer.is_world_process_zero():
-        save_final_model(trainer, final_dir, model_args, data_args, training_args, after)
+    save_final_model(trainer, final_dir, model_args, data_args, training_args, after)
     trainer.accelerator.wait_for_everyone()
     return {"before": before, "after": after, "train": train_output.metrics, "final_dir": str(final_dir)}
 
 
 def save_final_model(trainer, final_dir: Path, model_args, data_args, training_args, metrics: dict) -> None:
-    """Saves the trained model (LoRA merged) with its processor, remote code, metrics and a model card."""
+    """Saves the trained model (LoRA merged) with its processor, remote code, metrics and a model card.
+
+    Call it on every process: under FSDP gathering the full weights is collective; only the main process writes.
+    Under FSDP with LoRA the adapter is saved unmerged (merging needs the full weights in one process).
+    """
     from fuscore.model_card import write_model_card
 
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if not trainer.is_world_process_zero():
+        return
     model = trainer.accelerator.unwrap_model(trainer.model)
     processor = model.get_processor()
-    if hasattr(model, "merge_and_unload"):
+    if hasattr(model, "merge_and_unload") and state_dict is None:
         model = model.merge_and_unload()
         model.processor = processor
-    model.save_pretrained(final_dir)
+    model.save_pretrained(final_dir, state_dict=state_dict)
+    if state_dict is not None:
+        processor.save_pretrained(final_dir)
     evaluation = {
         "metrics": {key.removeprefix("eval_"): value for key, value in metrics.items() if key.startswith("eval_")},
         "dataset": data_args.eval_table or (f"synthetic (held-out seed {data_args.synthetic_eval_seed})"

@@ -69,10 +69,17 @@ def load_table(
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"No rating table at '{path}': the folder does not exist.")
-    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-        table = datasets.load_from_disk(str(path))
-    else:
-        table = load_imagefolder(path, cache_dir=cache_dir)
+    try:
+        if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+            table = datasets.load_from_disk(str(path))
+        else:
+            table = load_imagefolder(path, cache_dir=cache_dir)
+    except IndexError as error:  # `datasets` cannot build a table from zero data files or an empty metadata file
+        from .validation import TableValidationError
+
+        raise TableValidationError(
+            [f"'{path}' holds an empty table (0 rows): add rated fused images, or point to the right folder"]
+        ) from error
     table = conform_dict_to_schema(table)
     if split is None:
         return table
