@@ -330,8 +330,14 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         rows = torch.arange(batch_size, device=hidden_states.device)
         answer_hidden = hidden_states[rows, answer_positions.to(hidden_states.device)]  # [batch, hidden]
 
-        level_weight = self.lm_head.weight[self.level_token_ids_tensor(self.lm_head.weight.device)]  # [levels, hidden]
-        level_logits = F.linear(answer_hidden, level_weight).float()
+        head_weight = self.lm_head.weight
+        if hasattr(head_weight, "full_tensor"):
+            # Under FSDP2 the LM head stays a sharded DTensor here (its own forward, which would gather it, never
+            # runs): gather it to pick the level rows; the gather is differentiable.
+            head_weight = head_weight.full_tensor()
+        level_weight = head_weight[self.level_token_ids_tensor(head_weight.device)]  # [levels, hidden]
+        # Under mixed-precision sharding the gathered weight can be float32 while activations are bf16.
+        level_logits = F.linear(answer_hidden, level_weight.to(answer_hidden.dtype)).float()
         level_probs = level_logits.softmax(dim=-1)
         values = torch.tensor(self.config.level_values, dtype=torch.float32, device=level_probs.device)
         score = level_probs @ values

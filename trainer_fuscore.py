@@ -197,6 +197,13 @@ class FuScoreTrainer(Trainer):
         super().__init__(*args, data_collator=data_collator, **kwargs)
         if self.args.objective not in OBJECTIVES:
             raise ValueError(f"--objective must be one of {OBJECTIVES}, got {self.args.objective!r}.")
+        if self.args.n_gpu > 1:
+            # Trainer's fallback for several GPUs in one process is DataParallel, which would cut the pair-aware
+            # batches into slices without whole source-pair groups.
+            raise ValueError(
+                f"{self.args.n_gpu} GPUs are visible to a single process. Launch one process per GPU with "
+                "`accelerate launch --num_processes N trainer_fuscore.py ...`, or set CUDA_VISIBLE_DEVICES to one GPU."
+            )
         self.model_accepts_loss_kwargs = False
         self._term_sums: dict[str, float] = {}
         self._term_count = 0
@@ -468,9 +475,12 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
         return
     model = trainer.accelerator.unwrap_model(trainer.model)
     processor = model.get_processor()
-    if hasattr(model, "merge_and_unload") and state_dict is None:
+    if state_dict is not None and not hasattr(model, "peft_config"):
+        model = plain_model_from_state_dict(model, state_dict)
+        state_dict = None
+    elif hasattr(model, "merge_and_unload") and state_dict is None:
         model = model.merge_and_unload()
-        model.processor = processor
+    model.processor = processor
     model.save_pretrained(final_dir, state_dict=state_dict)
     if state_dict is not None:
         processor.save_pretrained(final_dir)
@@ -485,6 +495,18 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
     }
     (final_dir / "fuscore_eval.json").write_text(json.dumps(evaluation, indent=2))
     write_model_card(final_dir, evaluation)
+
+
+def plain_model_from_state_dict(model, state_dict: dict):
+    """A plain `FuScoreForQuality` holding `state_dict`, for saving a model that FSDP2 has turned into an instance of
+    its own subclass (saving that would copy torch's FSDP source files into the folder as "remote code")."""
+    model_class = next(cls for cls in type(model).__mro__ if cls.__name__ == "FuScoreForQuality")
+    with torch.device("meta"):
+        plain = model_class(model.config)
+    plain.load_state_dict(state_dict, assign=True)
+    if model.config.tie_word_embeddings:
+        plain.tie_weights()
+    return plain
 
 
 def format_report(results: dict) -> str:

@@ -198,7 +198,9 @@ def spawn_single(args) -> None:
         command = [sys.executable, str(Path(__file__).resolve()), "--mode", "single",
                    "--num_processes", os.environ.get("WORLD_SIZE", "2"), *_passthrough(args)]
         try:
-            status = subprocess.run(command, env=_clean_env(), cwd=REPO_ROOT, timeout=args.timeout).returncode
+            # One visible GPU: with several, a plain (non-launched) Trainer would wrap the model in DataParallel.
+            env = {**_clean_env(), "CUDA_VISIBLE_DEVICES": os.environ.get("LOCAL_RANK", "0")}
+            status = subprocess.run(command, env=env, cwd=REPO_ROOT, timeout=args.timeout).returncode
         except subprocess.TimeoutExpired:
             status = f"timeout after {args.timeout} s"
         if status != 0 or not done.is_file():

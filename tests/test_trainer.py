@@ -101,3 +101,18 @@ def test_training_on_a_saved_rating_table_validates_and_normalises(tmp_path):
     model_args, data_args, training_args = trainer_fuscore.parse_arguments(argv[:-2] + ["--train_table", str(bad_folder), "--output_dir", str(tmp_path / "run2")])
     with pytest.raises(ValueError, match="row 4"):
         trainer_fuscore.load_tables(data_args, seed=0)
+
+
+def test_plain_copy_from_a_gathered_state_dict_saves_like_the_model(tmp_path, random_images):
+    """The FSDP save path: a gathered full state dict goes into a plain model, which saves and scores the same."""
+    from transformers import AutoModel
+
+    model = build_tiny_model("qwen3_vl", seed=8)
+    state_dict = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    plain = trainer_fuscore.plain_model_from_state_dict(model, state_dict)
+    assert type(plain).__name__ == "FuScoreForQuality" and plain is not model
+    plain.processor = model.processor
+    plain.save_pretrained(tmp_path / "final")
+    assert sorted(p.name for p in (tmp_path / "final").glob("*.py")) == ["modeling_fuscore.py", "processing_fuscore.py"]
+    reloaded = AutoModel.from_pretrained(tmp_path / "final", trust_remote_code=True)
+    np.testing.assert_allclose(reloaded.score(random_images[:3]), model.score(random_images[:3]), atol=1e-6)
