@@ -10,7 +10,6 @@ paper's ablation is one command per row. The labels, losses and the pair-aware b
 `fuscore.objectives`; this file wires them into a `transformers.Trainer`.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -19,7 +18,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch

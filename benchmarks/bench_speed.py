@@ -17,7 +17,6 @@ Rows (all in one run, on one GPU, against an in-run bf16 matmul peak):
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -54,7 +53,7 @@ def qwen3_vl_8b_config(tokenizer):
 
 
 def image_processor_for(patch_size: int, side: int):
-    from transformers import AutoImageProcessor, Qwen2VLImageProcessor
+    from transformers import Qwen2VLImageProcessor
 
     kwargs = dict(patch_size=patch_size, merge_size=2, temporal_patch_size=2, min_pixels=side * side,
                   max_pixels=side * side, image_mean=[0.5] * 3, image_std=[0.5] * 3)
