@@ -28,13 +28,19 @@ from transformers import AutoModel, HfArgumentParser, PreTrainedConfig, Trainer,
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from fuscore.objectives import OBJECTIVES, PairGroupedBatchSampler, compute_objective, label_for_objective
+from fuscore.objectives import (
+    OBJECTIVES,
+    PairGroupedBatchSampler,
+    compute_objective,
+    label_for_objective,
+    resolve_overall_score,
+)
 from fuscore_data.schema import SUB_DIMENSIONS
 
 
 logger = logging.get_logger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent
-DEMO_MODEL = Path(__file__).resolve().parent / "fuscore" / "demo_model"
+DEMO_MODEL = REPO_ROOT / "fuscore" / "demo_model"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -133,8 +139,7 @@ class FuScoreCollator:
         mos_std = np.array([_optional_float(row.get("mos_std"), default=0.0) for row in rows], dtype=np.float64)
         soft_label, sigma = label_for_objective(self.objective, mu, sub_scores, mos_std, sigma_min=self.sigma_min,
                                                 level_values=self.level_values)
-        # The overall score is the mean of the sub-scores where a row has none (DESIGN.md section 3).
-        filled_mu = np.where(np.isnan(mu), np.nanmean(sub_scores, axis=1) if sub_scores.size else mu, mu)
+        filled_mu = resolve_overall_score(mu, sub_scores, self.level_values)
         batch["soft_label"] = torch.as_tensor(np.asarray(soft_label), dtype=torch.float32)
         batch["mu"] = torch.as_tensor(filled_mu, dtype=torch.float32)
         batch["sigma"] = torch.as_tensor(np.asarray(sigma), dtype=torch.float32)

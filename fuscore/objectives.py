@@ -236,6 +236,13 @@ def _resolve_scores(
     return mu_np, sigma_sub, scalar_input
 
 
+def resolve_overall_score(mu: Optional[ArrayLike], sub_scores: Optional[ArrayLike] = None,
+                          level_values: Optional[ArrayLike] = None) -> np.ndarray:
+    """The overall score `mu` of each row, `(N,)`: the given one, or the mean of the sub-scores present where it is
+    missing (DESIGN.md section 3); the same rule the soft labels use."""
+    return _resolve_scores(mu, sub_scores, _level_values_np(level_values))[0]
+
+
 def fuscore_soft_label(
     mu: Optional[ArrayLike],
     sub_scores: Optional[ArrayLike] = None,

@@ -116,3 +116,13 @@ def test_plain_copy_from_a_gathered_state_dict_saves_like_the_model(tmp_path, ra
     assert sorted(p.name for p in (tmp_path / "final").glob("*.py")) == ["modeling_fuscore.py", "processing_fuscore.py"]
     reloaded = AutoModel.from_pretrained(tmp_path / "final", trust_remote_code=True)
     np.testing.assert_allclose(reloaded.score(random_images[:3]), model.score(random_images[:3]), atol=1e-6)
+
+
+def test_collator_fills_a_missing_overall_score_with_the_sub_score_mean():
+    model = build_tiny_model("qwen2_vl")
+    rows = SyntheticIVIF(image_size=56, seed=4).group(0, 2)
+    rows[0]["mos"] = None
+    subs = [rows[0][k] for k in ("thermal_retention", "texture_preservation", "artifacts", "sharpness")]
+    batch = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values)(rows)
+    assert batch["mu"][0].item() == pytest.approx(float(np.mean(subs)), abs=1e-5)
+    assert batch["mu"][1].item() == pytest.approx(rows[1]["mos"], abs=1e-5)
