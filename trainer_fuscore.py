@@ -96,6 +96,10 @@ class FuScoreTrainingArguments(TrainingArguments):
     pairs_per_batch: int = field(default=4, metadata={"help": "P: source pairs per batch (per process)."})
     images_per_pair: int = field(default=4, metadata={"help": "M: fused images of each source pair per batch."})
     full_vocab_softmax: bool = field(default=False, metadata={"help": "KL on the full-vocabulary softmax (DeQA-Score variant)."})
+    compile_blocks: bool = field(default=False, metadata={
+        "help": "torch.compile each decoder layer (FuScoreForQuality.compile_blocks): fuses the norms, rotary "
+                "embeddings and activations. Measured 1.5-1.8x samples/s for Qwen3-VL-8B LoRA on one H100 "
+                "(benchmarks/RESULTS_speed.md). Needs a GPU with Triton; compiling takes under a minute."})
     remove_unused_columns: bool = False  # the collator needs the raw image and score columns
 
 
@@ -437,6 +441,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     """Evaluates, trains, evaluates again and saves a Hub-ready folder; returns the metrics before and after."""
     set_seed(training_args.seed)
     model = load_model(model_args, regression_head=training_args.objective == "scalar")
+    if training_args.compile_blocks:
+        # The frozen vision tower stays eager: it runs forward only, and torch (2.13) refuses to compile its blocks
+        # inside activation checkpointing's recompute regions ("RNG ops in recompute regions").
+        fuscore_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        fuscore_model.compile_blocks(vision_tower=False)
     processor = model.get_processor()
     level_values = model.config.level_values
     train_data, eval_data = load_tables(data_args, training_args.seed)

@@ -9,13 +9,17 @@ Rows (all in one run, on one GPU, against an in-run bf16 matmul peak):
     Q-Align/DeQA-style scripts score);
   * batched-forward: plain `Qwen3VLForConditionalGeneration` forward, batch B, `logits_to_keep=1`, processor run
     serially in the loop (end to end) and on inputs prepared beforehand (model only);
-  * fuscore-engine: `FuScoreForQuality.score` from image files (DataLoader workers, batches sorted by visual-token
-    count, level rows of the LM head at the answer position only), and its model-only forward;
-  * training: LoRA r=64 on the language model with activation checkpointing on pair-aware batches of 4 pairs x 4
-    images (FuScore objective) against a plain loop with full-vocabulary logits and cross-entropy at equal batch.
+  * fuscore-engine: `FuScoreForQuality.score(..., compile=True)` from image files (DataLoader workers, batches sorted
+    by visual-token count, RoPE ids computed on the CPU, level rows of the LM head at the answer position only,
+    decoder layers and vision blocks compiled), and its model-only forward, compiled and eager;
+  * numerics: each bf16 path against an eager float32 copy of the model on the first images;
+  * training: LoRA r=64 on the language model, pair-aware batches of 4 pairs x 4 images: FuScore (eager, compiled
+    decoder layers, with and without activation checkpointing) against a plain loop with full-vocabulary logits and
+    cross-entropy at equal batch (with and without checkpointing).
 """
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -120,45 +124,49 @@ def count_flops_per_image(config, text_tokens: int, vision_patches: int, trainin
     return {"text": text_flops, "vision": vision_flops, "total": text_flops + vision_flops}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="toy size on the CPU (checks the code paths, seconds)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--one-by-one-images", type=int, default=48)
-    parser.add_argument("--workers", type=int, default=12)
-    parser.add_argument("--train-steps", type=int, default=8)
-    parser.add_argument("--output", default=None, help="write the results as JSON here")
-    args = parser.parse_args()
+def kernel_breakdown(profiler, wall_seconds: float) -> dict:
+    """Device time by kernel class as fractions of the wall time, and the fraction the GPU was idle."""
+    classes = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
+    for event in profiler.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        name = event.name.lower()
+        seconds = (event.device_time if hasattr(event, "device_time") else event.cuda_time) / 1e6
+        if any(key in name for key in ("gemm", "nvjet", "cutlass", "sm90_xmma", "cublas")):
+            classes["matmul"] += seconds
+        elif any(key in name for key in ("flash", "fmha", "attention", "cudnn")):
+            classes["attention"] += seconds
+        else:
+            classes["other"] += seconds
+    result = {f"{key}_fraction_of_wall": value / wall_seconds for key, value in classes.items()}
+    result["gpu_idle_fraction_of_wall"] = max(0.0, 1 - sum(classes.values()) / wall_seconds)
+    return result
 
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
-    if args.tiny:
-        args.batch_size, args.images, args.one_by_one_images, args.workers, args.train_steps = 4, 16, 4, 0, 2
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-               "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
-               "batch_size": args.batch_size}
-    results["matmul_peak_tflops"] = matmul_peak_tflops(device, 8192 if device.type == "cuda" else 512)
-    print(f"matmul peak: {results['matmul_peak_tflops']:.1f} TFLOP/s", flush=True)
 
+def build_models(args, device, dtype):
     tokenizer = build_tiny_tokenizer()
     if args.tiny:
         base_config, side = tiny_base_config("qwen3_vl", tokenizer), 64
     else:
         base_config, side = qwen3_vl_8b_config(tokenizer), 448
     torch.manual_seed(0)
-    start = time.perf_counter()
     with torch.device(device):
         base = AutoModelForImageTextToText.from_config(base_config, dtype=dtype, attn_implementation="sdpa")
     base.eval()
-    results["parameters_b"] = sum(p.numel() for p in base.parameters()) / 1e9
-    print(f"built {results['parameters_b']:.2f} B parameters in {time.perf_counter() - start:.1f} s", flush=True)
     config = FuScoreConfig(base_config=base.config)
     model = FuScoreForQuality.from_base_model(base, config, tokenizer, image_processor_for(base_config.vision_config.patch_size, side))
-    model.eval()
+    return base, model.eval(), side
+
+
+def scoring_benchmark(args, device, dtype, results: dict) -> tuple:
+    """The scoring rows; returns the image paths and the FLOP counts for the training rows."""
+    peak = results["matmul_peak_tflops"]
+    start = time.perf_counter()
+    base, model, side = build_models(args, device, dtype)
+    results["parameters_b"] = sum(p.numel() for p in base.parameters()) / 1e9
+    print(f"built {results['parameters_b']:.2f} B parameters in {time.perf_counter() - start:.1f} s", flush=True)
     processor = model.processor
+    config = model.config
     level_ids = torch.tensor(config.level_token_ids, device=device)
     values = torch.tensor(config.level_values, device=device)
 
@@ -170,8 +178,13 @@ def main():
     results.update(sequence_length=text_tokens, vision_patches=patches, tflop_per_image=flops["total"] / 1e12)
     print(f"sequence {text_tokens} tokens, {patches} patches, {flops['total'] / 1e12:.2f} TFLOP/image", flush=True)
 
+    def record(key, img_s):
+        results[f"{key}_img_s"] = img_s
+        results[f"{key}_fraction_of_peak"] = img_s * flops["total"] / 1e12 / peak
+        print(f"{key}: {img_s:.1f} img/s ({results[f'{key}_fraction_of_peak']:.1%} of peak)", flush=True)
+
     def to_device(batch):
-        batch = batch.to(device)
+        batch = {key: value.to(device) for key, value in batch.items()}
         batch["pixel_values"] = batch["pixel_values"].to(dtype)
         return batch
 
@@ -186,8 +199,7 @@ def main():
         for path in paths[:3]:
             generate_one(path)
         seconds, generate_scores = timed(lambda: [generate_one(p) for p in paths[: args.one_by_one_images]], device)
-    results["generate_1by1_img_s"] = args.one_by_one_images / seconds
-    print(f"generate one by one: {results['generate_1by1_img_s']:.1f} img/s", flush=True)
+    record("generate_1by1", args.one_by_one_images / seconds)
 
     # --- baseline 2: plain batched forward, logits_to_keep=1 ------------------------------------------------
     batches = [paths[i : i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
@@ -200,45 +212,121 @@ def main():
     with torch.inference_mode():
         plain_forward(to_device(processor(batches[0])))  # warm-up
         seconds, plain_scores = timed(lambda: torch.cat([plain_forward(to_device(processor(b))) for b in batches]), device)
-        results["batched_forward_e2e_img_s"] = len(paths) / seconds
-        prepared = [to_device(processor(b)) for b in batches]
+        record("batched_forward_e2e", len(paths) / seconds)
+        cpu_batches = [processor(b) for b in batches]
+        prepared = [to_device(b) for b in cpu_batches]
         seconds, _ = timed(lambda: [plain_forward(b) for b in prepared], device)
-        results["batched_forward_model_img_s"] = len(paths) / seconds
-    print(f"plain batched forward: {results['batched_forward_e2e_img_s']:.1f} img/s end to end, "
-          f"{results['batched_forward_model_img_s']:.1f} model only", flush=True)
+        record("batched_forward_model", len(paths) / seconds)
+    plain_scores = plain_scores.float().cpu().numpy()
 
-    # --- FuScore engine ---------------------------------------------------------------------------------------
+    # --- FuScore forward, eager: inputs as the engine makes them (RoPE ids computed on the CPU beforehand) ----
+    engine_inputs = []
+    for batch in cpu_batches:
+        batch = dict(batch)
+        batch["position_ids"] = model.rope_position_ids(batch)
+        engine_inputs.append(to_device(batch))
     with torch.inference_mode():
-        model.score(paths[: args.batch_size], batch_size=args.batch_size, num_workers=args.workers)  # warm-up
+        model(**engine_inputs[0])
+        seconds, eager_scores = timed(lambda: torch.cat([model(**b).score for b in engine_inputs]), device)
+    record("engine_model_eager", len(paths) / seconds)
+    eager_scores = eager_scores.float().cpu().numpy()
+
+    # --- float32 reference on the first images ------------------------------------------------------------------
+    count = min(args.reference_images, args.batch_size)
+    first = cpu_batches[0]
+    first_patches = int(first["image_grid_thw"][:count].prod(-1).sum())
+    reference_inputs = {key: value[:count] for key, value in first.items() if key not in ("pixel_values", "image_grid_thw")}
+    reference_inputs.update(image_grid_thw=first["image_grid_thw"][:count], pixel_values=first["pixel_values"][:first_patches])
+    reference_inputs = {key: value.to(device) for key, value in reference_inputs.items()}
+    reference_model = copy.deepcopy(model).float()
+    with torch.inference_mode():
+        reference_scores = reference_model(**reference_inputs).score.double().cpu().numpy()
+    del reference_model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # --- FuScore engine with compiled blocks ---------------------------------------------------------------------
+    start = time.perf_counter()
+    model.compile_blocks()
+    with torch.inference_mode():
+        model.score(paths[: args.batch_size], batch_size=args.batch_size, num_workers=args.workers)  # compiles
+    results["compile_seconds"] = time.perf_counter() - start
+    with torch.inference_mode():
         seconds, engine_scores = timed(lambda: model.score(paths, batch_size=args.batch_size, num_workers=args.workers), device)
-        results["engine_e2e_img_s"] = len(paths) / seconds
-        seconds, _ = timed(lambda: [model(**b).score for b in prepared], device)
-        results["engine_model_img_s"] = len(paths) / seconds
-    results["engine_vs_plain_max_abs_diff"] = float(np.abs(np.array(engine_scores) - plain_scores.cpu().numpy()).max())
-    results["engine_vs_generate_max_abs_diff"] = float(np.abs(np.array(engine_scores[: len(generate_scores)]) - np.array(generate_scores)).max())
-    print(f"fuscore engine: {results['engine_e2e_img_s']:.1f} img/s end to end, {results['engine_model_img_s']:.1f} model only; "
-          f"max |engine - plain| = {results['engine_vs_plain_max_abs_diff']:.2e}", flush=True)
-
-    # where the model-only time goes: vision tower alone
-    with torch.inference_mode():
-        batch = prepared[0]
-        seconds, _ = timed(lambda: base.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"]), device, repeats=3)
-        results["vision_tower_fraction_of_forward"] = seconds / (args.batch_size / results["engine_model_img_s"])
-        results["vision_tower_tflops"] = flops["vision"] * args.batch_size / seconds / 1e12
+        record("engine_e2e", len(paths) / seconds)
+        seconds, _ = timed(lambda: model.score(paths, batch_size=args.batch_size, num_workers=max(1, args.workers // 2)), device)
+        record("engine_e2e_fewer_workers", len(paths) / seconds)
+        seconds, _ = timed(lambda: [model(**b).score for b in engine_inputs], device)
+        record("engine_model", len(paths) / seconds)
+    engine_scores = np.array(engine_scores)
+    results.update(
+        engine_vs_plain_max_abs_diff=float(np.abs(engine_scores - plain_scores).max()),
+        eager_forward_vs_plain_max_abs_diff=float(np.abs(eager_scores - plain_scores).max()),
+        engine_vs_generate_max_abs_diff=float(np.abs(engine_scores[: len(generate_scores)] - np.array(generate_scores)).max()),
+        plain_vs_fp32_max_abs_diff=float(np.abs(plain_scores[:count] - reference_scores).max()),
+        engine_vs_fp32_max_abs_diff=float(np.abs(engine_scores[:count] - reference_scores).max()),
+    )
+    print("score differences: " + ", ".join(f"{k} {v:.2e}" for k, v in results.items() if k.endswith("max_abs_diff")), flush=True)
 
     if device.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
 
+        with torch.inference_mode():
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as profiler:
+                start = time.perf_counter()
+                model(**engine_inputs[0]).score.sum().item()
+                wall = time.perf_counter() - start
+        results["engine_model_breakdown"] = kernel_breakdown(profiler, wall)
+        results["profile"] = profiler.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60)
+        # The same for the engine end to end (a second pass, under the profiler): how much the GPU waits on the input.
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as profiler:
-            model(**prepared[0]).score.sum().item()
-        results["profile"] = profiler.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60)
+            start = time.perf_counter()
+            model.score(paths, batch_size=args.batch_size, num_workers=args.workers)
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - start
+        results["engine_e2e_breakdown"] = kernel_breakdown(profiler, wall)
+        with torch.inference_mode():
+            b = engine_inputs[0]
+            seconds, _ = timed(lambda: base.model.get_image_features(b["pixel_values"], b["image_grid_thw"]), device, repeats=3)
+        results["vision_tower_fraction_of_forward"] = seconds / (args.batch_size / results["engine_model_img_s"])
+        results["vision_tower_tflops"] = flops["vision"] * args.batch_size / seconds / 1e12
 
+    return paths, flops
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="toy size on the CPU (checks the code paths, seconds)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--one-by-one-images", type=int, default=48)
+    parser.add_argument("--reference-images", type=int, default=16, help="images scored by the float32 reference")
+    parser.add_argument("--workers", type=int, default=8, help="decoding threads of the engine (the CLI's default on a GPU)")
+    parser.add_argument("--train-steps", type=int, default=6)
+    parser.add_argument("--output", default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    if args.tiny:
+        args.batch_size, args.images, args.one_by_one_images, args.reference_images = 4, 16, 4, 4
+        args.workers, args.train_steps = 0, 2
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+               "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
+               "batch_size": args.batch_size, "images": args.images, "workers": args.workers}
+    results["matmul_peak_tflops"] = matmul_peak_tflops(device, 8192 if device.type == "cuda" else 512)
     peak = results["matmul_peak_tflops"]
-    for key in ("generate_1by1", "batched_forward_e2e", "batched_forward_model", "engine_e2e", "engine_model"):
-        results[f"{key}_fraction_of_peak"] = results[f"{key}_img_s"] * flops["total"] / 1e12 / peak
+    print(f"matmul peak: {peak:.1f} TFLOP/s", flush=True)
 
-    # --- training throughput ----------------------------------------------------------------------------------
-    results.update(train_benchmark(base, model, processor, paths, args, device, dtype, flops, peak))
+    paths, flops = scoring_benchmark(args, device, dtype, results)
+    # Training on a fresh model: the scoring one (freed on return) has compiled vision blocks.
+    torch._dynamo.reset()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    results.update(train_benchmark(args, device, dtype, paths, flops, peak))
 
     print()
     print(format_table(results))
@@ -246,10 +334,12 @@ def main():
         Path(args.output).write_text(json.dumps(results, indent=2))
 
 
-def train_benchmark(base, model, processor, paths, args, device, dtype, flops, peak) -> dict:
-    """LoRA r=64 + activation checkpointing, 4 pairs x 4 images, FuScore objective vs full-vocabulary CE loop."""
+def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
+    """LoRA r=64 on the language model, 4 pairs x 4 images: FuScore objective vs a full-vocabulary CE loop."""
     from fuscore.lora import add_language_model_lora
 
+    base, model, _ = build_models(args, device, dtype)
+    processor = model.processor
     pairs, per_pair = 4, 4
     batch_size = pairs * per_pair
     group_ids = torch.arange(pairs).repeat_interleave(per_pair).to(device)
@@ -259,83 +349,110 @@ def train_benchmark(base, model, processor, paths, args, device, dtype, flops, p
     soft_label, sigma = label_for_objective("fuscore", mu, sub, None, level_values=model.config.level_values)
     labels = dict(soft_label=torch.tensor(soft_label, dtype=torch.float32, device=device), mu=torch.tensor(mu, dtype=torch.float32, device=device),
                   sigma=torch.tensor(sigma, dtype=torch.float32, device=device), group_ids=group_ids)
-    batch = processor(paths[:batch_size]).to(device)
+    batch = {key: value.to(device) for key, value in processor(paths[:batch_size]).items()}
     batch["pixel_values"] = batch["pixel_values"].to(dtype)
     results = {"train_batch": batch_size}
 
-    def run(step_fn, module):
-        optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        for _ in range(2):
-            step_fn().backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
-        def steps():
-            for _ in range(args.train_steps):
-                step_fn().backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
-        seconds, _ = timed(steps, device)
-        memory = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-        return args.train_steps * batch_size / seconds, memory
-
-    # FuScore: answer-position level rows only, tripartite objective.
     peft_model = add_language_model_lora(model, r=64, alpha=128, dropout=0.0)
-    peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model.enable_input_require_grads()
     peft_model.train()
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-5)
 
     def fuscore_step():
         out = peft_model(**batch)
         return compute_objective("fuscore", level_logits=out.level_logits, score=out.score, score_std=out.score_std, **labels)["loss"]
 
-    results["train_fuscore_samples_s"], results["train_fuscore_peak_gib"] = run(fuscore_step, peft_model)
-    # The same without activation checkpointing: FuScore keeps no full-vocabulary logits, so at this batch the
-    # activations fit and the recomputed forward pass can be skipped.
-    peft_model.gradient_checkpointing_disable()
-    results["train_fuscore_nockpt_samples_s"], results["train_fuscore_nockpt_peak_gib"] = run(fuscore_step, peft_model)
-    peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-    # Baseline: the same LoRA model, plain causal-LM loss with full-vocabulary logits over the whole sequence
-    # (a plain Trainer on the base model with labels on the answer token).
-    lm = base  # shares the LoRA-wrapped modules
+    # Baseline: the same LoRA model through the base model's own head, plain causal-LM loss with full-vocabulary
+    # logits over the whole sequence (a plain Trainer on the base model with the level word as the answer label).
     target = torch.full_like(batch["input_ids"], -100)
     lengths = batch["attention_mask"].sum(-1)
     target[torch.arange(batch_size), lengths - 1] = model.config.level_token_ids[0]
-    base_inputs = {k: v for k, v in batch.items()}
 
     def baseline_step():
-        return lm(**base_inputs, labels=target).loss
+        return base(**batch, labels=target).loss
 
-    results["train_baseline_samples_s"], results["train_baseline_peak_gib"] = run(baseline_step, peft_model)
-    # Executed matmul FLOPs per sample with activation checkpointing: forward, recomputed forward and the
-    # activation-gradient pass through the language model (LoRA weight gradients are negligible); the frozen vision
-    # tower runs forward once (no gradient flows into it).
-    per_sample = 3 * flops["text"] + flops["vision"]
-    results["train_fuscore_fraction_of_peak"] = results["train_fuscore_samples_s"] * per_sample / 1e12 / peak
-    results["train_baseline_fraction_of_peak"] = results["train_baseline_samples_s"] * per_sample / 1e12 / peak
-    results["train_fuscore_nockpt_fraction_of_peak"] = results["train_fuscore_nockpt_samples_s"] * (2 * flops["text"] + flops["vision"]) / 1e12 / peak
+    text = base.config.text_config
+    head = 2 * text.hidden_size * text.vocab_size * batch["input_ids"].shape[1]  # full-vocabulary LM head, forward
+    # Executed matmul FLOPs per sample: forward, recomputed forward (checkpointing) and the activation-gradient pass
+    # through the language model; the frozen vision tower runs forward once. The baseline adds its LM head (forward
+    # and activation gradient).
+    per_sample = {True: 3 * flops["text"] + flops["vision"], False: 2 * flops["text"] + flops["vision"]}
+
+    def run(name, step_fn, checkpointing, extra_flops=0.0):
+        if checkpointing:
+            peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            peft_model.gradient_checkpointing_disable()
+        for _ in range(2):
+            step_fn().backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+        def steps():
+            for _ in range(args.train_steps):
+                step_fn().backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
+
+        seconds, _ = timed(steps, device)
+        samples_s = args.train_steps * batch_size / seconds
+        results[f"train_{name}_samples_s"] = samples_s
+        results[f"train_{name}_fraction_of_peak"] = samples_s * (per_sample[checkpointing] + extra_flops) / 1e12 / peak
+        results[f"train_{name}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+        print(f"train {name}: {samples_s:.2f} samples/s ({results[f'train_{name}_fraction_of_peak']:.1%} of peak, "
+              f"{results[f'train_{name}_peak_gib']:.1f} GiB)", flush=True)
+
+    # Eager rows first: the baseline shares the decoder layers that `compile_blocks` compiles in place.
+    run("baseline_ckpt", baseline_step, True, 2 * head)
+    run("baseline_nockpt", baseline_step, False, 2 * head)
+    run("fuscore_eager_ckpt", fuscore_step, True)
+    model.compile_blocks(vision_tower=False)  # as trainer_fuscore.py --compile_blocks does
+    run("fuscore_compiled_ckpt", fuscore_step, True)
+    run("fuscore_compiled_nockpt", fuscore_step, False)
     return results
 
 
 def format_table(r: dict) -> str:
+    ratio = lambda a, b: r[f"{a}_img_s"] / r[f"{b}_img_s"]  # noqa: E731
+    train_ratio = lambda a, b: r[f"train_{a}_samples_s"] / r[f"train_{b}_samples_s"]  # noqa: E731
     lines = [f"GPU/CPU: {r['device']} | torch {r['torch']} | transformers {r['transformers']} | {r['date']}",
              f"model {r['parameters_b']:.2f} B params, sequence {r['sequence_length']} tokens, {r['vision_patches']} patches, "
-             f"{r['tflop_per_image']:.2f} TFLOP/image | in-run matmul peak {r['matmul_peak_tflops']:.0f} TFLOP/s",
+             f"{r['tflop_per_image']:.2f} TFLOP/image, {r['images']} images, batch {r['batch_size']} | "
+             f"in-run matmul peak {r['matmul_peak_tflops']:.0f} TFLOP/s",
              "", "| scoring path | images/s | fraction of matmul peak |", "|---|---|---|"]
-    for label, key in (("generate, one at a time", "generate_1by1"), (f"plain batched forward (b={r['batch_size']}), end to end", "batched_forward_e2e"),
-                       ("plain batched forward, model only", "batched_forward_model"), ("FuScore engine, end to end (files)", "engine_e2e"),
-                       ("FuScore forward, model only", "engine_model")):
+    for label, key in (("generate, one at a time", "generate_1by1"),
+                       (f"plain batched forward (b={r['batch_size']}), end to end", "batched_forward_e2e"),
+                       ("plain batched forward, model only", "batched_forward_model"),
+                       (f"**FuScore engine, end to end from files (compiled blocks, {r['workers']} decoding threads)**", "engine_e2e"),
+                       (f"FuScore engine, end to end, {max(1, r['workers'] // 2)} decoding threads", "engine_e2e_fewer_workers"),
+                       ("FuScore forward, model only, compiled blocks", "engine_model"),
+                       ("FuScore forward, model only, eager", "engine_model_eager")):
         lines.append(f"| {label} | {r[key + '_img_s']:.1f} | {r[key + '_fraction_of_peak']:.1%} |")
-    lines += ["", f"engine / plain batched (end to end): {r['engine_e2e_img_s'] / r['batched_forward_e2e_img_s']:.2f}x; "
-                  f"engine / generate one by one: {r['engine_e2e_img_s'] / r['generate_1by1_img_s']:.2f}x",
-              f"max |engine - plain| score difference (bf16): {r['engine_vs_plain_max_abs_diff']:.3e}; vs generate: {r['engine_vs_generate_max_abs_diff']:.3e}",
-              f"vision tower: {r['vision_tower_fraction_of_forward']:.0%} of the model-only forward at {r['vision_tower_tflops']:.0f} TFLOP/s",
-              "", "| training (LoRA r=64, activation checkpointing, batch 4x4) | samples/s | fraction of peak | peak memory GiB |", "|---|---|---|---|",
-              f"| FuScore (level rows, tripartite objective) | {r['train_fuscore_samples_s']:.2f} | {r['train_fuscore_fraction_of_peak']:.1%} | {r['train_fuscore_peak_gib']:.1f} |",
-              f"| plain loop, full-vocabulary logits + CE | {r['train_baseline_samples_s']:.2f} | {r['train_baseline_fraction_of_peak']:.1%} | {r['train_baseline_peak_gib']:.1f} |",
-              f"| FuScore without activation checkpointing | {r['train_fuscore_nockpt_samples_s']:.2f} | {r['train_fuscore_nockpt_fraction_of_peak']:.1%} | {r['train_fuscore_nockpt_peak_gib']:.1f} |",
-              f"training speed-up over the plain loop: {r['train_fuscore_samples_s'] / r['train_baseline_samples_s']:.2f}x with checkpointing, "
-              f"{r['train_fuscore_nockpt_samples_s'] / r['train_baseline_samples_s']:.2f}x without"]
+    lines += ["", f"engine / plain batched forward, end to end: {ratio('engine_e2e', 'batched_forward_e2e'):.2f}x (target 1.5x); "
+                  f"engine / generate one at a time: {ratio('engine_e2e', 'generate_1by1'):.2f}x (target 6x); "
+                  f"model only: {r['engine_model_fraction_of_peak']:.1%} of peak (target 60%)",
+              f"compiling: {r['compile_seconds']:.1f} s once (included in no row above)",
+              "max |score difference| (scale 1..5): " + ", ".join(
+                  f"{k.replace('_max_abs_diff', '')} {v:.2e}" for k, v in r.items() if k.endswith("_max_abs_diff"))]
+    if "vision_tower_fraction_of_forward" in r:
+        lines.append(f"vision tower: {r['vision_tower_fraction_of_forward']:.0%} of the compiled model-only forward at "
+                     f"{r['vision_tower_tflops']:.0f} TFLOP/s; compiled forward profile: " + ", ".join(
+                         f"{k.replace('_fraction_of_wall', '')} {v:.1%}" for k, v in r["engine_model_breakdown"].items()))
+        lines.append("engine end to end, second pass under the profiler: " + ", ".join(
+            f"{k.replace('_fraction_of_wall', '')} {v:.1%}" for k, v in r["engine_e2e_breakdown"].items()))
+    lines += ["", "| training (LoRA r=64, batch 4 pairs x 4 images) | samples/s | fraction of peak | peak memory GiB |",
+              "|---|---|---|---|"]
+    for label, key in (("plain loop, full-vocabulary logits + CE, activation checkpointing", "baseline_ckpt"),
+                       ("plain loop, full-vocabulary logits + CE, no checkpointing", "baseline_nockpt"),
+                       ("FuScore, eager, activation checkpointing", "fuscore_eager_ckpt"),
+                       ("**FuScore, compiled decoder layers, activation checkpointing**", "fuscore_compiled_ckpt"),
+                       ("FuScore, compiled decoder layers, no checkpointing", "fuscore_compiled_nockpt")):
+        lines.append(f"| {label} | {r[f'train_{key}_samples_s']:.2f} | {r[f'train_{key}_fraction_of_peak']:.1%} | "
+                     f"{r[f'train_{key}_peak_gib']:.1f} |")
+    lines += ["", f"training speed-up at equal settings: {train_ratio('fuscore_compiled_ckpt', 'baseline_ckpt'):.2f}x with "
+                  f"checkpointing, {train_ratio('fuscore_compiled_nockpt', 'baseline_nockpt'):.2f}x without; FuScore without "
+                  f"checkpointing over the baseline with it: {train_ratio('fuscore_compiled_nockpt', 'baseline_ckpt'):.2f}x (target 2x)"]
     if "profile" in r:
-        lines += ["", "model-only forward profile (top kernels by device time):", r["profile"]]
+        lines += ["", "compiled model-only forward profile (top operators by device time):", r["profile"]]
     return "\n".join(lines)
 
 

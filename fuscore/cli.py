@@ -119,6 +119,15 @@ def _match_sources(fused: Sequence[Path], argument: Optional[str], role: str) ->
     return matched
 
 
+def _loader_workers(args, model) -> int:
+    if args.loader_workers is not None:
+        if args.loader_workers < 0:
+            raise CommandLineInputError(f"--loader-workers must be 0 or more, got {args.loader_workers}.")
+        return args.loader_workers
+    # On the CPU the workers would compete with the model for the same cores.
+    return min(8, os.cpu_count() or 1) if model.device.type == "cuda" else 0
+
+
 # --------------------------------------------------------------------------------------------------- score
 def score_command(args) -> int:
     fused = _expand_images(args.images)
@@ -128,7 +137,8 @@ def score_command(args) -> int:
     dimensions = _dimensions(args.dimensions, model)
     details = model.score([str(p) for p in fused], ir=[p and str(p) for p in ir], vis=[p and str(p) for p in vis],
                           dimensions=dimensions, batch_size=args.batch_size, return_details=True,
-                          progress=len(fused) * len(dimensions) > args.batch_size)
+                          progress=len(fused) * len(dimensions) > args.batch_size,
+                          num_workers=_loader_workers(args, model), compile=args.compile)
     level_words = list(model.config.level_words)
     records = []
     for image, ir_path, vis_path, detail in zip(fused, ir, vis, details):
@@ -203,7 +213,10 @@ def rank_command(args) -> int:
         classical = ranking.classical_metrics(items, metrics=metrics, workers=args.workers)
         higher_is_better = HIGHER_IS_BETTER
 
-    scores = ranking.score_benchmark(model, items, dimensions, batch_size=args.batch_size)
+    if args.compile:
+        model.compile_blocks()
+    scores = ranking.score_benchmark(model, items, dimensions, batch_size=args.batch_size,
+                                     num_workers=_loader_workers(args, model))
     note = f"Benchmark: {source}."
     if args.model == DEFAULT_MODEL:
         note += (" The model is FuScore's demo checkpoint, trained on synthetic truth only (not human ratings): "
@@ -246,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dimensions", default="all", help="'all' or a comma-separated list, e.g. overall,sharpness")
         sub.add_argument("--batch-size", type=int, default=8)
         sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+        sub.add_argument("--loader-workers", type=int, default=None,
+                         help="processes that decode images while the model runs (default: 0 on the CPU, up to 8 on a GPU)")
+        sub.add_argument("--compile", action="store_true",
+                         help="torch.compile the model's blocks first: faster for large jobs on a GPU (compiling takes seconds)")
 
     score = commands.add_parser("score", help="score fused images", description="Score fused images (files or folders).")
     score.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDER")

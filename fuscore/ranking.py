@@ -169,13 +169,14 @@ def read_labels(table_path, items: Sequence[BenchmarkItem]) -> list:
 
 # ----------------------------------------------------------------------------------------------------- scoring
 def score_benchmark(model, items: Sequence[BenchmarkItem], dimensions: Sequence[str], batch_size: int = 8,
-                    processor=None, progress: bool = True) -> dict:
+                    processor=None, progress: bool = True, num_workers: int = 0) -> dict:
     """`{dimension: {"score": array, "std": array, "probs": array [n, levels]}}` for every item."""
     from modeling_fuscore import score_images
 
     processor = processor or model.get_processor()
     results = score_images(model, processor, [item.fused for item in items], [item.ir for item in items],
-                           [item.vis for item in items], list(dimensions), batch_size=batch_size, progress=progress)
+                           [item.vis for item in items], list(dimensions), batch_size=batch_size, progress=progress,
+                           num_workers=num_workers)
     return {dim: {key: np.asarray(values, dtype=np.float64) for key, values in result.items()} for dim, result in results.items()}
 
 

@@ -4,6 +4,7 @@ export, the exit code 2 errors, and the bootstrap behind the ranking."""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -78,6 +79,25 @@ def test_score_folder_with_sources_to_csv_and_json(saved_model, fusion_benchmark
     assert set(first["probs"]) == {"overall", "sharpness"}
     assert list(first["probs"]["overall"]) == list(model.config.level_words)
     assert first["sharpness"] == pytest.approx(expected[0]["sharpness"]["score"], abs=1e-5)
+
+
+def test_score_with_loader_workers_and_compile(saved_model, fusion_benchmark, tmp_path, capsys):
+    """Decoding in worker processes and compiled blocks change the speed, not the scores or their order."""
+    folder, model = saved_model
+    images = sorted((fusion_benchmark / "fused" / "gamma").iterdir())
+    expected = model.score([str(p) for p in images])
+    options = [["--loader-workers", "2"]]
+    if shutil.which("g++") or shutil.which("c++"):  # torch.compile on the CPU needs a C++ compiler
+        options.append(["--compile"])
+    for extra in options:
+        output = tmp_path / f"{extra[0].strip('-')}.csv"
+        assert main(["score", str(fusion_benchmark / "fused" / "gamma"), "--model", str(folder), "--dimensions", "overall",
+                     "--batch-size", "2", "--output", str(output), *extra]) == 0
+        rows = _read_csv(output)
+        assert [row["fused"] for row in rows] == [str(p) for p in images]
+        np.testing.assert_allclose([float(row["overall"]) for row in rows], expected, atol=1e-5, rtol=0)
+    assert main(["score", str(images[0]), "--model", str(folder), "--loader-workers", "-1"]) == 2
+    assert "--loader-workers must be 0 or more" in capsys.readouterr().err
 
 
 def test_score_prints_a_table(saved_model, fusion_benchmark, capsys):

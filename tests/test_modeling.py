@@ -1,6 +1,7 @@
 """FuScoreForQuality and FuScoreProcessor at tiny size, for the three Qwen-VL families."""
 
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -244,3 +245,90 @@ def test_from_base_builds_from_a_local_qwen_vl_checkpoint(tmp_path, random_image
                 intermediate_size=64).save_pretrained(not_qwen)
     with pytest.raises(ValueError, match="'llama' model; FuScore wraps Qwen-VL models"):
         FuScoreForQuality.from_base(str(not_qwen))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rope_position_ids_computed_beforehand_equal_the_forward_pass_own(tiny_models, random_images, family):
+    """The engine computes the multimodal RoPE ids on the CPU before the forward pass; with right padding (images of
+    different sizes) and several images per sample they must be the ids the base model computes itself."""
+    model = tiny_models[family]
+    batch = model.processor.collate([model.processor.prepare_sample(image) for image in random_images[:5]])
+    assert not batch["attention_mask"].all(), "the batch should contain padding"
+    position_ids = model.rope_position_ids(batch)
+    assert position_ids.shape == (3, *batch["input_ids"].shape)
+    with torch.no_grad():
+        inside = model(**batch)
+        beforehand = model(**batch, position_ids=position_ids)
+    torch.testing.assert_close(beforehand.level_logits, inside.level_logits, rtol=0, atol=0)
+    # The ids matter: sequential positions (what a text-only model would use) change the scores.
+    with torch.no_grad():
+        sequential = model(**batch, position_ids=torch.arange(batch["input_ids"].shape[1]).expand_as(position_ids))
+    assert not torch.allclose(sequential.level_logits, inside.level_logits, atol=1e-6)
+
+
+def test_level_tensors_follow_the_configured_levels(random_images):
+    """The level ids and values are cached per device; a change of the configured levels must not hit a stale copy."""
+    model = build_tiny_model("qwen2_vl", seed=3)
+    batch = model.processor(random_images[:2])
+    with torch.no_grad():
+        before = model(**batch)
+        model.config.level_values = [value * 2 for value in model.config.level_values]
+        after = model(**batch)
+    torch.testing.assert_close(after.level_probs, before.level_probs)
+    torch.testing.assert_close(after.score, 2 * before.score)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_blocks_score_like_eager_and_compile_once_per_block_type(random_images):
+    from torch._dynamo.utils import counters
+
+    model = build_tiny_model("qwen3_vl", seed=4, num_layers=3, vision_depth=3)
+    images = [image[:48, :64] for image in random_images[:4]]  # one input shape: no recompilation for new shapes
+    eager = np.array(model.score(images, batch_size=2))
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = np.array(model.score(images, batch_size=2, compile=True))
+    np.testing.assert_allclose(compiled, eager, atol=1e-5, rtol=0)
+    assert np.ptp(eager) > 1e-4
+    layers, blocks = model.model.language_model.layers, model.model.visual.blocks
+    assert len(layers) == len(blocks) == 3
+    assert all(getattr(block, "_compiled_call_impl", None) is not None for block in [*layers, *blocks])
+    # Regional compilation: the three decoder layers share one graph and the three vision blocks another.
+    assert counters["stats"]["unique_graphs"] == 2
+    model.compile_blocks()  # a second call is a no-op
+    torch._dynamo.reset()
+
+
+def test_background_preparation_keeps_order_reraises_and_stops_early():
+    """The GPU engine prepares batches in a thread: same items in the same order, the worker's own exception
+    (e.g. a bad image's, naming the file) re-raised unchanged, and no thread left running after an early exit."""
+    import threading
+
+    from modeling_fuscore import _in_background_thread
+
+    assert list(_in_background_thread(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ImageInputError("/data/broken.png: cannot identify image file")
+
+    consumed = []
+    with pytest.raises(ImageInputError, match="broken.png"):
+        for item in _in_background_thread(failing()):
+            consumed.append(item)
+    assert consumed == [1]
+
+    produced = []
+
+    def endless():
+        count = 0
+        while True:
+            produced.append(count)
+            yield count
+            count += 1
+
+    generator = _in_background_thread(endless(), depth=2)
+    assert [next(generator) for _ in range(3)] == [0, 1, 2]
+    generator.close()
+    assert not any(thread.name == "fuscore-prepare" and thread.is_alive() for thread in threading.enumerate())
+    assert len(produced) <= 3 + 2 + 1, "the thread runs at most `depth` items ahead"

@@ -1,6 +1,7 @@
 """trainer_fuscore.py end to end on CPU with a tiny model: arguments, collator labels, logging, saving."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -126,3 +127,18 @@ def test_collator_fills_a_missing_overall_score_with_the_sub_score_mean():
     batch = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values)(rows)
     assert batch["mu"][0].item() == pytest.approx(float(np.mean(subs)), abs=1e-5)
     assert batch["mu"][1].item() == pytest.approx(rows[1]["mos"], abs=1e-5)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_blocks_train_like_eager_with_lora_and_checkpointing(tmp_path):
+    """--compile_blocks (the GPU recipe's setting) with LoRA and activation checkpointing trains the same model."""
+    common = FAST + ["--use_lora", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0",
+                     "--gradient_checkpointing", "true", "--gradient_checkpointing_kwargs", '{"use_reentrant": false}']
+    eager = trainer_fuscore.main(common + ["--output_dir", str(tmp_path / "eager")])
+    torch._dynamo.reset()
+    compiled = trainer_fuscore.main(common + ["--output_dir", str(tmp_path / "compiled"), "--compile_blocks", "true"])
+    torch._dynamo.reset()
+    assert compiled["train"]["train_loss"] == pytest.approx(eager["train"]["train_loss"], rel=1e-4)
+    assert compiled["after"]["eval_srcc"] == pytest.approx(eager["after"]["eval_srcc"], abs=1e-4)
+    assert compiled["after"]["eval_plcc"] == pytest.approx(eager["after"]["eval_plcc"], abs=1e-4)
+    assert eager["after"]["eval_plcc"] != pytest.approx(eager["before"]["before_plcc"], abs=1e-6), "training must change the model"

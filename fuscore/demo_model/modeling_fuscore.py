@@ -10,6 +10,7 @@ words (" excellent", " good", " fair", " poor", " bad" -> 5..1) give five logits
 distribution, the score is `s = sum_l p_l v_l` in [1, 5] and the uncertainty is `sqrt(sum_l p_l (v_l - s)^2)`.
 """
 
+import itertools
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -283,13 +284,23 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         return self.lm_head
 
     # ------------------------------------------------------------------ forward
-    def level_token_ids_tensor(self, device) -> torch.LongTensor:
+    def level_tensors(self, device) -> tuple:
+        """`(level_token_ids, level_values)` as tensors on `device`, built once per device and level set.
+
+        Building them in every forward pass would copy two small lists to the GPU each time, and such a copy waits
+        for all queued GPU work: the CPU could then never prepare the next batch while the GPU runs this one.
+        """
         if self.config.level_token_ids is None:
             raise ValueError(
                 "config.level_token_ids is not set: build the model with FuScoreForQuality.from_base(...) or call "
                 "model.set_level_words(tokenizer) so the level words are resolved to token ids."
             )
-        return torch.tensor(self.config.level_token_ids, dtype=torch.long, device=device)
+        key = (str(device), tuple(self.config.level_token_ids), tuple(self.config.level_values))
+        cache = self.__dict__.setdefault("_level_tensors_cache", {})
+        if key not in cache:
+            cache[key] = (torch.tensor(self.config.level_token_ids, dtype=torch.long, device=device),
+                          torch.tensor(self.config.level_values, dtype=torch.float32, device=device))
+        return cache[key]
 
     def forward(
         self,
@@ -335,11 +346,11 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             # Under FSDP2 the LM head stays a sharded DTensor here (its own forward, which would gather it, never
             # runs): gather it to pick the level rows; the gather is differentiable.
             head_weight = head_weight.full_tensor()
-        level_weight = head_weight[self.level_token_ids_tensor(head_weight.device)]  # [levels, hidden]
+        level_token_ids, values = self.level_tensors(head_weight.device)
+        level_weight = head_weight[level_token_ids]  # [levels, hidden]
         # Under mixed-precision sharding the gathered weight can be float32 while activations are bf16.
         level_logits = F.linear(answer_hidden, level_weight.to(answer_hidden.dtype)).float()
         level_probs = level_logits.softmax(dim=-1)
-        values = torch.tensor(self.config.level_values, dtype=torch.float32, device=level_probs.device)
         score = level_probs @ values
         score_std = (level_probs * (values - score[:, None]) ** 2).sum(-1).clamp_min(0).sqrt()
 
@@ -352,6 +363,37 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             regression=self.regression_head(answer_hidden).squeeze(-1).float() if self.regression_head is not None else None,
             answer_hidden_state=answer_hidden if return_answer_hidden_state else None,
         )
+
+    def compile_blocks(self, vision_tower: bool = True, **compile_kwargs) -> "FuScoreForQuality":
+        """Compiles every decoder layer and vision block with `torch.compile` (regional compilation).
+
+        Identical blocks share one compiled graph, so this costs one compilation per block type (4 to 14 s for
+        Qwen3-VL-8B on an H100) rather than one of the whole model, and the Python around the blocks (image grids,
+        position ids) stays eager. On a GPU it fuses each block's normalisations, rotary embeddings and activations into a few kernels;
+        `benchmarks/RESULTS_speed.md` has the measured effect. Calling it again is a no-op.
+        """
+        block_lists = [self.model.language_model.layers] + ([self.model.visual.blocks] if vision_tower else [])
+        for blocks in block_lists:
+            for block in blocks:
+                if not getattr(block, "_fuscore_compiled", False):
+                    block.compile(**compile_kwargs)
+                    block._fuscore_compiled = True
+        return self
+
+    def rope_position_ids(self, batch) -> Optional[torch.LongTensor]:
+        """The multimodal RoPE position ids of a collated batch, computed where its token ids are.
+
+        The base model would compute them inside `forward` with a Python loop over the batch that synchronises with
+        the GPU several times per row; the scoring engine calls this on the CPU copy of the batch instead, while the
+        GPU is still busy with the previous one. The base model's own `get_rope_index` does the work, so the ids are
+        exactly the ones `forward` would compute.
+        """
+        get_rope_index = getattr(self.model, "get_rope_index", None)
+        if get_rope_index is None or batch.get("mm_token_type_ids") is None:
+            return None
+        position_ids, _ = get_rope_index(input_ids=batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+                                         image_grid_thw=batch["image_grid_thw"], attention_mask=batch["attention_mask"])
+        return position_ids
 
     # ------------------------------------------------------------------ scoring
     def get_processor(self) -> FuScoreProcessor:
@@ -377,6 +419,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         num_workers: int = 0,
         return_details: bool = False,
         progress: bool = False,
+        compile: bool = False,
     ):
         """Scores fused images.
 
@@ -389,6 +432,9 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             num_workers: DataLoader workers that decode and preprocess images while the model runs.
             return_details: return, per image, a dict `{dimension: {"score", "std", "probs"}}` instead of floats.
             progress: show a progress bar.
+            compile: first compile the decoder layers and vision blocks (`compile_blocks`). Worth it for large jobs
+                on a GPU (1.4x images/s for Qwen3-VL-8B on an H100, `benchmarks/RESULTS_speed.md`); each new input
+                shape compiles once (seconds), and scores then differ from the eager ones at bf16 rounding level.
 
         Returns:
             For one image and one dimension a float; for a list of images and one dimension a list of floats; for
@@ -404,6 +450,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             if dimension not in processor.prompts:
                 raise ValueError(f"Unknown rating dimension {dimension!r}; this model knows: {', '.join(processor.prompts)}.")
 
+        if compile:
+            self.compile_blocks()
         results = score_images(self, processor, fused_list, ir_list, vis_list, dimension_list,
                                batch_size=batch_size, num_workers=num_workers, progress=progress)
         if return_details:
@@ -569,39 +617,142 @@ def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num
         collate_in_worker = lambda samples: (samples, [sample["position"] for sample in samples])  # noqa: E731
     else:
         collate_in_worker = lambda samples: (processor.collate(samples), [sample["position"] for sample in samples])  # noqa: E731
-    loader = torch.utils.data.DataLoader(
-        _ScoringDataset(processor, fused, ir, vis, items, defer_pixels=defer_pixels),
-        batch_sampler=batches,
-        num_workers=num_workers,
-        collate_fn=collate_in_worker,
-        pin_memory=model.device.type == "cuda",
-        worker_init_fn=_single_threaded_worker,
-    )
-    if progress:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, total=len(batches), desc="Scoring", unit="batch")
+    dataset = _ScoringDataset(processor, fused, ir, vis, items, defer_pixels=defer_pixels)
+    if defer_pixels and num_workers > 0:
+        loader = _decoded_in_threads(dataset, batches, num_workers)
+    else:
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=num_workers,
+            collate_fn=collate_in_worker,
+            pin_memory=model.device.type == "cuda",
+            worker_init_fn=_single_threaded_worker,
+        )
 
     results = {dim: {"score": [None] * len(fused), "std": [None] * len(fused), "probs": [None] * len(fused)} for dim in dimensions}
     was_training = model.training
     model.eval()
+
+    def store(output, positions):
+        # One device-to-host copy per batch rather than one synchronising .item() per value.
+        scores, stds, probs = output.score.tolist(), output.score_std.tolist(), output.level_probs.tolist()
+        for row, position in enumerate(positions):
+            index, dimension = items[position]
+            results[dimension]["score"][index] = scores[row]
+            results[dimension]["std"][index] = stds[row]
+            results[dimension]["probs"][index] = probs[row]
+
+    on_gpu = model.device.type == "cuda"
+
+    def prepare(item):
+        batch, positions = item
+        if defer_pixels:
+            batch = processor.collate(batch, device=model.device)
+        if on_gpu:
+            position_ids = model.rope_position_ids(batch)
+            if position_ids is not None:
+                batch["position_ids"] = position_ids
+            # Pinned host memory makes the copies below asynchronous.
+            batch = {key: value.pin_memory() if value.device.type == "cpu" else value for key, value in batch.items()}
+        batch = {key: value.to(model.device, non_blocking=True) for key, value in batch.items()}
+        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        return batch, positions
+
+    # On a GPU the batches are prepared in a background thread: the forward pass blocks its thread at the base
+    # model's synchronisation points, and the next batch's collation, RoPE ids and copies fill that time.
+    prepared = _in_background_thread(map(prepare, loader)) if on_gpu else map(prepare, loader)
+    batches_in_order = prepared
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches_in_order = tqdm(prepared, total=len(batches), desc="Scoring", unit="batch")
+    pending = None
     try:
-        for batch, positions in loader:
-            if defer_pixels:
-                batch = processor.collate(batch, device=model.device)
-            batch = batch.to(model.device, non_blocking=True)
-            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        for batch, positions in batches_in_order:
             output = model(**batch)
-            # One device-to-host copy per batch rather than one synchronising .item() per value.
-            scores, stds, probs = output.score.tolist(), output.score_std.tolist(), output.level_probs.tolist()
-            for row, position in enumerate(positions):
-                index, dimension = items[position]
-                results[dimension]["score"][index] = scores[row]
-                results[dimension]["std"][index] = stds[row]
-                results[dimension]["probs"][index] = probs[row]
+            # Read the previous batch's results only now, so the CPU is not waiting while the GPU runs this one.
+            if pending is not None:
+                store(*pending)
+            pending = (output, positions)
+        if pending is not None:
+            store(*pending)
     finally:
+        if hasattr(prepared, "close"):
+            prepared.close()
         model.train(was_training)
     return results
+
+
+def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: int = 2):
+    """`(samples, positions)` per batch, the samples decoded by a pool of `num_workers` threads, in order.
+
+    PIL decodes and torch copies without holding the GIL, so threads decode in parallel; unlike DataLoader worker
+    processes they start instantly (forking a process that holds a CUDA context is slow) and share memory with the
+    GPU thread (no shared-memory copies). Up to `prefetch_batches` batches are in flight.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="fuscore-decode")
+    upcoming = iter(batches)
+    in_flight = deque()
+    try:
+        for batch in itertools.islice(upcoming, prefetch_batches):
+            in_flight.append([pool.submit(dataset.__getitem__, position) for position in batch])
+        while in_flight:
+            samples = [future.result() for future in in_flight.popleft()]
+            batch = next(upcoming, None)
+            if batch is not None:
+                in_flight.append([pool.submit(dataset.__getitem__, position) for position in batch])
+            yield samples, [sample["position"] for sample in samples]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_background_thread(iterable, depth: int = 2):
+    """Iterates `iterable` in a daemon thread, up to `depth` items ahead; its exceptions re-raise here, unchanged.
+
+    Closing the generator (or leaving a loop over it early) stops the thread at its next item.
+    """
+    import queue
+    import threading
+
+    items = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for entry in iterable:
+                if not put((entry, None)):
+                    return
+            put((done, None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consuming thread, which re-raises it
+            put((None, error))
+
+    thread = threading.Thread(target=produce, name="fuscore-prepare", daemon=True)
+    thread.start()
+    try:
+        while True:
+            entry, error = items.get()
+            if error is not None:
+                raise error
+            if entry is done:
+                return
+            yield entry
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 FuScoreConfig.register_for_auto_class()

@@ -340,6 +340,10 @@ class FuScoreProcessor(ProcessorMixin):
         if "images" in samples[0]:
             device_kwargs = {"device": device} if device is not None and self.supports_device_preprocessing else {}
             images = [image for sample in samples for image in sample["images"]]
+            if device_kwargs and torch.device(device).type == "cuda":
+                # Upload asynchronously from pinned memory: the image processor's own blocking copies would wait,
+                # image by image, for the GPU to finish the previous batch.
+                images = [image.pin_memory().to(device, non_blocking=True) for image in images]
             vision = self.image_processor(images=images, return_tensors="pt", **device_kwargs)
             if not torch.equal(vision["image_grid_thw"].cpu(), image_grid_thw):
                 raise RuntimeError("The image processor resized differently from FuScore's token count; "
