@@ -358,8 +358,13 @@ def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
     peft_model.train()
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-5)
 
+    # Mixed precision as the Trainer runs it with `bf16=True`: forward under autocast, so the float32 LoRA adapters
+    # (peft keeps them in float32) multiply in bf16 like the frozen weights.
+    autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda")  # noqa: E731
+
     def fuscore_step():
-        out = peft_model(**batch)
+        with autocast():
+            out = peft_model(**batch)
         return compute_objective("fuscore", level_logits=out.level_logits, score=out.score, score_std=out.score_std, **labels)["loss"]
 
     # Baseline: the same LoRA model through the base model's own head, plain causal-LM loss with full-vocabulary
@@ -369,7 +374,8 @@ def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
     target[torch.arange(batch_size), lengths - 1] = model.config.level_token_ids[0]
 
     def baseline_step():
-        return base(**batch, labels=target).loss
+        with autocast():
+            return base(**batch, labels=target).loss
 
     text = base.config.text_config
     head = 2 * text.hidden_size * text.vocab_size * batch["input_ids"].shape[1]  # full-vocabulary LM head, forward

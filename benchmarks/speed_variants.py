@@ -2,6 +2,8 @@
 
     python benchmarks/speed_variants.py --part scoring    # model-only forward variants, profile, engine end to end
     python benchmarks/speed_variants.py --part training   # LoRA r=64 training variants
+    python benchmarks/speed_variants.py --part training-profile   # where a compiled training step's time goes
+    python benchmarks/speed_variants.py --part engine     # image decoding: worker processes vs threads, engine timeline
     python benchmarks/speed_variants.py --tiny            # both parts at toy size on the CPU (checks the code paths)
 
 `bench_speed.py` is the headline table against the baselines; this script is the ablation behind it: the same
@@ -324,7 +326,8 @@ def training_part(args, device, dtype, results):
     labels = dict(soft_label=as_tensor(soft_label), mu=as_tensor(mu), sigma=as_tensor(sigma),
                   group_ids=torch.arange(pairs, device=device).repeat_interleave(per_pair))
     batch = dict(processor(paths))
-    batch["position_ids"] = model.rope_position_ids(batch)
+    if args.part != "training-profile":  # the profile uses the inputs of bench_speed.py's training rows
+        batch["position_ids"] = model.rope_position_ids(batch)
     batch = {k: v.to(device) for k, v in batch.items()}
     batch["pixel_values"] = batch["pixel_values"].to(dtype)
 
@@ -334,7 +337,11 @@ def training_part(args, device, dtype, results):
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-5)
 
     def step():
-        out = peft_model(**batch)
+        # Mixed precision as the Trainer runs it with bf16=True (the float32 LoRA adapters then multiply in bf16).
+        # The committed results_speed_variants_training_h100.json and the training profile predate this: measured
+        # without autocast, their LoRA matmuls ran in float32.
+        with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+            out = peft_model(**batch)
         loss = compute_objective("fuscore", level_logits=out.level_logits, score=out.score, score_std=out.score_std, **labels)["loss"]
         loss.backward()
         optimizer.step()
@@ -361,6 +368,14 @@ def training_part(args, device, dtype, results):
         print(f"{name}: {samples_s:.2f} samples/s, {results[f'{name}_fraction_of_peak']:.1%} of peak, "
               f"{results[f'{name}_peak_gib']:.1f} GiB (warm-up {results[f'{name}_warmup_seconds']:.0f} s)", flush=True)
 
+    if args.part == "training-profile":
+        # Where a training step's time goes, for FuScore's recipe (compiled decoder layers, checkpointing) only.
+        model.compile_blocks(vision_tower=False)
+        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for _ in range(3):
+            step()
+        profile_steps("train_compiled_ckpt", step, device, results, flops, batch_size)
+        return
     measure("train_eager_ckpt", True)
     measure("train_eager_nockpt", False)
     model.compile_blocks(vision_tower=False)
@@ -368,9 +383,29 @@ def training_part(args, device, dtype, results):
     measure("train_compiled_nockpt", False)
 
 
+def profile_steps(name, step, device, results, flops, batch_size, steps=2):
+    """Device time of `steps` training steps by kernel class, the vision tower's share, and the top operators."""
+    if device.type != "cuda":
+        return
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as profiler:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    results[f"{name}_profile"] = kernel_breakdown(profiler, wall)
+    results[f"{name}_profile_step_ms"] = wall / steps * 1e3
+    results[f"{name}_top_ops"] = profiler.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
+    print(f"{name} profile ({wall / steps * 1e3:.0f} ms per step): " + ", ".join(
+        f"{k} {v:.1%}" for k, v in results[f"{name}_profile"].items()), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("scoring", "training", "engine", "both"), default="both")
+    parser.add_argument("--part", choices=("scoring", "training", "training-profile", "engine", "both"), default="both")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--images", type=int, default=256)
@@ -392,7 +427,7 @@ def main():
             engine_part(args, device, dtype, results)
         if args.part in ("scoring", "both"):
             scoring_part(args, device, dtype, results)
-        if args.part in ("training", "both"):
+        if args.part in ("training", "training-profile", "both"):
             if args.part == "both":
                 torch._dynamo.reset()
             training_part(args, device, dtype, results)
