@@ -429,7 +429,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 ignored otherwise).
             dimensions: `"overall"`, a sub-dimension name, or several names.
             batch_size: images per forward pass; scores do not depend on it.
-            num_workers: DataLoader workers that decode and preprocess images while the model runs.
+            num_workers: workers that decode images while the model runs: threads on a GPU (the patches are then
+                made on the GPU), DataLoader processes on the CPU.
             return_details: return, per image, a dict `{dimension: {"score", "std", "probs"}}` instead of floats.
             progress: show a progress bar.
             compile: first compile the decoder layers and vision blocks (`compile_blocks`). Worth it for large jobs
@@ -557,7 +558,7 @@ def _as_list(images, count: int, name: str) -> list:
 
 
 class _ScoringDataset(torch.utils.data.Dataset):
-    """One item per (image, dimension), preprocessed in DataLoader workers."""
+    """One item per (image, dimension), prepared by the engine's workers (threads or DataLoader processes)."""
 
     def __init__(self, processor, fused, ir, vis, items, defer_pixels=False):
         self.processor, self.fused, self.ir, self.vis, self.items = processor, fused, ir, vis, items
@@ -600,8 +601,10 @@ def _single_threaded_worker(worker_id: int) -> None:
 def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num_workers=0, progress=False) -> dict:
     """The scoring engine behind `FuScoreForQuality.score`, the pipeline and the CLI.
 
-    Items (image x dimension) are sorted by visual-token count so each batch pads little, preprocessed in
-    `num_workers` DataLoader workers while the model runs, and scored with logits at the answer position only.
+    Items (image x dimension) are sorted by visual-token count so each batch pads little, decoded by `num_workers`
+    workers while the model runs, and scored with logits at the answer position only. On a GPU the workers are
+    threads, the patches and the copies are made by a background thread, and batch k's results are read once batch
+    k+1 is queued; `benchmarks/RESULTS_speed.md` measures each of these.
     Results come back in input order: `{dimension: {"score": [...], "std": [...], "probs": [[...], ...]}}`.
     """
     if batch_size < 1:

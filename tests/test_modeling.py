@@ -332,3 +332,30 @@ def test_background_preparation_keeps_order_reraises_and_stops_early():
     generator.close()
     assert not any(thread.name == "fuscore-prepare" and thread.is_alive() for thread in threading.enumerate())
     assert len(produced) <= 3 + 2 + 1, "the thread runs at most `depth` items ahead"
+
+
+def test_threaded_decoding_keeps_batches_and_names_a_bad_file(tiny_models, random_images, tmp_path):
+    """On a GPU the engine decodes in threads: the batches hold the same samples in the same order as a serial
+    pass, and a corrupt file fails with its own name."""
+    from modeling_fuscore import _decoded_in_threads, _ScoringDataset
+
+    processor = tiny_models["qwen3_vl"].processor
+    paths = []
+    for index, image in enumerate(random_images[:5]):
+        path = tmp_path / f"image_{index}.png"
+        Image.fromarray(image).save(path)
+        paths.append(str(path))
+    items = [(index, "overall") for index in range(len(paths))]
+    dataset = _ScoringDataset(processor, paths, [None] * 5, [None] * 5, items, defer_pixels=True)
+    batches = [[4, 0], [2], [1, 3]]
+    threaded = list(_decoded_in_threads(dataset, batches, num_workers=3, prefetch_batches=1))
+    assert [positions for _, positions in threaded] == batches
+    for (samples, positions), batch in zip(threaded, batches):
+        for sample, position in zip(samples, batch):
+            serial = dataset[position]
+            assert sample["input_ids"] == serial["input_ids"]
+            assert all(torch.equal(a, b) for a, b in zip(sample["images"], serial["images"]))
+
+    (tmp_path / "image_2.png").write_bytes(b"not an image")
+    with pytest.raises(ImageInputError, match="image_2.png"):
+        list(_decoded_in_threads(dataset, batches, num_workers=3))
