@@ -369,8 +369,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
 
         Identical blocks share one compiled graph, so this costs one compilation per block type (4 to 14 s for
         Qwen3-VL-8B on an H100) rather than one of the whole model, and the Python around the blocks (image grids,
-        position ids) stays eager. On a GPU it fuses each block's normalisations, rotary embeddings and activations into a few kernels;
-        `benchmarks/RESULTS_speed.md` has the measured effect. Calling it again is a no-op.
+        position ids) stays eager. It fuses each block's normalisations, rotary embeddings and activations into a
+        few kernels; `benchmarks/RESULTS_speed.md` has the measured effect. Calling it again is a no-op.
         """
         block_lists = [self.model.language_model.layers] + ([self.model.visual.blocks] if vision_tower else [])
         for blocks in block_lists:
@@ -434,7 +434,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             return_details: return, per image, a dict `{dimension: {"score", "std", "probs"}}` instead of floats.
             progress: show a progress bar.
             compile: first compile the decoder layers and vision blocks (`compile_blocks`). Worth it for large jobs
-                on a GPU (1.4x images/s for Qwen3-VL-8B on an H100, `benchmarks/RESULTS_speed.md`); each new input
+                on a GPU (1.4x the eager model-only forward for Qwen3-VL-8B on an H100, `benchmarks/RESULTS_speed.md`); each new input
                 shape compiles once (seconds), and scores then differ from the eager ones at bf16 rounding level.
 
         Returns:

@@ -99,7 +99,8 @@ class FuScoreTrainingArguments(TrainingArguments):
     compile_blocks: bool = field(default=False, metadata={
         "help": "torch.compile each decoder layer (FuScoreForQuality.compile_blocks): fuses the norms, rotary "
                 "embeddings and activations. Measured 1.5-1.8x samples/s for Qwen3-VL-8B LoRA on one H100 "
-                "(benchmarks/RESULTS_speed.md). Needs a GPU with Triton; compiling takes under a minute."})
+                "(benchmarks/RESULTS_speed.md). Needs Triton on a GPU or a C++ compiler on the CPU; compiling "
+                "took about 10 s on that H100."})
     remove_unused_columns: bool = False  # the collator needs the raw image and score columns
 
 

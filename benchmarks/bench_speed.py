@@ -1,6 +1,6 @@
 """Scoring and training speed of FuScore at real size (Qwen3-VL-8B architecture, random init), against baselines.
 
-    python benchmarks/bench_speed.py                 # on a GPU: the full table (about 5 minutes on one H100)
+    python benchmarks/bench_speed.py                 # on a GPU: the full table (about 3 minutes on one H100)
     python benchmarks/bench_speed.py --tiny          # on a CPU: the same code paths at toy size, in seconds
 
 Throughput does not depend on the weights, so the model is built from the architecture's config at random init.

@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--batch-size", type=int, default=8)
         sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
         sub.add_argument("--loader-workers", type=int, default=None,
-                         help="processes that decode images while the model runs (default: 0 on the CPU, up to 8 on a GPU)")
+                         help="workers that decode images while the model runs: threads on a GPU, processes on the CPU "
+                              "(default: 0 on the CPU, up to 8 on a GPU)")
         sub.add_argument("--compile", action="store_true",
                          help="torch.compile the model's blocks first: faster for large jobs on a GPU (compiling takes seconds)")
 
