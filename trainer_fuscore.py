@@ -10,6 +10,7 @@ paper's ablation is one command per row. The labels, losses and the pair-aware b
 `fuscore.objectives`; this file wires them into a `transformers.Trainer`.
 """
 
+import copy
 import json
 import math
 import os
@@ -119,14 +120,18 @@ class FuScoreCollator:
 
     Each row is a dict with `fused` (and `ir`, `vis` when the model reads them), `pair_id`, `mos` and optionally
     `mos_std` and the four sub-scores, all on [1, 5]. The batch carries `soft_label` `[B, L]` in the model's level
-    order, `mu`, `sigma` and `mos` `[B]`, and `group_ids` `[B]` (stable codes of `pair_id`).
+    order, `mu`, `sigma` and `mos` `[B]`, and `group_ids` `[B]` (stable codes of `pair_id`). Given a
+    `position_model` (a FuScoreForQuality; `weightless_copy` makes one that costs no memory), it also carries the
+    batch's `position_ids` and `vision_inputs` (`FuScoreForQuality.position_inputs`), computed here on the CPU: inside
+    the forward pass the base model would compute them on the GPU, with per-row loops that synchronise with it.
     """
 
     label_keys = ("soft_label", "mu", "sigma", "group_ids", "mos")
 
     def __init__(self, processor, level_values: Sequence[float], objective: str = "fuscore", sigma_min: float = 0.2,
-                 dimension: str = "overall"):
+                 dimension: str = "overall", position_model=None):
         self.processor = processor
+        self.position_model = position_model
         self.level_values = list(level_values)
         self.objective = objective
         self.sigma_min = sigma_min
@@ -138,7 +143,10 @@ class FuScoreCollator:
                                           source=f"pair {row.get('pair_id')!r}, method {row.get('method')!r}")
             for row in rows
         ]
-        batch = self.processor.collate(samples)
+        # A plain dict: accelerate moves a BatchFeature with its own `.to()`, which leaves nested tensors behind.
+        batch = dict(self.processor.collate(samples))
+        if self.position_model is not None:
+            batch.update(self.position_model.position_inputs(batch))
         mu = np.array([_optional_float(row.get("mos")) for row in rows], dtype=np.float64)
         sub_scores = np.array([[_optional_float(row.get(name)) for name in SUB_DIMENSIONS] for row in rows], dtype=np.float64)
         mos_std = np.array([_optional_float(row.get("mos_std"), default=0.0) for row in rows], dtype=np.float64)
@@ -151,6 +159,13 @@ class FuScoreCollator:
         batch["mos"] = batch["mu"].clone()
         batch["group_ids"] = torch.tensor([pair_code(row["pair_id"]) for row in rows], dtype=torch.long)
         return batch
+
+
+def weightless_copy(model):
+    """The model rebuilt from its configuration on the meta device: no weights, no memory, but the same methods and
+    configuration (enough for `position_inputs`), and cheap to hand to data-loading worker processes."""
+    with torch.device("meta"):
+        return type(model)(copy.deepcopy(model.config))
 
 
 def _optional_float(value, default=float("nan")) -> float:
@@ -442,11 +457,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     """Evaluates, trains, evaluates again and saves a Hub-ready folder; returns the metrics before and after."""
     set_seed(training_args.seed)
     model = load_model(model_args, regression_head=training_args.objective == "scalar")
+    fuscore_model = model.get_base_model() if hasattr(model, "get_base_model") else model
     if training_args.compile_blocks:
-        # The frozen vision tower stays eager: it runs forward only, and torch (2.13) refuses to compile its blocks
-        # inside activation checkpointing's recompute regions ("RNG ops in recompute regions").
-        fuscore_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-        fuscore_model.compile_blocks(vision_tower=False)
+        # A trained vision tower stays eager under checkpointing: torch refuses to compile its blocks inside
+        # checkpointing's recompute regions ("RNG ops in recompute regions"). A frozen one is never checkpointed.
+        trained_and_checkpointed = fuscore_model.trains_vision_tower() and training_args.gradient_checkpointing
+        fuscore_model.compile_blocks(vision_tower=not trained_and_checkpointed)
     processor = model.get_processor()
     level_values = model.config.level_values
     train_data, eval_data = load_tables(data_args, training_args.seed)
@@ -454,7 +470,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
         if training_args.max_steps <= 0:
             raise ValueError("--synthetic_stream needs --max_steps: the stream has no end.")
         train_data = SyntheticBatchStream(train_data, training_args.pairs_per_batch, training_args.images_per_pair)
-    collator = FuScoreCollator(processor, level_values, training_args.objective, training_args.sigma_min, data_args.dimension)
+    collator = FuScoreCollator(processor, level_values, training_args.objective, training_args.sigma_min, data_args.dimension,
+                               position_model=weightless_copy(fuscore_model))
     trainer = FuScoreTrainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
                              data_collator=collator, processing_class=processor)
 

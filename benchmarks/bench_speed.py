@@ -9,13 +9,15 @@ Rows (all in one run, on one GPU, against an in-run bf16 matmul peak):
     Q-Align/DeQA-style scripts score);
   * batched-forward: plain `Qwen3VLForConditionalGeneration` forward, batch B, `logits_to_keep=1`, processor run
     serially in the loop (end to end) and on inputs prepared beforehand (model only);
-  * fuscore-engine: `FuScoreForQuality.score(..., compile=True)` from image files (DataLoader workers, batches sorted
-    by visual-token count, RoPE ids computed on the CPU, level rows of the LM head at the answer position only,
-    decoder layers and vision blocks compiled), and its model-only forward, compiled and eager;
+  * fuscore-engine: `FuScoreForQuality.score(..., compile=True)` from image files (decoding threads, batches sorted
+    by visual-token count, RoPE ids and vision-tower positions computed on the CPU, level rows of the LM head at the
+    answer position only, decoder layers and vision blocks compiled), and its model-only forward, compiled and eager;
   * numerics: each bf16 path against an eager float32 copy of the model on the first images;
-  * training: LoRA r=64 on the language model, pair-aware batches of 4 pairs x 4 images: FuScore (eager, compiled
-    decoder layers, with and without activation checkpointing) against a plain loop with full-vocabulary logits and
-    cross-entropy at equal batch (with and without checkpointing).
+  * training: LoRA r=64 on the language model, pair-aware batches of 4 pairs x 4 images: FuScore (eager; compiled
+    decoder layers; compiled decoder layers and frozen vision blocks; the same with the positions computed on the CPU,
+    as `trainer_fuscore.py --compile_blocks` runs; with and without activation checkpointing) against a plain loop
+    with full-vocabulary logits and cross-entropy at equal batch (with and without checkpointing). Each row runs
+    once per round, in turn, and reports its median round.
 """
 
 import argparse
@@ -184,7 +186,8 @@ def scoring_benchmark(args, device, dtype, results: dict) -> tuple:
         print(f"{key}: {img_s:.1f} img/s ({results[f'{key}_fraction_of_peak']:.1%} of peak)", flush=True)
 
     def to_device(batch):
-        batch = {key: value.to(device) for key, value in batch.items()}
+        batch = {key: ({k: v.to(device) if torch.is_tensor(v) else v for k, v in value.items()} if isinstance(value, dict)
+                       else value.to(device)) for key, value in batch.items()}
         batch["pixel_values"] = batch["pixel_values"].to(dtype)
         return batch
 
@@ -219,11 +222,12 @@ def scoring_benchmark(args, device, dtype, results: dict) -> tuple:
         record("batched_forward_model", len(paths) / seconds)
     plain_scores = plain_scores.float().cpu().numpy()
 
-    # --- FuScore forward, eager: inputs as the engine makes them (RoPE ids computed on the CPU beforehand) ----
+    # --- FuScore forward, eager: inputs as the engine makes them (positions computed on the CPU beforehand) ----
     engine_inputs = []
     for batch in cpu_batches:
         batch = dict(batch)
         batch["position_ids"] = model.rope_position_ids(batch)
+        batch["vision_inputs"] = model.vision_tower_inputs(batch["image_grid_thw"])
         engine_inputs.append(to_device(batch))
     with torch.inference_mode():
         model(**engine_inputs[0])
@@ -302,15 +306,16 @@ def main():
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--one-by-one-images", type=int, default=48)
     parser.add_argument("--reference-images", type=int, default=16, help="images scored by the float32 reference")
-    parser.add_argument("--workers", type=int, default=8, help="decoding threads of the engine (the CLI's default on a GPU)")
-    parser.add_argument("--train-steps", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=4, help="decoding threads of the engine (the CLI's default on a GPU)")
+    parser.add_argument("--train-steps", type=int, default=6, help="timed optimizer steps per training row and round")
+    parser.add_argument("--train-rounds", type=int, default=4, help="rounds over all training rows (median reported)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     if args.tiny:
         args.batch_size, args.images, args.one_by_one_images, args.reference_images = 4, 16, 4, 4
-        args.workers, args.train_steps = 0, 2
+        args.workers, args.train_steps, args.train_rounds = 0, 2, 2
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -351,6 +356,10 @@ def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
                   sigma=torch.tensor(sigma, dtype=torch.float32, device=device), group_ids=group_ids)
     batch = {key: value.to(device) for key, value in processor(paths[:batch_size]).items()}
     batch["pixel_values"] = batch["pixel_values"].to(dtype)
+    # The RoPE ids and the vision tower's positions computed on the CPU, as the trainer's collator does.
+    positions = model.position_inputs({key: value.cpu() for key, value in batch.items()})
+    positions = {key: ({k: v.to(device) if torch.is_tensor(v) else v for k, v in value.items()} if isinstance(value, dict)
+                       else value.to(device)) for key, value in positions.items()}
     results = {"train_batch": batch_size}
 
     peft_model = add_language_model_lora(model, r=64, alpha=128, dropout=0.0)
@@ -362,9 +371,9 @@ def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
     # (peft keeps them in float32) multiply in bf16 like the frozen weights.
     autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda")  # noqa: E731
 
-    def fuscore_step():
+    def fuscore_step(extra_inputs=None):
         with autocast():
-            out = peft_model(**batch)
+            out = peft_model(**batch, **(extra_inputs or {}))
         return compute_objective("fuscore", level_logits=out.level_logits, score=out.score, score_std=out.score_std, **labels)["loss"]
 
     # Baseline: the same LoRA model through the base model's own head, plain causal-LM loss with full-vocabulary
@@ -384,36 +393,67 @@ def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
     # and activation gradient).
     per_sample = {True: 3 * flops["text"] + flops["vision"], False: 2 * flops["text"] + flops["vision"]}
 
-    def run(name, step_fn, checkpointing, extra_flops=0.0):
-        if checkpointing:
-            peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            peft_model.gradient_checkpointing_disable()
-        for _ in range(2):
-            step_fn().backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+    # Every configuration runs once per round, in turn, and each row reports its median round: single short runs
+    # drifted by up to 10% between otherwise identical rows of one run (results_speed_variants_training_checkpointing_run11.json).
+    # The plain loop shares the decoder layers that `compile_blocks` compiles in place, so each configuration switches
+    # the compiled blocks on or off (a compiled block keeps its compiled code while switched off).
+    layers, vision_blocks = list(model.model.language_model.layers), list(model.model.visual.blocks)
+    model.compile_blocks()
+    compiled_call = {block: block._compiled_call_impl for block in layers + vision_blocks}
 
-        def steps():
-            for _ in range(args.train_steps):
-                step_fn().backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
+    def use_compiled(compiled_layers: bool, compiled_vision: bool):
+        for blocks, compiled in ((layers, compiled_layers), (vision_blocks, compiled_vision)):
+            for block in blocks:
+                block._compiled_call_impl = compiled_call[block] if compiled else None
 
-        seconds, _ = timed(steps, device)
-        samples_s = args.train_steps * batch_size / seconds
+    def optimize(step_fn):
+        step_fn().backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
+
+    # name: (step, checkpointing, compiled decoder layers, compiled vision blocks, extra FLOPs per sample)
+    with_positions = lambda: fuscore_step(positions)  # noqa: E731
+    configurations = {
+        # The plain loop checkpoints every block, as a plain Trainer does with the base model.
+        "baseline_ckpt": (baseline_step, "plain", False, False, 2 * head),
+        "baseline_nockpt": (baseline_step, None, False, False, 2 * head),
+        # FuScoreForQuality leaves its frozen vision tower unchecked (nothing back-propagates through it).
+        "fuscore_eager_ckpt": (fuscore_step, "fuscore", False, False, 0.0),
+        "fuscore_compiled_layers_ckpt": (fuscore_step, "fuscore", True, False, 0.0),
+        "fuscore_compiled_vision_ckpt": (fuscore_step, "fuscore", True, True, 0.0),
+        # trainer_fuscore.py --compile_blocks: its collator also computes the positions on the CPU.
+        "fuscore_compiled_ckpt": (with_positions, "fuscore", True, True, 0.0),
+        "fuscore_compiled_nockpt": (with_positions, None, True, True, 0.0),
+    }
+    rates = {name: [] for name in configurations}
+    memory = {name: 0.0 for name in configurations}
+    for round_index in range(args.train_rounds):
+        for name, (step_fn, checkpointing, compiled_layers, compiled_vision, _) in configurations.items():
+            use_compiled(compiled_layers, compiled_vision)
+            if step_fn is baseline_step:
+                # The base model's own vision attention: a FuScore forward switches the shared tower to its packed one.
+                base.model.visual.config._attn_implementation = "sdpa"
+            if checkpointing:
+                enabled = base if checkpointing == "plain" else peft_model
+                enabled.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                peft_model.gradient_checkpointing_disable()
+            for _ in range(2 if round_index == 0 else 1):  # warm-up; the first round also compiles
+                optimize(step_fn)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            seconds, _ = timed(lambda: [optimize(step_fn) for _ in range(args.train_steps)], device)
+            rates[name].append(args.train_steps * batch_size / seconds)
+            if device.type == "cuda":
+                memory[name] = max(memory[name], torch.cuda.max_memory_allocated() / 2**30)
+            print(f"train round {round_index + 1} {name}: {rates[name][-1]:.2f} samples/s", flush=True)
+    for name, (_, checkpointing, _, _, extra_flops) in configurations.items():
+        samples_s = float(np.median(rates[name]))
         results[f"train_{name}_samples_s"] = samples_s
-        results[f"train_{name}_fraction_of_peak"] = samples_s * (per_sample[checkpointing] + extra_flops) / 1e12 / peak
-        results[f"train_{name}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-        print(f"train {name}: {samples_s:.2f} samples/s ({results[f'train_{name}_fraction_of_peak']:.1%} of peak, "
-              f"{results[f'train_{name}_peak_gib']:.1f} GiB)", flush=True)
-
-    # Eager rows first: the baseline shares the decoder layers that `compile_blocks` compiles in place.
-    run("baseline_ckpt", baseline_step, True, 2 * head)
-    run("baseline_nockpt", baseline_step, False, 2 * head)
-    run("fuscore_eager_ckpt", fuscore_step, True)
-    model.compile_blocks(vision_tower=False)  # as trainer_fuscore.py --compile_blocks does
-    run("fuscore_compiled_ckpt", fuscore_step, True)
-    run("fuscore_compiled_nockpt", fuscore_step, False)
+        results[f"train_{name}_rounds_samples_s"] = rates[name]
+        results[f"train_{name}_fraction_of_peak"] = samples_s * (per_sample[bool(checkpointing)] + extra_flops) / 1e12 / peak
+        results[f"train_{name}_peak_gib"] = memory[name] if device.type == "cuda" else float("nan")
+        print(f"train {name}: median {samples_s:.2f} samples/s ({results[f'train_{name}_fraction_of_peak']:.1%} of peak, "
+              f"{results[f'train_{name}_peak_gib']:.1f} GiB), rounds " + ", ".join(f"{rate:.2f}" for rate in rates[name]), flush=True)
     return results
 
 
@@ -445,18 +485,23 @@ def format_table(r: dict) -> str:
                          f"{k.replace('_fraction_of_wall', '')} {v:.1%}" for k, v in r["engine_model_breakdown"].items()))
         lines.append("engine end to end, second pass under the profiler: " + ", ".join(
             f"{k.replace('_fraction_of_wall', '')} {v:.1%}" for k, v in r["engine_e2e_breakdown"].items()))
-    lines += ["", "| training (LoRA r=64, batch 4 pairs x 4 images) | samples/s | fraction of peak | peak memory GiB |",
-              "|---|---|---|---|"]
+    lines += ["", "| training (LoRA r=64, batch 4 pairs x 4 images) | samples/s (median round) | rounds, min-max | "
+                  "fraction of peak | peak memory GiB |", "|---|---|---|---|---|"]
     for label, key in (("plain loop, full-vocabulary logits + CE, activation checkpointing", "baseline_ckpt"),
                        ("plain loop, full-vocabulary logits + CE, no checkpointing", "baseline_nockpt"),
                        ("FuScore, eager, activation checkpointing", "fuscore_eager_ckpt"),
-                       ("**FuScore, compiled decoder layers, activation checkpointing**", "fuscore_compiled_ckpt"),
-                       ("FuScore, compiled decoder layers, no checkpointing", "fuscore_compiled_nockpt")):
-        lines.append(f"| {label} | {r[f'train_{key}_samples_s']:.2f} | {r[f'train_{key}_fraction_of_peak']:.1%} | "
-                     f"{r[f'train_{key}_peak_gib']:.1f} |")
+                       ("FuScore, compiled decoder layers, activation checkpointing", "fuscore_compiled_layers_ckpt"),
+                       ("FuScore, compiled decoder layers and vision blocks, activation checkpointing", "fuscore_compiled_vision_ckpt"),
+                       ("**FuScore as `trainer_fuscore.py --compile_blocks` runs it: compiled decoder layers and vision blocks, "
+                        "positions computed on the CPU by the collator, activation checkpointing**", "fuscore_compiled_ckpt"),
+                       ("FuScore, as above, no checkpointing", "fuscore_compiled_nockpt")):
+        rounds = r[f"train_{key}_rounds_samples_s"]
+        lines.append(f"| {label} | {r[f'train_{key}_samples_s']:.2f} | {min(rounds):.2f}-{max(rounds):.2f} | "
+                     f"{r[f'train_{key}_fraction_of_peak']:.1%} | {r[f'train_{key}_peak_gib']:.1f} |")
     lines += ["", f"training speed-up at equal settings: {train_ratio('fuscore_compiled_ckpt', 'baseline_ckpt'):.2f}x with "
-                  f"checkpointing, {train_ratio('fuscore_compiled_nockpt', 'baseline_nockpt'):.2f}x without; FuScore without "
-                  f"checkpointing over the baseline with it: {train_ratio('fuscore_compiled_nockpt', 'baseline_ckpt'):.2f}x (target 2x)"]
+                  f"checkpointing (target 2x), "
+                  f"{train_ratio('fuscore_compiled_nockpt', 'baseline_nockpt'):.2f}x without; FuScore without "
+                  f"checkpointing over the baseline with it: {train_ratio('fuscore_compiled_nockpt', 'baseline_ckpt'):.2f}x"]
     if "profile" in r:
         lines += ["", "compiled model-only forward profile (top operators by device time):", r["profile"]]
     return "\n".join(lines)

@@ -3,7 +3,8 @@
     python benchmarks/speed_variants.py --part scoring    # model-only forward variants, profile, engine end to end
     python benchmarks/speed_variants.py --part training   # LoRA r=64 training variants
     python benchmarks/speed_variants.py --part training-profile   # where a compiled training step's time goes
-    python benchmarks/speed_variants.py --part engine     # image decoding: worker processes vs threads, engine timeline
+    python benchmarks/speed_variants.py --part engine     # image decoding: processes vs threads, engine options
+    python benchmarks/speed_variants.py --part training-checkpointing   # checkpointing of the frozen vision tower
     python benchmarks/speed_variants.py --tiny            # both parts at toy size on the CPU (checks the code paths)
 
 `bench_speed.py` is the headline table against the baselines; this script is the ablation behind it: the same
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -172,17 +174,29 @@ def engine_breakdown(model, processor, paths, args, device, results):
                 spent[name] += time.perf_counter() - start
         return wrapper
 
+    spent["vision_positions"] = 0.0
     processor.collate = timed_call("collate", type(processor).collate.__get__(processor))
     model.rope_position_ids = timed_call("rope", type(model).rope_position_ids.__get__(model))
+    model.vision_tower_inputs = timed_call("vision_positions", type(model).vision_tower_inputs.__get__(model))
     model.forward = timed_call("forward", type(model).forward.__get__(model))
     original_property = type(processor).__dict__["supports_device_preprocessing"]
+    patch_embed = model.model.visual.patch_embed
+    default_switch_interval = sys.getswitchinterval()
     try:
-        # Worker processes against decoding threads was measured here on 2026-11-26 (RESULTS_speed.md); the engine
-        # now decodes in threads on a GPU, so this compares thread counts and the CPU-made patches.
-        variants = (("8_decode_threads", 8, True), ("4_decode_threads", 4, True), ("8_workers_cpu_patches", 8, False))
-        for variant, workers, defer in variants:
-            if not defer:
-                type(processor).supports_device_preprocessing = property(lambda self: False)
+        # Worker processes against decoding threads, and the CPU-made patches, were measured here on 2026-11-26
+        # (RESULTS_speed.md). Now: thread counts; Python's GIL switch interval (a thread waiting for the GIL, such as
+        # the GPU thread after each synchronisation, waits up to this long while another thread runs Python); the
+        # patch embedding's Conv3d replaced by its equivalent matmul.
+        variants = (("8_decode_threads", 8, {}), ("4_decode_threads", 4, {}), ("2_decode_threads", 2, {}),
+                    ("8_decode_threads_switch_0.5ms", 8, {"switch_interval": 0.0005}),
+                    ("4_decode_threads_switch_0.5ms", 4, {"switch_interval": 0.0005}),
+                    ("4_decode_threads_matmul_patch_embed", 4, {"matmul_patch_embed": True}))
+        for variant, workers, options in variants:
+            sys.setswitchinterval(options.get("switch_interval", default_switch_interval))
+            if options.get("matmul_patch_embed"):
+                patch_embed.forward = lambda hidden_states: F.linear(
+                    hidden_states.to(patch_embed.proj.weight.dtype),
+                    patch_embed.proj.weight.view(patch_embed.proj.out_channels, -1), patch_embed.proj.bias)
             for key in spent:
                 spent[key] = 0.0
             with torch.inference_mode():
@@ -206,10 +220,12 @@ def engine_breakdown(model, processor, paths, args, device, results):
                      "gpu_idle_fraction_of_wall": busy["gpu_idle_fraction_of_wall"]}
             results[f"engine_breakdown_{variant}"] = entry
             print(f"engine {variant}: " + ", ".join(f"{k} {v:.3g}" for k, v in entry.items()), flush=True)
-            type(processor).supports_device_preprocessing = original_property
+            patch_embed.__dict__.pop("forward", None)
     finally:
+        sys.setswitchinterval(default_switch_interval)
+        patch_embed.__dict__.pop("forward", None)
         type(processor).supports_device_preprocessing = original_property
-        for name in ("collate", "rope_position_ids", "forward"):
+        for name in ("collate", "rope_position_ids", "vision_tower_inputs", "forward"):
             for obj in (processor, model):
                 obj.__dict__.pop(name, None)
 
@@ -247,7 +263,6 @@ def engine_part(args, device, dtype, results):
     with torch.inference_mode():
         model.score(paths[: args.batch_size], batch_size=args.batch_size, num_workers=args.workers)
     engine_breakdown(model, model.processor, paths, args, device, results)
-    loader_only(model.processor, paths, args, results)  # again, now that CUDA holds the model and its workspace
 
 
 def numerics(model, with_ids, without_ids, results):
@@ -336,6 +351,17 @@ def training_part(args, device, dtype, results):
     peft_model.train()
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-5)
 
+    # The plain loop's step (as in bench_speed.py): the base model's own head, full-vocabulary logits and CE.
+    target = torch.full_like(batch["input_ids"], -100)
+    target[torch.arange(batch_size), batch["attention_mask"].sum(-1) - 1] = model.config.level_token_ids[0]
+
+    def baseline_step():
+        with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+            loss = base(**{k: v for k, v in batch.items() if k != "position_ids"}, labels=target).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     def step():
         # Mixed precision as the Trainer runs it with bf16=True (the float32 LoRA adapters then multiply in bf16).
         # The committed results_speed_variants_training_h100.json and the training profile predate this: measured
@@ -347,9 +373,11 @@ def training_part(args, device, dtype, results):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def measure(name, checkpointing):
+    def measure(name, checkpointing, step=step, checkpoint_vision_tower=False):
         if checkpointing:
-            peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # FuScoreForQuality leaves its frozen vision tower unchecked; a plain model checkpoints every block.
+            enabled = base if checkpoint_vision_tower else peft_model
+            enabled.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
             peft_model.gradient_checkpointing_disable()
         start = time.perf_counter()
@@ -375,6 +403,22 @@ def training_part(args, device, dtype, results):
         for _ in range(3):
             step()
         profile_steps("train_compiled_ckpt", step, device, results, flops, batch_size)
+        return
+    if args.part == "training-checkpointing":
+        # What checkpointing the frozen vision tower costs (nothing back-propagates through it), for the plain loop
+        # and for FuScore, and what compiling its blocks then adds. RoPE ids inside the forward, as the Trainer runs.
+        batch.pop("position_ids")
+        # Eager rows first: the plain loop shares the decoder layers that `compile_blocks` compiles in place.
+        measure("baseline_ckpt_all_blocks", True, baseline_step, checkpoint_vision_tower=True)
+        measure("baseline_ckpt_language_model_only", True, baseline_step)
+        measure("baseline_ckpt_all_blocks_again", True, baseline_step, checkpoint_vision_tower=True)  # drift check
+        measure("train_eager_ckpt_all_blocks", True, checkpoint_vision_tower=True)
+        measure("train_eager_ckpt_language_model_only", True)
+        model.compile_blocks(vision_tower=False)
+        measure("train_compiled_layers_ckpt_all_blocks", True, checkpoint_vision_tower=True)
+        measure("train_compiled_layers_ckpt_language_model_only", True)
+        model.compile_blocks()
+        measure("train_compiled_layers_and_vision_ckpt_language_model_only", True)
         return
     measure("train_eager_ckpt", True)
     measure("train_eager_nockpt", False)
@@ -405,7 +449,8 @@ def profile_steps(name, step, device, results, flops, batch_size, steps=2):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("scoring", "training", "training-profile", "engine", "both"), default="both")
+    parser.add_argument("--part", choices=("scoring", "training", "training-profile", "training-checkpointing", "engine",
+                                           "both"), default="both")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--images", type=int, default=256)
@@ -427,7 +472,7 @@ def main():
             engine_part(args, device, dtype, results)
         if args.part in ("scoring", "both"):
             scoring_part(args, device, dtype, results)
-        if args.part in ("training", "training-profile", "both"):
+        if args.part in ("training", "training-profile", "training-checkpointing", "both"):
             if args.part == "both":
                 torch._dynamo.reset()
             training_part(args, device, dtype, results)

@@ -124,8 +124,10 @@ def _loader_workers(args, model) -> int:
         if args.loader_workers < 0:
             raise CommandLineInputError(f"--loader-workers must be 0 or more, got {args.loader_workers}.")
         return args.loader_workers
-    # On the CPU the workers would compete with the model for the same cores.
-    return min(8, os.cpu_count() or 1) if model.device.type == "cuda" else 0
+    # On the CPU the workers would compete with the model for the same cores. On an H100, 2, 4 and 8 decoding threads
+    # scored 448-px JPEGs at 126, 124 and 123 img/s (more threads contend for the GIL with the GPU thread); 4 leaves
+    # headroom for larger images (benchmarks/RESULTS_speed.md).
+    return min(4, os.cpu_count() or 1) if model.device.type == "cuda" else 0
 
 
 # --------------------------------------------------------------------------------------------------- score
@@ -261,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
         sub.add_argument("--loader-workers", type=int, default=None,
                          help="workers that decode images while the model runs: threads on a GPU, processes on the CPU "
-                              "(default: 0 on the CPU, up to 8 on a GPU)")
+                              "(default: 0 on the CPU, up to 4 on a GPU)")
         sub.add_argument("--compile", action="store_true",
                          help="torch.compile the model's blocks first: faster for large jobs on a GPU (compiling takes seconds)")
 

@@ -266,6 +266,55 @@ def test_rope_position_ids_computed_beforehand_equal_the_forward_pass_own(tiny_m
     assert not torch.allclose(sequential.level_logits, inside.level_logits, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_vision_tower_inputs_computed_beforehand_equal_the_tower_own(tiny_models, random_images, family):
+    """The engine computes the vision tower's positions and segments on the CPU before the forward pass; for images
+    of different sizes they must be exactly the ones the tower computes itself, and the tower must use them."""
+    model = tiny_models[family]
+    batch = model.processor.collate([model.processor.prepare_sample(image) for image in random_images[:5]])
+    assert len(set(batch["image_grid_thw"].prod(-1).tolist())) > 1, "the images should differ in size"
+    vision_inputs = model.vision_tower_inputs(batch["image_grid_thw"])
+    expected_keys = {"position_ids", "cu_seqlens"} | {
+        "qwen3_vl": {"interp_indices", "interp_weights"}, "qwen2_5_vl": {"window_index", "cu_window_seqlens"}}.get(family, set())
+    assert expected_keys <= set(vision_inputs)
+    with torch.no_grad():
+        inside = model(**batch)
+        beforehand = model(**batch, vision_inputs=vision_inputs)
+        altered = model(**batch, vision_inputs={**vision_inputs, "position_ids": vision_inputs["position_ids"].flip(0)})
+    torch.testing.assert_close(beforehand.level_logits, inside.level_logits, rtol=0, atol=0)
+    assert not torch.allclose(altered.level_logits, inside.level_logits, atol=1e-6), "the tower ignored the inputs"
+    assert not model.model.visual._forward_pre_hooks, "the hook that hands the inputs to the tower must be removed"
+
+
+def test_frozen_vision_tower_is_not_checkpointed():
+    """Nothing back-propagates through a frozen tower: only the decoder layers are checkpointed, so the vision blocks
+    can be compiled for training. A tower that trains keeps its checkpointing."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from fuscore.lora import add_language_model_lora
+
+    def checkpointed(modules):
+        return [module.gradient_checkpointing for module in modules if isinstance(module, GradientCheckpointingLayer)]
+
+    def enable_checkpointing(model):  # as the Trainer does: transformers 5.17 has only the older name
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    model = build_tiny_model("qwen3_vl", seed=5)
+    enable_checkpointing(model)
+    assert model.trains_vision_tower()
+    assert all(checkpointed(model.model.visual.modules())) and all(checkpointed(model.model.language_model.modules()))
+
+    peft_model = add_language_model_lora(build_tiny_model("qwen3_vl", seed=5), r=4, alpha=8, dropout=0.0)
+    enable_checkpointing(peft_model)
+    fuscore_model = peft_model.get_base_model()
+    assert not fuscore_model.trains_vision_tower()
+    assert not any(checkpointed(fuscore_model.model.visual.modules()))
+    assert checkpointed(fuscore_model.model.language_model.modules()) and all(checkpointed(fuscore_model.model.language_model.modules()))
+
+
 def test_level_tensors_follow_the_configured_levels(random_images):
     """The level ids and values are cached per device; a change of the configured levels must not hit a stale copy."""
     model = build_tiny_model("qwen2_vl", seed=3)

@@ -50,6 +50,34 @@ def test_collator_labels_follow_the_model_level_order():
     assert batch["input_ids"].shape[0] == 3
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_collator_computes_the_positions_the_model_would(family):
+    """With a weightless copy of the model the collator adds the RoPE ids and the vision tower's positions on the
+    CPU: the forward pass then gives exactly the outputs it gives when it computes them itself. The collator stays
+    small enough to hand to DataLoader worker processes (no weights)."""
+    import pickle
+
+    model = build_tiny_model(family, seed=2)
+    rows = SyntheticIVIF(image_size=56, seed=3).group(0, 3)
+    rows[1]["fused"] = np.asarray(rows[1]["fused"])[:40]  # another size: padding and unequal vision segments
+    plain = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values)(rows)
+    position_model = trainer_fuscore.weightless_copy(model)
+    assert all(parameter.device.type == "meta" for parameter in position_model.parameters())
+    collator = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values, position_model=position_model)
+    batch = collator(rows)
+    assert {"position_ids", "vision_inputs"} <= set(batch) and not {"position_ids", "vision_inputs"} & set(plain)
+    inputs = lambda b: {k: v for k, v in b.items() if k not in trainer_fuscore.FuScoreCollator.label_keys}  # noqa: E731
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs(batch)).level_logits, model(**inputs(plain)).level_logits, rtol=0, atol=0)
+    assert len(pickle.dumps(collator)) < len(pickle.dumps(model)) / 4
+    # The Trainer's loaders move each batch with accelerate's `send_to_device`: the nested positions must move too.
+    from accelerate.utils import send_to_device
+
+    moved = send_to_device(batch, "meta")
+    assert all(value.device.type == "meta" for value in [*moved.values(), *moved["vision_inputs"].values()]
+               if torch.is_tensor(value))
+
+
 @pytest.mark.parametrize("objective", ["fuscore", "scalar"])
 def test_training_run_logs_every_term_and_saves_a_loadable_folder(tmp_path, objective):
     results = trainer_fuscore.main(FAST + ["--output_dir", str(tmp_path / "run"), "--objective", objective])

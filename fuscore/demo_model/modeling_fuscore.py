@@ -10,6 +10,7 @@ words (" excellent", " good", " fair", " poor", " bad" -> 5..1) give five logits
 distribution, the score is `s = sum_l p_l v_l` in [1, 5] and the uncertainty is `sqrt(sum_l p_l (v_l - s)^2)`.
 """
 
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import ModelOutput
 
@@ -249,6 +251,11 @@ class FuScorePreTrainedModel(PreTrainedModel):
             self.model._init_weights(module)
 
 
+def _add_keyword_arguments(extra: dict, module, args, kwargs):
+    """A `register_forward_pre_hook(..., with_kwargs=True)` hook that calls the module with `extra` kwargs added."""
+    return args, {**kwargs, **extra}
+
+
 class FuScoreForQuality(FuScorePreTrainedModel):
     """A Qwen-VL model that rates infrared-visible fused images with level-token scoring.
 
@@ -309,6 +316,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         pixel_values: Optional[torch.FloatTensor] = None,
         image_grid_thw: Optional[torch.LongTensor] = None,
         mm_token_type_ids: Optional[torch.IntTensor] = None,
+        vision_inputs: Optional[dict] = None,
         return_vocab_logits: bool = False,
         return_answer_hidden_state: bool = False,
         **kwargs,
@@ -322,16 +330,28 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             pixel_values (`torch.FloatTensor` of shape `(num_patches, patch_dim)`): image patches of the batch.
             image_grid_thw (`torch.LongTensor` of shape `(num_images, 3)`): patch grid of each image.
             mm_token_type_ids (`torch.IntTensor` of shape `(batch_size, sequence_length)`): 1 on image tokens.
+            vision_inputs (`dict`, *optional*): the vision tower's position and segment inputs, precomputed by
+                `vision_tower_inputs`; the tower computes them itself when they are not given.
             return_vocab_logits (`bool`): also return full-vocabulary logits at the answer position (DeQA-style loss).
             return_answer_hidden_state (`bool`): also return the answer-position hidden state.
         """
-        if self.config.packed_vision_attention and self.model.visual.config._attn_implementation == "sdpa":
-            self.model.visual.config._attn_implementation = PACKED_VISION_ATTENTION
+        self._select_vision_attention()
         base_inputs = dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                            image_grid_thw=image_grid_thw)
         if mm_token_type_ids is not None:
             base_inputs["mm_token_type_ids"] = mm_token_type_ids
-        hidden_states = self.model(**base_inputs, use_cache=False, **kwargs).last_hidden_state
+        hook = None
+        if vision_inputs:
+            # The tower's `transformers.vision_utils` helpers take precomputed values from its keyword arguments.
+            # They cannot travel through the base model's own kwargs: those also reach the language model, whose
+            # `position_ids` are a different tensor.
+            hook = self.model.visual.register_forward_pre_hook(
+                functools.partial(_add_keyword_arguments, vision_inputs), with_kwargs=True)
+        try:
+            hidden_states = self.model(**base_inputs, use_cache=False, **kwargs).last_hidden_state
+        finally:
+            if hook is not None:
+                hook.remove()
 
         batch_size, sequence_length = input_ids.shape
         if attention_mask is None:
@@ -364,6 +384,24 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             answer_hidden_state=answer_hidden if return_answer_hidden_state else None,
         )
 
+    def trains_vision_tower(self) -> bool:
+        """Whether any vision-tower parameter requires a gradient (LoRA on the language model freezes the tower)."""
+        return any(parameter.requires_grad for parameter in self.model.visual.parameters())
+
+    def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs):
+        """Checkpoints the decoder layers, and the vision blocks only if the vision tower trains.
+
+        Nothing back-propagates through a frozen tower, so checkpointing it would save no memory and recompute
+        nothing; leaving it off lets `compile_blocks` compile its blocks for training too (torch does not compile
+        inside checkpointing's recompute regions). This is the one method that both `gradient_checkpointing_enable`
+        (transformers 5.17) and `activation_checkpointing_enable` (later 5.x) call.
+        """
+        super()._set_gradient_checkpointing(enable, *args, **kwargs)
+        if enable and not self.trains_vision_tower():
+            for module in self.model.visual.modules():
+                if isinstance(module, GradientCheckpointingLayer):
+                    module.gradient_checkpointing = False
+
     def compile_blocks(self, vision_tower: bool = True, **compile_kwargs) -> "FuScoreForQuality":
         """Compiles every decoder layer and vision block with `torch.compile` (regional compilation).
 
@@ -379,6 +417,48 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                     block.compile(**compile_kwargs)
                     block._fuscore_compiled = True
         return self
+
+    def _select_vision_attention(self) -> None:
+        if self.config.packed_vision_attention and self.model.visual.config._attn_implementation == "sdpa":
+            self.model.visual.config._attn_implementation = PACKED_VISION_ATTENTION
+
+    def vision_tower_inputs(self, image_grid_thw: torch.LongTensor) -> dict:
+        """The vision tower's rotary position ids, attention segments and position-embedding interpolation for a
+        batch's `image_grid_thw`, computed where the grid is; pass them to `forward` as `vision_inputs`.
+
+        The tower would compute them inside `forward` from the grid on the GPU: a Python loop over the images and
+        several synchronisations, during which the GPU waits. The scoring engine calls this on the CPU copy of the
+        grid while the GPU is still busy with the previous batch. The tower's own helpers
+        (`transformers.vision_utils`) do the work with the tower's own settings, so the values are exactly the ones
+        it would compute (tested for all three families).
+        """
+        from transformers import vision_utils
+        from transformers.utils.generic import get_max_seqlen
+
+        self._select_vision_attention()  # the segment lengths it needs depend on the attention implementation
+        visual = self.model.visual
+        merge_size = visual.spatial_merge_size
+        inputs = {"position_ids": vision_utils.get_vision_position_ids(image_grid_thw, merge_size)}
+        inputs["cu_seqlens"], inputs["max_seqlen"] = vision_utils.get_vision_attention_seqlens(image_grid_thw, visual.config)
+        if hasattr(visual, "num_grid_per_side"):  # Qwen3-VL resamples a learned position grid to each image
+            inputs["interp_indices"], inputs["interp_weights"] = vision_utils.get_vision_interpolation_indices_and_weights(
+                image_grid_thw, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
+                align_corners=visual.interpolation_align_corners, spatial_merge_size=visual.config.spatial_merge_size)
+        if hasattr(visual, "window_size"):  # Qwen2.5-VL attends within windows in most blocks
+            inputs["window_index"], inputs["cu_window_seqlens"] = vision_utils.get_vision_window_index(
+                image_grid_thw, spatial_merge_size=merge_size, window_size=visual.window_size, patch_size=visual.patch_size)
+            inputs["max_window_seqlen"] = get_max_seqlen(inputs["cu_window_seqlens"], visual.config, kwarg_name="max_window_seqlen")
+        return {key: value for key, value in inputs.items() if value is not None}
+
+    def position_inputs(self, batch) -> dict:
+        """`position_ids` (`rope_position_ids`) and `vision_inputs` (`vision_tower_inputs`) of a collated batch, to be
+        passed to `forward` with it. They need the model's configuration only, so a weightless copy of the model on
+        the meta device computes them too (the trainer's collator does, in its data-loading workers)."""
+        inputs = {"vision_inputs": self.vision_tower_inputs(batch["image_grid_thw"])}
+        position_ids = self.rope_position_ids(batch)
+        if position_ids is not None:
+            inputs["position_ids"] = position_ids
+        return inputs
 
     def rope_position_ids(self, batch) -> Optional[torch.LongTensor]:
         """The multimodal RoPE position ids of a collated batch, computed where its token ids are.
@@ -636,34 +716,42 @@ def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num
     results = {dim: {"score": [None] * len(fused), "std": [None] * len(fused), "probs": [None] * len(fused)} for dim in dimensions}
     was_training = model.training
     model.eval()
+    on_gpu = model.device.type == "cuda"
 
-    def store(output, positions):
-        # One device-to-host copy per batch rather than one synchronising .item() per value.
-        scores, stds, probs = output.score.tolist(), output.score_std.tolist(), output.level_probs.tolist()
+    def start_copy(output):
+        # One asynchronous device-to-host copy per batch (into pinned memory), and an event that marks its end:
+        # reading the values then waits for this batch alone, not for the batches queued after it.
+        values = [output.score.to("cpu", non_blocking=True), output.score_std.to("cpu", non_blocking=True),
+                  output.level_probs.to("cpu", non_blocking=True)]
+        copied = None
+        if on_gpu:
+            copied = torch.cuda.Event()
+            copied.record()
+        return values, copied
+
+    def store(copy, positions):
+        values, copied = copy
+        if copied is not None:
+            copied.synchronize()
+        scores, stds, probs = (value.tolist() for value in values)
         for row, position in enumerate(positions):
             index, dimension = items[position]
             results[dimension]["score"][index] = scores[row]
             results[dimension]["std"][index] = stds[row]
             results[dimension]["probs"][index] = probs[row]
 
-    on_gpu = model.device.type == "cuda"
-
     def prepare(item):
         batch, positions = item
         if defer_pixels:
             batch = processor.collate(batch, device=model.device)
-        if on_gpu:
-            position_ids = model.rope_position_ids(batch)
-            if position_ids is not None:
-                batch["position_ids"] = position_ids
-            # Pinned host memory makes the copies below asynchronous.
-            batch = {key: value.pin_memory() if value.device.type == "cpu" else value for key, value in batch.items()}
-        batch = {key: value.to(model.device, non_blocking=True) for key, value in batch.items()}
+        # The positions are computed here, on the CPU, rather than inside the forward pass on the GPU.
+        batch = {**batch, **model.position_inputs(batch)}
+        batch = _to_device(batch, model.device)
         batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
         return batch, positions
 
     # On a GPU the batches are prepared in a background thread: the forward pass blocks its thread at the base
-    # model's synchronisation points, and the next batch's collation, RoPE ids and copies fill that time.
+    # model's synchronisation points, and the next batch's collation, positions and copies fill that time.
     prepared = _in_background_thread(map(prepare, loader)) if on_gpu else map(prepare, loader)
     batches_in_order = prepared
     if progress:
@@ -673,11 +761,11 @@ def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num
     pending = None
     try:
         for batch, positions in batches_in_order:
-            output = model(**batch)
+            copy = start_copy(model(**batch))
             # Read the previous batch's results only now, so the CPU is not waiting while the GPU runs this one.
             if pending is not None:
                 store(*pending)
-            pending = (output, positions)
+            pending = (copy, positions)
         if pending is not None:
             store(*pending)
     finally:
@@ -685,6 +773,17 @@ def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num
             prepared.close()
         model.train(was_training)
     return results
+
+
+def _to_device(value, device):
+    """Moves the tensors of a batch (nested dicts included) to `device`; to a GPU from pinned memory, asynchronously."""
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    if not torch.is_tensor(value):
+        return value
+    if device.type == "cuda" and value.device.type == "cpu":
+        value = value.pin_memory()
+    return value.to(device, non_blocking=True)
 
 
 def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: int = 2):
