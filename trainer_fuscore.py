@@ -98,10 +98,11 @@ class FuScoreTrainingArguments(TrainingArguments):
     images_per_pair: int = field(default=4, metadata={"help": "M: fused images of each source pair per batch."})
     full_vocab_softmax: bool = field(default=False, metadata={"help": "KL on the full-vocabulary softmax (DeQA-Score variant)."})
     compile_blocks: bool = field(default=False, metadata={
-        "help": "torch.compile each decoder layer (FuScoreForQuality.compile_blocks): fuses the norms, rotary "
-                "embeddings and activations. Measured 1.5-1.8x samples/s for Qwen3-VL-8B LoRA on one H100 "
-                "(benchmarks/RESULTS_speed.md). Needs Triton on a GPU or a C++ compiler on the CPU; compiling "
-                "took about 10 s on that H100."})
+        "help": "torch.compile each decoder layer, and the vision blocks when the vision tower is frozen or not "
+                "checkpointed (FuScoreForQuality.compile_blocks): fuses the norms, rotary embeddings and activations. "
+                "Measured 1.8x samples/s for Qwen3-VL-8B LoRA with checkpointing on one H100 (41.6 against 23.5 "
+                "eager, benchmarks/RESULTS_speed.md). Needs Triton on a GPU or a C++ compiler on the CPU; compiling "
+                "took about 10-15 s on that H100."})
     remove_unused_columns: bool = False  # the collator needs the raw image and score columns
 
 
