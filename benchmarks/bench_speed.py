@@ -130,7 +130,9 @@ def kernel_breakdown(profiler, wall_seconds: float) -> dict:
     """Device time by kernel class as fractions of the wall time, and the fraction the GPU was idle."""
     classes = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
     for event in profiler.events():
-        if event.device_type != torch.autograd.DeviceType.CUDA:
+        # Skip the device-side copies of `record_function` ranges (a compiled graph's backward is one): they span
+        # kernels that are counted on their own.
+        if event.device_type != torch.autograd.DeviceType.CUDA or getattr(event, "is_user_annotation", False):
             continue
         name = event.name.lower()
         seconds = (event.device_time if hasattr(event, "device_time") else event.cuda_time) / 1e6

@@ -2,7 +2,7 @@
 
     python benchmarks/speed_variants.py --part scoring    # model-only forward variants, profile, engine end to end
     python benchmarks/speed_variants.py --part training   # LoRA r=64 training variants
-    python benchmarks/speed_variants.py --part training-profile   # where a compiled training step's time goes
+    python benchmarks/speed_variants.py --part training-profile   # where a training step's time goes (the recipe)
     python benchmarks/speed_variants.py --part engine     # image decoding: processes vs threads, engine options
     python benchmarks/speed_variants.py --part training-checkpointing   # checkpointing of the frozen vision tower
     python benchmarks/speed_variants.py --tiny            # both parts at toy size on the CPU (checks the code paths)
@@ -341,9 +341,12 @@ def training_part(args, device, dtype, results):
     labels = dict(soft_label=as_tensor(soft_label), mu=as_tensor(mu), sigma=as_tensor(sigma),
                   group_ids=torch.arange(pairs, device=device).repeat_interleave(per_pair))
     batch = dict(processor(paths))
-    if args.part != "training-profile":  # the profile uses the inputs of bench_speed.py's training rows
+    if args.part == "training-profile":  # as trainer_fuscore.py's collator: RoPE ids and vision positions from the CPU
+        batch.update(model.position_inputs(batch))
+    else:
         batch["position_ids"] = model.rope_position_ids(batch)
-    batch = {k: v.to(device) for k, v in batch.items()}
+    batch = {k: ({name: t.to(device) if torch.is_tensor(t) else t for name, t in v.items()} if isinstance(v, dict)
+                 else v.to(device)) for k, v in batch.items()}
     batch["pixel_values"] = batch["pixel_values"].to(dtype)
 
     peft_model = add_language_model_lora(model, r=64, alpha=128, dropout=0.0)
@@ -397,8 +400,9 @@ def training_part(args, device, dtype, results):
               f"{results[f'{name}_peak_gib']:.1f} GiB (warm-up {results[f'{name}_warmup_seconds']:.0f} s)", flush=True)
 
     if args.part == "training-profile":
-        # Where a training step's time goes, for FuScore's recipe (compiled decoder layers, checkpointing) only.
-        model.compile_blocks(vision_tower=False)
+        # Where a training step's time goes, for FuScore's recipe as trainer_fuscore.py --compile_blocks runs it:
+        # compiled decoder layers and (frozen, unchecked) vision blocks, positions from the CPU, checkpointing.
+        model.compile_blocks()
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         for _ in range(3):
             step()
@@ -434,7 +438,7 @@ def profile_steps(name, step, device, results, flops, batch_size, steps=2):
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     torch.cuda.synchronize()
-    with torch_profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as profiler:
+    with torch_profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU], record_shapes=True) as profiler:
         start = time.perf_counter()
         for _ in range(steps):
             step()
@@ -443,6 +447,9 @@ def profile_steps(name, step, device, results, flops, batch_size, steps=2):
     results[f"{name}_profile"] = kernel_breakdown(profiler, wall)
     results[f"{name}_profile_step_ms"] = wall / steps * 1e3
     results[f"{name}_top_ops"] = profiler.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
+    # By input shape: LoRA's rank-64 matmuls show up apart from the frozen projections'.
+    results[f"{name}_top_ops_by_shape"] = profiler.key_averages(group_by_input_shape=True).table(
+        sort_by="cuda_time_total", row_limit=40, max_name_column_width=40, max_shapes_column_width=80)
     print(f"{name} profile ({wall / steps * 1e3:.0f} ms per step): " + ", ".join(
         f"{k} {v:.1%}" for k, v in results[f"{name}_profile"].items()), flush=True)
 
