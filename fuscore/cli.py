@@ -125,8 +125,8 @@ def _loader_workers(args, model) -> int:
             raise CommandLineInputError(f"--loader-workers must be 0 or more, got {args.loader_workers}.")
         return args.loader_workers
     # On the CPU the workers would compete with the model for the same cores. On an H100, 2, 4 and 8 decoding threads
-    # scored 448-px JPEGs at 126, 124 and 123 img/s (more threads contend for the GIL with the GPU thread); 4 leaves
-    # headroom for larger images (benchmarks/RESULTS_speed.md).
+    # scored 448-px JPEGs at 126, 124 and 123 img/s (more threads contend for the GIL with the GPU thread); 4 keeps
+    # spare decoders for larger images, which were not measured (benchmarks/RESULTS_speed.md).
     return min(4, os.cpu_count() or 1) if model.device.type == "cuda" else 0
 
 
