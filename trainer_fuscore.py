@@ -103,7 +103,20 @@ class FuScoreTrainingArguments(TrainingArguments):
                 "Measured 1.8x samples/s for Qwen3-VL-8B LoRA with checkpointing on one H100 (41.6 against 23.5 "
                 "eager, benchmarks/RESULTS_speed.md). Needs Triton on a GPU or a C++ compiler on the CPU; compiling "
                 "took about 10-15 s on that H100."})
+    uncheckpointed_layers: int = field(default=0, metadata={
+        "help": "With --gradient_checkpointing: the last N decoder layers keep their activations instead of "
+                "recomputing them in the backward pass (FuScoreForQuality.uncheckpointed_layers). Each layer left "
+                "unchecked costs about 0.44 GiB for Qwen3-VL-8B at 16 images of 448 px and saves its recomputation; "
+                "benchmarks/RESULTS_speed.md has the measured trade."})
     remove_unused_columns: bool = False  # the collator needs the raw image and score columns
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.uncheckpointed_layers < 0:
+            raise ValueError(f"--uncheckpointed_layers {self.uncheckpointed_layers}: must be 0 or more.")
+        if self.uncheckpointed_layers and not self.gradient_checkpointing:
+            raise ValueError("--uncheckpointed_layers needs --gradient_checkpointing: without checkpointing every "
+                             "layer keeps its activations already.")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -459,6 +472,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     set_seed(training_args.seed)
     model = load_model(model_args, regression_head=training_args.objective == "scalar")
     fuscore_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layer_count = len(fuscore_model.model.language_model.layers)
+    if training_args.uncheckpointed_layers > layer_count:  # checked here, before the evaluation that precedes training
+        raise ValueError(f"--uncheckpointed_layers {training_args.uncheckpointed_layers}: the model's language model "
+                         f"has {layer_count} decoder layers.")
+    # Read when the Trainer switches checkpointing on, at the start of training.
+    fuscore_model.uncheckpointed_layers = training_args.uncheckpointed_layers
     if training_args.compile_blocks:
         # A trained vision tower stays eager under checkpointing: torch refuses to compile its blocks inside
         # checkpointing's recompute regions ("RNG ops in recompute regions"). A frozen one is never checkpointed.

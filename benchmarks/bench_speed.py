@@ -1,6 +1,6 @@
 """Scoring and training speed of FuScore at real size (Qwen3-VL-8B architecture, random init), against baselines.
 
-    python benchmarks/bench_speed.py                 # on a GPU: the full table (about 3 minutes on one H100)
+    python benchmarks/bench_speed.py                 # on a GPU: the full table (about 5 minutes on one H100)
     python benchmarks/bench_speed.py --tiny          # on a CPU: the same code paths at toy size, in seconds
 
 Throughput does not depend on the weights, so the model is built from the architecture's config at random init.
@@ -15,9 +15,11 @@ Rows (all in one run, on one GPU, against an in-run bf16 matmul peak):
   * numerics: each bf16 path against an eager float32 copy of the model on the first images;
   * training: LoRA r=64 on the language model, pair-aware batches of 4 pairs x 4 images: FuScore (eager; compiled
     decoder layers; compiled decoder layers and frozen vision blocks; the same with the positions computed on the CPU,
-    as `trainer_fuscore.py --compile_blocks` runs; with and without activation checkpointing) against a plain loop
-    with full-vocabulary logits and cross-entropy at equal batch (with and without checkpointing). Each row runs
-    once per round, in turn, and reports its median round.
+    as `trainer_fuscore.py --compile_blocks` runs; with every decoder layer checkpointed, with the last K left
+    unchecked for each K of `--uncheckpointed-layers`, and without checkpointing) against a plain loop with
+    full-vocabulary logits and cross-entropy at equal batch (with and without checkpointing). The fused AdamW
+    steps every `--grad-accumulation` batches on both sides. Each row runs once per round, in turn, and reports its
+    median round.
 """
 
 import argparse
@@ -308,7 +310,11 @@ def main():
     parser.add_argument("--one-by-one-images", type=int, default=48)
     parser.add_argument("--reference-images", type=int, default=16, help="images scored by the float32 reference")
     parser.add_argument("--workers", type=int, default=4, help="decoding threads of the engine (the CLI's default on a GPU)")
-    parser.add_argument("--train-steps", type=int, default=6, help="timed optimizer steps per training row and round")
+    parser.add_argument("--train-steps", type=int, default=8, help="timed micro-batches per training row and round")
+    parser.add_argument("--grad-accumulation", type=int, default=4,
+                        help="micro-batches per optimizer step (configs/qwen3vl_8b_lora.yaml: 4)")
+    parser.add_argument("--uncheckpointed-layers", default="8,12",
+                        help="comma-separated counts of last decoder layers left unchecked, one training row each")
     parser.add_argument("--train-rounds", type=int, default=4, help="rounds over all training rows (median reported)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args()
@@ -316,7 +322,8 @@ def main():
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     if args.tiny:
         args.batch_size, args.images, args.one_by_one_images, args.reference_images = 4, 16, 4, 4
-        args.workers, args.train_steps, args.train_rounds = 0, 2, 2
+        args.workers, args.train_steps, args.train_rounds, args.grad_accumulation = 0, 2, 2, 2
+        args.uncheckpointed_layers = "1"
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -364,7 +371,9 @@ def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
     peft_model = add_language_model_lora(model, r=64, alpha=128, dropout=0.0)
     peft_model.enable_input_require_grads()
     peft_model.train()
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-5)
+    # The Trainer's default optimizer on torch >= 2.8 (`adamw_torch_fused`), stepping every `grad_accumulation`
+    # micro-batches as the recipe does (configs/qwen3vl_8b_lora.yaml).
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-5, fused=True)
 
     # Mixed precision as the Trainer runs it with `bf16=True`: forward under autocast, so the float32 LoRA adapters
     # (peft keeps them in float32) multiply in bf16 like the frozen weights.
@@ -387,10 +396,14 @@ def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
 
     text = base.config.text_config
     head = 2 * text.hidden_size * text.vocab_size * batch["input_ids"].shape[1]  # full-vocabulary LM head, forward
-    # Executed matmul FLOPs per sample: forward, recomputed forward (checkpointing) and the activation-gradient pass
-    # through the language model; the frozen vision tower runs forward once. The baseline adds its LM head (forward
-    # and activation gradient).
-    per_sample = {True: 3 * flops["text"] + flops["vision"], False: 2 * flops["text"] + flops["vision"]}
+    # Executed matmul FLOPs per sample: forward, recomputed forward of the checkpointed decoder layers and the
+    # activation-gradient pass through the language model; the frozen vision tower runs forward once. The baseline
+    # adds its LM head (forward and activation gradient).
+    layer_count = text.num_hidden_layers
+
+    def flops_per_sample(checkpointing, uncheckpointed_layers):
+        recomputed = (layer_count - uncheckpointed_layers) / layer_count if checkpointing else 0.0
+        return (2 + recomputed) * flops["text"] + flops["vision"]
 
     # Every configuration runs once per round, in turn, and each row reports its median round: single short runs
     # drifted by up to 10% between otherwise identical rows of one run (results_speed_variants_training_checkpointing_run11.json).
@@ -405,31 +418,44 @@ def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
             for block in blocks:
                 block._compiled_call_impl = compiled_call[block] if compiled else None
 
-    def optimize(step_fn):
-        step_fn().backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
+    micro_batches = 0
 
-    # name: (step, checkpointing, compiled decoder layers, compiled vision blocks, extra FLOPs per sample)
+    def optimize(step_fn):
+        # One micro-batch; the optimizer steps on every `grad_accumulation`-th, so each timed row of `train_steps`
+        # micro-batches (a multiple of it) holds the same number of optimizer steps.
+        nonlocal micro_batches
+        step_fn().backward()
+        micro_batches += 1
+        if micro_batches % args.grad_accumulation == 0:
+            optimizer.step(); optimizer.zero_grad(set_to_none=True)
+
+    # name: (step, checkpointing, uncheckpointed decoder layers, compiled decoder layers, compiled vision blocks,
+    #        extra FLOPs per sample)
     with_positions = lambda: fuscore_step(positions)  # noqa: E731
     configurations = {
         # The plain loop checkpoints every block, as a plain Trainer does with the base model.
-        "baseline_ckpt": (baseline_step, "plain", False, False, 2 * head),
-        "baseline_nockpt": (baseline_step, None, False, False, 2 * head),
+        "baseline_ckpt": (baseline_step, "plain", 0, False, False, 2 * head),
+        "baseline_nockpt": (baseline_step, None, 0, False, False, 2 * head),
         # FuScoreForQuality leaves its frozen vision tower unchecked (nothing back-propagates through it).
-        "fuscore_eager_ckpt": (fuscore_step, "fuscore", False, False, 0.0),
-        "fuscore_compiled_layers_ckpt": (fuscore_step, "fuscore", True, False, 0.0),
-        "fuscore_compiled_vision_ckpt": (fuscore_step, "fuscore", True, True, 0.0),
+        "fuscore_eager_ckpt": (fuscore_step, "fuscore", 0, False, False, 0.0),
+        "fuscore_compiled_layers_ckpt": (fuscore_step, "fuscore", 0, True, False, 0.0),
+        "fuscore_compiled_vision_ckpt": (fuscore_step, "fuscore", 0, True, True, 0.0),
         # trainer_fuscore.py --compile_blocks: its collator also computes the positions on the CPU.
-        "fuscore_compiled_ckpt": (with_positions, "fuscore", True, True, 0.0),
-        "fuscore_compiled_nockpt": (with_positions, None, True, True, 0.0),
+        "fuscore_compiled_ckpt": (with_positions, "fuscore", 0, True, True, 0.0),
+        # ... and --uncheckpointed_layers K.
+        **{f"fuscore_compiled_ckpt_keep{count}": (with_positions, "fuscore", count, True, True, 0.0)
+           for count in uncheckpointed_counts(args)},
+        "fuscore_compiled_nockpt": (with_positions, None, 0, True, True, 0.0),
     }
     rates = {name: [] for name in configurations}
     memory = {name: 0.0 for name in configurations}
     for round_index in range(args.train_rounds):
-        for name, (step_fn, checkpointing, compiled_layers, compiled_vision, _) in configurations.items():
+        for name, (step_fn, checkpointing, uncheckpointed, compiled_layers, compiled_vision, _) in configurations.items():
             use_compiled(compiled_layers, compiled_vision)
             if step_fn is baseline_step:
                 # The base model's own vision attention: a FuScore forward switches the shared tower to its packed one.
                 base.model.visual.config._attn_implementation = "sdpa"
+            model.uncheckpointed_layers = uncheckpointed
             if checkpointing:
                 enabled = base if checkpointing == "plain" else peft_model
                 enabled.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -445,15 +471,22 @@ def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
             if device.type == "cuda":
                 memory[name] = max(memory[name], torch.cuda.max_memory_allocated() / 2**30)
             print(f"train round {round_index + 1} {name}: {rates[name][-1]:.2f} samples/s", flush=True)
-    for name, (_, checkpointing, _, _, extra_flops) in configurations.items():
+    results["train_grad_accumulation"], results["train_optimizer"] = args.grad_accumulation, "AdamW (fused)"
+    results["train_uncheckpointed_layers"] = uncheckpointed_counts(args)
+    for name, (_, checkpointing, uncheckpointed, _, _, extra_flops) in configurations.items():
         samples_s = float(np.median(rates[name]))
         results[f"train_{name}_samples_s"] = samples_s
         results[f"train_{name}_rounds_samples_s"] = rates[name]
-        results[f"train_{name}_fraction_of_peak"] = samples_s * (per_sample[bool(checkpointing)] + extra_flops) / 1e12 / peak
+        executed = flops_per_sample(bool(checkpointing), uncheckpointed) + extra_flops
+        results[f"train_{name}_fraction_of_peak"] = samples_s * executed / 1e12 / peak
         results[f"train_{name}_peak_gib"] = memory[name] if device.type == "cuda" else float("nan")
         print(f"train {name}: median {samples_s:.2f} samples/s ({results[f'train_{name}_fraction_of_peak']:.1%} of peak, "
               f"{results[f'train_{name}_peak_gib']:.1f} GiB), rounds " + ", ".join(f"{rate:.2f}" for rate in rates[name]), flush=True)
     return results
+
+
+def uncheckpointed_counts(args) -> list:
+    return [int(count) for count in str(args.uncheckpointed_layers).split(",") if count.strip()]
 
 
 def format_table(r: dict) -> str:
@@ -484,7 +517,9 @@ def format_table(r: dict) -> str:
                          f"{k.replace('_fraction_of_wall', '')} {v:.1%}" for k, v in r["engine_model_breakdown"].items()))
         lines.append("engine end to end, second pass under the profiler: " + ", ".join(
             f"{k.replace('_fraction_of_wall', '')} {v:.1%}" for k, v in r["engine_e2e_breakdown"].items()))
-    lines += ["", "| training (LoRA r=64, batch 4 pairs x 4 images) | samples/s (median round) | rounds, min-max | "
+    kept = r.get("train_uncheckpointed_layers", [])
+    lines += ["", f"| training (LoRA r=64, batch 4 pairs x 4 images, {r.get('train_optimizer', 'AdamW (foreach)')} every "
+                  f"{r.get('train_grad_accumulation', 1)} batches) | samples/s (median round) | rounds, min-max | "
                   "fraction of peak | peak memory GiB |", "|---|---|---|---|---|"]
     for label, key in (("plain loop, full-vocabulary logits + CE, activation checkpointing", "baseline_ckpt"),
                        ("plain loop, full-vocabulary logits + CE, no checkpointing", "baseline_nockpt"),
@@ -493,14 +528,21 @@ def format_table(r: dict) -> str:
                        ("FuScore, compiled decoder layers and vision blocks, activation checkpointing", "fuscore_compiled_vision_ckpt"),
                        ("**FuScore as `trainer_fuscore.py --compile_blocks` runs it: compiled decoder layers and vision blocks, "
                         "positions computed on the CPU by the collator, activation checkpointing**", "fuscore_compiled_ckpt"),
+                       *((f"FuScore, as above, last {count} decoder layers unchecked (`--uncheckpointed_layers {count}`)",
+                          f"fuscore_compiled_ckpt_keep{count}") for count in kept),
                        ("FuScore, as above, no checkpointing", "fuscore_compiled_nockpt")):
         rounds = r[f"train_{key}_rounds_samples_s"]
         lines.append(f"| {label} | {r[f'train_{key}_samples_s']:.2f} | {min(rounds):.2f}-{max(rounds):.2f} | "
                      f"{r[f'train_{key}_fraction_of_peak']:.1%} | {r[f'train_{key}_peak_gib']:.1f} |")
     lines += ["", f"training speed-up at equal settings: {train_ratio('fuscore_compiled_ckpt', 'baseline_ckpt'):.2f}x with "
-                  f"checkpointing (target 2x), "
+                  f"checkpointing of every decoder layer (target 2x), "
                   f"{train_ratio('fuscore_compiled_nockpt', 'baseline_nockpt'):.2f}x without; FuScore without "
                   f"checkpointing over the baseline with it: {train_ratio('fuscore_compiled_nockpt', 'baseline_ckpt'):.2f}x"]
+    for count in kept:
+        key = f"fuscore_compiled_ckpt_keep{count}"
+        lines.append(f"with the last {count} decoder layers unchecked: {train_ratio(key, 'baseline_ckpt'):.2f}x the "
+                     f"checkpointed baseline at {r[f'train_{key}_peak_gib']:.1f} GiB against its "
+                     f"{r['train_baseline_ckpt_peak_gib']:.1f} GiB")
     if "profile" in r:
         lines += ["", "compiled model-only forward profile (top operators by device time):", r["profile"]]
     return "\n".join(lines)

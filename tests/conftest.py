@@ -44,6 +44,19 @@ def run_clean_python(code: str, tmp_path: Path, env: dict = None, timeout: int =
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def load_saved(folder):
+    """A saved FuScore folder loaded in this process, on the CPU, the way any load on this machine gets it.
+
+    The reference for tests that compare a reload (another process, the CLI, the pipeline) with the saved model:
+    where torchvision is installed, transformers loads the image processor's torchvision backend, whose resizing
+    differs from the PIL backend the tiny models are built with (up to 3.4e-5 in score on the GPU machine), so the
+    in-memory model is the reference only where both backends are the same.
+    """
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(folder, trust_remote_code=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     """One tiny random-init FuScore model per Qwen-VL family (built once per test session)."""

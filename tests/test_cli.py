@@ -15,6 +15,7 @@ from PIL import Image
 from fuscore.cli import main
 from fuscore.ranking import bootstrap_ranking
 from fuscore.tiny import build_tiny_model
+from conftest import load_saved
 
 
 METHODS = ("alpha", "beta", "gamma")
@@ -25,9 +26,8 @@ ALL_DIMENSIONS = ("overall", "thermal_retention", "texture_preservation", "artif
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli") / "model"
-    model = build_tiny_model("qwen2_vl", seed=9)
-    model.save_pretrained(folder)
-    return folder, model
+    build_tiny_model("qwen2_vl", seed=9).save_pretrained(folder)
+    return folder, load_saved(folder)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,8 @@ def _read_csv(path):
 def test_score_folder_with_sources_to_csv_and_json(saved_model, fusion_benchmark, tmp_path):
     folder, model = saved_model
     images = sorted((fusion_benchmark / "fused" / "alpha").iterdir())
-    common = ["--ir", str(fusion_benchmark / "ir"), "--vis", str(fusion_benchmark / "vis"), "--model", str(folder)]
+    common = ["--ir", str(fusion_benchmark / "ir"), "--vis", str(fusion_benchmark / "vis"), "--model", str(folder),
+              "--device", "cpu"]  # where the reference scores
     assert main(["score", str(fusion_benchmark / "fused" / "alpha"), *common, "--output", str(tmp_path / "s.csv")]) == 0
     assert main(["score", str(fusion_benchmark / "fused" / "alpha"), *common, "--output", str(tmp_path / "s.json"),
                  "--dimensions", "overall,sharpness", "--batch-size", "2"]) == 0
@@ -92,7 +93,7 @@ def test_score_with_loader_workers_and_compile(saved_model, fusion_benchmark, tm
     for extra in options:
         output = tmp_path / f"{extra[0].strip('-')}.csv"
         assert main(["score", str(fusion_benchmark / "fused" / "gamma"), "--model", str(folder), "--dimensions", "overall",
-                     "--batch-size", "2", "--output", str(output), *extra]) == 0
+                     "--batch-size", "2", "--device", "cpu", "--output", str(output), *extra]) == 0
         rows = _read_csv(output)
         assert [row["fused"] for row in rows] == [str(p) for p in images]
         np.testing.assert_allclose([float(row["overall"]) for row in rows], expected, atol=1e-5, rtol=0)
@@ -177,7 +178,7 @@ def test_rank_folder_with_classical_metrics_and_labels(saved_model, fusion_bench
     output = tmp_path / "ranking"
     code = main(["rank", str(fusion_benchmark / "fused"), "--ir-dir", str(fusion_benchmark / "ir"), "--vis-dir", str(fusion_benchmark / "vis"),
                  "--classical", "--classical-metrics", "EN,SF", "--workers", "1", "--labels", str(label_table),
-                 "--model", str(folder), "--dimensions", "overall,sharpness", "--bootstrap-resamples", "50",
+                 "--model", str(folder), "--device", "cpu", "--dimensions", "overall,sharpness", "--bootstrap-resamples", "50",
                  "--output-dir", str(output)])
     assert code == 0
     for name in ("ranking.md", "ranking.csv", "scores.csv", "ranking.png", "levels.png", "scatter.png"):

@@ -15,7 +15,7 @@ from PIL import Image
 from transformers import AutoModel
 
 import fuscore.export as export_module
-from conftest import run_clean_python
+from conftest import load_saved, run_clean_python
 from fuscore.export import CUSTOM_PIPELINES, NotAFuScoreModelError, export_model
 from fuscore.lora import add_language_model_lora
 from fuscore.tiny import build_tiny_model
@@ -28,10 +28,9 @@ EVALUATION = {"metrics": {"plcc": 0.7311, "srcc": 0.6902, "runtime": 1.5}, "data
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export") / "trained"
-    model = build_tiny_model("qwen2_vl", seed=7)
-    model.save_pretrained(folder)
+    build_tiny_model("qwen2_vl", seed=7).save_pretrained(folder)
     (folder / "fuscore_eval.json").write_text(json.dumps(EVALUATION))
-    return folder, model
+    return folder, load_saved(folder)
 
 
 @pytest.fixture(scope="module")

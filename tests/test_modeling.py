@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_clean_python
+from conftest import load_saved, run_clean_python
 from fuscore.hub import add_folder_to_hub_cache
 from fuscore.tiny import FAMILIES, build_tiny_model, build_tiny_tokenizer
 from modeling_fuscore import FuScoreConfig, FuScoreForQuality, resolve_level_token_ids
@@ -157,15 +157,27 @@ print(json.dumps({{"scores": model.score(images, processor=processor, batch_size
 """
 
 
+def test_a_reload_scores_like_the_saved_model(tmp_path, random_images):
+    """The same weights come back; the image processor is the backend transformers picks on this machine."""
+    model = build_tiny_model("qwen3_vl", seed=4)
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = load_saved(tmp_path / "saved")
+    same_backend = type(reloaded.get_processor().image_processor) is type(model.get_processor().image_processor)
+    # Where torchvision is installed the reload gets its backend, which resizes a little differently from PIL's
+    # (up to 3.4e-5 in score on the GPU machine); with the same backend the scores are the same.
+    np.testing.assert_allclose(reloaded.score(random_images[:4]), model.score(random_images[:4]),
+                               atol=1e-6 if same_backend else 1e-4)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_save_and_load_in_a_clean_process_from_folder_and_offline_cache(tiny_models, family, tmp_path):
     model = tiny_models[family]
     rng = np.random.default_rng(7)
     images = rng.integers(0, 256, (4, 56, 72, 3), dtype=np.uint8)
     np.save(tmp_path / "images.npy", images)
-    expected = model.score(list(images))
     folder = tmp_path / "fuscore-tiny"
     model.save_pretrained(folder)
+    expected = load_saved(folder).score(list(images))
     assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
     assert {"modeling_fuscore.py", "processing_fuscore.py", "processor_config.json"} <= {p.name for p in folder.iterdir()}
 
@@ -313,6 +325,68 @@ def test_frozen_vision_tower_is_not_checkpointed():
     assert not fuscore_model.trains_vision_tower()
     assert not any(checkpointed(fuscore_model.model.visual.modules()))
     assert checkpointed(fuscore_model.model.language_model.modules()) and all(checkpointed(fuscore_model.model.language_model.modules()))
+
+
+def test_uncheckpointed_layers_skip_their_recomputation_with_the_same_gradients(random_images):
+    """Under activation checkpointing, the last `uncheckpointed_layers` decoder layers run their forward once (no
+    recomputation in the backward pass) and training computes the same gradients."""
+    from fuscore.lora import add_language_model_lora
+
+    def gradients_and_forward_calls(uncheckpointed_layers):
+        peft_model = add_language_model_lora(build_tiny_model("qwen3_vl", seed=5, num_layers=3), r=4, alpha=8, dropout=0.0)
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # non-zero B matrices, so that every adapter matrix gets a gradient
+            for name, parameter in peft_model.named_parameters():
+                if "lora_B" in name:
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+        fuscore_model = peft_model.get_base_model()
+        fuscore_model.uncheckpointed_layers = uncheckpointed_layers
+        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        peft_model.train()
+        layers = fuscore_model.model.language_model.layers
+        calls = [0] * len(layers)
+        for index, layer in enumerate(layers):  # the layer's own hooks run once either way in later 5.x
+            layer.mlp.register_forward_pre_hook(lambda *_, index=index: calls.__setitem__(index, calls[index] + 1))
+        output = peft_model(**fuscore_model.processor(random_images[:3]))
+        output.score.sum().backward()
+        gradients = {name: p.grad.clone() for name, p in peft_model.named_parameters() if p.requires_grad}
+        return gradients, calls, [layer.gradient_checkpointing for layer in layers]
+
+    all_checkpointed, calls_all, flags_all = gradients_and_forward_calls(0)
+    last_kept, calls_kept, flags_kept = gradients_and_forward_calls(1)
+    assert flags_all == [True, True, True] and calls_all == [2, 2, 2]
+    assert flags_kept == [True, True, False] and calls_kept == [2, 2, 1]
+    assert all(gradient.abs().max() > 0 for gradient in all_checkpointed.values())
+    for name, gradient in all_checkpointed.items():
+        torch.testing.assert_close(last_kept[name], gradient, rtol=1e-5, atol=1e-7, msg=name)
+
+    model = build_tiny_model("qwen3_vl", seed=5, num_layers=3)
+    model.uncheckpointed_layers = 4
+    with pytest.raises(ValueError, match="uncheckpointed_layers=4: the language model has 3 decoder layers"):
+        model.gradient_checkpointing_enable()
+
+
+def test_a_model_that_has_scored_can_still_train(random_images):
+    """`score` runs under inference mode; what it caches on the model must not break a later training forward."""
+    model = build_tiny_model("qwen2_vl", seed=3)
+    model.score(random_images[:2])
+    model.train()
+    output = model(**model.processor(random_images[:2]))
+    output.score.sum().backward()
+    assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
+
+
+def test_batches_move_to_the_device_whole():
+    """The engine's and the benchmarks' device move takes a processor's `BatchFeature` and nested vision inputs."""
+    from transformers import BatchFeature
+
+    from modeling_fuscore import _to_device
+
+    batch = BatchFeature({"input_ids": torch.ones(2, 3, dtype=torch.long), "vision_inputs": {"position_ids": torch.zeros(4, 2)},
+                          "dimension": "overall"})
+    moved = _to_device(batch, torch.device("meta"))
+    assert moved["input_ids"].is_meta and moved["vision_inputs"]["position_ids"].is_meta
+    assert moved["dimension"] == "overall"
 
 
 def test_level_tensors_follow_the_configured_levels(random_images):

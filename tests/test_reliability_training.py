@@ -293,3 +293,26 @@ def test_recipe_configs_parse_into_the_trainer_arguments(name):
     processes = 1 if name == "qwen3vl_8b_lora.yaml" else 4
     global_batch = training_args.pairs_per_batch * training_args.images_per_pair * processes * training_args.gradient_accumulation_steps
     assert global_batch == single.pairs_per_batch * single.images_per_pair * single.gradient_accumulation_steps == 64
+
+
+def test_uncheckpointed_layers_reach_the_model_when_training_starts(tmp_path, monkeypatch):
+    """--uncheckpointed_layers is applied when the Trainer switches checkpointing on; bad values fail before any work."""
+    seen = []
+    original = trainer_fuscore.FuScoreTrainer.compute_loss
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        layers = model.get_base_model().model.language_model.layers if hasattr(model, "get_base_model") else model.model.language_model.layers
+        seen.append([layer.gradient_checkpointing for layer in layers])
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_fuscore.FuScoreTrainer, "compute_loss", compute_loss)
+    three_layers = ["--model_name_or_path", "tiny:qwen2_vl:32x3", "--max_steps", "1", "--eval_strategy", "no",
+                  "--save_strategy", "no", "--gradient_checkpointing", "true"]
+    trainer_fuscore.main(RUN + three_layers + ["--uncheckpointed_layers", "1", "--output_dir", str(tmp_path / "run")])
+    assert seen and seen[0] == [True, True, False]
+
+    with pytest.raises(ValueError, match="--uncheckpointed_layers 4: the model's language model has 3 decoder layers"):
+        trainer_fuscore.main(RUN + three_layers + ["--uncheckpointed_layers", "4", "--output_dir", str(tmp_path / "too_many")])
+    with pytest.raises(ValueError, match="--uncheckpointed_layers needs --gradient_checkpointing"):
+        trainer_fuscore.parse_arguments(RUN + ["--uncheckpointed_layers", "1", "--output_dir", str(tmp_path / "no_ckpt")])
+    assert not (tmp_path / "too_many" / "final").exists()

@@ -11,6 +11,7 @@ import trainer_fuscore
 from fuscore.objectives import fuscore_soft_label
 from fuscore.tiny import build_tiny_model
 from fuscore_data.synthetic import SyntheticIVIF
+from conftest import load_saved
 
 
 FAST = ["--model_name_or_path", "tiny:qwen2_vl:32x1", "--train_table", "synthetic", "--synthetic_image_size", "56",
@@ -143,8 +144,9 @@ def test_plain_copy_from_a_gathered_state_dict_saves_like_the_model(tmp_path, ra
     plain.processor = model.processor
     plain.save_pretrained(tmp_path / "final")
     assert sorted(p.name for p in (tmp_path / "final").glob("*.py")) == ["modeling_fuscore.py", "processing_fuscore.py"]
+    model.save_pretrained(tmp_path / "model")
     reloaded = AutoModel.from_pretrained(tmp_path / "final", trust_remote_code=True)
-    np.testing.assert_allclose(reloaded.score(random_images[:3]), model.score(random_images[:3]), atol=1e-6)
+    np.testing.assert_allclose(reloaded.score(random_images[:3]), load_saved(tmp_path / "model").score(random_images[:3]), atol=1e-6)
 
 
 def test_collator_fills_a_missing_overall_score_with_the_sub_score_mean():

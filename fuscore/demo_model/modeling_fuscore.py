@@ -12,6 +12,7 @@ distribution, the score is `s = sum_l p_l v_l` in [1, 5] and the uncertainty is 
 
 import functools
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -305,8 +306,11 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         key = (str(device), tuple(self.config.level_token_ids), tuple(self.config.level_values))
         cache = self.__dict__.setdefault("_level_tensors_cache", {})
         if key not in cache:
-            cache[key] = (torch.tensor(self.config.level_token_ids, dtype=torch.long, device=device),
-                          torch.tensor(self.config.level_values, dtype=torch.float32, device=device))
+            # Never inference tensors, even when first built under `score`'s inference mode: a later training forward
+            # of the same model could not use them.
+            with torch.inference_mode(False):
+                cache[key] = (torch.tensor(self.config.level_token_ids, dtype=torch.long, device=device),
+                              torch.tensor(self.config.level_values, dtype=torch.float32, device=device))
         return cache[key]
 
     def forward(
@@ -388,19 +392,35 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         """Whether any vision-tower parameter requires a gradient (LoRA on the language model freezes the tower)."""
         return any(parameter.requires_grad for parameter in self.model.visual.parameters())
 
+    # How many of the last decoder layers keep their activations when activation checkpointing is on, instead of
+    # recomputing them in the backward pass: memory for speed (see `_set_gradient_checkpointing`).
+    uncheckpointed_layers: int = 0
+
     def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs):
-        """Checkpoints the decoder layers, and the vision blocks only if the vision tower trains.
+        """Checkpoints the decoder layers but the last `uncheckpointed_layers`, and the vision blocks only if the
+        vision tower trains.
 
         Nothing back-propagates through a frozen tower, so checkpointing it would save no memory and recompute
         nothing; leaving it off lets `compile_blocks` compile its blocks for training too (torch does not compile
-        inside checkpointing's recompute regions). This is the one method that both `gradient_checkpointing_enable`
-        (transformers 5.17) and `activation_checkpointing_enable` (later 5.x) call.
+        inside checkpointing's recompute regions). A decoder layer left unchecked skips its recomputed forward (about
+        a quarter of its training FLOPs) and holds its activations until the backward pass: for Qwen3-VL-8B and
+        16 images of 448 px, about 0.44 GiB per layer (`benchmarks/RESULTS_speed.md`). Which layers are left does not
+        change the peak, which comes at the end of the forward pass. This is the one method that both
+        `gradient_checkpointing_enable` (transformers 5.17) and `activation_checkpointing_enable` (later 5.x) call.
         """
+        layers = self.model.language_model.layers
+        if not 0 <= self.uncheckpointed_layers <= len(layers):
+            raise ValueError(f"uncheckpointed_layers={self.uncheckpointed_layers}: the language model has "
+                             f"{len(layers)} decoder layers.")
         super()._set_gradient_checkpointing(enable, *args, **kwargs)
-        if enable and not self.trains_vision_tower():
+        if not enable:
+            return
+        if not self.trains_vision_tower():
             for module in self.model.visual.modules():
                 if isinstance(module, GradientCheckpointingLayer):
                     module.gradient_checkpointing = False
+        for layer in list(layers)[len(layers) - self.uncheckpointed_layers :]:
+            layer.gradient_checkpointing = False
 
     def compile_blocks(self, vision_tower: bool = True, **compile_kwargs) -> "FuScoreForQuality":
         """Compiles every decoder layer and vision block with `torch.compile` (regional compilation).
@@ -776,8 +796,9 @@ def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num
 
 
 def _to_device(value, device):
-    """Moves the tensors of a batch (nested dicts included) to `device`; to a GPU from pinned memory, asynchronously."""
-    if isinstance(value, dict):
+    """Moves the tensors of a batch (nested mappings included, a `BatchFeature` too) to `device`; to a GPU from pinned
+    memory, asynchronously."""
+    if isinstance(value, Mapping):
         return {key: _to_device(item, device) for key, item in value.items()}
     if not torch.is_tensor(value):
         return value
