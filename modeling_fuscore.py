@@ -402,11 +402,12 @@ class FuScoreForQuality(FuScorePreTrainedModel):
 
         Nothing back-propagates through a frozen tower, so checkpointing it would save no memory and recompute
         nothing; leaving it off lets `compile_blocks` compile its blocks for training too (torch does not compile
-        inside checkpointing's recompute regions). A decoder layer left unchecked skips its recomputed forward (about
-        a quarter of its training FLOPs) and holds its activations until the backward pass: for Qwen3-VL-8B and
-        16 images of 448 px, about 0.44 GiB per layer (`benchmarks/RESULTS_speed.md`). Which layers are left does not
-        change the peak, which comes at the end of the forward pass. This is the one method that both
-        `gradient_checkpointing_enable` (transformers 5.17) and `activation_checkpointing_enable` (later 5.x) call.
+        inside checkpointing's recompute regions). A decoder layer left unchecked skips its recomputed forward (a
+        third of its training FLOPs under LoRA, whose frozen weights need no gradient) and holds its activations
+        until the backward pass: for Qwen3-VL-8B and 16 images of 448 px, about 0.44 GiB per layer
+        (`benchmarks/RESULTS_speed.md`). Which layers are left does not change the peak, which comes at the end of
+        the forward pass. This is the one method that both `gradient_checkpointing_enable` (transformers 5.17) and
+        `activation_checkpointing_enable` (later 5.x) call.
         """
         layers = self.model.language_model.layers
         if not 0 <= self.uncheckpointed_layers <= len(layers):
