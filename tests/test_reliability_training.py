@@ -301,13 +301,12 @@ def test_uncheckpointed_layers_reach_the_model_when_training_starts(tmp_path, mo
     original = trainer_fuscore.FuScoreTrainer.compute_loss
 
     def compute_loss(self, model, inputs, *args, **kwargs):
-        layers = model.get_base_model().model.language_model.layers if hasattr(model, "get_base_model") else model.model.language_model.layers
-        seen.append([layer.gradient_checkpointing for layer in layers])
+        seen.append([layer.gradient_checkpointing for layer in model.model.language_model.layers])
         return original(self, model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(trainer_fuscore.FuScoreTrainer, "compute_loss", compute_loss)
     three_layers = ["--model_name_or_path", "tiny:qwen2_vl:32x3", "--max_steps", "1", "--eval_strategy", "no",
-                  "--save_strategy", "no", "--gradient_checkpointing", "true"]
+                    "--save_strategy", "no", "--gradient_checkpointing", "true"]
     trainer_fuscore.main(RUN + three_layers + ["--uncheckpointed_layers", "1", "--output_dir", str(tmp_path / "run")])
     assert seen and seen[0] == [True, True, False]
 
