@@ -3,7 +3,6 @@ restructured (configuration, modeling, scoring engine, processing and pipeline f
 refactor must keep them bit-identical. Values are for the PIL image-processor backend (the one transformers picks
 without torchvision) on the CPU; skipped when the VIFB images are absent."""
 
-from pathlib import Path
 
 import pytest
 
