@@ -10,9 +10,10 @@ Two on-disk layouts, both loadable with plain `datasets`:
   `load_table`, and can be pushed to the Hub as it is.
 * **arrow** (`save_arrow`): `Dataset.save_to_disk` (images embedded) plus a dataset card.
 
-Both writers validate first and write into a temporary folder next to the target that
-is renamed into place only when everything succeeded, so a failure never leaves a
-half-written table.
+Both writers validate first and write through `fuscore.atomic.atomic_folder`: a temporary
+folder next to the target, renamed into place only when everything succeeded, so a
+failure never leaves a half-written table (and an existing table is replaced only with
+`overwrite=True`, once the new one is complete).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import math
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import numpy as np
+
+from fuscore.atomic import atomic_folder
 
 from .cards import write_dataset_card
 from .schema import IMAGE_COLUMNS, RATING_FEATURES, SCORE_COLUMNS, SPREAD_COLUMNS, conform_dict_to_schema, conform_to_schema
@@ -155,15 +156,12 @@ def save_imagefolder(
     if validate:
         validate_table(datasets.DatasetDict(splits), require_mos=False)
 
-    def write(tmp_dir: Path) -> None:
+    configs = [{"config_name": "default", "data_files": [{"split": name, "path": f"{name}/**"} for name in splits]}]
+    with atomic_folder(out_dir, overwrite=overwrite) as staging:
         for split_name, split in splits.items():
-            _write_imagefolder_split(split, tmp_dir / split_name)
-        configs = [
-            {"config_name": "default", "data_files": [{"split": name, "path": f"{name}/**"} for name in splits]}
-        ]
-        write_dataset_card(datasets.DatasetDict(splits), tmp_dir, configs=configs, **card_kwargs)
-
-    return _write_atomically(Path(out_dir), write, overwrite)
+            _write_imagefolder_split(split, staging / split_name)
+        write_dataset_card(datasets.DatasetDict(splits), staging, configs=configs, **card_kwargs)
+    return Path(out_dir).absolute()
 
 
 def save_arrow(
@@ -181,11 +179,10 @@ def save_arrow(
     if validate:
         validate_table(table, require_mos=False)
 
-    def write(tmp_dir: Path) -> None:
-        table.save_to_disk(str(tmp_dir))
-        write_dataset_card(table, tmp_dir, **card_kwargs)
-
-    return _write_atomically(Path(out_dir), write, overwrite)
+    with atomic_folder(out_dir, overwrite=overwrite) as staging:
+        table.save_to_disk(str(staging))
+        write_dataset_card(table, staging, **card_kwargs)
+    return Path(out_dir).absolute()
 
 
 def _as_splits(table: datasets.Dataset | datasets.DatasetDict) -> dict[str, datasets.Dataset]:
@@ -248,33 +245,6 @@ def _extension_of_bytes(data: bytes) -> str | None:
 
 def _slug(text: str, limit: int = 60) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))[:limit].strip("._") or "x"
-
-
-def _write_atomically(out_dir: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
-    out_dir = out_dir.absolute()
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"'{out_dir}' already exists; pass overwrite=True to replace it.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private; the table is meant to be shared
-    try:
-        write(tmp_dir)
-        if out_dir.exists():
-            old_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old_dir / "table")
-            try:
-                os.replace(tmp_dir, out_dir)
-            except BaseException:
-                os.replace(old_dir / "table", out_dir)  # put the previous table back
-                shutil.rmtree(old_dir, ignore_errors=True)
-                raise
-            shutil.rmtree(old_dir, ignore_errors=True)
-        else:
-            os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    return out_dir
 
 
 # --------------------------------------------------------------------------------------
