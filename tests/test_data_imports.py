@@ -70,3 +70,32 @@ def test_the_cycle_finder_finds_a_lazy_import_cycle(tmp_path):
     (tmp_path / "a.py").write_text("from .b import x\n")
     (tmp_path / "b.py").write_text("def f():\n    from .a import y\n")
     assert _cycle(_import_graph(tmp_path)) == ["a", "b", "a"]
+
+
+PROJECT_TOP_LEVEL = {"fuscore", "fuscore_data", "fuscore_metrics", "modeling_fuscore", "processing_fuscore",
+                     "pipeline_fuscore", "trainer_fuscore", "scoring_fuscore", "configuration_fuscore", "app", "handler"}
+# What the package headers (data/__init__.py, evaluate_metrics/__init__.py) allow each folder to use from the project.
+ALLOWED_PROJECT_IMPORTS = {
+    "data": {"processing_fuscore", "fuscore.atomic"},
+    "evaluate_metrics": {"fuscore.atomic"},
+    "evaluate_metrics/plcc_srcc": set(),  # evaluate.load copies these files alone
+    "evaluate_metrics/ivif_metrics": set(),
+}
+
+
+def _project_imports(folder: Path) -> set[str]:
+    found = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            found |= {name for name in names if name.split(".")[0] in PROJECT_TOP_LEVEL}
+    return found
+
+
+@pytest.mark.parametrize("folder", sorted(ALLOWED_PROJECT_IMPORTS))
+def test_packages_import_only_what_their_header_allows(folder):
+    assert _project_imports(REPO_ROOT / folder) <= ALLOWED_PROJECT_IMPORTS[folder]
