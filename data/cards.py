@@ -29,12 +29,13 @@ COLUMN_MEANINGS = {
     "vis": "its visible source",
     "pair_id": "the source pair (scene) the fused image was made from; splits never share one",
     "method": "the fusion method (and, in synthetic tables, its degradations)",
-    "mos": "overall mean opinion score (higher is better)",
+    "mos": "overall quality score (higher is better): a mean opinion score, or what the description says it is",
     "mos_std": "spread of the raters' overall scores",
     "thermal_retention": "sub-score: are the warm targets of the infrared source kept?",
     "texture_preservation": "sub-score: is the visible source's texture kept?",
     "artifacts": "sub-score: absence of artifacts (noise, blocking, halos); higher is cleaner",
     "sharpness": "sub-score: how sharp the fused image is",
+    "artifact_heatmap": "grey map of where the fused image shows artifacts (EVAFusion's layout)",
 }
 
 

@@ -32,8 +32,9 @@ import numpy as np
 from fuscore.atomic import atomic_folder
 
 from .cards import write_dataset_card
-from .schema import IMAGE_COLUMNS, RATING_FEATURES, SCORE_COLUMNS, SPREAD_COLUMNS, conform_dict_to_schema, conform_to_schema
-from .validation import _raw_images, validate_table
+from .evafusion import evafusion_to_rating_table, is_evafusion_layout
+from .schema import EXTRA_IMAGE_COLUMNS, IMAGE_COLUMNS, RATING_FEATURES, SCORE_COLUMNS, SPREAD_COLUMNS, conform_dict_to_schema, conform_to_schema
+from .validation import _iter_raw_images, validate_table
 
 
 METADATA_FILENAME = "metadata.jsonl"
@@ -55,8 +56,12 @@ def load_table(
 
     The layout is recognised from the files: `save_to_disk` output (`dataset_dict.json` or
     `state.json`), else image-folder split directories holding `metadata.jsonl` or
-    `metadata.csv`, else a single image folder (taken as split "train"). The result is
-    conformed to the rating schema.
+    `metadata.csv`, else a single image folder (taken as split "train"). A `save_to_disk`
+    folder in EVAFusion's published layout (`fused`, `infrared`, `visible`, a `scores`
+    struct; see `fuscore_data.evafusion`) is converted, with `pair_id` and `method`
+    derived and its scores as stored (out of 5: declare that range when normalising;
+    `fuscore_data.importers.load_evafusion` also validates and normalises). The result is
+    conformed to the rating schema; scores stay on the table's own scale.
 
     Args:
         path: the folder.
@@ -73,6 +78,8 @@ def load_table(
     try:
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             table = datasets.load_from_disk(str(path))
+            if is_evafusion_layout(table):
+                table = evafusion_to_rating_table(table)
         else:
             table = load_imagefolder(path, cache_dir=cache_dir)
     except IndexError as error:  # `datasets` cannot build a table from zero data files or an empty metadata file
@@ -141,6 +148,7 @@ def save_imagefolder(
         out_dir/<split>/metadata.jsonl        one row per fused image
         out_dir/<split>/fused/<row>_<pair>_<method>.<ext>
         out_dir/<split>/sources/<n>_<pair>_ir.<ext>, ..._vis.<ext>  (once per pair)
+        out_dir/<split>/artifact_heatmap/<row>_<pair>_<method>.<ext>  (where the table has that column)
 
     A `Dataset` is written as the single split "train". Image bytes are copied as stored
     (a JPEG stays the same JPEG; images made in memory are PNG), never re-encoded.
@@ -196,24 +204,33 @@ def _as_splits(table: datasets.Dataset | datasets.DatasetDict) -> dict[str, data
 def _write_imagefolder_split(split: datasets.Dataset, split_dir: Path) -> None:
     (split_dir / "fused").mkdir(parents=True)
     (split_dir / "sources").mkdir()
-    references = {column: _raw_images(split, column) for column in IMAGE_COLUMNS}
+    extras = [column for column in EXTRA_IMAGE_COLUMNS if column in split.column_names]
+    for column in extras:
+        (split_dir / column).mkdir()
+    # One row's images at a time: a table of embedded images is never held in memory whole.
+    references = zip(*(_iter_raw_images(split, column) for column in (*IMAGE_COLUMNS, *extras)))
     pair_ids, methods = list(split["pair_id"]), list(split["method"])
     scores = {column: list(split[column]) for column in (*SCORE_COLUMNS, *SPREAD_COLUMNS)}
     written_sources: dict[tuple[str, str], str] = {}
     pair_numbers: dict[str, int] = {}
     with open(split_dir / METADATA_FILENAME, "w", encoding="utf-8") as metadata:
-        for i, (pair_id, method) in enumerate(zip(pair_ids, methods)):
+        for i, (pair_id, method, images) in enumerate(zip(pair_ids, methods, references)):
+            images = dict(zip((*IMAGE_COLUMNS, *extras), images))
             pair_number = pair_numbers.setdefault(pair_id, len(pair_numbers))
-            row = {"fused_file_name": _copy_image(references["fused"][i], split_dir, f"fused/{i:06d}_{_slug(pair_id)}_{_slug(method)}")}
+            stem = f"{i:06d}_{_slug(pair_id)}_{_slug(method)}"
+            row = {"fused_file_name": _copy_image(images["fused"], split_dir, f"fused/{stem}")}
             for column in ("ir", "vis"):
-                reference = references[column][i]
+                reference = images[column]
                 if reference is None:
                     row[f"{column}_file_name"] = None
                 elif (pair_id, column) in written_sources:  # validation made sure they are the same image
                     row[f"{column}_file_name"] = written_sources[(pair_id, column)]
                 else:
-                    stem = f"sources/{pair_number:05d}_{_slug(pair_id)}_{column}"
-                    written_sources[(pair_id, column)] = row[f"{column}_file_name"] = _copy_image(reference, split_dir, stem)
+                    source_stem = f"sources/{pair_number:05d}_{_slug(pair_id)}_{column}"
+                    written_sources[(pair_id, column)] = row[f"{column}_file_name"] = _copy_image(reference, split_dir, source_stem)
+            for column in extras:
+                reference = images[column]
+                row[f"{column}_file_name"] = None if reference is None else _copy_image(reference, split_dir, f"{column}/{stem}")
             row.update({"pair_id": pair_id, "method": method})
             row.update({column: values[i] for column, values in scores.items()})
             metadata.write(json.dumps(row) + "\n")

@@ -10,22 +10,28 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import datasets
+from datasets.utils import tqdm
 
-from .schema import IMAGE_COLUMNS, SCORE_COLUMNS, SOURCE_COLUMNS, SPREAD_COLUMNS
+from .schema import EXTRA_IMAGE_COLUMNS, IMAGE_COLUMNS, SCORE_COLUMNS, SOURCE_COLUMNS, SPREAD_COLUMNS
+
+
+_PROGRESS_FROM_ROWS = 1000  # smaller tables are checked in moments: no bar
 
 
 class TableValidationError(ValueError):
     """A rating table failed validation; `problems` holds every problem found."""
 
-    def __init__(self, problems: Iterable[str], *, max_listed: int = 20):
+    def __init__(self, problems: Iterable[str], *, max_listed: int = 20, hint: str | None = None):
         self.problems = list(problems)
+        self.hint = hint
         listed = "\n".join(f"  - {problem}" for problem in self.problems[:max_listed])
         more = len(self.problems) - max_listed
         tail = f"\n  ... and {more} more (see the error's `problems`)" if more > 0 else ""
-        super().__init__(f"The rating table has {len(self.problems)} problem(s):\n{listed}{tail}")
+        advice = f"\n{hint}" if hint else ""
+        super().__init__(f"The rating table has {len(self.problems)} problem(s):\n{listed}{tail}{advice}")
 
 
 def validate_table(
@@ -46,7 +52,8 @@ def validate_table(
     * scores are finite; with `score_range` they lie in it, and `mos_std` is in
       [0, hi - lo]; without it, `mos_std` is >= 0; `mos` is present on every row when
       `require_mos` (pass False for unlabelled tables such as VIFB);
-    * every image file exists (always) and decodes (when `check_images`);
+    * every image file exists (always) and decodes (when `check_images`), the optional
+      `artifact_heatmap` included;
     * no duplicate rows: the same (`pair_id`, `method`) twice, or the same fused image
       (same bytes) twice;
     * all rows of a `pair_id` have the same `ir` and `vis` images (same bytes);
@@ -116,26 +123,31 @@ def _split_problems(
                 problems.append(f"{labels[i]}: {name} is empty; every row needs a source pair and a method name")
     problems += _score_problems(table, labels, score_range, require_mos)
 
-    # Images: existence and decoding, then content digests for the duplicate checks.
+    # Images: existence and decoding, then content digests for the duplicate checks. Read a batch at a time, so a
+    # table of embedded images is never held in memory whole.
     checker = _ImageChecker(check_images)
     digests: dict[str, list[str | None]] = {}
-    for column in IMAGE_COLUMNS:
+    for column in (*IMAGE_COLUMNS, *EXTRA_IMAGE_COLUMNS):
         if column not in table.column_names:
             continue
-        references = _raw_images(table, column)
-        digests[column] = []
-        for i, reference in enumerate(references):
+        digests[column], descriptions = [], []
+        references = _iter_raw_images(table, column)
+        bar = tqdm(references, total=len(table), desc=f"Checking the {column} images", unit="image",
+                   disable=len(table) < _PROGRESS_FROM_ROWS)
+        for i, reference in enumerate(bar):
             if reference is None:
                 if column == "fused":
                     problems.append(f"{labels[i]}: the fused image is missing")
                 digests[column].append(None)
+                descriptions.append(None)
                 continue
             digest, problem = checker.check(reference, f"{labels[i]}: {column} image")
             if problem:
                 problems.append(problem)
             digests[column].append(digest)
+            descriptions.append(_describe(reference))
         if column in SOURCE_COLUMNS:
-            problems += _source_consistency_problems(column, pair_ids, references, digests[column])
+            problems += _source_consistency_problems(column, pair_ids, descriptions, digests[column])
 
     first_row: dict[tuple, int] = {}
     for i, key in enumerate(zip(pair_ids, methods)):
@@ -188,7 +200,7 @@ def _score_problems(table, labels, score_range, require_mos) -> list[str]:
     return problems
 
 
-def _source_consistency_problems(column, pair_ids, references, digests) -> list[str]:
+def _source_consistency_problems(column, pair_ids, descriptions, digests) -> list[str]:
     problems, first = [], {}
     for i, (pair_id, digest) in enumerate(zip(pair_ids, digests)):
         if digest is None:
@@ -198,8 +210,8 @@ def _source_consistency_problems(column, pair_ids, references, digests) -> list[
         elif digests[first[pair_id]] != digest:
             j = first[pair_id]
             problems.append(
-                f"pair_id {pair_id!r}: the {column} image differs between row {j} ({_describe(references[j])}) "
-                f"and row {i} ({_describe(references[i])}); a pair_id must name one source pair"
+                f"pair_id {pair_id!r}: the {column} image differs between row {j} ({descriptions[j]}) "
+                f"and row {i} ({descriptions[i]}); a pair_id must name one source pair"
             )
     return problems
 
@@ -239,12 +251,16 @@ class _ImageChecker:
         return None
 
 
-def _raw_images(table: datasets.Dataset, column: str) -> list[dict | None]:
-    """The column's stored `{"path", "bytes"}` references, without decoding the images."""
+def _iter_raw_images(table: datasets.Dataset, column: str, batch_size: int = 64) -> Iterator[dict | None]:
+    """The column's stored `{"path", "bytes"}` references, row by row, without decoding the images."""
     if not isinstance(table.features[column], datasets.Image):
         # e.g. a column of plain path strings before casting
-        return [None if value is None else {"path": str(value), "bytes": None} for value in table[column]]
-    return list(table.cast_column(column, datasets.Image(decode=False))[column])
+        for value in table[column]:
+            yield None if value is None else {"path": str(value), "bytes": None}
+        return
+    raw = table.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    for batch in raw.iter(batch_size=batch_size):
+        yield from batch[column]
 
 
 def _describe(reference: dict | None) -> str:
