@@ -69,12 +69,18 @@ def load_vifb(vifb_dir: str | os.PathLike | None = None, *, check_images: bool =
             f"No VIFB manifest at '{manifest}'. Pass vifb_dir= or set ${VIFB_ENV_VAR} to the folder "
             f"holding {VIFB_MANIFEST} (columns pair, method, fused, ir, vis)."
         )
-    with open(manifest, newline="", encoding="utf-8") as handle:
+    with open(manifest, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
         reader = csv.DictReader(handle)
-        expected = {"pair", "method", "fused", "ir", "vis"}
-        if not expected <= set(reader.fieldnames or ()):
-            raise ValueError(f"'{manifest}' needs the columns {sorted(expected)}, found {reader.fieldnames}.")
-        rows = list(reader)
+        expected = ("pair", "method", "fused", "ir", "vis")
+        if not set(expected) <= set(reader.fieldnames or ()):
+            raise ValueError(f"'{manifest}' needs the columns {list(expected)}, found {reader.fieldnames}.")
+        rows, short = [], []
+        for row in reader:
+            if any(not row.get(name) for name in expected):
+                short.append(f"'{manifest}' line {reader.line_num}: no {[n for n in expected if not row.get(n)]}")
+            rows.append(row)
+    if short:
+        raise TableValidationError(short)
     columns = {name: [] for name in RATING_FEATURES}
     for row in rows:
         for image_column in ("fused", "ir", "vis"):

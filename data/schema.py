@@ -76,9 +76,13 @@ def conform_to_schema(dataset: datasets.Dataset) -> datasets.Dataset:
     """
     missing = [name for name in ("fused", "pair_id", "method") if name not in dataset.column_names]
     if missing:
+        hint = ""
+        if "fused" in missing and "image" in dataset.column_names:
+            hint = (" An image folder's `file_name` column is read as `image`: name the fused image's column "
+                    "`fused_file_name` (and the sources' `ir_file_name`, `vis_file_name`).")
         raise ValueError(
             f"The table has no column(s) {missing}; a rating table needs {list(REQUIRED_COLUMNS)} "
-            f"(found {dataset.column_names})."
+            f"(found {dataset.column_names}).{hint}"
         )
     for name in EXTRA_IMAGE_COLUMNS:
         if name in dataset.column_names and not isinstance(dataset.features[name], datasets.Image):

@@ -34,7 +34,14 @@ from fuscore.atomic import atomic_folder
 from .cards import write_dataset_card
 from .evafusion import evafusion_to_rating_table, is_evafusion_layout
 from .schema import EXTRA_IMAGE_COLUMNS, IMAGE_COLUMNS, RATING_FEATURES, SCORE_COLUMNS, SPREAD_COLUMNS, conform_dict_to_schema, conform_to_schema
-from .validation import _iter_raw_images, validate_table
+from .validation import (
+    METADATA_FILENAMES,
+    TableValidationError,
+    _iter_raw_images,
+    checked_score_range,
+    find_metadata_problems,
+    validate_table,
+)
 
 
 METADATA_FILENAME = "metadata.jsonl"
@@ -73,18 +80,21 @@ def load_table(
         `save_to_disk` dataset.
     """
     path = Path(path)
+    if path.is_file():
+        raise NotADirectoryError(
+            f"'{path}' is a file; a rating table is a folder: pass the folder that holds it"
+            f"{' (the one holding this metadata file, or its parent)' if path.name in METADATA_FILENAMES else ''}."
+        )
     if not path.is_dir():
         raise FileNotFoundError(f"No rating table at '{path}': the folder does not exist.")
     try:
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            table = datasets.load_from_disk(str(path))
+            table = _load_from_disk(path)
             if is_evafusion_layout(table):
                 table = evafusion_to_rating_table(table)
         else:
             table = load_imagefolder(path, cache_dir=cache_dir)
     except IndexError as error:  # `datasets` cannot build a table from zero data files or an empty metadata file
-        from .validation import TableValidationError
-
         raise TableValidationError(
             [f"'{path}' holds an empty table (0 rows): add rated fused images, or point to the right folder"]
         ) from error
@@ -98,6 +108,20 @@ def load_table(
     return table[split]
 
 
+def _load_from_disk(path: Path) -> datasets.Dataset | datasets.DatasetDict:
+    """`datasets.load_from_disk`, whose errors for a damaged folder (a missing or cut-short Arrow file, a broken
+    JSON file) name no folder, or no file at all."""
+    import pyarrow as pa
+
+    try:
+        return datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError, pa.ArrowException) as error:
+        raise TableValidationError(
+            [f"'{path}' is a save_to_disk folder that cannot be read ({type(error).__name__}: {error}); a file in it "
+             "is missing or damaged: save the table again"]
+        ) from error
+
+
 def load_imagefolder(data_dir: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
     """Load an image-folder rating table with `load_dataset("imagefolder")`, one split per sub-folder.
 
@@ -106,7 +130,7 @@ def load_imagefolder(data_dir: str | os.PathLike, *, cache_dir: str | os.PathLik
     the metadata file at its top is one split, "train".
     """
     data_dir = Path(data_dir)
-    metadata_names = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+    metadata_names = METADATA_FILENAMES
     split_dirs = [p for p in data_dir.iterdir() if p.is_dir() and any((p / m).is_file() for m in metadata_names)]
     usual_order = {"train": 0, "validation": 1, "test": 2}
     split_dirs.sort(key=lambda p: (usual_order.get(p.name, 3), p.name))
@@ -119,6 +143,13 @@ def load_imagefolder(data_dir: str | os.PathLike, *, cache_dir: str | os.PathLik
             f"'{data_dir}' is not an image-folder rating table: no {' / '.join(metadata_names)} in it "
             "or in its sub-folders."
         )
+    # `datasets` reads every metadata file under each split folder; its errors for a bad cell name neither the
+    # file nor the line ("changed from number to string in row 5"), so the files are checked first.
+    roots = split_dirs or [data_dir]
+    problems = [problem for root in roots for name in metadata_names for metadata in sorted(root.rglob(name))
+                for problem in find_metadata_problems(metadata)]
+    if problems:
+        raise TableValidationError(problems)
     loaded = datasets.load_dataset(
         "imagefolder",
         data_files=data_files,
@@ -287,9 +318,7 @@ def normalize_scores(
     if score_range is None:
         low, high = _observed_range(splits.values())
     else:
-        low, high = (float(x) for x in score_range)
-        if not (math.isfinite(low) and math.isfinite(high) and high > low):
-            raise ValueError(f"score_range must be two finite numbers (lo, hi) with hi > lo, got {score_range}.")
+        low, high = checked_score_range(score_range)
         _check_inside(splits, low, high)
     factor = 4.0 / (high - low)
 
@@ -347,8 +376,6 @@ def _check_inside(splits: dict, low: float, high: float) -> None:
                     where = f"[{name}] " if name else ""
                     problems.append(f"{where}row {i}: {column}={float(value):g} is outside the declared range [{low:g}, {high:g}]")
     if problems:
-        from .validation import TableValidationError
-
         raise TableValidationError(problems)
 
 
@@ -370,6 +397,11 @@ def split_by_pair(
     if "pair_id" not in table.column_names:
         raise ValueError(f"split_by_pair needs a pair_id column (found {table.column_names}).")
     pair_ids = list(table["pair_id"])
+    unnamed = [i for i, pair_id in enumerate(pair_ids) if not isinstance(pair_id, str) or not pair_id.strip()]
+    if unnamed:
+        raise TableValidationError(
+            [f"row {i}: pair_id is {pair_ids[i]!r}; every row needs its source pair to be split by" for i in unnamed]
+        )
     pairs = sorted(set(pair_ids))
     num_pairs = len(pairs)
     num_test = _count(test_size, num_pairs, "test_size")
@@ -395,7 +427,7 @@ def split_by_pair(
 
 
 def _count(size: float | int, num_pairs: int, name: str) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, float)) or size < 0:
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not math.isfinite(size) or size < 0:
         raise ValueError(f"{name} must be a fraction in [0, 1) or a count of pairs >= 0, got {size!r}.")
     if isinstance(size, int):
         return size
