@@ -7,7 +7,10 @@ This file is Hub remote code: it imports only the standard library, torch, trans
 `forward`, `position_inputs`, `device` and `dtype`), so it never imports `modeling_fuscore.py`.
 """
 
+import contextlib
 import itertools
+import threading
+import weakref
 from collections.abc import Mapping
 
 import torch
@@ -105,8 +108,6 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         )
 
     results = {dim: {"score": [None] * len(fused), "std": [None] * len(fused), "probs": [None] * len(fused)} for dim in dimensions}
-    was_training = model.training
-    model.eval()
     on_gpu = model.device.type == "cuda"
 
     def start_copy(output):
@@ -151,7 +152,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         batches_in_order = tqdm(prepared, total=len(batches), desc="Scoring", unit="batch")
     pending = None
     try:
-        with torch.inference_mode():
+        with _evaluating(model), torch.inference_mode():
             for batch, positions in batches_in_order:
                 copy = start_copy(model(**batch))
                 # Read the previous batch's results only now, so the CPU is not waiting while the GPU runs this one.
@@ -163,8 +164,35 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     finally:
         if hasattr(prepared, "close"):
             prepared.close()
-        model.train(was_training)
     return results
+
+
+# Per model, how many scoring calls run now and the mode the first of them found; the only state concurrent calls
+# share, kept here rather than on the model and changed under a lock.
+_SCORING_CALLS = weakref.WeakKeyDictionary()
+_SCORING_CALLS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _evaluating(model):
+    """Eval mode while any scoring call on `model` runs: the first call switches it, the last one gives it back in
+    the mode the first found. (Each call switching and restoring on its own would let one call end another's eval
+    mode midway: dropout would then act in the other's forward passes.)"""
+    with _SCORING_CALLS_LOCK:
+        calls, was_training = _SCORING_CALLS.get(model, (0, model.training))
+        if calls == 0:
+            model.eval()
+        _SCORING_CALLS[model] = (calls + 1, was_training)
+    try:
+        yield
+    finally:
+        with _SCORING_CALLS_LOCK:
+            calls, was_training = _SCORING_CALLS[model]
+            if calls == 1:
+                del _SCORING_CALLS[model]
+                model.train(was_training)
+            else:
+                _SCORING_CALLS[model] = (calls - 1, was_training)
 
 
 def _to_device(value, device):
