@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
@@ -101,6 +101,8 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
     Accepts a path, encoded bytes, a PIL image, or an HxW[xC] array (numpy or torch; uint8, uint16 or float in
     [0, 1]). Grey images are replicated to three channels, 16-bit and 32-bit images are stretched from their own
     range to 0..255, palette and alpha images are composited on black, CMYK/YCbCr/HSV are converted to RGB.
+    A file's or PIL image's EXIF orientation is applied, so the image is scored as viewers display it (a phone photo
+    stored sideways with orientation 6 is turned upright); arrays have no EXIF and are taken as they are.
 
     Raises:
         ImageInputError: the file is missing, truncated or not an image, the array is malformed, or the image is
@@ -141,6 +143,8 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
                                   "The file is corrupt, truncated or not an image.") from error
     else:
         pil = _array_to_pil_checked(image, name)
+    if _orientation(pil) in _TRANSPOSING_ORIENTATIONS:
+        pil = ImageOps.exif_transpose(pil)  # a transposed copy: a caller's PIL image is left as it was
 
     if min(pil.size) < MIN_IMAGE_SIDE:
         raise ImageInputError(
@@ -155,6 +159,20 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
             "Qwen-VL cannot read; crop it into parts or pad it."
         )
     return _to_rgb(pil, name)
+
+
+# EXIF orientation (tag 0x0112): 1 is upright; 2-8 flip and/or rotate; 5-8 swap width and height.
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = frozenset(range(2, 9))
+_SIDE_SWAPPING_ORIENTATIONS = frozenset(range(5, 9))
+
+
+def _orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation, 1 (upright) when it has none or its EXIF block cannot be read."""
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
+    except (SyntaxError, ValueError, TypeError, OSError, struct_error):
+        return 1
 
 
 def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
@@ -385,15 +403,21 @@ def _pil_to_uint8_chw(image: Image.Image) -> torch.Tensor:
     return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1)
 
 
+def _displayed_size(image: Image.Image) -> tuple:
+    width, height = image.size
+    return (height, width) if _orientation(image) in _SIDE_SWAPPING_ORIENTATIONS else (width, height)
+
+
 def image_size(image: ImageLike) -> Optional[tuple]:
-    """`(width, height)` of an input image without decoding its pixels where possible; None when it cannot be told
-    (an unreadable file fails later, with its name, in `load_image`)."""
+    """`(width, height)` of an input image as `load_image` will give it (EXIF orientation applied), without decoding
+    its pixels where possible; None when it cannot be told (an unreadable file fails later, with its name, in
+    `load_image`)."""
     try:
-        if isinstance(image, Image.Image):
-            return image.size
         if isinstance(image, (str, os.PathLike)):
             with Image.open(image) as handle:
-                return handle.size
+                return _displayed_size(handle)
+        if isinstance(image, Image.Image):
+            return _displayed_size(image)
         shape = getattr(image, "shape", None)
         if shape is not None and len(shape) >= 2:
             return int(shape[1]), int(shape[0])

@@ -609,3 +609,39 @@ def test_level_words_that_are_not_single_tokens_are_refused_naming_the_word():
     with pytest.raises(ValueError, match="'magnificent'"):
         model.set_level_words(tokenizer, ["magnificent", "good", "fair", "poor", "bad"])
     assert model.config.level_words == ["excellent", "good", "fair", "poor", "bad"]  # a refused change changes nothing
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# EXIF orientation: images are scored as viewers display them
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _sideways_jpeg(path: Path) -> Image.Image:
+    """A camera-style JPEG stored sideways with EXIF orientation 6 (display = stored rotated 90 degrees clockwise);
+    returns the upright image a viewer shows."""
+    stored = Image.fromarray(np.concatenate([np.full((40, 90, 3), 230, np.uint8),
+                                             _rng(5).integers(0, 256, (24, 90, 3), dtype=np.uint8)]))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(path, format="JPEG", exif=exif.tobytes(), quality=95)
+    with Image.open(path) as reopened:
+        return reopened.convert("RGB").transpose(Image.Transpose.ROTATE_270)
+
+
+def test_exif_orientation_is_applied_to_files_bytes_and_pil_images(tmp_path, tiny_models):
+    path = tmp_path / "phone.jpg"
+    upright = _sideways_jpeg(path)
+    assert upright.size == (64, 90)
+    for given in (path, str(path), path.read_bytes()):
+        loaded = load_image(given)
+        assert loaded.size == (64, 90)
+        assert np.array_equal(np.asarray(loaded), np.asarray(upright))
+    with Image.open(path) as opened:
+        assert np.array_equal(np.asarray(load_image(opened)), np.asarray(upright))
+        assert opened.size == (90, 64) and opened.getexif()[0x0112] == 6, "the caller's image is left as it was"
+    assert processing_fuscore.image_size(path) == (64, 90), "batching counts the displayed size's visual tokens"
+
+    model = tiny_models["qwen2_vl"]
+    scores = model.score([str(path), np.asarray(upright), np.asarray(upright.transpose(Image.Transpose.ROTATE_90))])
+    assert scores[0] == scores[1], "a sideways-stored photo scores as the upright image"
+    assert scores[0] != scores[2], "the orientation matters to the model, so the check above can fail"
