@@ -102,14 +102,18 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
     [0, 1]). Grey images are replicated to three channels, 16-bit and 32-bit images are stretched from their own
     range to 0..255, palette and alpha images are composited on black, CMYK/YCbCr/HSV are converted to RGB.
     A file's or PIL image's EXIF orientation is applied, so the image is scored as viewers display it (a phone photo
-    stored sideways with orientation 6 is turned upright); arrays have no EXIF and are taken as they are.
+    stored sideways with orientation 6 is turned upright); arrays have no EXIF and are taken as they are. Animated
+    and multi-page images are refused (which frame to score is the caller's choice); a multi-picture JPEG (MPO) is
+    read as its first picture, the photo. Complex arrays are refused.
 
     Raises:
-        ImageInputError: the file is missing, truncated or not an image, the array is malformed, or the image is
-            smaller than `MIN_IMAGE_SIDE` or larger than `MAX_IMAGE_PIXELS`. The message names `source` (or the path).
+        ImageInputError: the file is missing, truncated or not an image, the array is malformed or complex, the
+            image has several frames, or it is smaller than `MIN_IMAGE_SIDE` or larger than `MAX_IMAGE_PIXELS`. The
+            message names `source` (or the path).
     """
     name = _describe(image, source)
     if isinstance(image, Image.Image):
+        _refuse_multi_frame(image, name)
         pil = image
     elif isinstance(image, (str, os.PathLike, bytes)):
         if isinstance(image, bytes):
@@ -128,6 +132,7 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
                         f"{name}: {pil.width}x{pil.height} pixels is over FuScore's limit of {MAX_IMAGE_PIXELS} pixels; "
                         "downscale it first."
                     )
+                _refuse_multi_frame(pil, name)
                 # Decode now, so a truncated file fails here with its name rather than deep in the batch.
                 pil.load()
         except ImageInputError:
@@ -175,6 +180,21 @@ def _orientation(image: Image.Image) -> int:
         return 1
 
 
+# Multi-picture JPEGs (MPO, written by many cameras) hold the photo first and previews or depth maps after it.
+_PRIMARY_FIRST_FORMATS = ("MPO",)
+
+
+def _refuse_multi_frame(image: Image.Image, name: str) -> None:
+    """Animated and multi-page images (GIF, APNG, WebP, TIFF, ...) hold several pictures; which one to score is the
+    caller's choice, so they are refused rather than scored by their first frame."""
+    if getattr(image, "is_animated", False) and image.format not in _PRIMARY_FIRST_FORMATS:
+        frames = getattr(image, "n_frames", "several")
+        raise ImageInputError(
+            f"{name}: an animated or multi-page {image.format or ''} image with {frames} frames; FuScore scores one "
+            "still image. Save the frame to score as its own image (with PIL: image.seek(k); frame = image.copy())."
+        )
+
+
 def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
     if isinstance(array, torch.Tensor):
         tensor = array.detach().cpu()
@@ -186,6 +206,11 @@ def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
             raise ImageInputError(
                 f"{name}: cannot read an image from a {type(array).__name__}; pass a path, a PIL image or an array."
             ) from error
+    if tensor.is_complex():
+        raise ImageInputError(
+            f"{name}: the image array holds complex numbers ({tensor.dtype}); FuScore reads real intensities: pass "
+            "the magnitude (abs) or the real part as a real array."
+        )
     if tensor.ndim == 3 and tensor.shape[-1] == 1:
         tensor = tensor[..., 0]
     if tensor.ndim not in (2, 3) or (tensor.ndim == 3 and tensor.shape[-1] not in (3, 4)):
