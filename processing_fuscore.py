@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
@@ -101,13 +101,19 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
     Accepts a path, encoded bytes, a PIL image, or an HxW[xC] array (numpy or torch; uint8, uint16 or float in
     [0, 1]). Grey images are replicated to three channels, 16-bit and 32-bit images are stretched from their own
     range to 0..255, palette and alpha images are composited on black, CMYK/YCbCr/HSV are converted to RGB.
+    A file's or PIL image's EXIF orientation is applied, so the image is scored as viewers display it (a phone photo
+    stored sideways with orientation 6 is turned upright); arrays have no EXIF and are taken as they are. Animated
+    and multi-page images are refused (which frame to score is the caller's choice); a multi-picture JPEG (MPO) is
+    read as its first picture, the photo. Complex arrays are refused.
 
     Raises:
-        ImageInputError: the file is missing, truncated or not an image, the array is malformed, or the image is
-            smaller than `MIN_IMAGE_SIDE` or larger than `MAX_IMAGE_PIXELS`. The message names `source` (or the path).
+        ImageInputError: the file is missing, truncated or not an image, the array is malformed or complex, the
+            image has several frames, or it is smaller than `MIN_IMAGE_SIDE` or larger than `MAX_IMAGE_PIXELS`. The
+            message names `source` (or the path).
     """
     name = _describe(image, source)
     if isinstance(image, Image.Image):
+        _refuse_multi_frame(image, name)
         pil = image
     elif isinstance(image, (str, os.PathLike, bytes)):
         if isinstance(image, bytes):
@@ -126,6 +132,7 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
                         f"{name}: {pil.width}x{pil.height} pixels is over FuScore's limit of {MAX_IMAGE_PIXELS} pixels; "
                         "downscale it first."
                     )
+                _refuse_multi_frame(pil, name)
                 # Decode now, so a truncated file fails here with its name rather than deep in the batch.
                 pil.load()
         except ImageInputError:
@@ -141,6 +148,8 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
                                   "The file is corrupt, truncated or not an image.") from error
     else:
         pil = _array_to_pil_checked(image, name)
+    if _orientation(pil) in _TRANSPOSING_ORIENTATIONS:
+        pil = ImageOps.exif_transpose(pil)  # a transposed copy: a caller's PIL image is left as it was
 
     if min(pil.size) < MIN_IMAGE_SIDE:
         raise ImageInputError(
@@ -157,6 +166,35 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
     return _to_rgb(pil, name)
 
 
+# EXIF orientation (tag 0x0112): 1 is upright; 2-8 flip and/or rotate; 5-8 swap width and height.
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = frozenset(range(2, 9))
+_SIDE_SWAPPING_ORIENTATIONS = frozenset(range(5, 9))
+
+
+def _orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation, 1 (upright) when it has none or its EXIF block cannot be read."""
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
+    except (SyntaxError, ValueError, TypeError, OSError, struct_error):
+        return 1
+
+
+# Multi-picture JPEGs (MPO, written by many cameras) hold the photo first and previews or depth maps after it.
+_PRIMARY_FIRST_FORMATS = ("MPO",)
+
+
+def _refuse_multi_frame(image: Image.Image, name: str) -> None:
+    """Animated and multi-page images (GIF, APNG, WebP, TIFF, ...) hold several pictures; which one to score is the
+    caller's choice, so they are refused rather than scored by their first frame."""
+    if getattr(image, "is_animated", False) and image.format not in _PRIMARY_FIRST_FORMATS:
+        frames = getattr(image, "n_frames", "several")
+        raise ImageInputError(
+            f"{name}: an animated or multi-page {image.format or ''} image with {frames} frames; FuScore scores one "
+            "still image. Save the frame to score as its own image (with PIL: image.seek(k); frame = image.copy())."
+        )
+
+
 def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
     if isinstance(array, torch.Tensor):
         tensor = array.detach().cpu()
@@ -168,6 +206,11 @@ def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
             raise ImageInputError(
                 f"{name}: cannot read an image from a {type(array).__name__}; pass a path, a PIL image or an array."
             ) from error
+    if tensor.is_complex():
+        raise ImageInputError(
+            f"{name}: the image array holds complex numbers ({tensor.dtype}); FuScore reads real intensities: pass "
+            "the magnitude (abs) or the real part as a real array."
+        )
     if tensor.ndim == 3 and tensor.shape[-1] == 1:
         tensor = tensor[..., 0]
     if tensor.ndim not in (2, 3) or (tensor.ndim == 3 and tensor.shape[-1] not in (3, 4)):
@@ -385,15 +428,21 @@ def _pil_to_uint8_chw(image: Image.Image) -> torch.Tensor:
     return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1)
 
 
+def _displayed_size(image: Image.Image) -> tuple:
+    width, height = image.size
+    return (height, width) if _orientation(image) in _SIDE_SWAPPING_ORIENTATIONS else (width, height)
+
+
 def image_size(image: ImageLike) -> Optional[tuple]:
-    """`(width, height)` of an input image without decoding its pixels where possible; None when it cannot be told
-    (an unreadable file fails later, with its name, in `load_image`)."""
+    """`(width, height)` of an input image as `load_image` will give it (EXIF orientation applied), without decoding
+    its pixels where possible; None when it cannot be told (an unreadable file fails later, with its name, in
+    `load_image`)."""
     try:
-        if isinstance(image, Image.Image):
-            return image.size
         if isinstance(image, (str, os.PathLike)):
             with Image.open(image) as handle:
-                return handle.size
+                return _displayed_size(handle)
+        if isinstance(image, Image.Image):
+            return _displayed_size(image)
         shape = getattr(image, "shape", None)
         if shape is not None and len(shape) >= 2:
             return int(shape[1]), int(shape[0])
