@@ -495,7 +495,10 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         """Builds a FuScore model from a Qwen-VL base checkpoint (a Hub id such as `Qwen/Qwen3-VL-8B-Instruct` or a
         local folder), with its weights, tokenizer and image processor. `from_pretrained_kwargs` (dtype,
         attn_implementation, device_map, ...) go to the base model's `from_pretrained`."""
-        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+        from transformers import AutoModelForImageTextToText, AutoTokenizer
+        # From its own module: transformers 5.17 exports a placeholder that demands torchvision at the top level,
+        # although the PIL backend it falls back to needs none.
+        from transformers.models.auto.image_processing_auto import AutoImageProcessor
 
         # Read the model type from config.json without instantiating a config class: never runs a folder's code.
         model_type = PreTrainedConfig.get_config_dict(base_model_name_or_path)[0].get("model_type")
