@@ -29,25 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transformers  # noqa: E402
-from transformers import AutoModelForImageTextToText  # noqa: E402
 
-from bench_speed import image_processor_for, qwen3_vl_8b_config, synchronize, write_images  # noqa: E402
+from bench_speed import build_models, synchronize, write_images  # noqa: E402
 from fuscore.reward import FuScoreReward  # noqa: E402
-from fuscore.tiny import build_tiny_tokenizer, tiny_base_config  # noqa: E402
-from modeling_fuscore import FuScoreConfig, FuScoreForQuality, _to_device  # noqa: E402
-
-
-def build_model(tiny: bool, device, dtype):
-    tokenizer = build_tiny_tokenizer()
-    base_config, side = (tiny_base_config("qwen3_vl", tokenizer), 64) if tiny else (qwen3_vl_8b_config(tokenizer), 448)
-    torch.manual_seed(0)
-    with torch.device(device):
-        base = AutoModelForImageTextToText.from_config(base_config, dtype=dtype, attn_implementation="sdpa")
-    config = FuScoreConfig(base_config=base.config)
-    # Every image resized to side x side (torchvision's backend; transformers falls back to PIL's without it).
-    model = FuScoreForQuality.from_base_model(base, config, tokenizer,
-                                              image_processor_for(base_config.vision_config.patch_size, side))
-    return model.eval(), side
+from scoring_fuscore import _to_device  # noqa: E402
 
 
 def measure(step, device, steps: int, rounds: int, images_per_step: int) -> dict:
@@ -89,7 +74,7 @@ def main():
                "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds, "dtype": str(dtype)}
 
     start = time.perf_counter()
-    model, side = build_model(args.tiny, device, dtype)
+    _, model, side = build_models(args, device, dtype)  # bench_speed's: the same model as its engine rows
     results["parameters_b"] = sum(p.numel() for p in model.parameters()) / 1e9
     results["side"] = side
     results["weights_gib"] = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from modeling_fuscore import SUB_DIMENSIONS, _to_device
+from configuration_fuscore import SUB_DIMENSIONS
+from scoring_fuscore import _to_device
 
 
 # EVAFusion (Liu et al., "Bridging Human Evaluation to Infrared and Visible Image Fusion", CVPR 2026) fine-tunes its

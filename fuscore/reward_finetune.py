@@ -66,11 +66,10 @@ class FinetuneSettings:
 
 def load_scorer(name_or_path: str):
     """A FuScore model with its processor, from the checkout's classes (no code from the folder runs), on the CPU."""
-    from fuscore.export import load_fuscore_processor
     from modeling_fuscore import FuScoreForQuality
 
     model = FuScoreForQuality.from_pretrained(name_or_path, dtype=torch.float32)
-    model.processor = load_fuscore_processor(name_or_path)
+    model.get_processor()  # loaded now, so that a folder without one fails here
     return model.eval()
 
 

@@ -139,7 +139,7 @@ def test_patch_layout_holds_indices_above_float32_precision():
     # One frame per patch (no temporal duplication) keeps this test's memory down: the layout is then a permutation.
     processor.image_processor = Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=1,
                                                          min_pixels=56 * 56, max_pixels=2408 * 2408)
-    layout = processor._tensor_patch_layout(2408, 2408, "cpu")[0]
+    layout = processor._tensor_layout(2408, 2408, "cpu")[2]
     assert 3 * 2408 * 2408 > 2**24
     counts = torch.bincount(layout.flatten(), minlength=3 * 2408 * 2408)
     assert counts.numel() == 3 * 2408 * 2408 and counts.min().item() == counts.max().item() == 1
