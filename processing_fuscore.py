@@ -392,10 +392,12 @@ class FuScoreProcessor(ProcessorMixin):
         with its interpolation (antialiased, as torchvision resizes; skipped when the image is on the grid already),
         clamped to [0, 1] as an 8-bit result is, rescaled and normalised with its factors, and gathered into patches
         along the layout that the image processor itself produces, so patch order and temporal duplication are its
-        own whichever backend it has; the prompt's visual-token counts are `num_visual_tokens`. For an image already on the patch grid
-        the patches equal the file path's. Otherwise they differ by the resize: the file path resamples 8-bit values in
-        two passes, rounding and clipping between them (PIL, and torch's PIL-compatible 8-bit kernel in the torchvision
-        backend), this path resamples floats; on average by 0.27 of an 8-bit level (`tests/test_reward.py`).
+        own whichever backend it has; the prompt's visual-token counts are `num_visual_tokens`.
+
+        For an image already on the patch grid the patches equal the file path's. Otherwise they differ by the resize:
+        the file path resamples 8-bit values in two passes, rounding and clipping between them (PIL, and torch's
+        PIL-compatible 8-bit kernel in the torchvision backend), this path resamples floats; on average by 0.27 of an
+        8-bit level (`tests/test_reward.py`).
         """
         names = self.resolve_dimensions(dimensions)
         roles = [("fused", fused)]

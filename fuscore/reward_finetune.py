@@ -60,6 +60,7 @@ class FinetuneSettings:
     policy_steps: int = 2
     policy_weight: float = 20.0
     eval_max_side: Optional[int] = None  # downscale held-out images to this long side (None: full size)
+    probe_every: int = 25  # steps between rewards of the policy mean on a fixed batch of training crops
     figure_pairs: int = 4
     modes: tuple = field(default=MODES)
 
@@ -142,11 +143,18 @@ def pretrain(net: FusionNet, pairs: list, settings: FinetuneSettings, generator,
     return losses
 
 
-def finetune_direct(net, reward, pairs, settings, generator, progress=None) -> list:
-    """`loss = -reward_weight * mean FuScore reward + fidelity`; returns the mean reward per step."""
+def _probed(step: int, settings, probe, curve: list) -> None:
+    if probe is not None and (step % settings.probe_every == 0 or step == settings.steps):
+        curve.append([step, probe()])
+
+
+def finetune_direct(net, reward, pairs, settings, generator, progress=None, probe=None, probe_curve=None) -> list:
+    """`loss = -reward_weight * mean FuScore reward + fidelity`; returns the mean reward per step (and appends
+    `[step, probe()]` to `probe_curve` every `settings.probe_every` steps)."""
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     rewards = []
-    for _ in range(settings.steps):
+    for step in range(settings.steps):
+        _probed(step, settings, probe, probe_curve)
         ir, vis = random_crops(pairs, settings.batch_pairs, settings.crop, generator)
         fused_y = torch.sigmoid(net.logits(ir, vis))
         r = reward(compose_rgb(fused_y, vis))
@@ -157,11 +165,12 @@ def finetune_direct(net, reward, pairs, settings, generator, progress=None) -> l
         rewards.append(r.mean().item())
         if progress is not None:
             progress.update(1)
+    _probed(settings.steps, settings, probe, probe_curve)
     return rewards
 
 
-def finetune_group(net, reward, pairs, settings, generator, progress=None) -> list:
-    """Group-relative fine-tuning; returns the mean candidate reward per step.
+def finetune_group(net, reward, pairs, settings, generator, progress=None, probe=None, probe_curve=None) -> list:
+    """Group-relative fine-tuning; returns the mean candidate reward per step (and probes as `finetune_direct`).
 
     The policy is `z ~ N(logits(ir, vis), sigma^2)` per pixel on the fused luminance logits (a fused luminance
     `sigmoid(z)`); `group_size` candidates per crop are scored, their group advantages computed, and
@@ -170,7 +179,8 @@ def finetune_group(net, reward, pairs, settings, generator, progress=None) -> li
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     rewards = []
     size = settings.group_size
-    for _ in range(settings.steps):
+    for step in range(settings.steps):
+        _probed(step, settings, probe, probe_curve)
         ir, vis = random_crops(pairs, settings.batch_pairs, settings.crop, generator)
         with torch.no_grad():
             mean = net.logits(ir, vis)
@@ -191,6 +201,7 @@ def finetune_group(net, reward, pairs, settings, generator, progress=None) -> li
         rewards.append(r.mean().item())
         if progress is not None:
             progress.update(1)
+    _probed(settings.steps, settings, probe, probe_curve)
     return rewards
 
 
@@ -254,8 +265,10 @@ def _figure_png(pairs, evaluations: dict, count: int) -> bytes:
 
 
 def format_table(evaluations: dict) -> str:
-    """A Markdown table: one row per network, FuScore and reward then the classical metrics (all higher-better)."""
-    names = ["FuScore", "reward"] + list(CLASSICAL_METRICS)
+    """A Markdown table: one row per network, FuScore (and the reward, where it is not FuScore itself) then the
+    classical metrics (all higher-better)."""
+    rewarded = any(evaluation["mean"]["reward"] != evaluation["mean"]["FuScore"] for evaluation in evaluations.values())
+    names = ["FuScore"] + (["reward"] if rewarded else []) + list(CLASSICAL_METRICS)
     lines = ["| network | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for network, evaluation in evaluations.items():
         lines.append(f"| {network} | " + " | ".join(f"{evaluation['mean'][name]:.4g}" for name in names) + " |")
@@ -295,11 +308,21 @@ def run_reward_finetune(settings: FinetuneSettings, output_dir=None, progress: b
         curves = {"pretrain_fidelity": pretrain(before, data["train"], settings, generator, bar)}
         seconds["pretrain"] = time.perf_counter() - start
         networks = {"before": before}
+        # A fixed batch of training crops, drawn apart from the training stream, on which the reward is followed.
+        probe_ir, probe_vis = random_crops(data["train"], 8, settings.crop,
+                                           torch.Generator().manual_seed(settings.seed + 1))
         for mode in settings.modes:
             start = time.perf_counter()
             net = copy.deepcopy(before)
             step = finetune_direct if mode == "direct" else finetune_group
-            curves[f"{mode}_reward"] = step(net, reward, data["train"], settings, generator, bar)
+
+            def probe(net=net):
+                with torch.no_grad():
+                    return reward(net(probe_ir, probe_vis)).mean().item()
+
+            curves[f"{mode}_probe_reward"] = []
+            curves[f"{mode}_reward"] = step(net, reward, data["train"], settings, generator, bar, probe,
+                                            curves[f"{mode}_probe_reward"])
             networks[f"after ({mode})"] = net
             seconds[mode] = time.perf_counter() - start
     finally:
@@ -373,6 +396,10 @@ def main(argv=None) -> int:
     results = run_reward_finetune(settings_from_arguments(arguments), output_dir=arguments.output_dir,
                                   progress=not arguments.no_progress)
     print(results["table"])
+    for mode in settings_from_arguments(arguments).modes:
+        curve = results["curves"][f"{mode}_probe_reward"]
+        print(f"{mode}: reward of the network on fixed training crops, by step: "
+              + ", ".join(f"{step} {value:.3f}" for step, value in curve))
     print("seconds: " + ", ".join(f"{name} {value:.1f}" for name, value in results["seconds"].items()))
     print(results["note"])
     return 0

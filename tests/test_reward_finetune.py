@@ -78,6 +78,7 @@ def test_example_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
     for mode in ("direct", "group"):
         assert results["held_out"][f"after ({mode})"]["per_pair"]["FuScore"] != before
         assert len(results["curves"][f"{mode}_reward"]) == 2
+        assert [step for step, _ in results["curves"][f"{mode}_probe_reward"]] == [0, 2]
     assert (output / "table.md").read_text().count("\n") == 5  # header, rule, three networks
 
 
