@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -555,8 +556,8 @@ class SyntheticIVIF:
             raise ValueError(f"num_raters must be at least 2 to give a spread, got {num_raters}.")
         if not 0 <= night_fraction <= 1:
             raise ValueError(f"night_fraction must be in [0, 1], got {night_fraction}.")
-        if image_size < 32:
-            raise ValueError(f"image_size must be at least 32 pixels, got {image_size}.")
+        if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) or image_size < 32:
+            raise ValueError(f"image_size must be a whole number of pixels, at least 32, got {image_size!r}.")
         if seed < 0:
             raise ValueError(f"seed must be >= 0 (numpy seed sequences take non-negative integers), got {seed}.")
         self.image_size = int(image_size)
