@@ -177,7 +177,8 @@ def build_app(model, model_name: str = "", max_image_pixels: int = DEFAULT_MAX_I
         try:
             details = model.score(fused, ir=ir, vis=vis, dimensions=dimensions, return_details=True)
         except ValueError as error:  # FuScore's ImageInputError: unreadable, too small, sources not registered
-            raise gr.Error(_name_uploads(str(error), roles, uploads)) from None
+            # Gradio renders an error as HTML, and the message carries the uploader's file name.
+            raise gr.Error(html.escape(_name_uploads(str(error), roles, uploads), quote=False)) from None
         return scores_html(details), level_frame(details["overall"]["probs"])
 
     def level_frame(probs):
@@ -216,11 +217,12 @@ def build_app(model, model_name: str = "", max_image_pixels: int = DEFAULT_MAX_I
 
 
 def _name_uploads(message: str, roles, uploads) -> str:
-    """FuScore's message with each upload's temporary server path replaced by its role and file name."""
+    """FuScore's message with each upload's temporary server path replaced by its role and file name (a pasted
+    image, which reaches the loader as bytes, is named so)."""
     for role, upload in zip(roles, uploads):
         if isinstance(upload, str):
             message = message.replace(upload, f"{role} ({Path(upload).name})")
-    return message
+    return message.replace("<bytes>", "pasted image")
 
 
 def launch(app: gr.Blocks, max_file_size_mb: int = DEFAULT_MAX_FILE_SIZE_MB, **kwargs):

@@ -26,10 +26,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(app_module, app):
-    """Serves a built app on 127.0.0.1 for the block; yields its URL."""
+def served(app_module, app, **launch_kwargs):
+    """Serves a built app on 127.0.0.1 for the block (with app.py's `launch`); yields its URL."""
     port = free_port()
-    app_module.launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app_module.launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                      **launch_kwargs)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

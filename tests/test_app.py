@@ -2,6 +2,7 @@
 would: bad uploads get FuScore's message, large ones are refused from their header, the queue is bounded, 50
 concurrent requests get the direct scores, and `python app.py` started elsewhere serves the shipped model."""
 
+import base64
 import os
 import subprocess
 import sys
@@ -232,3 +233,33 @@ def test_default_model_is_resolved_from_the_apps_folder(app_module, tmp_path, mo
     assert os.path.isabs(path) and os.path.isfile(os.path.join(path, "config.json"))
     assert path == str(REPO_ROOT / "fuscore" / "demo_model")
 
+
+
+def test_pasted_image_is_read_from_its_data_url(served_app, files):
+    """A data URL (an image pasted, or sent so by an API client) is scored from its bytes, and a bad one is named."""
+    import httpx
+
+    client, _ = served_app
+
+    def call(url):
+        payload = {"path": None, "url": url, "meta": {"_type": "gradio.FileData"}}
+        event = httpx.post(client.src + "gradio_api/call/score", json={"data": [payload]}, timeout=30).json()["event_id"]
+        return httpx.get(client.src + f"gradio_api/call/score/{event}", timeout=120).text
+
+    good = base64.b64encode((files / "good.png").read_bytes()).decode()
+    assert "event: complete" in call("data:image/png;base64," + good)
+    text = base64.b64encode((files / "notes.png").read_bytes()).decode()
+    answer = call("data:image/png;base64," + text)
+    assert "event: error" in answer and "pasted image: cannot decode the image" in answer, answer
+    assert "not valid base64 image data" in call("data:image/png;base64,@@@")
+
+
+def test_uploads_over_the_size_limit_are_refused_by_the_server(app_module, tiny_model, tmp_path):
+    import httpx
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + bytes(2 * 1024 * 1024))
+    with served(app_module, app_module.build_app(tiny_model), max_file_size_mb=1) as url:
+        with open(big, "rb") as handle:
+            response = httpx.post(url + "gradio_api/upload", files={"files": ("big.png", handle)}, timeout=60)
+    assert response.status_code == 413, response.text
