@@ -60,7 +60,9 @@ def served_app(app_module, tiny_model):
     model = RecordingModel(tiny_model)
     app = app_module.build_app(model, model_name="tiny test model", queue_size=64)
     with served(app_module, app) as url:
-        yield Client(url, verbose=False, max_workers=50, download_files=False), model
+        # The client's HTTP calls wait up to 120 s (httpx's default is 5 s): on a loaded 2-core machine 50 uploads at
+        # once can take longer, and the test bounds the whole run itself.
+        yield Client(url, verbose=False, max_workers=50, download_files=False, httpx_kwargs={"timeout": 120}), model
 
 
 @pytest.fixture(scope="module")
