@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
+import conftest
 from conftest import REPO_ROOT, run_clean_python
 from fuscore.tiny import build_tiny_model
 
 
-# The files a Hub user runs with trust_remote_code=True (copied next to every saved FuScore checkpoint).
-REMOTE_CODE_FILES = [name for name in ("modeling_fuscore.py", "processing_fuscore.py", "pipeline_fuscore.py")
-                     if (REPO_ROOT / name).is_file()]
+# The files a Hub user runs with trust_remote_code=True (written next to every saved FuScore checkpoint; the
+# pipeline into exports).
+REMOTE_CODE_FILES = [name for name in conftest.REMOTE_CODE_FILES if (REPO_ROOT / name).is_file()]
 # Besides the standard library, torch and transformers: Pillow, which the Qwen-VL image processors decode with (so
 # every transformers install that can run them has it), and tqdm, a hard requirement of transformers itself.
 ALLOWED_THIRD_PARTY = {"torch", "transformers", "PIL", "tqdm"}
-PROJECT_TOP_LEVEL = {"modeling_fuscore", "processing_fuscore", "pipeline_fuscore", "trainer_fuscore", "fuscore",
-                     "fuscore_data", "fuscore_metrics", "data", "evaluate_metrics", "app", "handler"}
+PROJECT_TOP_LEVEL = set(conftest.PROJECT_MODULES) | {"data", "evaluate_metrics"}
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 # Trainer resume state inside checkpoint-N folders (optimizer.pt, rng_state.pth, training_args.bin) is the Trainer's
 # own format and never shipped; a model folder is what users load and share.
@@ -32,8 +32,6 @@ SKIP_DIRS = {".git", "outputs", "runs", "build", "dist", ".hypothesis", "__pycac
 # Where `trust_remote_code=True` is intended, as (file, enclosing function): each loads a FuScore checkpoint, whose
 # code is FuScore's own remote code. A new call site fails this test until it is reviewed and added here.
 INTENDED_TRUST_REMOTE_CODE = {
-    ("modeling_fuscore.py", "get_processor"),  # the model's own processor, from the model's own folder or repo
-    ("fuscore/demo_model/modeling_fuscore.py", "get_processor"),  # the shipped checkpoint's copy of the same file
     ("fuscore/cli.py", "load_scoring_model"),
     ("fuscore/export.py", "_load_processor"),
     ("trainer_fuscore.py", "load_model"),  # only for checkpoints whose config says model_type "fuscore"
