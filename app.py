@@ -20,9 +20,9 @@ grow with its pixel count; Pillow's own bomb limit (89.5 million pixels) lets an
 bounded queue tells the 17th waiting user at once instead of letting the wait grow without end.
 
 Uploads reach FuScore as the uploaded files, undecoded: the app reads only their header (for the pixel cap) and the
-model's own loader decodes and checks them, so a corrupt, truncated or non-image file gets FuScore's message. Like
-the Hub remote code, this file imports only the standard library, Pillow, transformers and gradio, so a Space needs
-nothing from the FuScore project but the model.
+model's own loader decodes and checks them, so a corrupt, truncated or non-image file gets FuScore's message. The
+model is loaded with FuScore's classes where FuScore is installed; otherwise this file needs only the standard
+library, Pillow, transformers and gradio, and a Space runs the model repo's own code.
 """
 
 import argparse
@@ -62,10 +62,16 @@ APP_CSS = """
 
 
 def load_model(name_or_path: str):
-    """The one place the app loads its model."""
-    from transformers import AutoModel
+    """The one place the app loads its model: with FuScore's own classes where FuScore is installed (no code from the
+    model folder runs, and the shipped demo folder holds none), else as the model repo's remote code (a Space that
+    has only the model repo)."""
+    try:
+        from modeling_fuscore import FuScoreForQuality
+    except ImportError:
+        from transformers import AutoModel
 
-    return AutoModel.from_pretrained(name_or_path, trust_remote_code=True).eval()
+        return AutoModel.from_pretrained(name_or_path, trust_remote_code=True).eval()
+    return FuScoreForQuality.from_pretrained(name_or_path).eval()
 
 
 def default_model_path() -> str:
@@ -162,7 +168,7 @@ def build_app(model, model_name: str = "", max_image_pixels: int = DEFAULT_MAX_I
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     dimensions = model_dimensions(model)
     level_words = list(model.config.level_words)
-    needs_sources = getattr(model.config, "input_mode", "fused") == "fused_ir_vis"
+    needs_sources = model.get_processor().input_mode == "fused_ir_vis"
     roles = ("fused image", "infrared source", "visible source") if needs_sources else ("fused image",)
 
     def score(*payloads):
