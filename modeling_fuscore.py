@@ -11,8 +11,9 @@ words (" excellent", " good", " fair", " poor", " bad" -> 5..1) give five logits
 distribution, the score is `s = sum_l p_l v_l` in [1, 5] and the uncertainty is `sqrt(sum_l p_l (v_l - s)^2)`.
 
 In a checkout (or an installed FuScore), `FuScoreForQuality.from_pretrained(folder)` loads a saved folder with these
-classes and never runs code from the folder; `AutoModel.from_pretrained(folder, trust_remote_code=True)` runs the
-folder's own copy of these files instead.
+classes and never runs code from the folder; importing this module also registers them with the auto classes, so
+`AutoModel.from_pretrained(folder)` does the same. `AutoModel.from_pretrained(folder, trust_remote_code=True)` runs
+the folder's own copy of these files instead.
 """
 
 import threading
@@ -253,9 +254,10 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         level_weight = head_weight[level_token_ids]  # [levels, hidden]
         # Under mixed-precision sharding the gathered weight can be float32 while activations are bf16.
         level_logits = F.linear(answer_hidden, level_weight.to(answer_hidden.dtype)).float()
-        level_probs = level_logits.softmax(dim=-1)
-        score = level_probs @ values
-        score_std = (level_probs * (values - score[:, None]) ** 2).sum(-1).clamp_min(0).sqrt()
+        with torch.autocast(level_logits.device.type, enabled=False):  # under bf16 autocast the score moved in 1/64 steps
+            level_probs = level_logits.softmax(dim=-1)
+            score = level_probs @ values
+            score_std = (level_probs * (values - score[:, None]) ** 2).sum(-1).clamp_min(0).sqrt()
 
         return FuScoreOutput(
             level_logits=level_logits,
@@ -536,8 +538,26 @@ _PROCESSOR_LOCK = threading.Lock()
 
 FuScoreForQuality.register_for_auto_class("AutoModel")
 
+
+def register_auto_classes() -> None:
+    """Makes `AutoConfig`, `AutoModel` and `AutoProcessor` resolve `model_type: fuscore` to these classes in this
+    process, so `AutoModel.from_pretrained(folder)` loads any FuScore folder (the shipped demo model, which holds no
+    code, included) without running code from it. `trust_remote_code=True` still runs a folder's own code files."""
+    from transformers import AutoConfig, AutoProcessor
+
+    AutoConfig.register(FuScoreConfig.model_type, FuScoreConfig, exist_ok=True)
+    AutoModel.register(FuScoreConfig, FuScoreForQuality, exist_ok=True)
+    AutoProcessor.register(FuScoreConfig, FuScoreProcessor, exist_ok=True)
+
+
+if not __package__:
+    # Imported from a checkout or an installed FuScore (a top-level module); a folder's remote code is imported as a
+    # `transformers_modules` package and registers nothing.
+    register_auto_classes()
+
 __all__ = [
     "DEFAULT_LEVEL_VALUES", "DEFAULT_LEVEL_WORDS", "DEFAULT_PROMPTS", "DIMENSIONS", "SUB_DIMENSIONS",
     "SUPPORTED_BASE_MODEL_TYPES", "FuScoreConfig", "FuScoreForQuality", "FuScoreOutput", "FuScorePreTrainedModel",
-    "FuScoreProcessor", "default_prompts", "resolve_dimensions", "resolve_level_token_ids", "score_images",
+    "FuScoreProcessor", "default_prompts", "register_auto_classes", "resolve_dimensions", "resolve_level_token_ids",
+    "score_images",
 ]

@@ -35,9 +35,9 @@ try:  # Hub remote code: the sibling files are part of the same dynamic module p
 except ImportError:  # A checkout or an installed FuScore: the siblings are top-level modules.
     from configuration_fuscore import DIMENSIONS, OVERALL
 try:
-    from .scoring_fuscore import score_images
+    from .scoring_fuscore import check_count, score_images
 except ImportError:
-    from scoring_fuscore import score_images
+    from scoring_fuscore import check_count, score_images
 
 TASK_NAME = "fused-image-quality"
 INPUT_KEYS = ("fused", "ir", "vis")
@@ -118,8 +118,7 @@ class FuScorePipeline(Pipeline):
         if not prepared:
             return []
         dimensions = prepared[0]["dimensions"]
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive whole number of images per pass, got {batch_size!r}.")
+        batch_size = check_count(batch_size, "batch_size")
         results = score_images(self.model, self.processor, [item["fused"] for item in prepared],
                                [item["ir"] for item in prepared], [item["vis"] for item in prepared], dimensions,
                                batch_size=batch_size * len(dimensions), num_workers=num_workers)
@@ -132,8 +131,8 @@ class FuScorePipeline(Pipeline):
             raise TypeError("FuScorePipeline takes its inputs as one argument (an input or a list of inputs).")
         preprocess_params, _, _ = self._sanitize_parameters(**kwargs)
         preprocess_params = {**self._preprocess_params, **preprocess_params}
-        batch_size = batch_size if batch_size is not None else (self._batch_size or 1)
-        num_workers = num_workers if num_workers is not None else (self._num_workers or 0)
+        batch_size = check_count(batch_size if batch_size is not None else (self._batch_size or 1), "batch_size")
+        num_workers = check_count(num_workers if num_workers is not None else (self._num_workers or 0), "num_workers", 0)
         if isinstance(inputs, (list, tuple)):
             return self._score_inputs(list(inputs), preprocess_params, batch_size, num_workers)
         if _is_stream(inputs):
@@ -147,7 +146,7 @@ class FuScorePipeline(Pipeline):
     def _score_stream(self, inputs, preprocess_params: dict, batch_size, num_workers):
         iterator = iter(inputs)
         while True:
-            chunk = list(itertools.islice(iterator, batch_size if isinstance(batch_size, int) and batch_size > 0 else 1))
+            chunk = list(itertools.islice(iterator, batch_size))
             if not chunk:
                 return
             yield from self._score_inputs(chunk, preprocess_params, batch_size, num_workers)

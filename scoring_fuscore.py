@@ -7,7 +7,12 @@ This file is Hub remote code: it imports only the standard library, torch, trans
 `forward`, `position_inputs`, `device` and `dtype`), so it never imports `modeling_fuscore.py`.
 """
 
+import contextlib
 import itertools
+import operator
+import threading
+import warnings
+import weakref
 from collections.abc import Mapping
 
 import torch
@@ -19,6 +24,19 @@ except ImportError:  # A checkout or an installed FuScore: the sibling is a top-
     from processing_fuscore import image_size
 
 
+def check_count(value, argument: str, minimum: int = 1) -> int:
+    """`value` as an int of at least `minimum`, or a ValueError naming `argument` (2.5, None, "8" and True are refused)."""
+    if isinstance(value, bool):
+        value = None  # a flag is not a count
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{argument} must be a whole number of at least {minimum}, got {value!r}.") from None
+    if count < minimum:
+        raise ValueError(f"{argument} must be at least {minimum}, got {count}.")
+    return count
+
+
 def _as_list(images, count: int, name: str) -> list:
     if images is None:
         return [None] * count
@@ -27,6 +45,14 @@ def _as_list(images, count: int, name: str) -> list:
     if len(images) != count:
         raise ValueError(f"Got {count} fused images but {len(images)} {name} images.")
     return list(images)
+
+
+class _Failed:
+    """What a worker returns for an item it could not prepare: the error (an `ImageInputError` naming the file, or
+    another ValueError), raised again in the scoring loop as it is, without the worker's traceback around it."""
+
+    def __init__(self, error: ValueError):
+        self.error = error
 
 
 class _ScoringDataset(torch.utils.data.Dataset):
@@ -41,10 +67,20 @@ class _ScoringDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, position):
         index, dimension = self.items[position]
-        sample = self.processor.prepare_sample(self.fused[index], self.ir[index], self.vis[index], dimension,
-                                               defer_pixels=self.defer_pixels)
+        try:
+            sample = self.processor.prepare_sample(self.fused[index], self.ir[index], self.vis[index], dimension,
+                                                   defer_pixels=self.defer_pixels)
+        except ValueError as error:
+            return _Failed(error)
         sample["position"] = position
         return sample
+
+
+def _checked(samples: list) -> list:
+    for sample in samples:
+        if isinstance(sample, _Failed):
+            raise sample.error
+    return samples
 
 
 def _single_threaded_worker(worker_id: int) -> None:
@@ -78,8 +114,11 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     ir = _as_list(ir, len(fused), "ir")
     vis = _as_list(vis, len(fused), "vis")
     dimensions = processor.resolve_dimensions(dimensions)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    batch_size = check_count(batch_size, "batch_size")
+    num_workers = check_count(num_workers, "num_workers", minimum=0)
+    if processor.input_mode == "fused" and any(source is not None for source in ir + vis):
+        warnings.warn("This model reads the fused image alone (input_mode 'fused'): the infrared and visible sources "
+                      "given with it are ignored.", UserWarning, stacklevel=2)
     items = [(index, dimension) for dimension in dimensions for index in range(len(fused))]
     sizes = [image_size(image) for image in fused]
     tokens = [processor.num_visual_tokens(*size) if size else 0 for size in sizes]
@@ -87,11 +126,14 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     # On a GPU with a torchvision image processor, workers only decode (uint8) and the patches are made on the GPU.
     defer_pixels = model.device.type == "cuda" and processor.supports_device_preprocessing
-    if defer_pixels:
-        collate_in_worker = lambda samples: (samples, [sample["position"] for sample in samples])  # noqa: E731
-    else:
-        collate_in_worker = lambda samples: (processor.collate(samples), [sample["position"] for sample in samples])  # noqa: E731
     dataset = _ScoringDataset(processor, fused, ir, vis, items, defer_pixels=defer_pixels)
+
+    def collate_in_worker(samples):
+        # A failed item travels to the scoring loop as it is (collating the batch around it would fail otherwise).
+        if defer_pixels or any(isinstance(sample, _Failed) for sample in samples):
+            return samples, None
+        return processor.collate(samples), [sample["position"] for sample in samples]
+
     if defer_pixels and num_workers > 0:
         loader = _decoded_in_threads(dataset, batches, num_workers)
     else:
@@ -105,8 +147,6 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         )
 
     results = {dim: {"score": [None] * len(fused), "std": [None] * len(fused), "probs": [None] * len(fused)} for dim in dimensions}
-    was_training = model.training
-    model.eval()
     on_gpu = model.device.type == "cuda"
 
     def start_copy(output):
@@ -133,8 +173,10 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
 
     def prepare(item):
         batch, positions = item
-        if defer_pixels:
-            batch = processor.collate(batch, device=model.device)
+        if defer_pixels or positions is None:  # uncollated samples: deferred pixels, or a batch where an item failed
+            samples = _checked(batch)
+            positions = [sample["position"] for sample in samples]
+            batch = processor.collate(samples, device=model.device if defer_pixels else None)
         # The positions are computed here, on the CPU, rather than inside the forward pass on the GPU.
         batch = {**batch, **model.position_inputs(batch)}
         batch = _to_device(batch, model.device)
@@ -151,7 +193,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         batches_in_order = tqdm(prepared, total=len(batches), desc="Scoring", unit="batch")
     pending = None
     try:
-        with torch.inference_mode():
+        with _evaluating(model), torch.inference_mode():
             for batch, positions in batches_in_order:
                 copy = start_copy(model(**batch))
                 # Read the previous batch's results only now, so the CPU is not waiting while the GPU runs this one.
@@ -163,8 +205,35 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     finally:
         if hasattr(prepared, "close"):
             prepared.close()
-        model.train(was_training)
     return results
+
+
+# Per model, how many scoring calls run now and the mode the first of them found; the only state concurrent calls
+# share, kept here rather than on the model and changed under a lock.
+_SCORING_CALLS = weakref.WeakKeyDictionary()
+_SCORING_CALLS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _evaluating(model):
+    """Eval mode while any scoring call on `model` runs: the first call switches it, the last one gives it back in
+    the mode the first found. (Each call switching and restoring on its own would let one call end another's eval
+    mode midway: dropout would then act in the other's forward passes.)"""
+    with _SCORING_CALLS_LOCK:
+        calls, was_training = _SCORING_CALLS.get(model, (0, model.training))
+        if calls == 0:
+            model.eval()
+        _SCORING_CALLS[model] = (calls + 1, was_training)
+    try:
+        yield
+    finally:
+        with _SCORING_CALLS_LOCK:
+            calls, was_training = _SCORING_CALLS[model]
+            if calls == 1:
+                del _SCORING_CALLS[model]
+                model.train(was_training)
+            else:
+                _SCORING_CALLS[model] = (calls - 1, was_training)
 
 
 def _to_device(value, device):
@@ -196,7 +265,7 @@ def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: in
         for batch in itertools.islice(upcoming, prefetch_batches):
             in_flight.append([pool.submit(dataset.__getitem__, position) for position in batch])
         while in_flight:
-            samples = [future.result() for future in in_flight.popleft()]
+            samples = _checked([future.result() for future in in_flight.popleft()])
             batch = next(upcoming, None)
             if batch is not None:
                 in_flight.append([pool.submit(dataset.__getitem__, position) for position in batch])

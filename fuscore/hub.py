@@ -41,8 +41,8 @@ def check_model_folder(folder: PathLike) -> Path:
     """Raises IncompleteModelFolderError unless `folder` is a complete FuScore model folder or LoRA adapter folder.
 
     A model folder needs `config.json`, its safetensors weights (every shard an index names), the processor and
-    tokenizer files, and every code file that `config.json`'s and `processor_config.json`'s `auto_map` names (a
-    folder without `auto_map`, such as the shipped demo model, holds no code). An adapter folder needs its
+    tokenizer files, and every code file that `config.json`'s and `processor_config.json`'s `auto_map` names, with
+    the siblings those import (a folder without `auto_map`, such as the shipped demo model, holds no code). An adapter folder needs its
     `adapter_config.json` and `adapter_model.safetensors`.
     """
     folder = Path(folder)
@@ -57,15 +57,33 @@ def check_model_folder(folder: PathLike) -> Path:
             missing += sorted(name for name in shards if not (folder / name).is_file())
         elif not (folder / WEIGHTS_FILE).is_file():
             missing.append(WEIGHTS_FILE)
-        for config_name in ("config.json", PROCESSOR_FILE):
-            if (folder / config_name).is_file():
-                auto_map = _read_json(folder / config_name).get("auto_map", {})
-                missing += [f"{reference.split('.')[0]}.py" for reference in auto_map.values()
-                            if isinstance(reference, str) and not (folder / f"{reference.split('.')[0]}.py").is_file()]
+        missing += _missing_code_files(folder)
     missing = list(dict.fromkeys(missing))
     if missing:
         raise IncompleteModelFolderError(f"{folder} is not a complete model folder: {', '.join(missing)} missing.")
     return folder
+
+
+def _missing_code_files(folder: Path) -> list:
+    """The code files that the configs' `auto_map` names, and the siblings they import, that `folder` lacks."""
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    needed = []
+    for config_name in ("config.json", PROCESSOR_FILE):
+        if (folder / config_name).is_file():
+            auto_map = _read_json(folder / config_name).get("auto_map", {})
+            needed += [f"{reference.split('.')[0]}.py" for reference in auto_map.values() if isinstance(reference, str)]
+    missing, seen = [], set()
+    while needed:
+        name = needed.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        if (folder / name).is_file():
+            needed += [f"{module}.py" for module in sorted(get_relative_imports(folder / name))]
+        else:
+            missing.append(name)
+    return missing
 
 
 def _read_json(path: Path) -> dict:

@@ -228,3 +228,15 @@ def test_a_bad_repo_id_is_refused_before_anything_is_written(saved_model, tmp_pa
         with pytest.raises(export_module.ExportInputError, match="repo"):
             export_model(saved_model[0], tmp_path / "out", **arguments)
         assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_card_names_a_hub_base_model_never_a_local_folder(saved_model, tmp_path):
+    from fuscore.model_card import write_model_card
+
+    folder = tmp_path / "card"
+    folder.mkdir()
+    (folder / "config.json").write_text((saved_model[0] / "config.json").read_text())
+    for base, expected in (("outputs/demo_pretrain/final", None), (str(tmp_path), None), ("tiny:qwen2_vl", None),
+                           ("Qwen/Qwen3-VL-8B-Instruct", "Qwen/Qwen3-VL-8B-Instruct")):
+        header = yaml.safe_load(write_model_card(folder, {}, base_model=base).read_text().split("---")[1])
+        assert header.get("base_model") == expected, base

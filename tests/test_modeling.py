@@ -507,3 +507,20 @@ def test_one_dimension_check_for_every_caller():
         resolve_dimensions(["overall", 3], known)
     with pytest.raises(ValueError, match="a dimension name or a list"):
         resolve_dimensions(5, known)
+
+
+def test_the_auto_classes_load_the_code_free_demo_in_process():
+    """With the project's classes registered (importing modeling_fuscore does it), AutoModel and AutoProcessor load
+    the shipped demo folder, which has no code files, with those classes, with or without trust_remote_code."""
+    from conftest import REPO_ROOT
+    from transformers import AutoModel, AutoProcessor
+
+    from processing_fuscore import FuScoreProcessor
+
+    demo = REPO_ROOT / "fuscore" / "demo_model"
+    image = np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    expected = FuScoreForQuality.from_pretrained(demo).score(image)
+    for kwargs in ({}, {"trust_remote_code": True}):
+        model = AutoModel.from_pretrained(demo, **kwargs)
+        assert type(model) is FuScoreForQuality and model.score(image) == expected
+        assert type(AutoProcessor.from_pretrained(demo, **kwargs)) is FuScoreProcessor

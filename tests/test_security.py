@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import conftest
@@ -372,3 +373,36 @@ def test_a_saved_checkpoint_loads_and_scores_with_the_network_blocked(tmp_path, 
     result = run_clean_python(code, tmp_path)
     assert 1.0 <= result["score"] <= 5.0 and result["attempts"] == []
     assert result["module"].startswith("transformers_modules.")
+
+
+def test_the_projects_classes_never_run_a_model_folders_code(tmp_path, monkeypatch):
+    """`FuScoreForQuality.from_pretrained(folder)` and `score()` use the project's classes, processor included; the
+    folder's own code files run only when the caller passes trust_remote_code=True."""
+    from transformers import AutoModel
+
+    from modeling_fuscore import FuScoreForQuality
+
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    folder = tmp_path / "planted"
+    build_tiny_model("qwen2_vl", seed=6).save_pretrained(folder)
+    marker = tmp_path / "folder_code_ran"
+    planted = sorted(folder.glob("*_fuscore.py"))
+    assert {path.name for path in planted} == set(conftest.MODEL_CODE_FILES)
+    for path in planted:
+        path.write_text(f"open({str(marker)!r}, 'a').write({path.name!r})\n" + path.read_text())
+    image = np.random.default_rng(1).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+
+    model = FuScoreForQuality.from_pretrained(folder)
+    assert 1 <= model.score(image) <= 5
+    assert type(model.get_processor()).__module__ == "processing_fuscore"
+    # Importing the project's model file registers its classes, so the auto classes take them without the flag.
+    auto = AutoModel.from_pretrained(folder)
+    assert type(auto) is FuScoreForQuality and auto.score(image) == model.score(image)
+    assert not marker.exists(), "a project class ran code from the model folder"
+
+    run_clean_python(f"""
+        from transformers import AutoModel
+        AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).get_processor()
+        print("{{}}")
+        """, tmp_path)
+    assert marker.exists(), "with the caller's consent the folder's code runs (the check above can fail)"
