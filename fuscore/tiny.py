@@ -111,8 +111,10 @@ def tiny_image_processor(family: str, min_pixels: int = 56 * 56, max_pixels: int
     """The PIL (torchvision-free) Qwen-VL image processor with the family's patch size, at small pixel bounds."""
     patch_size = 16 if family == "qwen3_vl" else 14
     mean_std = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]} if family == "qwen3_vl" else {}
+    # The bounds as `size`: transformers 5.17 writes `min_pixels`/`max_pixels` arguments into the class's own default
+    # `size`, so every image processor built after this one without bounds would get these.
     return Qwen2VLImageProcessorPil(patch_size=patch_size, merge_size=2, temporal_patch_size=2,
-                                    min_pixels=min_pixels, max_pixels=max_pixels, **mean_std)
+                                    size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, **mean_std)
 
 
 def build_tiny_model(

@@ -320,6 +320,19 @@ def test_each_vision_feature_route_gives_the_base_model_own_logits_bit_for_bit(t
                 assert torch.equal(output.level_logits, reference), f"mm_encoder_outputs={takes}, inputs={list(inputs)}"
 
 
+def test_tiny_image_processors_leave_the_class_defaults_alone():
+    """transformers 5.17 wrote `min_pixels`/`max_pixels` constructor arguments into the image processor class's own
+    default `size`: after one tiny model, every later default-built processor in the process had its bounds."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    from fuscore.tiny import tiny_image_processor
+
+    defaults = dict(Qwen2VLImageProcessorPil.size)
+    processor = tiny_image_processor("qwen2_vl", min_pixels=40 * 40, max_pixels=77 * 77)
+    assert (processor.size["shortest_edge"], processor.size["longest_edge"]) == (40 * 40, 77 * 77)
+    assert dict(Qwen2VLImageProcessorPil.size) == defaults
+
+
 def test_frozen_vision_tower_is_not_checkpointed():
     """Nothing back-propagates through a frozen tower: only the decoder layers are checkpointed, so the vision blocks
     can be compiled for training. A tower that trains keeps its checkpointing."""
