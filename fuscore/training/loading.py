@@ -140,27 +140,26 @@ def check_tables(train_table, eval_table, data_args: DataArguments, training_arg
     train_name = _table_name(data_args.train_table, "training")
     eval_name = (_table_name(data_args.eval_table, "held-out") if data_args.eval_table
                  else f"the held-out part of {train_name}")
-    if eval_table is not None and len(eval_table) < MIN_ITEMS:
-        raise ValueError(f"{eval_name} has {len(eval_table)} fused image(s); the evaluation's correlations need at "
-                         f"least {MIN_ITEMS}. Give a larger --eval_table or --eval_fraction.")
-    if train_table is None or not hasattr(train_table, "column_names"):
-        return  # the synthetic stream: every batch is P whole scenes of M images by construction
     batch_images = training_args.pairs_per_batch * training_args.images_per_pair
-    if get_objective(training_args.objective).batches == "random":
+    # The synthetic stream (no columns) makes every batch P whole scenes of M images by construction.
+    if hasattr(train_table, "column_names") and get_objective(training_args.objective).batches == "random":
         if len(train_table) < batch_images:
             raise ValueError(f"{train_name} has {len(train_table)} fused images, fewer than one batch of "
                              f"--pairs_per_batch x --images_per_pair = {batch_images}.")
-        return
-    sizes = Counter(train_table["pair_id"])
-    grouped = sum(1 for size in sizes.values() if size >= 2)
-    if grouped < training_args.pairs_per_batch:
-        raise ValueError(
-            f"{train_name}: {grouped} of its {len(sizes)} source pairs have two or more fused images, but every "
-            f"pair-aware batch needs --pairs_per_batch={training_args.pairs_per_batch} of them (the within-pair term "
-            f"compares fused images of one source pair). "
-            + ("Every source pair has a single image: is `pair_id` the source pair (scene), not the image?"
-               if grouped == 0 else "Lower --pairs_per_batch or add images.")
-        )
+    elif hasattr(train_table, "column_names"):
+        sizes = Counter(train_table["pair_id"])
+        grouped = sum(1 for size in sizes.values() if size >= 2)
+        if grouped < training_args.pairs_per_batch:
+            raise ValueError(
+                f"{train_name}: {grouped} of its {len(sizes)} source pairs have two or more fused images, but every "
+                f"pair-aware batch needs --pairs_per_batch={training_args.pairs_per_batch} of them (the within-pair "
+                "term compares fused images of one source pair). "
+                + ("Every source pair has a single image: is `pair_id` the source pair (scene), not the image?"
+                   if grouped == 0 else "Lower --pairs_per_batch or add images.")
+            )
+    if eval_table is not None and len(eval_table) < MIN_ITEMS:
+        raise ValueError(f"{eval_name} has {len(eval_table)} fused image(s); the evaluation's correlations need at "
+                         f"least {MIN_ITEMS}. Give a larger --eval_table or --eval_fraction.")
 
 
 def _table_name(table: Optional[str], role: str) -> str:
