@@ -2,6 +2,7 @@
 """What FuScore training reads and writes: the model, the rating tables (checked before any work), the checkpoints
 to resume from, and the final Hub-ready folder (written whole or not at all)."""
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -257,8 +258,6 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
     Under FSDP with LoRA the adapter is saved unmerged (merging needs the full weights in one process). A write that
     fails (disk full, permission) raises `AtomicWriteError` naming `final_dir` and leaves nothing under that name.
     """
-    from safetensors import SafetensorError
-
     from fuscore.model_card import write_model_card
 
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
@@ -282,14 +281,22 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
         "dimension": data_args.dimension,
     }
     final_dir = Path(final_dir)
-    try:
-        with atomic_folder(final_dir, overwrite=True) as staging:
-            model.save_pretrained(staging, state_dict=state_dict)
-            if state_dict is not None:
-                processor.save_pretrained(staging)
-            (staging / "fuscore_eval.json").write_text(json.dumps(evaluation, indent=2))
-            write_model_card(staging, evaluation)
-    except SafetensorError as error:  # safetensors reports a full disk or a refused write as its own error type
-        raise AtomicWriteError(f"Could not write the folder {final_dir.absolute()}: {error}. Nothing was left under "
-                               "that name.") from error
+    with named_write_errors(final_dir), atomic_folder(final_dir, overwrite=True) as staging:
+        model.save_pretrained(staging, state_dict=state_dict)
+        if state_dict is not None:
+            processor.save_pretrained(staging)
+        (staging / "fuscore_eval.json").write_text(json.dumps(evaluation, indent=2))
+        write_model_card(staging, evaluation)
 
+
+@contextlib.contextmanager
+def named_write_errors(folder):
+    """Inside an `atomic_folder(folder)`: safetensors reports a full disk or a refused write as its own error type,
+    which becomes the `AtomicWriteError` naming `folder` that an `OSError` there becomes (the folder was not left)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as error:
+        raise AtomicWriteError(f"Could not write the folder {Path(folder).absolute()}: {error}. Nothing was left "
+                               "under that name.") from error

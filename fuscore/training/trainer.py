@@ -20,6 +20,7 @@ from fuscore.atomic import atomic_folder
 from fuscore.objectives import compute_objective, get_objective
 
 from .collator import FuScoreCollator, SyntheticScenes
+from .loading import named_write_errors
 from .sampling import EndlessBatchSampler, PairGroupedBatchSampler
 
 
@@ -180,7 +181,7 @@ class FuScoreTrainer(Trainer):
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         main = self.is_world_process_zero()
-        with contextlib.ExitStack() as stack:
+        with named_write_errors(run_dir / name), contextlib.ExitStack() as stack:
             staging = stack.enter_context(atomic_folder(run_dir / name, overwrite=True)) if main else None
             staging = Path(broadcast_object_list([str(staging) if main else None])[0])
             self._checkpoint_staging = staging
