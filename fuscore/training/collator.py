@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fuscore.objectives import label_for_objective, resolve_overall_score
-from modeling_fuscore import SUB_DIMENSIONS
+from configuration_fuscore import SUB_DIMENSIONS
 
 
 def pair_code(pair_id: str) -> int:
