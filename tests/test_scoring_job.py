@@ -357,6 +357,15 @@ def test_two_processes_equal_one_process_bit_for_bit(models, tmp_path):
     bars = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("Scoring:")]
     assert bars and all("/13 " in line for line in bars) and any("13/13" in line for line in bars)
 
+    # The same under `accelerate launch` (whose --cpu launcher starts one process only: its torchrun launcher, named
+    # --multi_gpu, starts two on the CPU too).
+    launched = tmp_path / "accelerate.parquet"
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "fuscore.cli",
+                             *common, "--output", str(launched)], capture_output=True, text=True, timeout=600, env=_env(), cwd=tmp_path)
+    assert "1 of 13 items could not be scored" in result.stderr, result.stderr[-3000:]
+    assert _rows(launched) == _rows(one)
+
 
 @pytest.mark.slow
 def test_sigkill_mid_way_then_relaunch_gives_every_item_exactly_once(models, tmp_path, capsys):
