@@ -36,6 +36,10 @@ def resolve_device(requested: Optional[str]) -> str:
     import torch
 
     if requested:
+        try:
+            torch.device(requested)
+        except RuntimeError:
+            raise CommandLineInputError(f"--device {requested!r}: not a device; use cpu, cuda or cuda:N.") from None
         if requested.startswith("cuda") and not torch.cuda.is_available():
             raise CommandLineInputError(f"--device {requested}: this torch build sees no CUDA GPU; use --device cpu.")
         return requested
@@ -74,6 +78,8 @@ def _dimensions(argument: str, model) -> list:
     if argument == "all":
         return ordered_known
     requested = [name.strip() for name in argument.split(",") if name.strip()]
+    if not requested:
+        raise CommandLineInputError(f"--dimensions {argument!r} names no dimension; this model knows: {', '.join(ordered_known)} (or 'all').")
     unknown = [name for name in requested if name not in known]
     if unknown:
         raise CommandLineInputError(f"--dimensions: unknown {unknown}; this model knows: {', '.join(ordered_known)} (or 'all').")
@@ -152,7 +158,7 @@ def score_command(args) -> int:
     source = scoring_job.open_source(
         args.images, ir=args.ir, vis=args.vis, image_column=args.image_column, ir_column=args.ir_column,
         vis_column=args.vis_column, split=args.split, streaming=args.streaming, recursive=args.recursive,
-        use_sources=reads_sources, loading=loading)
+        use_sources=reads_sources, loading=loading, missing_sources_ok=args.on_error == "skip")
     device = args.device or (str(state.device) if state.num_processes > 1 else None)
     model = load_scoring_model(args.model, device)
     dimensions = _dimensions(args.dimensions, model)
@@ -168,6 +174,9 @@ def score_command(args) -> int:
     if output is not None:
         note = f" ({result.n_reused} of them scored by an earlier run)" if result.n_reused else ""
         print(f"Wrote {result.n_items} scores to {output}{note}", file=sys.stderr)
+        if result.dropped:
+            print(f"fuscore score: {result.dropped} scores of an earlier run were left out: their items are no longer "
+                  "in the source.", file=sys.stderr)
     else:
         print(_score_table(result.table.to_pylist(), dimensions))
     if result.failures:

@@ -249,8 +249,9 @@ def _images_below(folder: Path) -> list:
     return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
 
 
-def match_sources(fused: Sequence[Path], argument: Optional[str], role: str) -> list:
-    """Sources for each fused image: one file (for one image), or a folder matched by file name (or stem)."""
+def match_sources(fused: Sequence[Path], argument: Optional[str], role: str, missing_ok: bool = False) -> list:
+    """Sources for each fused image: one file (for one image), or a folder matched by file name (or stem). A fused
+    image without a source raises FileNotFoundError, or with `missing_ok` gets the path its source would have."""
     if argument is None:
         return [None] * len(fused)
     path = Path(argument)
@@ -265,6 +266,8 @@ def match_sources(fused: Sequence[Path], argument: Optional[str], role: str) -> 
         candidates = [path / image.name] + [path / (image.stem + ext) for ext in IMAGE_EXTENSIONS]
         candidates += [path / (image.stem + ext.upper()) for ext in IMAGE_EXTENSIONS]
         found = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if found is None and missing_ok:
+            found = path / image.name
         if found is None:
             raise FileNotFoundError(f"{image}: no {role} source named {image.name} (or {image.stem}.<ext>) in {path}.")
         matched.append(found)
@@ -272,10 +275,11 @@ def match_sources(fused: Sequence[Path], argument: Optional[str], role: str) -> 
 
 
 def files_source(arguments: Sequence[str], ir: Optional[str] = None, vis: Optional[str] = None,
-                 recursive: bool = False) -> ListSource:
+                 recursive: bool = False, missing_sources_ok: bool = False) -> ListSource:
     """Image files and folders, with sources matched by file name in the `ir` and `vis` folders (or one file each)."""
     fused = expand_images(arguments, recursive=recursive)
-    ir_paths, vis_paths = match_sources(fused, ir, "ir"), match_sources(fused, vis, "vis")
+    ir_paths = match_sources(fused, ir, "ir", missing_ok=missing_sources_ok)
+    vis_paths = match_sources(fused, vis, "vis", missing_ok=missing_sources_ok)
     items = []
     for image, ir_path, vis_path in zip(fused, ir_paths, vis_paths):
         columns = {"path": str(image)}
@@ -293,10 +297,20 @@ def files_source(arguments: Sequence[str], ir: Optional[str] = None, vis: Option
 
 def manifest_source(path, use_sources: bool = True) -> ListSource:
     """A manifest CSV (`pair, method, fused[, ir, vis]`, paths relative to it), as `fuscore rank` reads it."""
-    from fuscore.ranking import read_manifest
+    from fuscore.ranking import RankingInputError, read_manifest
 
-    entries = read_manifest(path)
-    with_sources = use_sources and any(entry.ir or entry.vis for entry in entries)
+    try:
+        entries = read_manifest(path)
+    except RankingInputError as error:
+        if "missing column" not in str(error):
+            raise
+        raise ScoringJobError(f"{error} To read another CSV as a dataset, name its image column with --image-column.") from None
+    with_sources = use_sources
+    if use_sources:
+        lacking = next((entry for entry in entries if not (entry.ir and entry.vis)), None)
+        if lacking is not None:
+            raise ScoringJobError(f"{lacking.origin}: the model reads the fused image with its infrared and visible "
+                                  "sources (input_mode 'fused_ir_vis'); this row has no ir or no vis.")
     items = []
     for entry in entries:
         columns = {"path": entry.fused, "pair": entry.pair, "method": entry.method}
@@ -358,6 +372,8 @@ def dataset_source(source: str, image_column: Optional[str] = None, ir_column: O
                 loaded = datasets.load_dataset(**arguments, split=split, streaming=streaming)
     except ScoringJobError:
         raise
+    except IndexError:  # `datasets` cannot load a saved table of 0 rows
+        raise ScoringJobError(f"{source}: the dataset has no rows to score.") from None
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
         raise ScoringJobError(f"{source}: cannot load it as a dataset ({type(error).__name__}: {error}).") from None
     if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
@@ -384,43 +400,57 @@ def dataset_source(source: str, image_column: Optional[str] = None, ir_column: O
             vis_column = vis_column or ("vis" if "vis" in columns else None)
     if not use_sources:
         ir_column = vis_column = None
+    elif ir_column is None or vis_column is None:
+        raise ScoringJobError(f"{source}: the model reads the fused image with its infrared and visible sources "
+                              "(input_mode 'fused_ir_vis'): name their columns with --ir-column and --vis-column.")
     identity.update(columns=[image_column, ir_column, vis_column],
                     rows={name: (None if isinstance(s, datasets.IterableDataset) else len(s)) for name, s in splits.items()})
-    return DatasetSource(splits, image_column, ir_column, vis_column, identity, description=str(source), base=base)
+    loaded = DatasetSource(splits, image_column, ir_column, vis_column, identity, description=str(source), base=base)
+    if loaded.total == 0:
+        raise ScoringJobError(f"{source}: the dataset has no rows to score.")
+    return loaded
 
 
 def open_source(inputs: Sequence[str], *, ir: Optional[str] = None, vis: Optional[str] = None,
                 image_column: Optional[str] = None, ir_column: Optional[str] = None, vis_column: Optional[str] = None,
                 split: Optional[str] = None, streaming: bool = False, recursive: bool = False, use_sources: bool = True,
-                loading=None) -> ItemSource:
+                loading=None, missing_sources_ok: bool = False) -> ItemSource:
     """The items of SOURCE: image files and folders, a manifest CSV, a rating table or a `datasets` dataset.
 
     A dataset is taken from a `save_to_disk` folder or a rating table (by their files), or from anything else when
     `image_column` is given (a data file, a folder of data files, a Hub dataset id); a `.csv` without
     `image_column` is a manifest (`pair, method, fused[, ir, vis]`). Files and folders may be several.
+    `use_sources`: the model reads the infrared and visible sources (they are then required). `missing_sources_ok`:
+    a fused image without its source in the `ir`/`vis` folder becomes an item that fails when scored (for
+    `on_error="skip"`) instead of an error before the job.
     """
     inputs = list(inputs)
     first = Path(inputs[0])
+    if not use_sources:  # the model reads the fused image only
+        ir = vis = ir_column = vis_column = None
     dataset_like = (image_column is not None or _is_saved_dataset(first) or _is_rating_table(first))
     manifest_like = first.suffix.lower() == ".csv" and first.is_file() and image_column is None
     if dataset_like or manifest_like:
         if len(inputs) > 1:
             raise ScoringJobError(f"{inputs[0]} is a {'dataset' if dataset_like else 'manifest'}: give it alone, "
                                   f"without {' '.join(inputs[1:])}.")
-        if ir or vis:
-            raise ScoringJobError(f"--ir/--vis go with image files and folders; {inputs[0]} names its sources "
-                                  "itself (--ir-column/--vis-column for a dataset).")
+        for option, value in (("--ir", ir), ("--vis", vis), ("--recursive", recursive)):
+            if value:
+                raise ScoringJobError(f"{option} goes with image files and folders; {inputs[0]} names its sources "
+                                      "itself (--ir-column/--vis-column for a dataset).")
         if manifest_like:
             return manifest_source(first, use_sources=use_sources)
         if not first.exists() and (inputs[0].startswith((".", "/", "~")) or inputs[0].count("/") > 1):
             raise FileNotFoundError(f"{inputs[0]}: no such file or folder (and not a dataset name of the form org/name).")
         return dataset_source(inputs[0], image_column, ir_column, vis_column, split, streaming, use_sources, loading)
-    for option, value in (("--ir-column", ir_column), ("--vis-column", vis_column), ("--split", split)):
+    for option, value in (("--ir-column", ir_column), ("--vis-column", vis_column), ("--split", split),
+                          ("--streaming", streaming)):
         if value:
             raise ScoringJobError(f"{option} goes with a dataset SOURCE (and --image-column); {inputs[0]} is an image file or folder.")
-    if not use_sources:
-        ir = vis = None
-    return files_source(inputs, ir=ir, vis=vis, recursive=recursive)
+    if use_sources and (ir is None or vis is None):
+        raise ScoringJobError(f"{inputs[0]}: the model reads the fused image with its infrared and visible sources "
+                              "(input_mode 'fused_ir_vis'): give --ir and --vis (folders matched by file name).")
+    return files_source(inputs, ir=ir, vis=vis, recursive=recursive, missing_sources_ok=missing_sources_ok)
 
 
 # =================================================================================================== model identity

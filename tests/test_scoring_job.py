@@ -303,20 +303,68 @@ def test_bad_arguments_are_refused_before_any_scoring(models, tmp_path, capsys):
         (["score", str(tmp_path / "no_such_folder")], "no such image file or folder"),
         (["score", "./no_such_dataset", "--image-column", "fused"], "no such file or folder"),
         (["score", str(tmp_path / "images"), "--split", "train"], "--split goes with a dataset"),
+        (["score", str(tmp_path / "images"), "--streaming"], "--streaming goes with a dataset"),
+        (["score", str(paths[0]), "--dimensions", ","], "names no dimension"),
+        (["score", str(paths[0]), "--device", "nonsense"], "--device 'nonsense': not a device"),
+        (["score", str(tmp_path / "table.csv")], "name its image column with --image-column"),
+        (["score", str(tmp_path / "no_rows")], "the dataset has no rows to score"),
         (["score", str(paths[0]), "--chunk-size", "0"], None),
     ]
+    (tmp_path / "table.csv").write_text(f"image\n{paths[0]}\n")  # not a manifest: a table of image paths
+    import datasets
+
+    datasets.Dataset.from_dict({"fused": []}, features=datasets.Features({"fused": datasets.Image()})).save_to_disk(
+        str(tmp_path / "no_rows"))
     for arguments, message in cases:
+        arguments = [arguments[0], *model, *arguments[1:]]  # a case's own --dimensions comes last and counts
         if message is None:
             with pytest.raises(SystemExit) as stopped:
-                main([*arguments, *model])
+                main(arguments)
             assert stopped.value.code == 2
             assert "--chunk-size must be at least 1" in capsys.readouterr().err
             continue
-        assert main([*arguments, *model]) == 2, arguments
+        assert main(arguments) == 2, arguments
         assert message in capsys.readouterr().err, arguments
     assert not (tmp_path / "scores.txt").exists()
     assert main(["score", str(tmp_path / "nested"), "--recursive", *model, "--output", str(tmp_path / "deep.csv")]) == 0
     assert "deep.png" in (tmp_path / "deep.csv").read_text()
+
+
+def test_a_changed_folder_keeps_earlier_scores_and_leaves_out_removed_items(models, tmp_path, capsys):
+    paths = _write_images(tmp_path / "images", 4)
+    output = tmp_path / "scores.parquet"
+    command = ["score", str(tmp_path / "images"), "--model", str(models[0]), "--dimensions", "overall", "--output", str(output)]
+    assert main(command) == 0
+    paths[1].unlink()
+    added = _write_images(tmp_path / "images", 1, seed=5, prefix="new")
+    capsys.readouterr()
+    assert main(command) == 0
+    error = capsys.readouterr().err
+    assert "(3 of them scored by an earlier run)" in error and "1 scores of an earlier run were left out" in error
+    assert [row["path"] for row in _rows(output)] == [str(p) for p in (paths[0], paths[2], paths[3], *added)]
+
+
+def test_a_model_that_reads_sources_needs_them_and_skip_records_a_missing_one(tmp_path, capsys):
+    model = tmp_path / "model_ir_vis"
+    build_tiny_model("qwen2_vl", input_mode="fused_ir_vis", seed=2).save_pretrained(model)
+    fused = _write_images(tmp_path / "fused", 3)
+    _write_images(tmp_path / "ir", 3, seed=1)
+    _write_images(tmp_path / "vis", 3, seed=2)
+    (tmp_path / "ir" / fused[1].name).unlink()
+    common = ["score", str(tmp_path / "fused"), "--model", str(model), "--dimensions", "overall"]
+    assert main([*common, "--ir", str(tmp_path / "ir")]) == 2
+    assert "give --ir and --vis" in capsys.readouterr().err
+    sources = ["--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis")]
+    assert main([*common, *sources]) == 2  # stop: the missing source is an error before any scoring
+    assert f"no ir source named {fused[1].name}" in capsys.readouterr().err
+    output = tmp_path / "scores.csv"
+    assert main([*common, *sources, "--on-error", "skip", "--output", str(output)]) == 1
+    import csv
+
+    with open(output, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [bool(row["error"]) for row in rows] == [False, True, False]
+    assert str(tmp_path / "ir" / fused[1].name) in rows[1]["error"] and "no such image file" in rows[1]["error"]
 
 
 def test_hidden_resource_fork_files_are_not_images(models, tmp_path):
