@@ -140,10 +140,10 @@ def _check_output(output: Optional[str]) -> Optional[Path]:
     return path
 
 
-def score_command(args) -> int:
+def _score_setup(args, state) -> tuple:
+    """What `score` checks and loads before the job: the output, the items, the model and the dimensions."""
     from fuscore import scoring_job
 
-    state = _process_state(args.device)
     main_process = state.is_main_process
     output = _check_output(args.output)
     if output is None and state.num_processes > 1:
@@ -164,6 +164,20 @@ def score_command(args) -> int:
     dimensions = _dimensions(args.dimensions, model)
     if args.compile:
         model.compile_blocks()
+    return output, source, model, dimensions
+
+
+def score_command(args) -> int:
+    from fuscore import scoring_job
+    from processing_fuscore import ImageInputError
+
+    state = _process_state(args.device)
+    try:
+        output, source, model, dimensions = _score_setup(args, state)
+    except (OSError, ImageInputError, scoring_job.ScoringJobError, CommandLineInputError) as error:
+        if state.is_main_process:
+            raise
+        raise scoring_job.StoppedByFirstProcess(str(error)) from None  # every process meets it: one report
     result = scoring_job.run_scoring_job(
         model, source, dimensions, output, model_name=args.model,
         model_revision=scoring_job.model_revision(args.model) if output else None, batch_size=args.batch_size,

@@ -688,8 +688,17 @@ def _write_table(path: Path, table: pa.Table) -> None:
     atomic.write_bytes(path, buffer.getvalue())
 
 
+def _read_rows(path: Path, columns: Optional[list] = None) -> pa.Table:
+    """A chunk (or an earlier output) of this job; a damaged one is an error that says what to do."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        raise ScoringJobError(f"{path}: cannot read these scores ({error}). Delete the file (its items are scored "
+                              "again) and run the command again.") from None
+
+
 def _read_keys(path: Path) -> pa.Table:
-    return pq.read_table(path, columns=["key", "error"])
+    return _read_rows(path, columns=["key", "error"])
 
 
 def _lock(parts: Path):
@@ -729,7 +738,11 @@ def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> d
             job_file = parts / JOB_FILE
             if not job_file.is_file():
                 raise ScoringJobError(f"{parts} has no {JOB_FILE}: it is not a FuScore job folder; remove it or pass --overwrite.")
-            problem = _mismatch(json.loads(job_file.read_text()), description, f"The partial output {parts}")
+            try:
+                started = json.loads(job_file.read_text())
+            except ValueError as error:
+                raise ScoringJobError(f"{job_file} is damaged ({error}); pass --overwrite to start the job again.") from None
+            problem = _mismatch(started, description, f"The partial output {parts}")
             if problem:
                 count = sum(int(PART_PATTERN.match(p.name)["rows"]) for p in _part_files(parts))
                 raise ScoringJobError(f"{problem}. Resume it with the same model, dimensions and source, or pass "
@@ -775,7 +788,7 @@ def _broadcast(state, value):
 def _done_keys(parts: Path, output: Path, reuse: bool) -> set:
     tables = [_read_keys(path) for path in _part_files(parts)]
     if reuse:
-        tables.append(pq.read_table(output, columns=["key", "error"]))
+        tables.append(_read_keys(output))
     done = set()
     for table in tables:
         keys, errors = table.column("key").to_pylist(), table.column("error").to_pylist()
@@ -960,9 +973,9 @@ def _failures(table: pa.Table) -> list:
 
 def _merge(output: Path, parts: Path, keys: Sequence[str], reuse: bool, description: dict, schema: pa.Schema) -> JobResult:
     """Every key's row (a scored row before a failed one), in input order, written to `output`; the parts go."""
-    tables = [pq.read_table(path) for path in _part_files(parts)]
+    tables = [_read_rows(path) for path in _part_files(parts)]
     if reuse:
-        tables.insert(0, pq.read_table(output))
+        tables.insert(0, _read_rows(output))
     tables = [table.replace_schema_metadata(None).select(schema.names).cast(schema) for table in tables]
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     row_keys, errors = table.column("key").to_pylist(), table.column("error").to_pylist()

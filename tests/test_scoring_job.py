@@ -177,6 +177,30 @@ def test_stopped_run_resumes_with_the_same_settings_and_refuses_others(models, t
     assert _metadata(output)["model"] == str(models[1].absolute())
 
 
+def test_a_damaged_parts_folder_is_an_error_that_says_what_to_do(models, tmp_path, capsys):
+    _write_images(tmp_path / "images", 5)
+    (tmp_path / "images" / "img004.png").write_bytes(b"broken")
+    output = tmp_path / "scores.parquet"
+    command = ["score", str(tmp_path / "images"), "--model", str(models[0]), "--dimensions", "overall",
+               "--chunk-size", "2", "--output", str(output)]
+    assert main(command) == 2
+    parts = parts_folder(output)
+    damaged = sorted(parts.glob("part-*.parquet"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:40])  # damaged behind FuScore's back (a disk fault, a hand edit)
+    command[command.index("--output"):command.index("--output")] = ["--on-error", "skip"]
+    capsys.readouterr()
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert str(damaged) in error and "Delete the file" in error and "Traceback" not in error
+    damaged.unlink()
+    (parts / "job.json").write_text("{")
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert "job.json is damaged" in error and "--overwrite" in error
+    assert main([*command, "--overwrite"]) == 1  # the broken image is recorded, the rest scored
+    assert len(_rows(output)) == 5
+
+
 def test_on_error_skip_lists_the_bad_items_and_a_relaunch_retries_them(models, tmp_path, capsys):
     paths = _write_images(tmp_path / "images", 8)
     images = tmp_path / "images"
@@ -365,6 +389,21 @@ def test_a_model_that_reads_sources_needs_them_and_skip_records_a_missing_one(tm
         rows = list(csv.DictReader(handle))
     assert [bool(row["error"]) for row in rows] == [False, True, False]
     assert str(tmp_path / "ir" / fused[1].name) in rows[1]["error"] and "no such image file" in rows[1]["error"]
+
+
+def test_an_error_every_process_meets_is_reported_once(models, tmp_path, monkeypatch, capsys):
+    import fuscore.cli as cli
+
+    import contextlib
+
+    class SecondProcess:  # what accelerate's PartialState says on process 1 of 2
+        process_index, num_processes, is_main_process = 1, 2, False
+        main_process_first = staticmethod(contextlib.nullcontext)
+
+    monkeypatch.setattr(cli, "_process_state", lambda device: SecondProcess())
+    assert main(["score", str(tmp_path / "missing.png"), "--model", str(models[0]), "--output", str(tmp_path / "s.parquet")]) == 2
+    assert main(["score", str(tmp_path / "missing.png"), "--model", str(models[0])]) == 2
+    assert capsys.readouterr().err == "", "only the first process reports it"
 
 
 def test_hidden_resource_fork_files_are_not_images(models, tmp_path):
