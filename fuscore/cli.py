@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from fuscore.ranking import RankingInputError
+from fuscore.scoring_job import DEFAULT_CHUNK_SIZE
 
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "demo_model")
@@ -314,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "(default: the shipped demo model, trained on synthetic truth)")
         sub.add_argument("--dimensions", default="all", help="'all' or a comma-separated list, e.g. overall,sharpness")
         sub.add_argument("--batch-size", type=int, default=8)
-        sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+        sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available; for "
+                                                         "score under torchrun or accelerate launch, each process's GPU)")
         sub.add_argument("--loader-workers", type=int, default=None,
                          help="workers that decode images while the model runs: threads on a GPU, processes on the CPU "
                               "(default: 0 on the CPU, up to 4 on a GPU)")
@@ -339,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                        help="stop at the first bad image (default), or skip it: its error goes to the 'error' column and "
                             "the exit status is 1")
-    score.add_argument("--chunk-size", type=int, default=512, help="items per chunk written to OUTPUT.parts/ (default: 512)")
+    score.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+                       help=f"consecutive items scored and written together, the unit of the split over processes "
+                            f"(default: {DEFAULT_CHUNK_SIZE})")
     score.add_argument("--overwrite", action="store_true", help="discard an earlier or partial output and score everything again")
     add_model_arguments(score)
     score.set_defaults(run=score_command)

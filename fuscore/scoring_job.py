@@ -144,7 +144,7 @@ class DatasetSource(ItemSource):
         import datasets
 
         self.description, self.base = description, base
-        self.image_columns = [column for column in (image_column, ir_column, vis_column)]
+        self.image_columns = [image_column, ir_column, vis_column]
         self.splits = {}
         for name, split in splits.items():
             present = list(split.column_names or []) if split.column_names is not None else None
@@ -469,9 +469,10 @@ def _file_fingerprint(path: Path, digest, sample_above: int = 256 << 20, blocks:
             digest.update(handle.read(block))
 
 
-def model_revision(name_or_path: str) -> Optional[str]:
-    """What identifies the model's weights: the Hub commit of a repo id (from the local cache), or for a folder a
-    SHA-256 fingerprint of its config, processor and weight files (the base's too for a LoRA adapter)."""
+def model_revision(name_or_path: str, cache_dir: Optional[str] = None) -> Optional[str]:
+    """What identifies the model's weights: the Hub commit of a repo id (its snapshot in the Hub cache), or for a
+    folder a SHA-256 fingerprint of its config, processor and weight files (the base's too for a LoRA adapter), so a
+    copy of the folder elsewhere is the same model and a retrained one is not."""
     path = Path(name_or_path)
     if path.is_dir():
         digest = hashlib.sha256()
@@ -485,7 +486,7 @@ def model_revision(name_or_path: str) -> Optional[str]:
     try:
         from transformers.utils import cached_file
 
-        config = cached_file(name_or_path, "config.json", _raise_exceptions_for_missing_entries=False)
+        config = cached_file(name_or_path, "config.json", cache_dir=cache_dir, _raise_exceptions_for_missing_entries=False)
     except Exception:  # no cache entry and no network: the name alone identifies the model then
         return None
     if config is None:
@@ -920,7 +921,10 @@ def _run_shard(model, source: ItemSource, dimensions: Sequence[str], *, output: 
     def own(position: int, key: str) -> bool:
         return owner_of(position // chunk_size, world) == rank and key not in done
 
-    initial = min(len(done), source.total or 0) if getattr(source, "streaming", False) else len(done.intersection(source.keys()))
+    if getattr(source, "streaming", False):  # counting the stream's keys would read it once more
+        initial = len(done) if source.total is None else min(len(done), source.total)
+    else:
+        initial = len(done.intersection(source.keys()))
     bar = _Progress(progress and main, source.total, initial, parts, launch, poll=world > 1)
     scored = 0
     try:

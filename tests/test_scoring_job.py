@@ -406,6 +406,19 @@ def test_an_error_every_process_meets_is_reported_once(models, tmp_path, monkeyp
     assert capsys.readouterr().err == "", "only the first process reports it"
 
 
+def test_model_revision_names_the_weights_not_the_path(models, tmp_path):
+    import shutil
+
+    from fuscore.hub import add_folder_to_hub_cache
+    from fuscore.scoring_job import model_revision
+
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(models[0], copy)
+    assert model_revision(str(copy)) == model_revision(str(models[0])) != model_revision(str(models[1]))
+    snapshot = add_folder_to_hub_cache(models[0], "org/revision-test", cache_dir=str(tmp_path / "hub"))
+    assert model_revision("org/revision-test", cache_dir=str(tmp_path / "hub")) == snapshot.name
+
+
 def test_hidden_resource_fork_files_are_not_images(models, tmp_path):
     """macOS leaves `._name.png` (AppleDouble metadata) beside each image on shared drives."""
     paths = _write_images(tmp_path / "images", 2)
