@@ -141,7 +141,8 @@ def test_plain_copy_from_a_gathered_state_dict_saves_like_the_model(tmp_path, ra
     assert type(plain).__name__ == "FuScoreForQuality" and plain is not model
     plain.processor = model.processor
     plain.save_pretrained(tmp_path / "final")
-    assert sorted(p.name for p in (tmp_path / "final").glob("*.py")) == ["modeling_fuscore.py", "processing_fuscore.py"]
+    assert sorted(p.name for p in (tmp_path / "final").glob("*.py")) == [
+        "configuration_fuscore.py", "modeling_fuscore.py", "processing_fuscore.py", "scoring_fuscore.py"]
     model.save_pretrained(tmp_path / "model")
     np.testing.assert_allclose(load_saved(tmp_path / "final").score(random_images[:3]),
                                load_saved(tmp_path / "model").score(random_images[:3]), atol=1e-6)
