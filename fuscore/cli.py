@@ -114,15 +114,15 @@ def _process_state(device: Optional[str]):
 
 
 def _model_input_mode(name_or_path: str) -> str:
-    """The model's input_mode from its config file (an adapter's from its base), before the weights are loaded."""
-    from transformers import PreTrainedConfig
+    """The model's input_mode (its processor's, an adapter's base's), read from the files before any weights load."""
+    from processing_fuscore import FuScoreProcessor
 
     adapter = Path(name_or_path) / "adapter_config.json"
     if adapter.is_file():
         name_or_path = json.loads(adapter.read_text()).get("base_model_name_or_path") or name_or_path
     try:
-        return PreTrainedConfig.get_config_dict(name_or_path)[0].get("input_mode") or "fused"
-    except OSError:
+        return FuScoreProcessor.get_processor_dict(name_or_path)[0].get("input_mode") or "fused"
+    except (OSError, ValueError):
         return "fused"  # load_scoring_model reports the unreadable model
 
 

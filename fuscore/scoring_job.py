@@ -865,7 +865,7 @@ def run_scoring_job(model, source: ItemSource, dimensions: Sequence[str], output
     main = rank == 0
     level_words = list(model.config.level_words)
     description = job_description(model_name, model_revision, dimensions, level_words, source,
-                                  getattr(model.config, "input_mode", None))
+                                  getattr(model.get_processor(), "input_mode", None))
     schema = _scores_schema(source.columns, dimensions)
 
     if output is None:
