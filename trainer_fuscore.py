@@ -29,13 +29,8 @@ from transformers import AutoModel, HfArgumentParser, PreTrainedConfig, Trainer,
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from fuscore.objectives import (
-    OBJECTIVES,
-    PairGroupedBatchSampler,
-    compute_objective,
-    label_for_objective,
-    resolve_overall_score,
-)
+from fuscore.objectives import OBJECTIVES, compute_objective, get_objective, label_for_objective, resolve_overall_score
+from fuscore.training.sampling import PairGroupedBatchSampler
 from fuscore_data.schema import SUB_DIMENSIONS
 
 
@@ -112,6 +107,7 @@ class FuScoreTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        get_objective(self.objective)  # an unknown name fails here, listing the known ones
         if self.uncheckpointed_layers < 0:
             raise ValueError(f"--uncheckpointed_layers {self.uncheckpointed_layers}: must be 0 or more.")
         if self.uncheckpointed_layers and not self.gradient_checkpointing:
@@ -233,8 +229,7 @@ class FuScoreTrainer(Trainer):
 
     def __init__(self, *args, data_collator=None, **kwargs):
         super().__init__(*args, data_collator=data_collator, **kwargs)
-        if self.args.objective not in OBJECTIVES:
-            raise ValueError(f"--objective must be one of {OBJECTIVES}, got {self.args.objective!r}.")
+        self.objective = get_objective(self.args.objective)
         if self.args.n_gpu > 1:
             # Trainer's fallback for several GPUs in one process is DataParallel, which would cut the pair-aware
             # batches into slices without whole source-pair groups.
@@ -265,14 +260,12 @@ class FuScoreTrainer(Trainer):
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = {key: inputs.pop(key) for key in FuScoreCollator.label_keys if key in inputs}
-        outputs = model(**inputs, return_vocab_logits=self.args.full_vocab_softmax)
-        level_logits = outputs.level_logits
-        if self.args.full_vocab_softmax:
-            # Level logits normalised over the whole vocabulary (DeQA-Score): log p_l = logit_l - logsumexp(vocab).
-            level_logits = level_logits - outputs.vocab_logits.logsumexp(-1, keepdim=True)
+        softmax = "vocabulary" if self.args.full_vocab_softmax else self.objective.softmax
+        outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary")
         terms = compute_objective(
-            self.args.objective,
-            level_logits=level_logits,
+            self.objective,
+            level_logits=outputs.level_logits,
+            vocab_logits=outputs.vocab_logits,
             score=outputs.score,
             score_std=outputs.score_std,
             regression=outputs.regression,
@@ -283,7 +276,7 @@ class FuScoreTrainer(Trainer):
             lambda_within=self.args.lambda_within,
             lambda_cross=self.args.lambda_cross,
             fixed_std=self.args.fixed_std,
-            restrict_softmax=not self.args.full_vocab_softmax,
+            softmax=softmax,
         )
         if model.training:
             for name, value in terms.items():
@@ -313,7 +306,7 @@ class FuScoreTrainer(Trainer):
                 labels = {key: batch.pop(key) for key in FuScoreCollator.label_keys}
                 batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
                 output = model(**batch)
-                prediction = output.regression if self.args.objective == "scalar" else output.score
+                prediction = self.objective.predict(output)
                 gathered = self.accelerator.gather_for_metrics((prediction.float(), labels["mos"], labels["group_ids"]))
                 scores.append(gathered[0].cpu())
                 mos.append(gathered[1].cpu())
@@ -371,7 +364,7 @@ def load_model(model_args: ModelArguments, regression_head: bool = False):
         # Only a FuScore checkpoint runs remote code (FuScore's own files); a base checkpoint's folder code never runs.
         model = AutoModel.from_pretrained(name, trust_remote_code=True, **kwargs)
         if regression_head and model.regression_head is None:
-            logger.warning("%s has no regression head; the 'scalar' objective trains a freshly initialised one.", name)
+            logger.warning("%s has no regression head; the objective trains a freshly initialised one.", name)
             model.add_regression_head()
         model.get_processor()
     else:
@@ -470,7 +463,7 @@ def parse_arguments(argv: Sequence[str]):
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuScoreTrainingArguments) -> dict:
     """Evaluates, trains, evaluates again and saves a Hub-ready folder; returns the metrics before and after."""
     set_seed(training_args.seed)
-    model = load_model(model_args, regression_head=training_args.objective == "scalar")
+    model = load_model(model_args, regression_head=get_objective(training_args.objective).regression_head)
     fuscore_model = model.get_base_model() if hasattr(model, "get_base_model") else model
     layer_count = len(fuscore_model.model.language_model.layers)
     if training_args.uncheckpointed_layers > layer_count:  # checked here, before the evaluation that precedes training

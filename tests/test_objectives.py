@@ -13,24 +13,36 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fuscore.objectives as objectives
 from fuscore.objectives import (
     OBJECTIVES,
-    PairGroupedBatchSampler,
     compute_objective,
     cross_pair_mask,
-    deqa_soft_label,
     distribution_kl,
-    fuscore_soft_label,
-    label_for_objective,
-    onehot_label,
     thurstone_fidelity,
     tripartite_loss,
     within_pair_mask,
 )
+from fuscore.training.sampling import PairGroupedBatchSampler
 
 
 LEVELS = np.arange(1.0, 6.0)
 EPS = 1e-8
+
+
+# The label tests below are written in ascending level order (bad..excellent, as DESIGN.md's formulas read); the
+# builders' default is the model's order (excellent..bad), tested on its own in test_default_level_order_is_the_models.
+def _ascending(builder):
+    def build(*args, level_values=tuple(LEVELS), **kwargs):
+        return builder(*args, level_values=level_values, **kwargs)
+
+    return build
+
+
+fuscore_soft_label = _ascending(objectives.fuscore_soft_label)
+deqa_soft_label = _ascending(objectives.deqa_soft_label)
+onehot_label = _ascending(objectives.onehot_label)
+label_for_objective = _ascending(objectives.label_for_objective)
 
 
 def phi(x: float) -> float:
@@ -192,6 +204,24 @@ def test_level_order_follows_level_values():
     q_down, _ = fuscore_soft_label(2.2, [2.0, 2.5, 2.0, 2.4], 0.6, level_values=[5, 4, 3, 2, 1])
     np.testing.assert_allclose(q_down, q_up[::-1], atol=1e-15)
     assert q_up[0] > q_up[4]
+
+
+def test_default_level_order_is_the_models():
+    """One order for the level values: the builders default to the model's own (excellent..bad = 5..1, the order of
+    its level words and logits), taken from the Hub layer rather than a copy; the masses do not depend on the order."""
+    import modeling_fuscore
+
+    assert objectives.DEFAULT_LEVEL_VALUES is modeling_fuscore.DEFAULT_LEVEL_VALUES
+    assert tuple(objectives.DEFAULT_LEVEL_VALUES) == (5.0, 4.0, 3.0, 2.0, 1.0)
+    ascending, sigma = fuscore_soft_label(2.2, [2.0, 2.5, 2.0, 2.4], 0.6)
+    default, default_sigma = objectives.fuscore_soft_label(2.2, [2.0, 2.5, 2.0, 2.4], 0.6)
+    np.testing.assert_array_equal(default, ascending[::-1])
+    assert default_sigma == sigma
+    for objective in OBJECTIVES:
+        q_default, _ = objectives.label_for_objective(objective, [1.3, 4.6], None, [0.4, 0.9])
+        q_up, _ = label_for_objective(objective, [1.3, 4.6], None, [0.4, 0.9])
+        np.testing.assert_array_equal(q_default, q_up[:, ::-1])
+    np.testing.assert_array_equal(objectives.onehot_label(4.6), [1, 0, 0, 0, 0])
 
 
 def test_out_of_range_mu_raises():
@@ -410,6 +440,56 @@ def test_compute_objective_switch():
         compute_objective("ranking", level_logits=logits)
 
 
+def test_registry_records_say_what_each_objective_needs():
+    import dataclasses
+    from types import SimpleNamespace
+
+    records = {name: objectives.get_objective(name) for name in OBJECTIVES}
+    assert set(OBJECTIVES) == set(objectives.OBJECTIVE_REGISTRY) == {"fuscore", "deqa", "onehot", "scalar"}
+    assert [name for name, record in records.items() if record.regression_head] == ["scalar"]
+    assert {record.softmax for record in records.values()} == {"levels"}
+    assert {record.batches for record in records.values()} == {"pair_grouped"}
+    outputs = SimpleNamespace(score=torch.tensor([2.0, 3.0]), regression=torch.tensor([4.0, 1.0]))
+    assert records["fuscore"].predict(outputs).tolist() == [2.0, 3.0]
+    assert records["scalar"].predict(outputs).tolist() == [4.0, 1.0]
+    with pytest.raises(ValueError, match="regression head"):
+        records["scalar"].predict(SimpleNamespace(score=outputs.score, regression=None))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        records["fuscore"].softmax = "vocabulary"
+    with pytest.raises(ValueError, match="Unknown objective 'ranking': choose one of fuscore, deqa, onehot, scalar"):
+        objectives.get_objective("ranking")
+    with pytest.raises(ValueError, match="softmax"):
+        dataclasses.replace(records["fuscore"], softmax="full")
+
+    # Each record's logged terms are exactly what its loss returns besides the total.
+    logits, score, score_std, q, mu, sigma, groups = _batch()
+    onehot = torch.as_tensor(onehot_label(mu.numpy()), dtype=torch.float32)
+    for name, record in records.items():
+        terms = compute_objective(name, level_logits=logits, score=score, score_std=score_std,
+                                  regression=torch.zeros(4), soft_label=onehot if name == "onehot" else q, mu=mu,
+                                  sigma=sigma, group_ids=groups)
+        assert tuple(terms) == ("loss", *record.terms), name
+
+
+def test_full_vocabulary_softmax_normalises_over_the_vocabulary():
+    """softmax="vocabulary" (DeQA-Score): log p_l = logit_l - logsumexp(vocabulary); the level masses sum to < 1."""
+    logits, score, score_std, q, mu, sigma, groups = _batch()
+    vocab = torch.cat([logits.detach(), torch.randn(4, 20, generator=torch.Generator().manual_seed(1))], dim=1)
+    terms = compute_objective("fuscore", level_logits=logits, vocab_logits=vocab, score=score, score_std=score_std,
+                              soft_label=q, mu=mu, sigma=sigma, group_ids=groups, softmax="vocabulary")
+    log_p = vocab.log_softmax(-1)[:, :5]
+    assert log_p.exp().sum(-1).max() < 1
+    expected = sum(q[i, l].item() * (math.log(q[i, l].item()) - log_p[i, l].item())
+                   for i in range(4) for l in range(5) if q[i, l] > 0) / 4
+    assert terms["loss_dist"].item() == pytest.approx(expected, rel=1e-5)
+    restricted = compute_objective("fuscore", level_logits=logits, score=score, score_std=score_std, soft_label=q,
+                                   mu=mu, sigma=sigma, group_ids=groups)
+    assert terms["loss_dist"].item() > restricted["loss_dist"].item()
+    with pytest.raises(ValueError, match="vocab_logits"):
+        compute_objective("fuscore", level_logits=logits, score=score, score_std=score_std, soft_label=q, mu=mu,
+                          sigma=sigma, group_ids=groups, softmax="vocabulary")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Pair-aware batch sampler
 # ---------------------------------------------------------------------------------------------------------------------
@@ -467,25 +547,33 @@ def test_sampler_is_deterministic_per_epoch_and_reshuffles():
 
 
 def test_sampler_shards_whole_batches_between_processes():
+    """The one sharding mechanism is accelerate's: `BatchSamplerShard` (what `accelerator.prepare` wraps the batch
+    sampler in) hands each process whole batches, disjoint, and together the whole epoch."""
+    from accelerate.data_loader import BatchSamplerShard
+
     group_ids = [f"pair{g}" for g in range(9) for _ in range(8)]  # 18 chunks of 4, P = 3 -> 6 batches
     reference = PairGroupedBatchSampler(group_ids, 3, 4, seed=3)
-    shards = [PairGroupedBatchSampler(group_ids, 3, 4, seed=3, num_replicas=3, rank=r) for r in range(3)]
-    for shard in shards:
-        shard.set_epoch(1)
     reference.set_epoch(1)
+    shards = [BatchSamplerShard(reference, num_processes=3, process_index=r) for r in range(3)]
     per_rank = [list(shard) for shard in shards]
     assert [len(b) for b in per_rank] == [2, 2, 2] == [len(s) for s in shards]
     images = [i for batches in per_rank for batch in batches for i in batch]
     assert len(images) == len(set(images)) == len(group_ids)  # disjoint, and together the whole epoch
     assert sorted(map(tuple, sum(per_rank, []))) == sorted(map(tuple, reference))
+    assert per_rank[1] == reference.epoch_batches(1)[1::3], "round-robin, whole batches"
     for batches in per_rank:
         _check_batches(batches, group_ids, 3, 4, exact_pairs=True)
 
-    # drop_last=False pads by repeating batches so every rank has the same count.
-    padded = [PairGroupedBatchSampler(group_ids, 3, 4, seed=3, num_replicas=4, rank=r, drop_last=False)
-              for r in range(4)]
-    assert [len(list(s)) for s in padded] == [2, 2, 2, 2]
-    assert len(PairGroupedBatchSampler(group_ids, 3, 4, seed=3, num_replicas=4, rank=0)) == 1
+    # 6 batches on 4 processes: with drop_last the incomplete last round is dropped; without it accelerate's
+    # even_batches fills that round up with the epoch's first batches. Every process gets the same count.
+    dropped = [list(BatchSamplerShard(reference, num_processes=4, process_index=r)) for r in range(4)]
+    assert [len(batches) for batches in dropped] == [1, 1, 1, 1]
+    keep = PairGroupedBatchSampler(group_ids, 3, 4, seed=3, drop_last=False)
+    padded = [list(BatchSamplerShard(keep, num_processes=4, process_index=r)) for r in range(4)]
+    assert [len(batches) for batches in padded] == [2, 2, 2, 2]
+    for batches in dropped + padded:
+        _check_batches(batches, group_ids, 3, 4, exact_pairs=True)
+    assert not hasattr(reference, "num_replicas") and "rank" not in PairGroupedBatchSampler.__init__.__code__.co_varnames
 
 
 def test_sampler_dominant_pair_is_capped():
@@ -502,4 +590,4 @@ def test_sampler_rejects_impossible_settings():
     with pytest.raises(ValueError):
         PairGroupedBatchSampler(GROUP_IDS, 1, 4)
     with pytest.raises(ValueError):
-        PairGroupedBatchSampler(GROUP_IDS, 3, 4, num_replicas=2, rank=2)
+        PairGroupedBatchSampler(GROUP_IDS, 3, 1)  # M = 1: no within-pair term
