@@ -5,9 +5,10 @@
     python trainer_fuscore.py                                                    # the embedded demo (CPU, minutes)
 
 The objective (DESIGN.md section 4) is a KL term towards a per-image soft label plus Thurstone fidelity terms
-within a source pair and across source pairs; `--objective deqa|onehot|scalar` switches to the baselines, so the
-paper's ablation is one command per row. The labels, losses and the pair-aware batch sampler live in
-`fuscore.objectives`; this file wires them into a `transformers.Trainer`.
+within a source pair and across source pairs; `--objective qalign|deqa` switches to the peers' objectives and
+`--objective fuscore_mos_std_only|nearest_onehot|scalar` to the controlled ablations (`fuscore.objectives.registry`
+says what each is), so the paper's ablation is one command per row. The labels and losses live in
+`fuscore.objectives`, the batch samplers in `fuscore.training`; this file wires them into a `transformers.Trainer`.
 """
 
 import copy
@@ -30,7 +31,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from fuscore.objectives import OBJECTIVES, compute_objective, get_objective, label_for_objective, resolve_overall_score
-from fuscore.training.sampling import PairGroupedBatchSampler
+from fuscore.training.answer_tokens import (answer_prefix_ids, answer_token_labels, answer_token_nll,
+                                            capture_last_hidden_state)
+from fuscore.training.sampling import PairGroupedBatchSampler, RandomBatchSampler
 from fuscore_data.schema import SUB_DIMENSIONS
 
 
@@ -136,7 +139,7 @@ class FuScoreCollator:
     the forward pass the base model would compute them on the GPU, with per-row loops that synchronise with it.
     """
 
-    label_keys = ("soft_label", "mu", "sigma", "group_ids", "mos")
+    label_keys = ("soft_label", "mu", "sigma", "group_ids", "mos", "answer_labels")
 
     def __init__(self, processor, level_values: Sequence[float], objective: str = "fuscore", sigma_min: float = 0.2,
                  dimension: str = "overall", position_model=None):
@@ -146,6 +149,8 @@ class FuScoreCollator:
         self.objective = objective
         self.sigma_min = sigma_min
         self.dimension = dimension
+        # The peers' objectives also train the answer prefix's tokens (fuscore.training.answer_tokens).
+        self.answer_ids = answer_prefix_ids(processor, dimension) if get_objective(objective).answer_tokens else None
 
     def __call__(self, rows: Sequence[dict]):
         samples = [
@@ -168,6 +173,8 @@ class FuScoreCollator:
         batch["sigma"] = torch.as_tensor(np.asarray(sigma), dtype=torch.float32)
         batch["mos"] = batch["mu"].clone()
         batch["group_ids"] = torch.tensor([pair_code(row["pair_id"]) for row in rows], dtype=torch.long)
+        if self.answer_ids is not None:
+            batch["answer_labels"] = answer_token_labels(batch["input_ids"], batch["attention_mask"], self.answer_ids)
         return batch
 
 
@@ -251,8 +258,12 @@ class FuScoreTrainer(Trainer):
                               persistent_workers=self.args.dataloader_num_workers > 0)
         # Global batches of whole source-pair groups; accelerate hands whole batches round-robin to the processes
         # (BatchSamplerShard without split_batches), so no group is ever cut between processes.
-        sampler = PairGroupedBatchSampler(dataset["pair_id"], self.args.pairs_per_batch, self.args.images_per_pair,
-                                          seed=self.args.seed)
+        if self.objective.batches == "random":
+            sampler = RandomBatchSampler(len(dataset), self.args.pairs_per_batch * self.args.images_per_pair,
+                                         seed=self.args.seed)
+        else:
+            sampler = PairGroupedBatchSampler(dataset["pair_id"], self.args.pairs_per_batch,
+                                              self.args.images_per_pair, seed=self.args.seed)
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
         return self.accelerator.prepare(loader)
@@ -261,7 +272,17 @@ class FuScoreTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = {key: inputs.pop(key) for key in FuScoreCollator.label_keys if key in inputs}
         softmax = "vocabulary" if self.args.full_vocab_softmax else self.objective.softmax
-        outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary")
+        answer = {}
+        if self.objective.answer_tokens:
+            fuscore_model = self.accelerator.unwrap_model(model)
+            if hasattr(fuscore_model, "get_base_model"):  # peft
+                fuscore_model = fuscore_model.get_base_model()
+            with capture_last_hidden_state(fuscore_model) as captured:
+                outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary")
+            answer["answer_nll"], answer["answer_tokens"] = answer_token_nll(
+                fuscore_model, captured["hidden_states"], labels["answer_labels"])
+        else:
+            outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary")
         terms = compute_objective(
             self.objective,
             level_logits=outputs.level_logits,
@@ -277,6 +298,7 @@ class FuScoreTrainer(Trainer):
             lambda_cross=self.args.lambda_cross,
             fixed_std=self.args.fixed_std,
             softmax=softmax,
+            **answer,
         )
         if model.training:
             for name, value in terms.items():
@@ -303,7 +325,7 @@ class FuScoreTrainer(Trainer):
         scores, mos, groups = [], [], []
         with torch.no_grad():
             for batch in loader:
-                labels = {key: batch.pop(key) for key in FuScoreCollator.label_keys}
+                labels = {key: batch.pop(key, None) for key in FuScoreCollator.label_keys}
                 batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
                 output = model(**batch)
                 prediction = self.objective.predict(output)

@@ -209,7 +209,8 @@ def test_shared_degradation_makes_the_images_of_a_pair_close():
     spreads = {"default": [], "close": []}
     for scene in range(12):
         rows = close.group(scene, 6)
-        kinds = {tuple(part.rstrip("0123456789.") for part in row["method"].split("#")[0].split("+")[1:]) for row in rows}
+        kinds = {tuple(part.rstrip("0123456789.") for part in row["method"].split("#")[0].split("+")[1:])
+                 for row in rows}
         assert len(kinds) == 1, f"scene {scene}: one set of degradation kinds per pair, got {kinds}"
         spreads["close"].append(np.std([row["mos"] for row in rows]))
         spreads["default"].append(np.std([row["mos"] for row in default.group(scene, 6)]))
