@@ -109,9 +109,11 @@ def run_one(args, objective: str, extra: dict, seed: int, train, evaluation) -> 
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
-    import trainer_fuscore
     from fuscore.objectives import get_objective
     from fuscore.tiny import build_tiny_model
+    from fuscore.training.collator import FuScoreCollator, weightless_copy
+    from fuscore.training.config import FuScoreTrainingConfig
+    from fuscore.training.trainer import FuScoreTrainer
 
     record = get_objective(objective)
     set_seed(seed)
@@ -121,24 +123,22 @@ def run_one(args, objective: str, extra: dict, seed: int, train, evaluation) -> 
     model = build_tiny_model("qwen2_vl", seed=seed, regression_head=record.regression_head, min_pixels=pixels,
                              max_pixels=pixels, **size)
     with tempfile.TemporaryDirectory(prefix="fuscore-ablation-") as output_dir:
-        training_args = trainer_fuscore.FuScoreTrainingArguments(
+        training_args = FuScoreTrainingConfig(
             output_dir=output_dir, objective=objective, max_steps=args.steps, learning_rate=args.learning_rate,
             warmup_steps=args.warmup_steps, lr_scheduler_type="cosine", weight_decay=0.0, seed=seed,
             pairs_per_batch=args.pairs_per_batch, images_per_pair=args.images_per_pair,
             per_device_eval_batch_size=64, logging_steps=max(args.steps, 1), save_strategy="no", report_to="none",
             disable_tqdm=True, use_cpu=True, dataloader_num_workers=0, **extra)
-        collator = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values, objective,
-                                                   training_args.sigma_min,
-                                                   position_model=trainer_fuscore.weightless_copy(model))
-        trainer = trainer_fuscore.FuScoreTrainer(model=model, args=training_args, train_dataset=train,
-                                                 eval_dataset=evaluation, data_collator=collator,
-                                                 processing_class=model.processor)
+        collator = FuScoreCollator(model.processor, model.config.level_values, objective, training_args.sigma_min,
+                                   position_model=weightless_copy(model))
+        trainer = FuScoreTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
+                                 data_collator=collator, processing_class=model.processor)
         trainer.remove_callback(PrinterCallback)  # one line per run is printed below instead
         started = time.time()
         output = trainer.train()
         train_seconds = time.time() - started
-        metrics = trainer_fuscore.correlation_metrics(trainer.predict_scores(evaluation))
-    return {**{name: float(metrics[name]) for name, _ in METRICS}, "train_seconds": round(train_seconds, 1),
+        metrics = trainer.evaluate()
+    return {**{name: float(metrics[f"eval_{name}"]) for name, _ in METRICS}, "train_seconds": round(train_seconds, 1),
             "train_loss": float(output.training_loss)}
 
 

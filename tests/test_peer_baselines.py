@@ -365,25 +365,16 @@ def test_answer_prefix_labels_and_their_nll_match_the_full_logits():
         answer_token_labels(wrong, batch["attention_mask"], answer_ids)
 
 
-def test_random_batch_sampler_covers_every_row_once_per_epoch():
-    from fuscore.training.sampling import RandomBatchSampler
-
-    sampler = RandomBatchSampler(50, 8, seed=3)
-    first = list(sampler)
-    assert len(first) == len(sampler) == 6 and all(len(batch) == 8 for batch in first)
-    assert len({i for batch in first for i in batch}) == 48
-    assert list(RandomBatchSampler(50, 8, seed=3)) == first
-    sampler.set_epoch(1)
-    assert list(sampler) != first
-    with pytest.raises(ValueError, match="one batch"):
-        RandomBatchSampler(5, 8)
-
-
 @pytest.mark.parametrize("objective", ["qalign", "deqa"])
 def test_peer_objectives_train_through_the_trainer(tmp_path, objective):
-    """Two steps of trainer_fuscore.py: random batches, the answer-prefix NLL and the full-vocabulary terms logged."""
+    """Two steps of the trainer: random batches, the answer-prefix NLL and the full-vocabulary terms logged."""
+    from torch.utils.data import RandomSampler
+
     import trainer_fuscore
-    from fuscore.training.sampling import RandomBatchSampler
+    from fuscore.objectives import get_objective
+    from fuscore.training.collator import FuScoreCollator
+    from fuscore.training.loading import load_model, load_tables
+    from fuscore.training.trainer import FuScoreTrainer
 
     argv = ["--model_name_or_path", "tiny:qwen2_vl:32x1", "--train_table", "synthetic", "--synthetic_image_size", "40",
             "--synthetic_train_scenes", "4", "--synthetic_eval_scenes", "2", "--synthetic_images_per_scene", "4",
@@ -391,21 +382,17 @@ def test_peer_objectives_train_through_the_trainer(tmp_path, objective):
             "--save_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true", "--report_to", "none",
             "--per_device_eval_batch_size", "8", "--output_dir", str(tmp_path), "--objective", objective]
     model_args, data_args, training_args = trainer_fuscore.parse_arguments(argv)
-    model = trainer_fuscore.load_model(model_args)
-    train, evaluation = trainer_fuscore.load_tables(data_args, training_args.seed)
-    collator = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values, objective)
-    trainer = trainer_fuscore.FuScoreTrainer(model=model, args=training_args, train_dataset=train,
-                                             eval_dataset=evaluation, data_collator=collator)
-    sampler = trainer.get_train_dataloader().batch_sampler
-    assert isinstance(getattr(sampler, "batch_sampler", sampler), RandomBatchSampler)  # a shard wraps it
+    model = load_model(model_args)
+    train, evaluation = load_tables(data_args, training_args.seed)
+    collator = FuScoreCollator(model.processor, model.config.level_values, objective)
+    trainer = FuScoreTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
+                             data_collator=collator)
+    batches = trainer.get_train_dataloader().batch_sampler
+    batches = getattr(batches, "batch_sampler", batches)  # a shard wraps it
+    assert isinstance(batches.sampler, RandomSampler) and batches.batch_size == 4
     trainer.train()
     logged = {key for entry in trainer.state.log_history for key in entry}
-    assert set(get_terms(objective)) <= logged
+    assert set(get_objective(objective).terms) <= logged
     assert all(np.isfinite(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry)
-    assert np.isfinite(trainer.evaluate()["eval_srcc"])
-
-
-def get_terms(objective):
-    from fuscore.objectives import get_objective
-
-    return get_objective(objective).terms
+    metrics = trainer.evaluate()
+    assert np.isfinite(metrics["eval_srcc"]) and np.isfinite(metrics["eval_loss_ce_answer"])

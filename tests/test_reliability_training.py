@@ -16,6 +16,9 @@ from safetensors.torch import load_file
 
 import trainer_fuscore
 from fuscore.tiny import FAMILIES, build_tiny_model
+from fuscore.training.collator import FuScoreCollator
+from fuscore.training.config import FuScoreTrainingConfig, ModelArguments
+from fuscore.training.loading import load_model
 from fuscore_data.synthetic import SyntheticIVIF
 
 
@@ -76,7 +79,7 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def initial_weights():
-    model = trainer_fuscore.load_model(trainer_fuscore.ModelArguments(model_name_or_path=TINY, dtype="float32"))
+    model = load_model(ModelArguments(model_name_or_path=TINY, dtype="float32"))
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
@@ -161,13 +164,13 @@ class _InputRecordingTrainer(trainer_fuscore.FuScoreTrainer):
 
 
 def _one_sgd_update(table, tmp_path, learning_rate=1.0, **overrides):
-    model = trainer_fuscore.load_model(trainer_fuscore.ModelArguments(model_name_or_path=TINY, dtype="float32"))
+    model = load_model(ModelArguments(model_name_or_path=TINY, dtype="float32"))
     initial = {name: p.detach().clone() for name, p in model.named_parameters()}
-    args = trainer_fuscore.FuScoreTrainingArguments(
+    args = FuScoreTrainingConfig(
         output_dir=str(tmp_path), max_steps=1, optim="sgd", learning_rate=learning_rate, lr_scheduler_type="constant",
         warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0, use_cpu=True, report_to="none", disable_tqdm=True,
         save_strategy="no", logging_steps=1, seed=0, **overrides)
-    collator = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values, args.objective, args.sigma_min)
+    collator = FuScoreCollator(model.processor, model.config.level_values, args.objective, args.sigma_min)
     trainer = _InputRecordingTrainer(model=model, args=args, train_dataset=table, data_collator=collator)
     trainer.train()
     update = {name: p.detach() - initial[name] for name, p in model.named_parameters()}
@@ -199,7 +202,7 @@ def test_accumulation_update_is_the_mean_of_the_micro_batch_gradients(two_scenes
     accumulated, trainer = _one_sgd_update(two_scenes, tmp_path / "acc", pairs_per_batch=2, images_per_pair=2,
                                            gradient_accumulation_steps=2)
     assert len(trainer.seen) == 2
-    reference = trainer_fuscore.load_model(trainer_fuscore.ModelArguments(model_name_or_path=TINY, dtype="float32"))
+    reference = load_model(ModelArguments(model_name_or_path=TINY, dtype="float32"))
     reference.train()
     losses = []
     for batch in trainer.seen:
@@ -231,15 +234,22 @@ def test_trained_model_scores_do_not_depend_on_batch_size_or_order(reference, ra
     shuffled = np.array(model.score([random_images[i] for i in order], batch_size=4))
     np.testing.assert_allclose(shuffled, one[order], atol=1e-5, rtol=0)
 
-    # The trainer's evaluation path (collator, right padding, gather) agrees with itself across batch sizes and order.
+    # The trainer's evaluation path (the Trainer's loop: collator, right padding, gather) agrees with itself across
+    # batch sizes and order, and with the model's own scoring.
     table = SyntheticIVIF(image_size=56, seed=1_000_003).table(4, 4)
-    args = trainer_fuscore.FuScoreTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    collator = trainer_fuscore.FuScoreCollator(model.get_processor(), model.config.level_values)
-    trainer = trainer_fuscore.FuScoreTrainer(model=model, args=args, data_collator=collator)
-    by_one = trainer.predict_scores(table, batch_size=1)["score"]
-    np.testing.assert_allclose(trainer.predict_scores(table, batch_size=16)["score"], by_one, atol=1e-5, rtol=0)
-    reverse = trainer.predict_scores(table.select(range(len(table) - 1, -1, -1)), batch_size=5)["score"]
+    collator = FuScoreCollator(model.get_processor(), model.config.level_values)
+
+    def predicted(rows, batch_size):
+        args = FuScoreTrainingConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none",
+                                     per_device_eval_batch_size=batch_size)
+        trainer = trainer_fuscore.FuScoreTrainer(model=model, args=args, data_collator=collator)
+        return trainer.predict(rows).predictions[:, 0]
+
+    by_one = predicted(table, 1)
+    np.testing.assert_allclose(predicted(table, 16), by_one, atol=1e-5, rtol=0)
+    reverse = predicted(table.select(range(len(table) - 1, -1, -1)), 5)
     np.testing.assert_allclose(reverse[::-1], by_one, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(by_one, model.score(list(table["fused"]), batch_size=4), atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -301,7 +311,8 @@ def test_uncheckpointed_layers_reach_the_model_when_training_starts(tmp_path, mo
     original = trainer_fuscore.FuScoreTrainer.compute_loss
 
     def compute_loss(self, model, inputs, *args, **kwargs):
-        seen.append([layer.gradient_checkpointing for layer in model.model.language_model.layers])
+        if model.training:  # the evaluations go through compute_loss too
+            seen.append([layer.gradient_checkpointing for layer in model.model.language_model.layers])
         return original(self, model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(trainer_fuscore.FuScoreTrainer, "compute_loss", compute_loss)

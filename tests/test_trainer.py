@@ -1,4 +1,5 @@
-"""trainer_fuscore.py end to end on CPU with a tiny model: arguments, collator labels, logging, saving."""
+"""trainer_fuscore.py and fuscore.training end to end on CPU with a tiny model: arguments, collator labels, logging,
+evaluation through the Trainer's loop, saving."""
 
 import json
 import shutil
@@ -9,6 +10,8 @@ import torch
 
 import trainer_fuscore
 from fuscore.objectives import fuscore_soft_label
+from fuscore.training.collator import FuScoreCollator, weightless_copy
+from fuscore.training.loading import load_model, load_tables, plain_model_from_state_dict
 from fuscore.tiny import build_tiny_model
 from fuscore_data.synthetic import SyntheticIVIF
 from conftest import load_saved
@@ -40,7 +43,7 @@ def test_no_arguments_is_the_embedded_demo():
 def test_collator_labels_follow_the_model_level_order():
     model = build_tiny_model("qwen2_vl")
     rows = SyntheticIVIF(image_size=56, seed=3).group(0, 3)
-    collator = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values, "fuscore")
+    collator = FuScoreCollator(model.processor, model.config.level_values, "fuscore")
     batch = collator(rows)
     values = torch.tensor(model.config.level_values)  # excellent..bad = 5..1
     torch.testing.assert_close(batch["soft_label"] @ values, batch["mu"], atol=1e-3, rtol=0)
@@ -61,13 +64,13 @@ def test_collator_computes_the_positions_the_model_would(family):
     model = build_tiny_model(family, seed=2)
     rows = SyntheticIVIF(image_size=56, seed=3).group(0, 3)
     rows[1]["fused"] = np.asarray(rows[1]["fused"])[:40]  # another size: padding and unequal vision segments
-    plain = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values)(rows)
-    position_model = trainer_fuscore.weightless_copy(model)
+    plain = FuScoreCollator(model.processor, model.config.level_values)(rows)
+    position_model = weightless_copy(model)
     assert all(parameter.device.type == "meta" for parameter in position_model.parameters())
-    collator = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values, position_model=position_model)
+    collator = FuScoreCollator(model.processor, model.config.level_values, position_model=position_model)
     batch = collator(rows)
     assert {"position_ids", "vision_inputs"} <= set(batch) and not {"position_ids", "vision_inputs"} & set(plain)
-    inputs = lambda b: {k: v for k, v in b.items() if k not in trainer_fuscore.FuScoreCollator.label_keys}  # noqa: E731
+    inputs = lambda b: {k: v for k, v in b.items() if k not in FuScoreCollator.label_keys}  # noqa: E731
     with torch.no_grad():
         torch.testing.assert_close(model(**inputs(batch)).level_logits, model(**inputs(plain)).level_logits, rtol=0, atol=0)
     assert len(pickle.dumps(collator)) < len(pickle.dumps(model)) / 4
@@ -94,9 +97,9 @@ def test_training_run_logs_every_term_and_saves_a_loadable_folder(tmp_path, obje
 
 def test_training_logs_each_loss_term(tmp_path):
     model_args, data_args, training_args = trainer_fuscore.parse_arguments(FAST + ["--output_dir", str(tmp_path)])
-    model = trainer_fuscore.load_model(model_args)
-    train, evaluation = trainer_fuscore.load_tables(data_args, seed=0)
-    collator = trainer_fuscore.FuScoreCollator(model.get_processor(), model.config.level_values)
+    model = load_model(model_args)
+    train, evaluation = load_tables(data_args, seed=0)
+    collator = FuScoreCollator(model.get_processor(), model.config.level_values)
     trainer = trainer_fuscore.FuScoreTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=evaluation,
                                              data_collator=collator)
     before = [p.detach().clone() for p in model.parameters()]
@@ -120,7 +123,7 @@ def test_training_on_a_saved_rating_table_validates_and_normalises(tmp_path):
     argv = FAST + ["--train_table", str(folder), "--score_range", "0,10", "--eval_fraction", "0.34",
                    "--output_dir", str(tmp_path / "run")]
     model_args, data_args, training_args = trainer_fuscore.parse_arguments(argv)
-    train, evaluation = trainer_fuscore.load_tables(data_args, seed=0)
+    train, evaluation = load_tables(data_args, seed=0)
     assert set(train["pair_id"]).isdisjoint(evaluation["pair_id"])
     assert len(set(evaluation["pair_id"])) == 2
     assert min(train["mos"]) >= 1 and max(train["mos"]) <= 5
@@ -130,14 +133,14 @@ def test_training_on_a_saved_rating_table_validates_and_normalises(tmp_path):
     bad.save_to_disk(str(bad_folder))
     model_args, data_args, training_args = trainer_fuscore.parse_arguments(argv[:-2] + ["--train_table", str(bad_folder), "--output_dir", str(tmp_path / "run2")])
     with pytest.raises(ValueError, match="row 4"):
-        trainer_fuscore.load_tables(data_args, seed=0)
+        load_tables(data_args, seed=0)
 
 
 def test_plain_copy_from_a_gathered_state_dict_saves_like_the_model(tmp_path, random_images):
     """The FSDP save path: a gathered full state dict goes into a plain model, which saves and scores the same."""
     model = build_tiny_model("qwen3_vl", seed=8)
     state_dict = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    plain = trainer_fuscore.plain_model_from_state_dict(model, state_dict)
+    plain = plain_model_from_state_dict(model, state_dict)
     assert type(plain).__name__ == "FuScoreForQuality" and plain is not model
     plain.processor = model.processor
     plain.save_pretrained(tmp_path / "final")
@@ -152,7 +155,7 @@ def test_collator_fills_a_missing_overall_score_with_the_sub_score_mean():
     rows = SyntheticIVIF(image_size=56, seed=4).group(0, 2)
     rows[0]["mos"] = None
     subs = [rows[0][k] for k in ("thermal_retention", "texture_preservation", "artifacts", "sharpness")]
-    batch = trainer_fuscore.FuScoreCollator(model.processor, model.config.level_values)(rows)
+    batch = FuScoreCollator(model.processor, model.config.level_values)(rows)
     assert batch["mu"][0].item() == pytest.approx(float(np.mean(subs)), abs=1e-5)
     assert batch["mu"][1].item() == pytest.approx(rows[1]["mos"], abs=1e-5)
 

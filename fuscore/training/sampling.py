@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Sampler
 
 
-__all__ = ["PairGroupedBatchSampler", "EndlessBatchSampler", "RandomBatchSampler"]
+__all__ = ["PairGroupedBatchSampler", "EndlessBatchSampler"]
 
 GroupIds = Union[Sequence[Union[str, int]], torch.Tensor]
 
@@ -206,36 +206,3 @@ class EndlessBatchSampler(Sampler[list[int]]):
         for batch_number in itertools.count():
             first = batch_number * self.pairs_per_batch
             yield list(range(first, first + self.pairs_per_batch))
-
-
-class RandomBatchSampler(Sampler[list[int]]):
-    """Randomly drawn batches of `batch_size` indices, for the objectives whose record says `batches="random"` (the
-    peers', whose training shuffles the data set with no regard to source pairs).
-
-    Each epoch is a permutation of all `num_items` indices from a numpy generator seeded by `(seed, epoch)`, cut into
-    `num_items // batch_size` batches (the incomplete last one is dropped), so every image is seen once per epoch and
-    the iteration is a pure function of `(seed, epoch)`: resuming by skipping batches gives the same remainder. The
-    HF `Trainer` calls `set_epoch`; accelerate's `BatchSamplerShard` hands whole batches to the processes.
-    """
-
-    def __init__(self, num_items: int, batch_size: int, seed: int = 0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"`batch_size` must be at least 1, got {batch_size}.")
-        if num_items < batch_size:
-            raise ValueError(f"{num_items} rows cannot fill one batch of {batch_size}.")
-        self.num_items = num_items
-        self.batch_size = batch_size  # read by accelerate's BatchSamplerShard
-        self.drop_last = True
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_items // self.batch_size
-
-    def __iter__(self) -> Iterator[list[int]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield order[start : start + self.batch_size].tolist()

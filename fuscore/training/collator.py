@@ -1,0 +1,105 @@
+# Copyright 2026 The FuScore authors. Apache-2.0.
+"""Batches of FuScore training: rating-table rows -> model inputs plus the labels of the chosen objective, and the
+synthetic scenes of the endless synthetic stream."""
+
+import copy
+import math
+import zlib
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fuscore.objectives import get_objective, label_for_objective, resolve_overall_score
+from modeling_fuscore import SUB_DIMENSIONS
+
+from .answer_tokens import answer_prefix_ids, answer_token_labels
+
+
+def pair_code(pair_id: str) -> int:
+    """A stable integer for a source pair id, identical in every process (for gathering across processes)."""
+    return zlib.crc32(str(pair_id).encode("utf-8"))
+
+
+class FuScoreCollator:
+    """Turns rating-table rows into model inputs plus the labels of the chosen objective.
+
+    Each row is a dict with `fused` (and `ir`, `vis` when the model reads them), `pair_id`, `mos` and optionally
+    `mos_std` and the four sub-scores, all on [1, 5]; an element may also be a list of such rows (one source pair's
+    group, as `SyntheticScenes` yields them), which is flattened. The batch carries `soft_label` `[B, L]` in the
+    model's level order (from the objective's label builder), `mu`, `sigma` and `mos` `[B]`, and `group_ids` `[B]`
+    (stable codes of `pair_id`); for the objectives whose record has `answer_tokens` (the peers'), `answer_labels`
+    `[B, T]`, the answer prefix's token ids on their positions and -100 elsewhere. Given a `position_model` (a FuScoreForQuality; `weightless_copy` makes one that
+    costs no memory), it also carries the batch's `position_ids` and `vision_inputs`
+    (`FuScoreForQuality.position_inputs`), computed here on the CPU: inside the forward pass the base model would
+    compute them on the GPU, with per-row loops that synchronise with it.
+    """
+
+    label_keys = ("soft_label", "mu", "sigma", "group_ids", "mos", "answer_labels")
+
+    def __init__(self, processor, level_values: Sequence[float], objective: str = "fuscore", sigma_min: float = 0.2,
+                 dimension: str = "overall", position_model=None):
+        self.processor = processor
+        self.position_model = position_model
+        self.level_values = list(level_values)
+        self.objective = objective
+        self.sigma_min = sigma_min
+        self.dimension = dimension
+        self.answer_ids = answer_prefix_ids(processor, dimension) if get_objective(objective).answer_tokens else None
+
+    def __call__(self, rows: Sequence[Union[dict, Sequence[dict]]]):
+        rows = [row for item in rows for row in (item if isinstance(item, (list, tuple)) else [item])]
+        samples = [
+            self.processor.prepare_sample(row["fused"], row.get("ir"), row.get("vis"), self.dimension,
+                                          source=f"pair {row.get('pair_id')!r}, method {row.get('method')!r}")
+            for row in rows
+        ]
+        # A plain dict: accelerate moves a BatchFeature with its own `.to()`, which leaves nested tensors behind.
+        batch = dict(self.processor.collate(samples))
+        if self.position_model is not None:
+            batch.update(self.position_model.position_inputs(batch))
+        mu = np.array([_optional_float(row.get("mos")) for row in rows], dtype=np.float64)
+        sub_scores = np.array([[_optional_float(row.get(name)) for name in SUB_DIMENSIONS] for row in rows], dtype=np.float64)
+        mos_std = np.array([_optional_float(row.get("mos_std"), default=0.0) for row in rows], dtype=np.float64)
+        soft_label, sigma = label_for_objective(self.objective, mu, sub_scores, mos_std, sigma_min=self.sigma_min,
+                                                level_values=self.level_values)
+        filled_mu = resolve_overall_score(mu, sub_scores, self.level_values)
+        batch["soft_label"] = torch.as_tensor(np.asarray(soft_label), dtype=torch.float32)
+        batch["mu"] = torch.as_tensor(filled_mu, dtype=torch.float32)
+        batch["sigma"] = torch.as_tensor(np.asarray(sigma), dtype=torch.float32)
+        batch["mos"] = batch["mu"].clone()
+        batch["group_ids"] = torch.tensor([pair_code(row["pair_id"]) for row in rows], dtype=torch.long)
+        if self.answer_ids is not None:
+            batch["answer_labels"] = answer_token_labels(batch["input_ids"], batch["attention_mask"], self.answer_ids)
+        return batch
+
+
+def weightless_copy(model):
+    """The model rebuilt from its configuration on the meta device: no weights, no memory, but the same methods and
+    configuration (enough for `position_inputs`), and cheap to hand to data-loading worker processes."""
+    with torch.device("meta"):
+        return type(model)(copy.deepcopy(model.config))
+
+
+def _optional_float(value, default=float("nan")) -> float:
+    if value is None:
+        return default
+    value = float(value)
+    return default if math.isnan(value) else value
+
+
+class SyntheticScenes(Dataset):
+    """The synthetic stream as a map-style data set: item `s` is scene `s`'s `images_per_pair` rated fused images
+    (a list of rows), drawn from `generator` (a `fuscore_data.synthetic.SyntheticIVIF`) and deterministic in its
+    seed. With `EndlessBatchSampler` (batch `k` = scenes `k P .. k P + P - 1`) it gives fresh pair-aware batches
+    every step; DataLoader workers and processes fetch only their own batches (the sampler's indices decide, and
+    accelerate shards the sampler). It has no length: the scene numbers go on without end.
+    """
+
+    def __init__(self, generator, images_per_pair: int):
+        self.generator = generator
+        self.images_per_pair = images_per_pair
+
+    def __getitem__(self, scene: int) -> list:
+        return self.generator.group(int(scene), self.images_per_pair)

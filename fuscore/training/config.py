@@ -1,0 +1,109 @@
+# Copyright 2026 The FuScore authors. Apache-2.0.
+"""The arguments of FuScore training: the model, the data, and one training config in trl's style
+(`FuScoreTrainingConfig`, a `TrainingArguments` with the objective's options, as trl's `RewardConfig` is)."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from transformers import TrainingArguments
+
+from fuscore.objectives import OBJECTIVE_REGISTRY, get_objective
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = PACKAGE_ROOT.parent
+DEMO_MODEL = PACKAGE_ROOT / "demo_model"
+"""The shipped synthetic-trained checkpoint (installed with the package)."""
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+"""The embedded demo's config: what `python trainer_fuscore.py` runs, and the base of any arguments given without
+`--config`."""
+
+_OBJECTIVE_HELP = "; ".join(f"{name}: {record.description.rstrip('.')}" for name, record in OBJECTIVE_REGISTRY.items())
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default=str(DEMO_MODEL),
+        metadata={"help": "A FuScore checkpoint (folder or Hub id), a Qwen-VL base checkpoint such as "
+                          "Qwen/Qwen3-VL-8B-Instruct, or 'tiny:<family>[:<hidden>x<layers>]' for a random-init toy model."},
+    )
+    input_mode: str = field(default="fused", metadata={"help": "'fused' or 'fused_ir_vis' (for a new model from a base)."})
+    dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
+    attn_implementation: Optional[str] = field(default=None, metadata={"help": "sdpa, flash_attention_2, eager."})
+    use_lora: bool = field(default=False, metadata={"help": "LoRA on the language model only (peft)."})
+    lora_r: int = 64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.05
+    min_pixels: Optional[int] = field(default=None, metadata={"help": "Image processor lower pixel bound (new models)."})
+    max_pixels: Optional[int] = field(default=None, metadata={"help": "Image processor upper pixel bound (new models)."})
+
+
+@dataclass
+class DataArguments:
+    train_table: str = field(
+        default="synthetic",
+        metadata={"help": "A rating table: a `save_to_disk` folder, an imagefolder folder with metadata.csv/jsonl, "
+                          "or 'synthetic' (the embedded synthetic benchmark)."},
+    )
+    eval_table: Optional[str] = field(default=None, metadata={"help": "Held-out table; default: a scene-disjoint split of train_table."})
+    eval_fraction: float = field(default=0.2, metadata={"help": "Fraction of source pairs held out when eval_table is unset."})
+    score_range: Optional[str] = field(default=None, metadata={"help": "'lo,hi' declared range of the table's scores (default: its min/max)."})
+    dimension: str = field(default="overall", metadata={"help": "The rating prompt trained on."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic training scenes."})
+    synthetic_eval_seed: int = field(default=1_000_003, metadata={"help": "Seed of the held-out synthetic scenes (never trained on)."})
+    synthetic_train_scenes: int = 64
+    synthetic_eval_scenes: int = 24
+    synthetic_images_per_scene: int = 6
+    synthetic_image_size: int = 112
+    synthetic_stream: bool = field(default=False, metadata={"help": "Fresh synthetic scenes every step (needs max_steps)."})
+
+
+@dataclass
+class FuScoreTrainingConfig(TrainingArguments):
+    r"""
+    Configuration of [`FuScoreTrainer`]: the `TrainingArguments` plus FuScore's objective (DESIGN.md section 4).
+
+    Parameters:
+        objective (`str`, defaults to `"fuscore"`): a name in `fuscore.objectives.OBJECTIVE_REGISTRY`; its record
+            decides the labels, the loss, the prediction, the regression head, the softmax and the batch layout.
+        lambda_within (`float`, defaults to 1.0), lambda_cross (`float`, defaults to 0.5): weights of the Thurstone
+            terms within and across source pairs.
+        fixed_std (`bool`, defaults to False): Thurstone terms with sd = 1 instead of the predicted spread.
+        sigma_min (`float`, defaults to 0.2): floor of the soft label's spread.
+        pairs_per_batch (`int`, defaults to 4), images_per_pair (`int`, defaults to 4): P source pairs x M fused
+            images per batch and process.
+        full_vocab_softmax (`bool`, defaults to False): the full-vocabulary softmax whatever the objective's own mode.
+        compile_blocks (`bool`), uncheckpointed_layers (`int`): speed settings, see their help.
+    """
+
+    objective: str = field(default="fuscore", metadata={"help": f"The training objective. {_OBJECTIVE_HELP}"})
+    lambda_within: float = field(default=1.0, metadata={"help": "Weight of the within-source-pair Thurstone term."})
+    lambda_cross: float = field(default=0.5, metadata={"help": "Weight of the cross-source-pair Thurstone term."})
+    fixed_std: bool = field(default=False, metadata={"help": "Thurstone terms with sd=1 instead of the predicted std."})
+    sigma_min: float = field(default=0.2, metadata={"help": "Floor of the soft label's spread."})
+    pairs_per_batch: int = field(default=4, metadata={"help": "P: source pairs per batch (per process)."})
+    images_per_pair: int = field(default=4, metadata={"help": "M: fused images of each source pair per batch."})
+    full_vocab_softmax: bool = field(default=False, metadata={"help": "KL on the full-vocabulary softmax (DeQA-Score variant)."})
+    compile_blocks: bool = field(default=False, metadata={
+        "help": "torch.compile each decoder layer, and the vision blocks when the vision tower is frozen or not "
+                "checkpointed (FuScoreForQuality.compile_blocks): fuses the norms, rotary embeddings and activations. "
+                "Measured 1.8x samples/s for Qwen3-VL-8B LoRA with checkpointing on one H100 (41.6 against 23.5 "
+                "eager, benchmarks/RESULTS_speed.md). Needs Triton on a GPU or a C++ compiler on the CPU; compiling "
+                "took about 10-15 s on that H100."})
+    uncheckpointed_layers: int = field(default=0, metadata={
+        "help": "With --gradient_checkpointing: the last N decoder layers keep their activations instead of "
+                "recomputing them in the backward pass (FuScoreForQuality.uncheckpointed_layers). Each layer left "
+                "unchecked costs about 0.44 GiB for Qwen3-VL-8B at 16 images of 448 px and saves its recomputation; "
+                "benchmarks/RESULTS_speed.md has the measured trade."})
+    remove_unused_columns: bool = False  # the collator needs the raw image and score columns
+
+    def __post_init__(self):
+        super().__post_init__()
+        get_objective(self.objective)  # an unknown name fails here, listing the known ones
+        if self.uncheckpointed_layers < 0:
+            raise ValueError(f"--uncheckpointed_layers {self.uncheckpointed_layers}: must be 0 or more.")
+        if self.uncheckpointed_layers and not self.gradient_checkpointing:
+            raise ValueError("--uncheckpointed_layers needs --gradient_checkpointing: without checkpointing every "
+                             "layer keeps its activations already.")

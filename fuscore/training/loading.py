@@ -1,0 +1,296 @@
+# Copyright 2026 The FuScore authors. Apache-2.0.
+"""What FuScore training reads and writes: the model, the rating tables (checked before any work), the checkpoints
+to resume from, and the final Hub-ready folder (written whole or not at all)."""
+
+import json
+import re
+from pathlib import Path
+from typing import Optional
+
+import torch
+from transformers import PreTrainedConfig
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
+
+from fuscore.atomic import AtomicWriteError, atomic_folder
+
+from .config import DataArguments, ModelArguments
+
+
+logger = logging.get_logger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_model(model_args: ModelArguments, regression_head: bool = False):
+    """A FuScore checkpoint, a new FuScore model on a Qwen-VL base, or a tiny random-init model.
+
+    A FuScore checkpoint is loaded with this checkout's (or installation's) `FuScoreForQuality`, never with code from
+    the checkpoint's folder; a base checkpoint's folder code never runs either. `regression_head` comes from the
+    objective's registry record: a checkpoint without one gets a freshly initialised head.
+    """
+    from modeling_fuscore import FuScoreForQuality
+
+    name = model_args.model_name_or_path
+    dtype = model_args.dtype if model_args.dtype != "auto" else "auto"
+    kwargs = {"dtype": dtype}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if name.startswith("tiny:"):
+        from fuscore.tiny import build_tiny_model
+
+        parts = name.split(":")
+        size = {}
+        if len(parts) > 2:
+            hidden, layers = parts[2].split("x")
+            size = dict(hidden_size=int(hidden), num_layers=int(layers), vision_hidden_size=int(hidden), vision_depth=int(layers))
+        pixel_bounds = {k: v for k, v in (("min_pixels", model_args.min_pixels), ("max_pixels", model_args.max_pixels)) if v}
+        model = build_tiny_model(parts[1], input_mode=model_args.input_mode, regression_head=regression_head, **pixel_bounds, **size)
+    elif PreTrainedConfig.get_config_dict(name)[0].get("model_type") == "fuscore":
+        model = FuScoreForQuality.from_pretrained(name, **kwargs)
+        if regression_head and model.regression_head is None:
+            logger.warning("%s has no regression head; the objective trains a freshly initialised one.", name)
+            model.add_regression_head()
+        model.get_processor()
+    else:
+        model = FuScoreForQuality.from_base(name, input_mode=model_args.input_mode, regression_head=regression_head,
+                                            min_pixels=model_args.min_pixels, max_pixels=model_args.max_pixels, **kwargs)
+    if model_args.use_lora:
+        from fuscore.lora import add_language_model_lora
+
+        model = add_language_model_lora(model, r=model_args.lora_r, alpha=model_args.lora_alpha, dropout=model_args.lora_dropout)
+    return model
+
+
+def plain_model_from_state_dict(model, state_dict: dict):
+    """A plain `FuScoreForQuality` holding `state_dict`, for saving a model that FSDP2 has turned into an instance of
+    its own subclass (saving that would copy torch's FSDP source files into the folder as "remote code")."""
+    from modeling_fuscore import FuScoreForQuality
+
+    with torch.device("meta"):
+        plain = FuScoreForQuality(model.config)
+    plain.load_state_dict(state_dict, assign=True)
+    if model.config.tie_word_embeddings:
+        plain.tie_weights()
+    return plain
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rating tables
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_tables(data_args: DataArguments, seed: int):
+    """(train, eval) rating tables on the [1, 5] scale; the synthetic benchmark or the user's table.
+
+    With `synthetic_stream` the first item is the `SyntheticIVIF` generator itself (the trainer streams its scenes).
+    """
+    from fuscore_data.synthetic import SyntheticIVIF
+
+    if data_args.train_table == "synthetic":
+        train_generator = SyntheticIVIF(image_size=data_args.synthetic_image_size, seed=data_args.synthetic_seed)
+        eval_table = SyntheticIVIF(image_size=data_args.synthetic_image_size, seed=data_args.synthetic_eval_seed).table(
+            data_args.synthetic_eval_scenes, data_args.synthetic_images_per_scene)
+        if data_args.synthetic_stream:
+            return train_generator, eval_table
+        return train_generator.table(data_args.synthetic_train_scenes, data_args.synthetic_images_per_scene), eval_table
+
+    import datasets
+
+    from fuscore_data.tables import load_table, normalize_scores, split_by_pair
+    from fuscore_data.validation import validate_table
+
+    score_range = tuple(float(x) for x in data_args.score_range.split(",")) if data_args.score_range else None
+    splits = {}
+    table = load_table(data_args.train_table)
+    if isinstance(table, datasets.DatasetDict):
+        if "train" not in table:
+            raise ValueError(f"{data_args.train_table} has splits {list(table)} but no 'train' split.")
+        splits["train"] = table["train"]
+        held_out = next((name for name in ("test", "validation") if name in table), None)
+        if held_out and not data_args.eval_table:
+            splits["test"] = table[held_out]
+    else:
+        splits["train"] = table
+    if data_args.eval_table:
+        evaluation = load_table(data_args.eval_table)
+        splits["test"] = evaluation["test"] if isinstance(evaluation, datasets.DatasetDict) else evaluation
+    elif "test" not in splits:
+        divided = split_by_pair(splits["train"], test_size=data_args.eval_fraction, seed=seed)
+        splits = {"train": divided["train"], "test": divided["test"]}
+    tables = datasets.DatasetDict(splits)
+    # Every problem of every row (missing or corrupt images, NaN scores, duplicates, leaked scenes) before training.
+    validate_table(tables, score_range=score_range)
+    tables = normalize_scores(tables, score_range=score_range)
+    return tables["train"], tables["test"]
+
+
+def check_tables(train_table, eval_table, data_args: DataArguments, training_args) -> None:
+    """Fails before any evaluation or training when the tables cannot give what the run needs: the batches the
+    objective's record asks for (pair-aware batches need `pairs_per_batch` source pairs with two or more fused
+    images), and a held-out table large enough for the correlation metrics. The message names the table."""
+    from collections import Counter
+
+    from fuscore.objectives import get_objective
+    from fuscore_metrics.plcc_srcc import MIN_ITEMS
+
+    train_name = _table_name(data_args.train_table, "training")
+    eval_name = (_table_name(data_args.eval_table, "held-out") if data_args.eval_table
+                 else f"the held-out part of {train_name}")
+    if eval_table is not None and len(eval_table) < MIN_ITEMS:
+        raise ValueError(f"{eval_name} has {len(eval_table)} fused image(s); the evaluation's correlations need at "
+                         f"least {MIN_ITEMS}. Give a larger --eval_table or --eval_fraction.")
+    if train_table is None or not hasattr(train_table, "column_names"):
+        return  # the synthetic stream: every batch is P whole scenes of M images by construction
+    batch_images = training_args.pairs_per_batch * training_args.images_per_pair
+    if get_objective(training_args.objective).batches == "random":
+        if len(train_table) < batch_images:
+            raise ValueError(f"{train_name} has {len(train_table)} fused images, fewer than one batch of "
+                             f"--pairs_per_batch x --images_per_pair = {batch_images}.")
+        return
+    sizes = Counter(train_table["pair_id"])
+    grouped = sum(1 for size in sizes.values() if size >= 2)
+    if grouped < training_args.pairs_per_batch:
+        raise ValueError(
+            f"{train_name}: {grouped} of its {len(sizes)} source pairs have two or more fused images, but every "
+            f"pair-aware batch needs --pairs_per_batch={training_args.pairs_per_batch} of them (the within-pair term "
+            f"compares fused images of one source pair). "
+            + ("Every source pair has a single image: is `pair_id` the source pair (scene), not the image?"
+               if grouped == 0 else "Lower --pairs_per_batch or add images.")
+        )
+
+
+def _table_name(table: Optional[str], role: str) -> str:
+    return f"the synthetic {role} table" if table in (None, "synthetic") else f"the {role} table {table}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------------------
+
+_CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+_WEIGHTS = ("model.safetensors", "adapter_model.safetensors")
+_INDEXES = ("model.safetensors.index.json", "adapter_model.safetensors.index.json")
+
+
+def checkpoint_problems(folder) -> list:
+    """Why `folder` is not a complete Trainer checkpoint (empty when it is): trainer state (written last) readable,
+    model weights present (every shard of a sharded save), optimizer and scheduler states present."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [f"{folder} is not a folder"]
+    problems = []
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+        if "global_step" not in state:
+            problems.append("trainer_state.json has no global_step")
+    except FileNotFoundError:
+        problems.append("no trainer_state.json")
+    except (OSError, ValueError) as error:
+        problems.append(f"trainer_state.json unreadable ({error})")
+    index = next((folder / name for name in _INDEXES if (folder / name).is_file()), None)
+    if index is not None:
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+            problems += [f"no weight shard {shard}" for shard in sorted(shards) if not (folder / shard).is_file()]
+        except (OSError, ValueError, KeyError) as error:
+            problems.append(f"{index.name} unreadable ({error})")
+    elif not any((folder / name).is_file() for name in _WEIGHTS) and not any(folder.glob("pytorch_model_fsdp*")):
+        problems.append("no model weights")
+    if not any((folder / name).exists() for name in ("optimizer.pt", "optimizer.bin", "optimizer_0")):
+        problems.append("no optimizer state")
+    if not (folder / "scheduler.pt").is_file():
+        problems.append("no scheduler state")
+    return problems
+
+
+def newest_complete_checkpoint(output_dir) -> tuple:
+    """`(path or None, skipped)`: the complete `checkpoint-N` of `output_dir` with the largest N, and the newer
+    incomplete ones passed over as `(path, problems)`."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None, []
+    numbered = sorted(((int(match.group(1)), entry) for entry in output_dir.iterdir()
+                       if (match := _CHECKPOINT_NAME.match(entry.name)) and entry.is_dir()), reverse=True)
+    skipped = []
+    for _, folder in numbered:
+        problems = checkpoint_problems(folder)
+        if not problems:
+            return folder, skipped
+        skipped.append((folder, problems))
+    return None, skipped
+
+
+def resolve_resume_checkpoint(resume_from_checkpoint, output_dir) -> Optional[str]:
+    """The checkpoint `--resume_from_checkpoint` names, checked complete before any work.
+
+    `last` (or `true`) is the newest complete checkpoint of `output_dir` (None when there is none: training starts
+    from the beginning); incomplete newer ones, left by a run killed while it saved, are passed over and named. A
+    named folder that is not a complete checkpoint is an error naming what it lacks.
+    """
+    if resume_from_checkpoint in (None, False, "", "false", "False"):
+        return None
+    if resume_from_checkpoint in (True, "true", "True", "last"):
+        found, skipped = newest_complete_checkpoint(output_dir)
+        for folder, problems in skipped:
+            logger.warning("Skipping %s: incomplete checkpoint (%s).", folder, "; ".join(problems))
+        return str(found) if found is not None else None
+    problems = checkpoint_problems(resume_from_checkpoint)
+    if problems:
+        raise ValueError(f"--resume_from_checkpoint {resume_from_checkpoint} is not a complete checkpoint: "
+                         f"{'; '.join(problems)}. Use --resume_from_checkpoint last for the newest complete one.")
+    return str(resume_from_checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The final folder
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def save_final_model(trainer, final_dir: Path, model_args, data_args, training_args, metrics: dict) -> None:
+    """Saves the trained model (LoRA merged) with its processor, remote code, metrics and a model card, as one folder
+    that appears under `final_dir` only once it is complete (a previous one is replaced then).
+
+    Call it on every process: under FSDP gathering the full weights is collective; only the main process writes.
+    Under FSDP with LoRA the adapter is saved unmerged (merging needs the full weights in one process). A write that
+    fails (disk full, permission) raises `AtomicWriteError` naming `final_dir` and leaves nothing under that name.
+    """
+    from safetensors import SafetensorError
+
+    from fuscore.model_card import write_model_card
+
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if not trainer.is_world_process_zero():
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    processor = model.get_processor()
+    if state_dict is not None and not hasattr(model, "peft_config"):
+        model = plain_model_from_state_dict(model, state_dict)
+        state_dict = None
+    elif hasattr(model, "merge_and_unload") and state_dict is None:
+        model = model.merge_and_unload()
+    model.processor = processor
+    evaluation = {
+        "metrics": {key.removeprefix("eval_"): value for key, value in metrics.items() if key.startswith("eval_")},
+        "dataset": data_args.eval_table or (f"synthetic (held-out seed {data_args.synthetic_eval_seed})"
+                                             if data_args.train_table == "synthetic" else f"{data_args.train_table} (held-out pairs)"),
+        "synthetic": data_args.train_table == "synthetic",
+        "objective": training_args.objective,
+        "base_model": model_args.model_name_or_path,
+        "dimension": data_args.dimension,
+    }
+    final_dir = Path(final_dir)
+    try:
+        with atomic_folder(final_dir, overwrite=True) as staging:
+            model.save_pretrained(staging, state_dict=state_dict)
+            if state_dict is not None:
+                processor.save_pretrained(staging)
+            (staging / "fuscore_eval.json").write_text(json.dumps(evaluation, indent=2))
+            write_model_card(staging, evaluation)
+    except SafetensorError as error:  # safetensors reports a full disk or a refused write as its own error type
+        raise AtomicWriteError(f"Could not write the folder {final_dir.absolute()}: {error}. Nothing was left under "
+                               "that name.") from error
+
