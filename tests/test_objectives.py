@@ -40,7 +40,6 @@ def _ascending(builder):
 
 
 fuscore_soft_label = _ascending(objectives.fuscore_soft_label)
-deqa_soft_label = _ascending(objectives.deqa_soft_label)
 onehot_label = _ascending(objectives.onehot_label)
 label_for_objective = _ascending(objectives.label_for_objective)
 
