@@ -2,17 +2,21 @@
 """FuScore: quality assessment of infrared-visible fused images with a Qwen-VL model.
 
 This file is Hub remote code (`AutoModel.from_pretrained(..., trust_remote_code=True)`): it imports only the
-standard library, torch, transformers and its sibling `processing_fuscore.py`.
+standard library, torch, transformers and its siblings `configuration_fuscore.py` (the configuration and the shared
+facts), `processing_fuscore.py` (the processor) and `scoring_fuscore.py` (the scoring engine behind `score`).
 
 A Qwen-VL model (Qwen2-VL, Qwen2.5-VL or Qwen3-VL) reads a fused image and a rating prompt that ends in an answer
 prefix ("The overall quality of the fused image is"). At that answer position the LM head rows of the five level
 words (" excellent", " good", " fair", " poor", " bad" -> 5..1) give five logits; their softmax `p` is the level
 distribution, the score is `s = sum_l p_l v_l` in [1, 5] and the uncertainty is `sqrt(sum_l p_l (v_l - s)^2)`.
+
+In a checkout (or an installed FuScore), `FuScoreForQuality.from_pretrained(folder)` loads a saved folder with these
+classes and never runs code from the folder; importing this module also registers them with the auto classes, so
+`AutoModel.from_pretrained(folder)` does the same. `AutoModel.from_pretrained(folder, trust_remote_code=True)` runs
+the folder's own copy of these files instead.
 """
 
-import functools
-import itertools
-from collections.abc import Mapping
+import threading
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -21,76 +25,27 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import ModelOutput
 
 
-try:  # Hub remote code: the sibling file is part of the same dynamic module package.
+try:  # Hub remote code: the sibling files are part of the same dynamic module package.
+    from .configuration_fuscore import (
+        DEFAULT_LEVEL_VALUES, DEFAULT_LEVEL_WORDS, DEFAULT_PROMPTS, DIMENSIONS, SUB_DIMENSIONS,
+        SUPPORTED_BASE_MODEL_TYPES, FuScoreConfig, default_prompts, resolve_dimensions, resolve_level_token_ids,
+    )
+except ImportError:  # A checkout or an installed FuScore: the siblings are top-level modules.
+    from configuration_fuscore import (
+        DEFAULT_LEVEL_VALUES, DEFAULT_LEVEL_WORDS, DEFAULT_PROMPTS, DIMENSIONS, SUB_DIMENSIONS,
+        SUPPORTED_BASE_MODEL_TYPES, FuScoreConfig, default_prompts, resolve_dimensions, resolve_level_token_ids,
+    )
+try:
     from .processing_fuscore import FuScoreProcessor
-except ImportError:  # A checkout or an installed FuScore: the sibling is a top-level module.
+except ImportError:
     from processing_fuscore import FuScoreProcessor
-
-
-SUPPORTED_BASE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-
-DEFAULT_LEVEL_WORDS = ("excellent", "good", "fair", "poor", "bad")
-DEFAULT_LEVEL_VALUES = (5.0, 4.0, 3.0, 2.0, 1.0)
-
-SUB_DIMENSIONS = ("thermal_retention", "texture_preservation", "artifacts", "sharpness")
-DIMENSIONS = ("overall",) + SUB_DIMENSIONS
-
-_SOURCES_NOTE = "The first image is the fused result, the second its infrared source and the third its visible source. "
-DEFAULT_PROMPTS = {
-    "overall": {
-        "question": "How would you rate the overall quality of this infrared-visible fused image?",
-        "answer": "The overall quality of the fused image is",
-    },
-    "thermal_retention": {
-        "question": "How well does this fused image keep the thermal targets and intensities of the infrared image?",
-        "answer": "The thermal retention of the fused image is",
-    },
-    "texture_preservation": {
-        "question": "How well does this fused image preserve the textures and details of the visible image?",
-        "answer": "The texture preservation of the fused image is",
-    },
-    "artifacts": {
-        "question": "How free is this fused image of artifacts such as noise, halos, ringing and blocking?",
-        "answer": "The freedom from artifacts of the fused image is",
-    },
-    "sharpness": {
-        "question": "How sharp are the edges and structures of this fused image?",
-        "answer": "The sharpness of the fused image is",
-    },
-}
-
-
-def default_prompts(input_mode: str = "fused") -> dict:
-    """The built-in prompt templates; with the sources, the question says which image is which."""
-    prefix = _SOURCES_NOTE if input_mode == "fused_ir_vis" else ""
-    return {dim: {"question": prefix + p["question"], "answer": p["answer"]} for dim, p in DEFAULT_PROMPTS.items()}
-
-
-def resolve_level_token_ids(tokenizer, level_words: Sequence[str]) -> list:
-    """Token id of each level word in its leading-space form (" excellent"), as it follows the answer prefix.
-
-    Raises:
-        ValueError: a word is not a single token for this tokenizer, or two words share a token.
-    """
-    token_ids = []
-    for word in level_words:
-        pieces = tokenizer.encode(" " + word, add_special_tokens=False)
-        if len(pieces) != 1:
-            shown = [tokenizer.convert_ids_to_tokens(piece) for piece in pieces]
-            raise ValueError(
-                f"Level word {word!r} is {len(pieces)} tokens {shown} for this tokenizer in its leading-space form "
-                f"{' ' + word!r}. FuScore reads one logit per level, so each level word must be a single token: "
-                "choose words the tokenizer keeps whole (the defaults excellent/good/fair/poor/bad are single "
-                "tokens for every Qwen-VL tokenizer)."
-            )
-        token_ids.append(pieces[0])
-    if len(set(token_ids)) != len(token_ids):
-        raise ValueError(f"Level words {list(level_words)} map to repeated token ids {token_ids}.")
-    return token_ids
+try:
+    from .scoring_fuscore import score_images
+except ImportError:
+    from scoring_fuscore import score_images
 
 
 PACKED_VISION_ATTENTION = "fuscore_packed_flash_sdpa"
@@ -129,74 +84,6 @@ def packed_vision_attention(module, query, key, value, attention_mask=None, scal
 
 
 AttentionInterface.register(PACKED_VISION_ATTENTION, packed_vision_attention)
-
-
-class FuScoreConfig(PreTrainedConfig):
-    r"""
-    Configuration of [`FuScoreForQuality`].
-
-    Args:
-        base_config (`dict` or `PreTrainedConfig`):
-            The Qwen-VL base model's configuration (`model_type` `qwen2_vl`, `qwen2_5_vl` or `qwen3_vl`).
-        level_words (`list[str]`, defaults to `["excellent", "good", "fair", "poor", "bad"]`):
-            The rating words read at the answer position, each a single token in its leading-space form.
-        level_values (`list[float]`, defaults to `[5, 4, 3, 2, 1]`):
-            The value of each level word; the score is the expectation of these under the level distribution.
-        level_token_ids (`list[int]`, *optional*):
-            Token ids of the level words, resolved from the tokenizer when the model is built.
-        prompts (`dict[str, dict[str, str]]`, *optional*):
-            Per rating dimension (`overall` and the four IVIF sub-dimensions), the `question` and the `answer`
-            prefix that the level word completes.
-        input_mode (`str`, defaults to `"fused"`):
-            `"fused"`: the fused image alone; `"fused_ir_vis"`: the fused image, its infrared and visible sources.
-        regression_head (`bool`, defaults to `False`):
-            Adds a linear regression head on the answer-position hidden state (the `scalar` training baseline).
-        packed_vision_attention (`bool`, defaults to `True`):
-            Where the vision tower runs under sdpa, attend all images of a batch in one call instead of a Python
-            loop over images (see `packed_vision_attention`). Scores are unchanged up to floating-point rounding.
-    """
-
-    model_type = "fuscore"
-
-    base_config: Union[dict, PreTrainedConfig, None] = None
-    level_words: Optional[list] = None
-    level_values: Optional[list] = None
-    level_token_ids: Optional[list] = None
-    prompts: Optional[dict] = None
-    input_mode: str = "fused"
-    regression_head: bool = False
-    packed_vision_attention: bool = True
-
-    def __post_init__(self, **kwargs):
-        if isinstance(self.base_config, dict):
-            model_type = self.base_config.get("model_type")
-            if model_type not in SUPPORTED_BASE_MODEL_TYPES:
-                raise ValueError(
-                    f"FuScore wraps a Qwen-VL model ({', '.join(SUPPORTED_BASE_MODEL_TYPES)}); the base config has "
-                    f"model_type={model_type!r}."
-                )
-            self.base_config = CONFIG_MAPPING[model_type](**{k: v for k, v in self.base_config.items() if k != "model_type"})
-        if self.base_config is not None and self.base_config.model_type not in SUPPORTED_BASE_MODEL_TYPES:
-            raise ValueError(
-                f"FuScore wraps a Qwen-VL model ({', '.join(SUPPORTED_BASE_MODEL_TYPES)}); got a "
-                f"{self.base_config.model_type!r} model. Use e.g. Qwen/Qwen3-VL-8B-Instruct."
-            )
-        self.level_words = list(self.level_words or DEFAULT_LEVEL_WORDS)
-        self.level_values = [float(value) for value in (self.level_values or DEFAULT_LEVEL_VALUES)]
-        if len(self.level_words) != len(self.level_values):
-            raise ValueError(f"{len(self.level_words)} level words but {len(self.level_values)} level values.")
-        if self.level_token_ids is not None and len(self.level_token_ids) != len(self.level_words):
-            raise ValueError(f"{len(self.level_words)} level words but {len(self.level_token_ids)} level token ids.")
-        if self.input_mode not in ("fused", "fused_ir_vis"):
-            raise ValueError(f"input_mode must be 'fused' or 'fused_ir_vis', got {self.input_mode!r}.")
-        self.prompts = dict(self.prompts or default_prompts(self.input_mode))
-        if self.base_config is not None:
-            # The LM head is tied to the input embeddings exactly when the base model ties them.
-            kwargs.setdefault("tie_word_embeddings", bool(getattr(self.base_config, "tie_word_embeddings", False)))
-        super().__post_init__(**kwargs)
-
-    def get_text_config(self, *args, **kwargs):
-        return self.base_config.get_text_config(*args, **kwargs)
 
 
 @dataclass
@@ -250,11 +137,6 @@ class FuScorePreTrainedModel(PreTrainedModel):
                 nn.init.zeros_(module.bias)
         elif hasattr(self, "model"):
             self.model._init_weights(module)
-
-
-def _add_keyword_arguments(extra: dict, module, args, kwargs):
-    """A `register_forward_pre_hook(..., with_kwargs=True)` hook that calls the module with `extra` kwargs added."""
-    return args, {**kwargs, **extra}
 
 
 class FuScoreForQuality(FuScorePreTrainedModel):
@@ -320,6 +202,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         pixel_values: Optional[torch.FloatTensor] = None,
         image_grid_thw: Optional[torch.LongTensor] = None,
         mm_token_type_ids: Optional[torch.IntTensor] = None,
+        position_ids: Optional[torch.LongTensor] = None,
         vision_inputs: Optional[dict] = None,
         return_vocab_logits: bool = False,
         return_answer_hidden_state: bool = False,
@@ -334,28 +217,25 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             pixel_values (`torch.FloatTensor` of shape `(num_patches, patch_dim)`): image patches of the batch.
             image_grid_thw (`torch.LongTensor` of shape `(num_images, 3)`): patch grid of each image.
             mm_token_type_ids (`torch.IntTensor` of shape `(batch_size, sequence_length)`): 1 on image tokens.
+            position_ids (`torch.LongTensor` of shape `(3, batch_size, sequence_length)`, *optional*): the language
+                model's multimodal RoPE ids, precomputed by `rope_position_ids`; computed by the base model otherwise.
             vision_inputs (`dict`, *optional*): the vision tower's position and segment inputs, precomputed by
                 `vision_tower_inputs`; the tower computes them itself when they are not given.
             return_vocab_logits (`bool`): also return full-vocabulary logits at the answer position (DeQA-style loss).
             return_answer_hidden_state (`bool`): also return the answer-position hidden state.
         """
         self._select_vision_attention()
-        base_inputs = dict(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                           image_grid_thw=image_grid_thw)
+        base_inputs = dict(input_ids=input_ids, attention_mask=attention_mask, image_grid_thw=image_grid_thw,
+                           position_ids=position_ids)
         if mm_token_type_ids is not None:
             base_inputs["mm_token_type_ids"] = mm_token_type_ids
-        hook = None
-        if vision_inputs:
-            # The tower's `transformers.vision_utils` helpers take precomputed values from its keyword arguments.
-            # They cannot travel through the base model's own kwargs: those also reach the language model, whose
-            # `position_ids` are a different tensor.
-            hook = self.model.visual.register_forward_pre_hook(
-                functools.partial(_add_keyword_arguments, vision_inputs), with_kwargs=True)
-        try:
-            hidden_states = self.model(**base_inputs, use_cache=False, **kwargs).last_hidden_state
-        finally:
-            if hook is not None:
-                hook.remove()
+        if pixel_values is not None:
+            # The vision tower runs here, as the base model would run it, so that its precomputed inputs reach the
+            # tower alone (the language model's `position_ids` are another tensor) as arguments of this call:
+            # nothing per call is left on a shared module, and concurrent calls cannot see each other's inputs.
+            base_inputs["mm_encoder_outputs"] = {"image": self.model.get_image_features(
+                pixel_values, image_grid_thw, return_dict=True, **(vision_inputs or {}), **kwargs)}
+        hidden_states = self.model(**base_inputs, use_cache=False, **kwargs).last_hidden_state
 
         batch_size, sequence_length = input_ids.shape
         if attention_mask is None:
@@ -498,17 +378,24 @@ class FuScoreForQuality(FuScorePreTrainedModel):
 
     # ------------------------------------------------------------------ scoring
     def get_processor(self) -> FuScoreProcessor:
-        """The processor this model was built or saved with (loaded from the model's folder or repo if needed)."""
-        if self.processor is None:
-            from transformers import AutoProcessor
+        """The processor this model was built or saved with.
 
-            source = getattr(self.config, "_name_or_path", None)
-            if not source:
-                raise ValueError("This model has no processor attached; pass processor= or load it with from_pretrained.")
-            self.processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+        A loaded model reads it, on first use, from the folder or repo it came from, with this file's own
+        `FuScoreProcessor` class: no code from that folder runs. (A model that was itself loaded with
+        `trust_remote_code=True` is the folder's code already, and so is its `FuScoreProcessor`.)
+        """
+        if self.processor is None:
+            with _PROCESSOR_LOCK:  # concurrent first calls load it once
+                if self.processor is None:
+                    source = getattr(self.config, "_name_or_path", None)
+                    if not source:
+                        raise ValueError("This model has no processor attached; pass processor= or load the model "
+                                         "with from_pretrained from a folder that holds one.")
+                    # With the config at hand the tokenizer loader needs not read config.json (whose FuScore type
+                    # the generic config class would warn about).
+                    self.processor = FuScoreProcessor.from_pretrained(source, trust_remote_code=False, config=self.config)
         return self.processor
 
-    @torch.inference_mode()
     def score(
         self,
         fused,
@@ -522,14 +409,14 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         progress: bool = False,
         compile: bool = False,
     ):
-        """Scores fused images.
+        """Scores fused images (with `scoring_fuscore.score_images`, the scoring engine).
 
         Args:
-            fused: one image or a list (paths, PIL images or HxW[xC] arrays).
-            ir, vis: the matching infrared and visible sources (needed when `config.input_mode == "fused_ir_vis"`,
-                ignored otherwise).
-            dimensions: `"overall"`, a sub-dimension name, or several names.
-            batch_size: images per forward pass; scores do not depend on it.
+            fused: one image or a list (paths, encoded bytes, PIL images or HxW[xC] arrays).
+            ir, vis: the matching infrared and visible sources (needed when the processor's `input_mode` is
+                `"fused_ir_vis"`; a fused-only model ignores them, with a warning).
+            dimensions: `"overall"`, a sub-dimension name, several names, or `"all"`.
+            batch_size: items (image x dimension) per forward pass; scores do not depend on it beyond rounding.
             num_workers: workers that decode images while the model runs: threads on a GPU (the patches are then
                 made on the GPU), DataLoader processes on the CPU.
             return_details: return, per image, a dict `{dimension: {"score", "std", "probs"}}` instead of floats.
@@ -538,23 +425,20 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 on a GPU (1.4x the eager model-only forward for Qwen3-VL-8B on an H100, `benchmarks/RESULTS_speed.md`); each new input
                 shape compiles once (seconds), and scores then differ from the eager ones at bf16 rounding level.
 
+        Several threads may score with one model at once: each call keeps its state to itself, and the scores are
+        the ones a serial call gives.
+
         Returns:
             For one image and one dimension a float; for a list of images and one dimension a list of floats; for
             several dimensions a dict mapping each dimension to that. With `return_details`, a list of dicts.
         """
         single = not isinstance(fused, (list, tuple))
         fused_list = [fused] if single else list(fused)
-        ir_list = _as_list(ir, len(fused_list), "ir")
-        vis_list = _as_list(vis, len(fused_list), "vis")
-        dimension_list = [dimensions] if isinstance(dimensions, str) else list(dimensions)
         processor = processor or self.get_processor()
-        for dimension in dimension_list:
-            if dimension not in processor.prompts:
-                raise ValueError(f"Unknown rating dimension {dimension!r}; this model knows: {', '.join(processor.prompts)}.")
-
+        dimension_list = processor.resolve_dimensions(dimensions)
         if compile:
             self.compile_blocks()
-        results = score_images(self, processor, fused_list, ir_list, vis_list, dimension_list,
+        results = score_images(self, processor, fused_list, ir, vis, dimension_list,
                                batch_size=batch_size, num_workers=num_workers, progress=progress)
         if return_details:
             details = [
@@ -564,7 +448,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             ]
             return details[0] if single else details
         by_dimension = {dim: (results[dim]["score"][0] if single else results[dim]["score"]) for dim in dimension_list}
-        if isinstance(dimensions, str) or len(dimension_list) == 1:
+        if len(dimension_list) == 1 and not (isinstance(dimensions, str) and dimensions == "all"):
             return by_dimension[dimension_list[0]]
         return by_dimension
 
@@ -608,15 +492,15 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             base_config=base.config,
             level_words=list(level_words) if level_words else None,
             level_values=list(level_values) if level_values else None,
-            prompts=prompts,
-            input_mode=input_mode,
             regression_head=regression_head,
         )
-        return cls.from_base_model(base, config, tokenizer, image_processor)
+        return cls.from_base_model(base, config, tokenizer, image_processor, prompts=prompts, input_mode=input_mode)
 
     @classmethod
-    def from_base_model(cls, base_model, config: FuScoreConfig, tokenizer, image_processor) -> "FuScoreForQuality":
-        """Wraps an instantiated Qwen-VL `...ForConditionalGeneration` (weights shared, not copied)."""
+    def from_base_model(cls, base_model, config: FuScoreConfig, tokenizer, image_processor, prompts: Optional[dict] = None,
+                        input_mode: str = "fused") -> "FuScoreForQuality":
+        """Wraps an instantiated Qwen-VL `...ForConditionalGeneration` (weights shared, not copied), with a processor
+        of `prompts` (default: the built-in ones for `input_mode`) and `input_mode`."""
         config.level_token_ids = resolve_level_token_ids(tokenizer, config.level_words)
         with torch.device("meta"):
             model = cls(config)
@@ -624,7 +508,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         model.lm_head = base_model.lm_head
         if model.regression_head is not None:
             model.add_regression_head()
-        model.processor = FuScoreProcessor(image_processor, tokenizer, prompts=config.prompts, input_mode=config.input_mode)
+        model.processor = FuScoreProcessor(image_processor, tokenizer, prompts=prompts, input_mode=input_mode)
         model.config._name_or_path = getattr(base_model.config, "_name_or_path", "")
         return model
 
@@ -637,250 +521,42 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         self.config.regression_head = True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves weights (safetensors), config with `auto_map`, the processor and the remote-code files."""
-        self.config.auto_map = {
-            "AutoConfig": "modeling_fuscore.FuScoreConfig",
-            "AutoModel": "modeling_fuscore.FuScoreForQuality",
-            "AutoProcessor": "processing_fuscore.FuScoreProcessor",
-        }
+        """Saves the weights (safetensors), the config, the processor and the remote-code files.
+
+        The code files (this file and the siblings it imports) and the config's `auto_map` are written by
+        transformers, because the classes are registered for their auto classes (`register_for_auto_class`): any
+        folder saved this way loads with `AutoModel.from_pretrained(folder, trust_remote_code=True)` anywhere.
+        To write a folder whole or not at all, save into a temporary folder and rename it (`fuscore.hub`).
+        """
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.processor is not None:
             self.processor.save_pretrained(save_directory)
 
 
-def _as_list(images, count: int, name: str) -> list:
-    if images is None:
-        return [None] * count
-    if not isinstance(images, (list, tuple)):
-        images = [images]
-    if len(images) != count:
-        raise ValueError(f"Got {count} fused images but {len(images)} {name} images.")
-    return list(images)
+_PROCESSOR_LOCK = threading.Lock()
 
-
-class _ScoringDataset(torch.utils.data.Dataset):
-    """One item per (image, dimension), prepared by the engine's workers (threads or DataLoader processes)."""
-
-    def __init__(self, processor, fused, ir, vis, items, defer_pixels=False):
-        self.processor, self.fused, self.ir, self.vis, self.items = processor, fused, ir, vis, items
-        self.defer_pixels = defer_pixels
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, position):
-        index, dimension = self.items[position]
-        sample = self.processor.prepare_sample(self.fused[index], self.ir[index], self.vis[index], dimension,
-                                               defer_pixels=self.defer_pixels)
-        sample["position"] = position
-        return sample
-
-
-def _image_size(image):
-    """(width, height) without decoding pixels where possible; None when unknown (then no bucketing)."""
-    from PIL import Image
-
-    try:
-        if isinstance(image, Image.Image):
-            return image.size
-        if isinstance(image, (str,)) or hasattr(image, "__fspath__"):
-            with Image.open(image) as handle:
-                return handle.size
-        shape = getattr(image, "shape", None)
-        if shape is not None and len(shape) >= 2:
-            return int(shape[1]), int(shape[0])
-    except Exception:  # unreadable files fail later with their name, in the processor
-        return None
-    return None
-
-
-def _single_threaded_worker(worker_id: int) -> None:
-    # Many preprocessing workers each running a multi-threaded torch would oversubscribe the CPU cores.
-    torch.set_num_threads(1)
-
-
-def score_images(model, processor, fused, ir, vis, dimensions, batch_size=8, num_workers=0, progress=False) -> dict:
-    """The scoring engine behind `FuScoreForQuality.score`, the pipeline and the CLI.
-
-    Items (image x dimension) are sorted by visual-token count so each batch pads little, decoded by `num_workers`
-    workers while the model runs, and scored with logits at the answer position only. On a GPU the workers are
-    threads, the patches and the copies are made by a background thread, and batch k's results are read once batch
-    k+1 is queued; `benchmarks/RESULTS_speed.md` measures each of these.
-    Results come back in input order: `{dimension: {"score": [...], "std": [...], "probs": [[...], ...]}}`.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    items = [(index, dimension) for dimension in dimensions for index in range(len(fused))]
-    sizes = [_image_size(image) for image in fused]
-    tokens = [processor.num_visual_tokens(*size) if size else 0 for size in sizes]
-    order = sorted(range(len(items)), key=lambda position: (tokens[items[position][0]], position))
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    # On a GPU with a torchvision image processor, workers only decode (uint8) and the patches are made on the GPU.
-    defer_pixels = model.device.type == "cuda" and processor.supports_device_preprocessing
-    if defer_pixels:
-        collate_in_worker = lambda samples: (samples, [sample["position"] for sample in samples])  # noqa: E731
-    else:
-        collate_in_worker = lambda samples: (processor.collate(samples), [sample["position"] for sample in samples])  # noqa: E731
-    dataset = _ScoringDataset(processor, fused, ir, vis, items, defer_pixels=defer_pixels)
-    if defer_pixels and num_workers > 0:
-        loader = _decoded_in_threads(dataset, batches, num_workers)
-    else:
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=num_workers,
-            collate_fn=collate_in_worker,
-            pin_memory=model.device.type == "cuda",
-            worker_init_fn=_single_threaded_worker,
-        )
-
-    results = {dim: {"score": [None] * len(fused), "std": [None] * len(fused), "probs": [None] * len(fused)} for dim in dimensions}
-    was_training = model.training
-    model.eval()
-    on_gpu = model.device.type == "cuda"
-
-    def start_copy(output):
-        # One asynchronous device-to-host copy per batch (into pinned memory), and an event that marks its end:
-        # reading the values then waits for this batch alone, not for the batches queued after it.
-        values = [output.score.to("cpu", non_blocking=True), output.score_std.to("cpu", non_blocking=True),
-                  output.level_probs.to("cpu", non_blocking=True)]
-        copied = None
-        if on_gpu:
-            copied = torch.cuda.Event()
-            copied.record()
-        return values, copied
-
-    def store(copy, positions):
-        values, copied = copy
-        if copied is not None:
-            copied.synchronize()
-        scores, stds, probs = (value.tolist() for value in values)
-        for row, position in enumerate(positions):
-            index, dimension = items[position]
-            results[dimension]["score"][index] = scores[row]
-            results[dimension]["std"][index] = stds[row]
-            results[dimension]["probs"][index] = probs[row]
-
-    def prepare(item):
-        batch, positions = item
-        if defer_pixels:
-            batch = processor.collate(batch, device=model.device)
-        # The positions are computed here, on the CPU, rather than inside the forward pass on the GPU.
-        batch = {**batch, **model.position_inputs(batch)}
-        batch = _to_device(batch, model.device)
-        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-        return batch, positions
-
-    # On a GPU the batches are prepared in a background thread: the forward pass blocks its thread at the base
-    # model's synchronisation points, and the next batch's collation, positions and copies fill that time.
-    prepared = _in_background_thread(map(prepare, loader)) if on_gpu else map(prepare, loader)
-    batches_in_order = prepared
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches_in_order = tqdm(prepared, total=len(batches), desc="Scoring", unit="batch")
-    pending = None
-    try:
-        for batch, positions in batches_in_order:
-            copy = start_copy(model(**batch))
-            # Read the previous batch's results only now, so the CPU is not waiting while the GPU runs this one.
-            if pending is not None:
-                store(*pending)
-            pending = (copy, positions)
-        if pending is not None:
-            store(*pending)
-    finally:
-        if hasattr(prepared, "close"):
-            prepared.close()
-        model.train(was_training)
-    return results
-
-
-def _to_device(value, device):
-    """Moves the tensors of a batch (nested mappings included, a `BatchFeature` too) to `device`; to a GPU from pinned
-    memory, asynchronously."""
-    if isinstance(value, Mapping):
-        return {key: _to_device(item, device) for key, item in value.items()}
-    if not torch.is_tensor(value):
-        return value
-    if device.type == "cuda" and value.device.type == "cpu":
-        value = value.pin_memory()
-    return value.to(device, non_blocking=True)
-
-
-def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: int = 2):
-    """`(samples, positions)` per batch, the samples decoded by a pool of `num_workers` threads, in order.
-
-    PIL decodes and torch copies without holding the GIL, so threads decode in parallel; unlike DataLoader worker
-    processes they start instantly (forking a process that holds a CUDA context is slow) and share memory with the
-    GPU thread (no shared-memory copies). Up to `prefetch_batches` batches are in flight.
-    """
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="fuscore-decode")
-    upcoming = iter(batches)
-    in_flight = deque()
-    try:
-        for batch in itertools.islice(upcoming, prefetch_batches):
-            in_flight.append([pool.submit(dataset.__getitem__, position) for position in batch])
-        while in_flight:
-            samples = [future.result() for future in in_flight.popleft()]
-            batch = next(upcoming, None)
-            if batch is not None:
-                in_flight.append([pool.submit(dataset.__getitem__, position) for position in batch])
-            yield samples, [sample["position"] for sample in samples]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _in_background_thread(iterable, depth: int = 2):
-    """Iterates `iterable` in a daemon thread, up to `depth` items ahead; its exceptions re-raise here, unchanged.
-
-    Closing the generator (or leaving a loop over it early) stops the thread at its next item.
-    """
-    import queue
-    import threading
-
-    items = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(entry) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for entry in iterable:
-                if not put((entry, None)):
-                    return
-            put((done, None))
-        except BaseException as error:  # noqa: BLE001 - handed to the consuming thread, which re-raises it
-            put((None, error))
-
-    thread = threading.Thread(target=produce, name="fuscore-prepare", daemon=True)
-    thread.start()
-    try:
-        while True:
-            entry, error = items.get()
-            if error is not None:
-                raise error
-            if entry is done:
-                return
-            yield entry
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-FuScoreConfig.register_for_auto_class()
 FuScoreForQuality.register_for_auto_class("AutoModel")
-FuScoreProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["FuScoreConfig", "FuScoreForQuality", "FuScoreOutput", "FuScorePreTrainedModel", "resolve_level_token_ids"]
+
+def register_auto_classes() -> None:
+    """Makes `AutoConfig`, `AutoModel` and `AutoProcessor` resolve `model_type: fuscore` to these classes in this
+    process, so `AutoModel.from_pretrained(folder)` loads any FuScore folder (the shipped demo model, which holds no
+    code, included) without running code from it. `trust_remote_code=True` still runs a folder's own code files."""
+    from transformers import AutoConfig, AutoProcessor
+
+    AutoConfig.register(FuScoreConfig.model_type, FuScoreConfig, exist_ok=True)
+    AutoModel.register(FuScoreConfig, FuScoreForQuality, exist_ok=True)
+    AutoProcessor.register(FuScoreConfig, FuScoreProcessor, exist_ok=True)
+
+
+if not __package__:
+    # Imported from a checkout or an installed FuScore (a top-level module); a folder's remote code is imported as a
+    # `transformers_modules` package and registers nothing.
+    register_auto_classes()
+
+__all__ = [
+    "DEFAULT_LEVEL_VALUES", "DEFAULT_LEVEL_WORDS", "DEFAULT_PROMPTS", "DIMENSIONS", "SUB_DIMENSIONS",
+    "SUPPORTED_BASE_MODEL_TYPES", "FuScoreConfig", "FuScoreForQuality", "FuScoreOutput", "FuScorePreTrainedModel",
+    "FuScoreProcessor", "default_prompts", "register_auto_classes", "resolve_dimensions", "resolve_level_token_ids",
+    "score_images",
+]

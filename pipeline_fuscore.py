@@ -1,8 +1,8 @@
 # Copyright 2026 The FuScore authors. Apache-2.0.
 """The FuScore pipeline: `pipeline(model="org/fuscore", trust_remote_code=True)`.
 
-This file is Hub remote code: it imports only the standard library, torch, transformers and its sibling
-`modeling_fuscore.py` (the model and processor it drives come from the sibling files). An exported
+This file is Hub remote code: it imports only the standard library, transformers and its siblings
+`configuration_fuscore.py` and `scoring_fuscore.py` (the model and processor it drives come from the sibling files). An exported
 FuScore folder declares the pipeline in its `config.json`:
 
     "custom_pipelines": {"fused-image-quality": {"impl": "pipeline_fuscore.FuScorePipeline", "pt": ["AutoModel"]}}
@@ -17,37 +17,47 @@ needed:
      'dimensions': {'thermal_retention': {'score': ..., 'std': ..., 'probs': {...}}, ...}}
 
 Each input is a dict `{"fused": ..., "ir": ..., "vis": ...}` (sources optional unless the model reads them) or a
-bare image (path, encoded bytes, PIL image or HxW[xC] array); a list of inputs gives a list of results. All the
-requested dimensions of one image are scored in one forward pass; `batch_size=n` scores n images per pass.
+bare image (path, encoded bytes, PIL image or HxW[xC] array); a list of inputs gives a list of results. The pipeline
+scores through FuScore's scoring engine, so `batch_size=n` scores n images (all their requested dimensions) per pass
+and every result equals `model.score`'s.
 """
 
+import itertools
+from collections.abc import Iterator
 from typing import Any, Sequence, Union
 
-import torch
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 
-try:  # Hub remote code: the sibling file is part of the same dynamic module package.
-    from .modeling_fuscore import DIMENSIONS
-except ImportError:  # A checkout or an installed FuScore: the sibling is a top-level module.
-    from modeling_fuscore import DIMENSIONS
+try:  # Hub remote code: the sibling files are part of the same dynamic module package.
+    from .configuration_fuscore import DIMENSIONS, OVERALL
+except ImportError:  # A checkout or an installed FuScore: the siblings are top-level modules.
+    from configuration_fuscore import DIMENSIONS, OVERALL
+try:
+    from .scoring_fuscore import check_count, score_images
+except ImportError:
+    from scoring_fuscore import check_count, score_images
 
 TASK_NAME = "fused-image-quality"
-OVERALL = "overall"
 INPUT_KEYS = ("fused", "ir", "vis")
 
 
 class FuScorePipeline(Pipeline):
-    """Scores infrared-visible fused images with a FuScore model.
+    """Scores infrared-visible fused images with a FuScore model, through the scoring engine
+    (`scoring_fuscore.score_images`), so its scores are exactly those of `model.score`.
 
     Call arguments (also accepted when the pipeline is built):
         dimensions: `"all"` (default: every dimension the model has a prompt for) or a list of names. The
             overall quality is always scored, since it is the top-level result.
+        batch_size: images per forward pass (default 1); with d dimensions a pass holds `batch_size * d` items, so
+            the scores equal `model.score(images, dimensions, batch_size=batch_size * d)`.
+        num_workers: decoding workers, as for `model.score`.
 
     Returns, per input, `{"score", "std", "probs", "dimensions"}`: the overall score in [1, 5], its uncertainty (the
     spread of the level distribution), the level probabilities as `{level word: probability}` in the model's level
-    order, and the same three values for each other requested dimension under `"dimensions"`.
+    order, and the same three values for each other requested dimension under `"dimensions"`. A generator of inputs
+    is scored `batch_size` inputs at a time and gives a generator of results.
     """
 
     _load_processor = None  # the FuScore processor is loaded when the repo has one, else taken from the model
@@ -73,21 +83,14 @@ class FuScorePipeline(Pipeline):
         return preprocess_params, {}, {}
 
     def _resolve_dimensions(self, dimensions) -> list:
-        known = list(self.processor.prompts)
-        if dimensions is None or dimensions == "all":
-            requested = known
-        else:
-            requested = [dimensions] if isinstance(dimensions, str) else list(dimensions)
-            unknown = [name for name in requested if name not in known]
-            if unknown:
-                raise ValueError(f"Unknown rating dimension(s) {unknown}; this model knows: {', '.join(known)}.")
+        requested = self.processor.resolve_dimensions(dimensions)
         # Overall first, then FuScore's dimensions in their usual order, then any custom ones; each once.
         ordered = [OVERALL] + [name for name in DIMENSIONS if name in requested]
         return list(dict.fromkeys(ordered + requested))
 
     # ----------------------------------------------------------------- stages
     def preprocess(self, inputs: Any, dimensions=None) -> dict:
-        """One input -> its unbatched samples, one per dimension (collated in `_forward`)."""
+        """One input -> its images and the dimensions to score (the engine decodes and batches them)."""
         if isinstance(inputs, dict):
             unknown = sorted(set(inputs) - set(INPUT_KEYS))
             if unknown or "fused" not in inputs:
@@ -97,88 +100,61 @@ class FuScorePipeline(Pipeline):
             fused, ir, vis = inputs["fused"], inputs.get("ir"), inputs.get("vis")
         else:
             fused, ir, vis = inputs, None, None
-        dimension_list = self._resolve_dimensions(dimensions)
-        samples = [self.processor.prepare_sample(fused, ir, vis, dimension) for dimension in dimension_list]
-        return {"samples": samples, "dimensions": dimension_list, "rows_per_input": [len(samples)]}
+        return {"fused": fused, "ir": ir, "vis": vis, "dimensions": self._resolve_dimensions(dimensions)}
 
-    def _forward(self, model_inputs: dict) -> dict:
-        batch = self.processor.collate(model_inputs["samples"]).to(self.device)
-        batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
-        output = self.model(**batch)
-        return {
-            "score": output.score.float(),
-            "std": output.score_std.float(),
-            "probs": output.level_probs.float(),
-            "dimensions": model_inputs["dimensions"],
-            "rows_per_input": model_inputs["rows_per_input"],
-        }
+    def _forward(self, model_inputs: dict, batch_size: int = 1, num_workers: int = 0) -> dict:
+        return self._score([model_inputs], batch_size, num_workers)[0]
 
     def postprocess(self, model_outputs: dict) -> dict:
-        per_dimension = {}
-        for row, dimension in enumerate(model_outputs["dimensions"]):
-            probs = model_outputs["probs"][row].tolist()
-            per_dimension[dimension] = {
-                "score": model_outputs["score"][row].item(),
-                "std": model_outputs["std"][row].item(),
-                "probs": dict(zip(self.level_words, probs)),
-            }
+        per_dimension = {
+            dimension: {"score": values["score"], "std": values["std"], "probs": dict(zip(self.level_words, values["probs"]))}
+            for dimension, values in model_outputs.items()
+        }
         overall = per_dimension.pop(OVERALL)
         return {**overall, "dimensions": per_dimension}
 
-    # ----------------------------------------------------------------- batching
-    def __call__(self, inputs, *args, **kwargs):
-        if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
+    def _score(self, prepared: list, batch_size, num_workers) -> list:
+        """Engine results `{dimension: {"score", "std", "probs"}}` for preprocessed inputs of equal dimensions."""
+        if not prepared:
             return []
-        if isinstance(inputs, tuple):
-            inputs = list(inputs)
-        return super().__call__(inputs, *args, **kwargs)
+        dimensions = prepared[0]["dimensions"]
+        batch_size = check_count(batch_size, "batch_size")
+        results = score_images(self.model, self.processor, [item["fused"] for item in prepared],
+                               [item["ir"] for item in prepared], [item["vis"] for item in prepared], dimensions,
+                               batch_size=batch_size * len(dimensions), num_workers=num_workers)
+        return [{dimension: {key: results[dimension][key][row] for key in ("score", "std", "probs")}
+                 for dimension in dimensions} for row in range(len(prepared))]
 
-    def get_iterator(self, inputs, num_workers: int, batch_size: int, preprocess_params, forward_params, postprocess_params):
-        """Scores `batch_size` inputs per forward pass.
+    # ----------------------------------------------------------------- calls
+    def __call__(self, inputs, *args, batch_size=None, num_workers=None, **kwargs):
+        if args:
+            raise TypeError("FuScorePipeline takes its inputs as one argument (an input or a list of inputs).")
+        preprocess_params, _, _ = self._sanitize_parameters(**kwargs)
+        preprocess_params = {**self._preprocess_params, **preprocess_params}
+        batch_size = check_count(batch_size if batch_size is not None else (self._batch_size or 1), "batch_size")
+        num_workers = check_count(num_workers if num_workers is not None else (self._num_workers or 0), "num_workers", 0)
+        if isinstance(inputs, (list, tuple)):
+            return self._score_inputs(list(inputs), preprocess_params, batch_size, num_workers)
+        if _is_stream(inputs):
+            return self._score_stream(inputs, preprocess_params, batch_size, num_workers)
+        return self._score_inputs([inputs], preprocess_params, batch_size, num_workers)[0]
 
-        The base class's padding collator knows only text-style tensors; FuScore batches concatenate image patches,
-        so preprocessed inputs are merged here and the outputs split back per input.
-        """
-        from transformers.pipelines.pt_utils import PipelineDataset
+    def _score_inputs(self, inputs: list, preprocess_params: dict, batch_size, num_workers) -> list:
+        prepared = [self.preprocess(item, **preprocess_params) for item in inputs]
+        return [self.postprocess(outputs) for outputs in self._score(prepared, batch_size, num_workers)]
 
-        dataset = PipelineDataset(inputs, self.preprocess, preprocess_params) if hasattr(inputs, "__len__") else None
-        if dataset is None:  # a generator: preprocess lazily, one at a time
-            dataset = _PreprocessedStream(inputs, self.preprocess, preprocess_params)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                                             collate_fn=_merge_preprocessed)
-        return self._score_batches(loader, forward_params, postprocess_params)
-
-    def _score_batches(self, loader, forward_params, postprocess_params):
-        for merged in loader:
-            outputs = self.forward(merged, **forward_params)
-            start = 0
-            for rows in merged["rows_per_input"]:
-                piece = {
-                    "score": outputs["score"][start : start + rows],
-                    "std": outputs["std"][start : start + rows],
-                    "probs": outputs["probs"][start : start + rows],
-                    "dimensions": outputs["dimensions"][start : start + rows],
-                    "rows_per_input": [rows],
-                }
-                start += rows
-                yield self.postprocess(piece, **postprocess_params)
-
-
-def _merge_preprocessed(items: list) -> dict:
-    return {
-        "samples": [sample for item in items for sample in item["samples"]],
-        "dimensions": [dimension for item in items for dimension in item["dimensions"]],
-        "rows_per_input": [len(item["samples"]) for item in items],
-    }
+    def _score_stream(self, inputs, preprocess_params: dict, batch_size, num_workers):
+        iterator = iter(inputs)
+        while True:
+            chunk = list(itertools.islice(iterator, batch_size))
+            if not chunk:
+                return
+            yield from self._score_inputs(chunk, preprocess_params, batch_size, num_workers)
 
 
-class _PreprocessedStream(torch.utils.data.IterableDataset):
-    def __init__(self, inputs, preprocess, params):
-        self.inputs, self.preprocess, self.params = inputs, preprocess, params
-
-    def __iter__(self):
-        for item in self.inputs:
-            yield self.preprocess(item, **self.params)
+def _is_stream(inputs) -> bool:
+    """A generator or other iterator of inputs (not one image: strings, bytes, dicts, arrays and PIL images are)."""
+    return isinstance(inputs, Iterator)
 
 
 # Registering makes `pipeline("fused-image-quality", model=<FuScore model object>)` work once this module is

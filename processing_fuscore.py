@@ -2,7 +2,7 @@
 """FuScore processor: rating prompt + Qwen-VL image inputs for infrared-visible fused images.
 
 This file is Hub remote code (`AutoProcessor.from_pretrained(..., trust_remote_code=True)`): it imports
-only the standard library, numpy-free PIL, torch and transformers.
+only the standard library, PIL, torch, transformers and its sibling `configuration_fuscore.py`.
 
 The processor turns a fused image (optionally with its infrared and visible sources) and a rating dimension
 into the inputs of a Qwen-VL model:
@@ -16,18 +16,22 @@ The model reads the level word that would follow the answer prefix (" excellent"
 """
 
 import io
-import math
-from struct import error as struct_error
 import os
+from struct import error as struct_error
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+
+try:  # Hub remote code: the sibling file is part of the same dynamic module package.
+    from .configuration_fuscore import INPUT_MODES, check_input_mode, default_prompts, resolve_dimensions
+except ImportError:  # A checkout or an installed FuScore: the sibling is a top-level module.
+    from configuration_fuscore import INPUT_MODES, check_input_mode, default_prompts, resolve_dimensions
 
 ImageLike = Union[str, os.PathLike, bytes, Image.Image, Any]
 
@@ -42,7 +46,6 @@ MAX_ASPECT_RATIO = 200
 # Sources must be registered to the fused image: their aspect ratio may differ from it by at most this much.
 SOURCE_ASPECT_TOLERANCE = 0.02
 
-INPUT_MODES = ("fused", "fused_ir_vis")
 IMAGE_ROLES = ("fused", "infrared", "visible")
 
 
@@ -98,13 +101,19 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
     Accepts a path, encoded bytes, a PIL image, or an HxW[xC] array (numpy or torch; uint8, uint16 or float in
     [0, 1]). Grey images are replicated to three channels, 16-bit and 32-bit images are stretched from their own
     range to 0..255, palette and alpha images are composited on black, CMYK/YCbCr/HSV are converted to RGB.
+    A file's or PIL image's EXIF orientation is applied, so the image is scored as viewers display it (a phone photo
+    stored sideways with orientation 6 is turned upright); arrays have no EXIF and are taken as they are. Animated
+    and multi-page images are refused (which frame to score is the caller's choice); a multi-picture JPEG (MPO) is
+    read as its first picture, the photo. Complex arrays are refused.
 
     Raises:
-        ImageInputError: the file is missing, truncated or not an image, the array is malformed, or the image is
-            smaller than `MIN_IMAGE_SIDE` or larger than `MAX_IMAGE_PIXELS`. The message names `source` (or the path).
+        ImageInputError: the file is missing, truncated or not an image, the array is malformed or complex, the
+            image has several frames, or it is smaller than `MIN_IMAGE_SIDE` or larger than `MAX_IMAGE_PIXELS`. The
+            message names `source` (or the path).
     """
     name = _describe(image, source)
     if isinstance(image, Image.Image):
+        _refuse_multi_frame(image, name)
         pil = image
     elif isinstance(image, (str, os.PathLike, bytes)):
         if isinstance(image, bytes):
@@ -123,6 +132,7 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
                         f"{name}: {pil.width}x{pil.height} pixels is over FuScore's limit of {MAX_IMAGE_PIXELS} pixels; "
                         "downscale it first."
                     )
+                _refuse_multi_frame(pil, name)
                 # Decode now, so a truncated file fails here with its name rather than deep in the batch.
                 pil.load()
         except ImageInputError:
@@ -138,6 +148,8 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
                                   "The file is corrupt, truncated or not an image.") from error
     else:
         pil = _array_to_pil_checked(image, name)
+    if _orientation(pil) in _TRANSPOSING_ORIENTATIONS:
+        pil = ImageOps.exif_transpose(pil)  # a transposed copy: a caller's PIL image is left as it was
 
     if min(pil.size) < MIN_IMAGE_SIDE:
         raise ImageInputError(
@@ -154,6 +166,35 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
     return _to_rgb(pil, name)
 
 
+# EXIF orientation (tag 0x0112): 1 is upright; 2-8 flip and/or rotate; 5-8 swap width and height.
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = frozenset(range(2, 9))
+_SIDE_SWAPPING_ORIENTATIONS = frozenset(range(5, 9))
+
+
+def _orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation, 1 (upright) when it has none or its EXIF block cannot be read."""
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
+    except (SyntaxError, ValueError, TypeError, OSError, struct_error):
+        return 1
+
+
+# Multi-picture JPEGs (MPO, written by many cameras) hold the photo first and previews or depth maps after it.
+_PRIMARY_FIRST_FORMATS = ("MPO",)
+
+
+def _refuse_multi_frame(image: Image.Image, name: str) -> None:
+    """Animated and multi-page images (GIF, APNG, WebP, TIFF, ...) hold several pictures; which one to score is the
+    caller's choice, so they are refused rather than scored by their first frame."""
+    if getattr(image, "is_animated", False) and image.format not in _PRIMARY_FIRST_FORMATS:
+        frames = getattr(image, "n_frames", "several")
+        raise ImageInputError(
+            f"{name}: an animated or multi-page {image.format or ''} image with {frames} frames; FuScore scores one "
+            "still image. Save the frame to score as its own image (with PIL: image.seek(k); frame = image.copy())."
+        )
+
+
 def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
     if isinstance(array, torch.Tensor):
         tensor = array.detach().cpu()
@@ -165,6 +206,11 @@ def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
             raise ImageInputError(
                 f"{name}: cannot read an image from a {type(array).__name__}; pass a path, a PIL image or an array."
             ) from error
+    if tensor.is_complex():
+        raise ImageInputError(
+            f"{name}: the image array holds complex numbers ({tensor.dtype}); FuScore reads real intensities: pass "
+            "the magnitude (abs) or the real part as a real array."
+        )
     if tensor.ndim == 3 and tensor.shape[-1] == 1:
         tensor = tensor[..., 0]
     if tensor.ndim not in (2, 3) or (tensor.ndim == 3 and tensor.shape[-1] not in (3, 4)):
@@ -198,12 +244,14 @@ def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
 class FuScoreProcessor(ProcessorMixin):
     """Builds FuScore's rating prompts and the Qwen-VL image inputs.
 
+    The processor is the one home of the prompts and of the input mode: both are saved in `processor_config.json`.
+
     Args:
         image_processor: the base model's Qwen-VL image processor (patch size, merge size and the min/max pixel
-            bounds come from it).
+            bounds come from it, and so does the number of visual tokens of an image).
         tokenizer: the base model's tokenizer, with the Qwen special tokens.
-        prompts (`dict[str, dict[str, str]]`): per dimension, a `question` and the `answer` prefix that the level
-            word completes. Copied from `FuScoreConfig.prompts` when the model is built.
+        prompts (`dict[str, dict[str, str]]`, *optional*): per dimension, a `question` and the `answer` prefix that
+            the level word completes. Defaults to FuScore's built-in prompts for `input_mode`.
         input_mode (`str`): `"fused"` (the fused image alone) or `"fused_ir_vis"` (fused, infrared, visible).
     """
 
@@ -212,10 +260,8 @@ class FuScoreProcessor(ProcessorMixin):
     vision_end_token = "<|vision_end|>"
 
     def __init__(self, image_processor=None, tokenizer=None, prompts=None, input_mode="fused", chat_template=None, **kwargs):
-        if input_mode not in INPUT_MODES:
-            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}.")
-        self.prompts = dict(prompts) if prompts else {}
-        self.input_mode = input_mode
+        self.input_mode = check_input_mode(input_mode)
+        self.prompts = dict(prompts) if prompts is not None else default_prompts(input_mode)
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
@@ -225,6 +271,10 @@ class FuScoreProcessor(ProcessorMixin):
     @property
     def dimensions(self) -> tuple:
         return tuple(self.prompts)
+
+    def resolve_dimensions(self, dimensions, argument: str = "dimensions") -> list:
+        """`dimensions` checked against this processor's prompts (`configuration_fuscore.resolve_dimensions`)."""
+        return resolve_dimensions(dimensions, self.prompts, argument=argument)
 
     def build_prompt(self, dimension: str, image_token_counts: Sequence[int]) -> str:
         """The chat text for one sample, with each image's placeholder expanded to its visual-token count."""
@@ -242,15 +292,10 @@ class FuScoreProcessor(ProcessorMixin):
     def merge_size(self) -> int:
         return self.image_processor.merge_size
 
-    def _resize_factor(self) -> int:
-        return self.image_processor.patch_size * self.image_processor.merge_size
-
     def num_visual_tokens(self, width: int, height: int) -> int:
-        """Visual tokens the model sees for an image of this size (after the min/max pixel bounds)."""
-        size = self.image_processor.size
-        factor = self._resize_factor()
-        resized_h, resized_w = _smart_resize(height, width, factor, size["shortest_edge"], size["longest_edge"])
-        return (resized_h // factor) * (resized_w // factor)
+        """Visual tokens the model sees for an image of this size, as the image processor itself counts them
+        (`get_number_of_image_patches`: its resize rule and min/max pixel bounds), after the patch merge."""
+        return self.image_processor.get_number_of_image_patches(height, width, {}) // self.merge_size**2
 
     def prepare_images(self, fused: ImageLike, ir: ImageLike = None, vis: ImageLike = None, source: Optional[str] = None):
         """Loads the images one sample needs, in model order, as RGB PIL images.
@@ -289,28 +334,23 @@ class FuScoreProcessor(ProcessorMixin):
         """Everything one sample needs, unbatched: `input_ids` (list), `image_grid_thw` [n, 3] and `pixel_values`
         [patches, dim].
 
-        With `defer_pixels`, the images stay decoded 8-bit tensors (`images`, a list of [3, H, W] uint8) and the
-        image processor runs later in `collate`, possibly on the GPU: a preprocessing worker then ships 1 byte per
-        pixel to the main process instead of the float patches (8x more with Qwen-VL's temporal duplication).
+        With `defer_pixels`, the images stay decoded 8-bit tensors (`images`, a list of [3, H, W] uint8, with their
+        `image_token_counts`) and the image processor runs later in `collate`, possibly on the GPU: a preprocessing
+        worker then ships 1 byte per pixel to the main process instead of the float patches (8x more with Qwen-VL's
+        temporal duplication).
         """
         images = self.prepare_images(fused, ir, vis, source=source)
         if defer_pixels:
-            factor = self._resize_factor()
-            size = self.image_processor.size
-            grid = []
-            for image in images:
-                height, width = _smart_resize(image.height, image.width, factor, size["shortest_edge"], size["longest_edge"])
-                grid.append([1, height // self.image_processor.patch_size, width // self.image_processor.patch_size])
-            grid = torch.tensor(grid, dtype=torch.long)
-            pixels = {"images": [_pil_to_uint8_chw(image) for image in images]}
+            token_counts = [self.num_visual_tokens(image.width, image.height) for image in images]
+            sample = {"images": [_pil_to_uint8_chw(image) for image in images], "image_token_counts": token_counts}
         else:
             vision = self.image_processor(images=images, return_tensors="pt")
             grid = vision["image_grid_thw"]
-            pixels = {"pixel_values": vision["pixel_values"]}
-        token_counts = (grid.prod(-1) // self.merge_size**2).tolist()
+            token_counts = (grid.prod(-1) // self.merge_size**2).tolist()
+            sample = {"image_grid_thw": grid, "pixel_values": vision["pixel_values"]}
         text = self.build_prompt(dimension, token_counts)
         input_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return {"input_ids": input_ids, "image_grid_thw": grid, **pixels}
+        return {"input_ids": input_ids, **sample}
 
     @property
     def supports_device_preprocessing(self) -> bool:
@@ -336,7 +376,6 @@ class FuScoreProcessor(ProcessorMixin):
             attention_mask[row, : lengths[row]] = 1
         # The multimodal RoPE needs to know which tokens are image tokens (1) and which are text (0).
         mm_token_type_ids = (input_ids == self.image_token_id).to(torch.int32) * attention_mask.to(torch.int32)
-        image_grid_thw = torch.cat([sample["image_grid_thw"] for sample in samples], dim=0)
         if "images" in samples[0]:
             device_kwargs = {"device": device} if device is not None and self.supports_device_preprocessing else {}
             images = [image for sample in samples for image in sample["images"]]
@@ -345,11 +384,15 @@ class FuScoreProcessor(ProcessorMixin):
                 # image by image, for the GPU to finish the previous batch.
                 images = [image.pin_memory().to(device, non_blocking=True) for image in images]
             vision = self.image_processor(images=images, return_tensors="pt", **device_kwargs)
-            if not torch.equal(vision["image_grid_thw"].cpu(), image_grid_thw):
-                raise RuntimeError("The image processor resized differently from FuScore's token count; "
-                                   "report this with the image processor's class and sizes.")
+            image_grid_thw = vision["image_grid_thw"].cpu()
+            counts = [count for sample in samples for count in sample["image_token_counts"]]
+            if (image_grid_thw.prod(-1) // self.merge_size**2).tolist() != counts:
+                raise RuntimeError("The image processor made other visual-token counts than its "
+                                   "get_number_of_image_patches gave for the prompt; report this with the image "
+                                   f"processor's class ({type(self.image_processor).__name__}) and the image sizes.")
             pixel_values = vision["pixel_values"]
         else:
+            image_grid_thw = torch.cat([sample["image_grid_thw"] for sample in samples], dim=0)
             pixel_values = torch.cat([sample["pixel_values"] for sample in samples], dim=0)
         return BatchFeature(
             {
@@ -385,20 +428,30 @@ def _pil_to_uint8_chw(image: Image.Image) -> torch.Tensor:
     return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1)
 
 
-def _smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple:
-    """Qwen-VL's resize rule (both sides multiples of `factor`, pixel count within bounds, aspect kept)."""
-    resized_h = max(factor, round(height / factor) * factor)
-    resized_w = max(factor, round(width / factor) * factor)
-    if resized_h * resized_w > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        resized_h = max(factor, math.floor(height / beta / factor) * factor)
-        resized_w = max(factor, math.floor(width / beta / factor) * factor)
-    elif resized_h * resized_w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        resized_h = math.ceil(height * beta / factor) * factor
-        resized_w = math.ceil(width * beta / factor) * factor
-    return resized_h, resized_w
+def _displayed_size(image: Image.Image) -> tuple:
+    width, height = image.size
+    return (height, width) if _orientation(image) in _SIDE_SWAPPING_ORIENTATIONS else (width, height)
+
+
+def image_size(image: ImageLike) -> Optional[tuple]:
+    """`(width, height)` of an input image as `load_image` will give it (EXIF orientation applied), without decoding
+    its pixels where possible; None when it cannot be told (an unreadable file fails later, with its name, in
+    `load_image`)."""
+    try:
+        if isinstance(image, (str, os.PathLike)):
+            with Image.open(image) as handle:
+                return _displayed_size(handle)
+        if isinstance(image, Image.Image):
+            return _displayed_size(image)
+        shape = getattr(image, "shape", None)
+        if shape is not None and len(shape) >= 2:
+            return int(shape[1]), int(shape[0])
+    except Exception:  # noqa: BLE001 - any failure here is reported by load_image with the file's name
+        return None
+    return None
 
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-__all__ = ["FuScoreProcessor", "ImageInputError", "load_image"]
+FuScoreProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = ["FuScoreProcessor", "ImageInputError", "image_size", "load_image"]

@@ -122,7 +122,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     final_dir = output_dir / "final"
     save_final_model(trainer, final_dir, model_args, data_args, training_args, after)
     results = {"before": before, "after": after, "train": train_output.metrics, "final_dir": str(final_dir),
-               "resumed_from": resume}
+               "resumed_from": resume, "num_processes": trainer.accelerator.num_processes}
     if trainer.is_world_process_zero():
         write_text(output_dir / "results.json", json.dumps(results, indent=2))
     trainer.accelerator.wait_for_everyone()

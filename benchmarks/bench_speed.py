@@ -42,7 +42,8 @@ from transformers import AutoConfig, AutoModelForImageTextToText  # noqa: E402
 
 from fuscore.objectives import compute_objective, label_for_objective  # noqa: E402
 from fuscore.tiny import build_tiny_tokenizer, tiny_base_config  # noqa: E402
-from modeling_fuscore import FuScoreConfig, FuScoreForQuality, _to_device  # noqa: E402
+from modeling_fuscore import FuScoreConfig, FuScoreForQuality  # noqa: E402
+from scoring_fuscore import _to_device  # noqa: E402
 
 
 def qwen3_vl_8b_config(tokenizer):

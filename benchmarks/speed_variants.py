@@ -35,7 +35,8 @@ from transformers import AutoModelForImageTextToText  # noqa: E402
 
 from fuscore.objectives import compute_objective, label_for_objective  # noqa: E402
 from fuscore.tiny import build_tiny_tokenizer, tiny_base_config  # noqa: E402
-from modeling_fuscore import FuScoreConfig, FuScoreForQuality, _to_device  # noqa: E402
+from modeling_fuscore import FuScoreConfig, FuScoreForQuality  # noqa: E402
+from scoring_fuscore import _to_device  # noqa: E402
 
 
 def build(args, device, dtype):
@@ -161,7 +162,7 @@ def scoring_part(args, device, dtype, results):
 def engine_breakdown(model, processor, paths, args, device, results):
     """Where the end-to-end engine's wall time goes: main-process time in collate (GPU image preprocessing), RoPE ids,
     forward launch and the rest (waiting for workers, copies, reading results), plus the GPU's busy time."""
-    import modeling_fuscore
+    import scoring_fuscore
 
     spent = {"collate": 0.0, "rope": 0.0, "forward": 0.0}
 
@@ -205,14 +206,14 @@ def engine_breakdown(model, processor, paths, args, device, results):
 
                     with torch_profile(activities=[ProfilerActivity.CUDA]) as profiler:
                         start = time.perf_counter()
-                        modeling_fuscore.score_images(model, processor, paths, [None] * len(paths), [None] * len(paths), ["overall"],
+                        scoring_fuscore.score_images(model, processor, paths, [None] * len(paths), [None] * len(paths), ["overall"],
                                                       batch_size=args.batch_size, num_workers=workers)
                         torch.cuda.synchronize()
                         wall = time.perf_counter() - start
                     busy = kernel_breakdown(profiler, wall)
                 else:
                     start = time.perf_counter()
-                    modeling_fuscore.score_images(model, processor, paths, [None] * len(paths), [None] * len(paths), ["overall"],
+                    scoring_fuscore.score_images(model, processor, paths, [None] * len(paths), [None] * len(paths), ["overall"],
                                                   batch_size=args.batch_size, num_workers=workers)
                     wall = time.perf_counter() - start
                     busy = {"gpu_idle_fraction_of_wall": float("nan")}
@@ -232,16 +233,16 @@ def engine_breakdown(model, processor, paths, args, device, results):
 
 def loader_only(processor, paths, args, results):
     """Image decoding alone (no model): time to the first batch and to the last, worker processes against threads."""
-    import modeling_fuscore
+    import scoring_fuscore
 
     items = [(index, "overall") for index in range(len(paths))]
-    dataset = modeling_fuscore._ScoringDataset(processor, paths, [None] * len(paths), [None] * len(paths), items, defer_pixels=True)
+    dataset = scoring_fuscore._ScoringDataset(processor, paths, [None] * len(paths), [None] * len(paths), items, defer_pixels=True)
     batches = [list(range(i, min(i + args.batch_size, len(paths)))) for i in range(0, len(paths), args.batch_size)]
     loaders = {
         "processes": lambda: torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=args.workers,
                                                          collate_fn=lambda samples: samples, pin_memory=torch.cuda.is_available(),
-                                                         worker_init_fn=modeling_fuscore._single_threaded_worker),
-        "threads": lambda: modeling_fuscore._decoded_in_threads(dataset, batches, args.workers),
+                                                         worker_init_fn=scoring_fuscore._single_threaded_worker),
+        "threads": lambda: scoring_fuscore._decoded_in_threads(dataset, batches, args.workers),
     }
     for name, make in loaders.items():
         start = time.perf_counter()

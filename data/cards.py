@@ -12,8 +12,6 @@ from pathlib import Path
 import datasets
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from .schema import SUB_DIMENSIONS
-
 
 # Tables made by `SyntheticIVIF.table` carry this sentence in `info.description`; a card
 # written for such a table (or with `synthetic=True`) opens with it.
@@ -31,62 +29,14 @@ COLUMN_MEANINGS = {
     "vis": "its visible source",
     "pair_id": "the source pair (scene) the fused image was made from; splits never share one",
     "method": "the fusion method (and, in synthetic tables, its degradations)",
-    "mos": "overall mean opinion score (higher is better)",
+    "mos": "overall quality score (higher is better): a mean opinion score, or what the description says it is",
     "mos_std": "spread of the raters' overall scores",
     "thermal_retention": "sub-score: are the warm targets of the infrared source kept?",
     "texture_preservation": "sub-score: is the visible source's texture kept?",
     "artifacts": "sub-score: absence of artifacts (noise, blocking, halos); higher is cleaner",
     "sharpness": "sub-score: how sharp the fused image is",
+    "artifact_heatmap": "grey map of where the fused image shows artifacts (EVAFusion's layout)",
 }
-
-
-def synthetic_description(generator) -> str:
-    """The description stored in a synthetic table's `info.description` and shown on its card."""
-    from . import synthetic
-
-    low_high = {name: synthetic.SCORE_ANCHORS[name] for name in SUB_DIMENSIONS}
-    return "\n".join(
-        [
-            SYNTHETIC_STATEMENT,
-            "",
-            f"Generator: `{generator!r}`. Each `pair_id` (`syn-<seed>-<scene>`) is one procedural "
-            "infrared/visible scene with 1-4 warm targets (people, vehicles) over a textured "
-            "background, by day or by night (night: dark, noisy visible image in which the "
-            "targets barely show; the infrared still shows them). Each row is one fused image "
-            "made by one of the classic fusion methods "
-            f"({', '.join(generator.methods)}) and then degraded at random strengths "
-            "(blur, noise, JPEG, contrast loss, thermal suppression); `method` names both.",
-            "",
-            "What the scores mean (all on [1, 5], higher is better), measured with oracle "
-            "knowledge the model never sees (target masks, the noise-free sources, the "
-            "undegraded fusion) and mapped linearly between two anchors, clipped outside:",
-            "",
-            f"- `thermal_retention`: target-vs-local-background contrast in the fused image as "
-            f"a fraction of that contrast in the infrared source, capped at 1 per target and "
-            f"averaged over targets (1 at <= {low_high['thermal_retention'][0]}, "
-            f"5 at >= {low_high['thermal_retention'][1]}).",
-            f"- `texture_preservation`: projection coefficient of the fused image's "
-            f"band-pass detail on the visible source's, outside the targets "
-            f"(1 at <= {low_high['texture_preservation'][0]}, 5 at >= {low_high['texture_preservation'][1]}).",
-            f"- `artifacts` (their absence): high-pass RMS of what the clean sources do not explain "
-            f"(noise, JPEG error, passed-through sensor noise) plus the JPEG blockiness (gradient "
-            f"excess on the 8-px block grid) plus 4x the overshoot outside "
-            f"the sources' local intensity range (5 at <= {low_high['artifacts'][1]}, 1 at >= {low_high['artifacts'][0]}).",
-            f"- `sharpness`: mean gradient magnitude relative to the sharper source at each pixel "
-            f"(1 at <= {low_high['sharpness'][0]}, 5 at >= {low_high['sharpness'][1]}).",
-            f"- overall truth = {synthetic.OVERALL_MEAN_WEIGHT} x mean + "
-            f"{1 - synthetic.OVERALL_MEAN_WEIGHT:.1f} x min of the four sub-scores (the worst "
-            "dimension weighs more).",
-            f"- `mos` / `mos_std`: mean / standard deviation of {generator.num_raters} simulated "
-            f"raters per scene, each with a bias N(0, {synthetic.RATER_BIAS_STD}^2) shared by the "
-            f"scene's images and noise N(0, s^2), s = {synthetic.RATER_NOISE_BASE} + "
-            f"{synthetic.RATER_NOISE_PER_SPREAD} x the RMS distance of the sub-scores from the overall truth, "
-            "ratings clipped to [1, 5].",
-            "",
-            "Use it to exercise and demonstrate the FuScore pipeline; results on it say nothing "
-            "about agreement with human judgement of real fused images.",
-        ]
-    )
 
 
 def size_category(num_rows: int) -> str:

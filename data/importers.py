@@ -1,7 +1,8 @@
-"""Importers for public IVIF layouts: VIFB (unlabelled) and EVAFusion (rated).
+"""Importers for public IVIF layouts: VIFB (unlabelled) and EVAFusion (rated by a VLM, reviewed by experts).
 
-Both return a `datasets.Dataset` with the rating schema whose image cells are *paths* to
-the original files: nothing is copied (VIFB images must never be committed into the
+Both return validated rating tables whose image cells stay as the source stores them: VIFB's
+are *paths* to the original files and EVAFusion's the cells of its own dataset (bytes or
+paths), nothing is copied or re-encoded (VIFB images must never be committed into the
 project; save a table with `fuscore_data.tables` only where you may store the images).
 """
 
@@ -9,14 +10,14 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from pathlib import Path
 
 import datasets
 
+from .evafusion import EVAFUSION_REQUIRED, EVAFUSION_SCALE, evafusion_to_rating_table, is_evafusion_layout
 from .schema import RATING_FEATURES, SUB_DIMENSIONS
 from .tables import normalize_scores
-from .validation import validate_table
+from .validation import TableValidationError, validate_table
 
 
 # --------------------------------------------------------------------------------------
@@ -68,12 +69,18 @@ def load_vifb(vifb_dir: str | os.PathLike | None = None, *, check_images: bool =
             f"No VIFB manifest at '{manifest}'. Pass vifb_dir= or set ${VIFB_ENV_VAR} to the folder "
             f"holding {VIFB_MANIFEST} (columns pair, method, fused, ir, vis)."
         )
-    with open(manifest, newline="", encoding="utf-8") as handle:
+    with open(manifest, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
         reader = csv.DictReader(handle)
-        expected = {"pair", "method", "fused", "ir", "vis"}
-        if not expected <= set(reader.fieldnames or ()):
-            raise ValueError(f"'{manifest}' needs the columns {sorted(expected)}, found {reader.fieldnames}.")
-        rows = list(reader)
+        expected = ("pair", "method", "fused", "ir", "vis")
+        if not set(expected) <= set(reader.fieldnames or ()):
+            raise ValueError(f"'{manifest}' needs the columns {list(expected)}, found {reader.fieldnames}.")
+        rows, short = [], []
+        for row in reader:
+            if any(not row.get(name) for name in expected):
+                short.append(f"'{manifest}' line {reader.line_num}: no {[n for n in expected if not row.get(n)]}")
+            rows.append(row)
+    if short:
+        raise TableValidationError(short)
     columns = {name: [] for name in RATING_FEATURES}
     for row in rows:
         for image_column in ("fused", "ir", "vis"):
@@ -94,164 +101,105 @@ def load_vifb(vifb_dir: str | os.PathLike | None = None, *, check_images: bool =
 # EVAFusion
 # --------------------------------------------------------------------------------------
 
-# Accepted spellings of each column, after lower-casing and turning runs of spaces,
-# dashes and underscores into "_" (so "Thermal Retention" matches "thermal_retention").
-EVAFUSION_ALIASES = {
-    "fused": ("fused", "fused_image", "fused_file_name", "image", "file_name"),
-    "ir": ("ir", "infrared", "ir_image", "ir_file_name"),
-    "vis": ("vis", "vi", "visible", "vis_image", "vis_file_name"),
-    "pair_id": ("pair_id", "pair", "scene", "source", "source_pair"),
-    "method": ("method", "fusion_method", "model"),
-    "mos": ("overall_score", "overall", "mos", "score"),
-    "mos_std": ("overall_std", "overall_score_std", "mos_std", "std"),
-    "thermal_retention": ("thermal_retention",),
-    "texture_preservation": ("texture_preservation",),
-    "artifacts": ("artifacts", "artifact"),
-    "sharpness": ("sharpness",),
-}
-EVAFUSION_FOLDERS = {"fused": ("fused",), "ir": ("ir", "infrared"), "vis": ("vi", "vis", "visible")}
-
 
 def load_evafusion(
-    root: str | os.PathLike,
-    csv_path: str | os.PathLike | None = None,
+    source: str | os.PathLike | datasets.Dataset | datasets.DatasetDict,
     *,
-    score_range: tuple[float, float] = (1.0, 5.0),
+    score_range: tuple[float, float] | None = EVAFUSION_SCALE,
+    split: str | None = None,
+    merge_splits: bool = False,
     check_images: bool = True,
-) -> datasets.Dataset:
-    """Read an EVAFusion-style rated folder into a rating table with scores on [1, 5].
+    progress: bool = True,
+    **load_dataset_kwargs,
+) -> datasets.Dataset | datasets.DatasetDict:
+    """EVAFusion, as it is published, as a validated rating table with scores on [1, 5].
 
-    No copy of EVAFusion is available here, so this is the layout we accept (the one of
-    the EVAFusion code: `fused/`, `ir/`, `vi/` folders with matching file names, and
-    scores out of 5 for "Thermal Retention", "Texture Preservation", "Artifacts",
-    "Sharpness" and "Overall Score")::
+    EVAFusion's labels are scores given by a vision-language model and reviewed by experts (not a crowd's mean
+    opinion score); see `fuscore_data.evafusion` for the layout and how `pair_id` and `method` are derived.
 
-        root/fused/<name>.png   root/ir/<name>.png   root/vi/<name>.png
-        root/<scores>.csv       (`csv_path`, default: the only .csv file in `root`)
+    Args:
+        source: a `save_to_disk` folder (what EVAFusion's own training code reads with `load_from_disk`), anything
+            `datasets.load_dataset` takes (the Hub id `fuscore_data.evafusion.EVAFUSION_HUB_ID` where the network
+            allows it, a local data folder), or a `datasets.Dataset` / `DatasetDict` in that layout.
+        score_range: the scale the scores are on (published: out of 5, taken as [1, 5]); they are mapped from it
+            to [1, 5]. A value outside it is an error naming the row. None: the table's own min and max.
+        split: return only this split (for `load_dataset`, passed on to it).
+        merge_splits: return one `Dataset` holding every split's rows, in split order (then make scene-disjoint
+            splits with `fuscore_data.tables.split_by_pair`); by default a `DatasetDict` stays one, and splits
+            that share a source pair are an error.
+        check_images: decode every image once to check it (otherwise files are only checked to exist).
+        progress: show progress bars.
+        **load_dataset_kwargs: passed to `datasets.load_dataset` (e.g. `cache_dir`, `revision`).
 
-    CSV columns, matched case-insensitively with spaces, dashes and underscores alike
-    (see `EVAFUSION_ALIASES` for the accepted spellings):
+    Returns:
+        A `Dataset` (a `Dataset` source, `split`, or `merge_splits`) or a `DatasetDict` with the rating schema plus
+        `artifact_heatmap` where the source has it; `mos` is the overall score, images stay `datasets.Image`
+        cells (never decoded or re-encoded here except to check them).
 
-    * `fused` (required): the fused file, relative to `root` or to `root/fused/`;
-    * `ir`, `vis` (optional): the sources, relative to `root` or their folder (`ir/` or
-      `infrared/`; `vi/`, `vis/` or `visible/`); default: the fused file's name in them;
-    * `pair_id` (optional): default the infrared file's stem;
-    * `method` (optional): default the fused file's stem;
-    * `overall_score` (required, -> `mos`), `overall_std` (optional, -> `mos_std`);
-    * `thermal_retention`, `texture_preservation`, `artifacts`, `sharpness` (optional;
-      higher is better, "artifacts" rating their absence as in EVAFusion).
-
-    Scores are mapped from `score_range` (the scale's bounds) to [1, 5]; a value outside
-    it is an error naming the row. The table is validated (files exist and, with
-    `check_images`, decode; no duplicates; consistent sources per pair).
+    Raises:
+        TableValidationError: every problem found (scores outside `score_range`, missing or broken images,
+            duplicates, splits sharing a scene), each naming its row.
     """
-    root = Path(root)
-    csv_path = Path(csv_path) if csv_path is not None else _only_csv(root)
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = {_canonical(name): name for name in reader.fieldnames or ()}
-        rows = list(reader)
-    found = {}
-    for column, aliases in EVAFUSION_ALIASES.items():
-        match = next((header[a] for a in aliases if a in header), None)
-        if match is not None:
-            found[column] = match
-    for required in ("fused", "mos"):
-        if required not in found:
-            raise ValueError(
-                f"'{csv_path}' has no {required} column; accepted names: {list(EVAFUSION_ALIASES[required])} "
-                f"(found {list(header.values())})."
+    table = _evafusion_source(source, split, load_dataset_kwargs)
+    if not is_evafusion_layout(table):
+        splits = dict(table) if isinstance(table, datasets.DatasetDict) else {"": table}
+        name, split = next((n, t) for n, t in splits.items() if not is_evafusion_layout(t))
+        missing = [column for column in EVAFUSION_REQUIRED if column not in split.column_names]
+        raise ValueError(
+            f"{_describe_source(source)}{f' (split {name!r})' if name else ''} is not in EVAFusion's layout: it needs "
+            f"the columns {list(EVAFUSION_REQUIRED)}; missing {missing} (found {split.column_names})."
+        )
+    table = evafusion_to_rating_table(table, progress=progress)
+    if merge_splits and isinstance(table, datasets.DatasetDict):
+        info = next(iter(table.values())).info
+        table = datasets.concatenate_datasets(list(table.values()), info=info)
+    try:
+        validate_table(table, score_range=score_range, check_images=check_images)
+    except TableValidationError as error:
+        hint = None
+        if score_range is not None and any("outside the declared score range" in p for p in error.problems):
+            low, high = score_range
+            hint = (
+                f"EVAFusion's scores are out of 5 and were read as [{low:g}, {high:g}]; if this copy's scale starts "
+                "at 0, pass score_range=(0, 5)."
             )
-
-    columns = {name: [] for name in RATING_FEATURES}
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
-        fused = _resolve(root, row[found["fused"]], EVAFUSION_FOLDERS["fused"])
-        columns["fused"].append(str(fused))
-        sources = {}
-        for column in ("ir", "vis"):
-            given = row[found[column]] if column in found and row[found[column]] else fused.name
-            sources[column] = _resolve(root, given, EVAFUSION_FOLDERS[column])
-            columns[column].append(str(sources[column]))
-        columns["pair_id"].append(row[found["pair_id"]] if "pair_id" in found else sources["ir"].stem)
-        columns["method"].append(row[found["method"]] if "method" in found else fused.stem)
-        for column in ("mos", "mos_std", *SUB_DIMENSIONS):
-            columns[column].append(_number(row[found[column]], csv_path, line, column) if column in found else None)
-    info = datasets.DatasetInfo(
-        description=f"Rated IVIF table imported from EVAFusion-style folder '{root.name}'.", features=RATING_FEATURES
-    )
-    table = datasets.Dataset.from_dict(columns, info=info)
-    validate_table(table, score_range=score_range, check_images=check_images)
+        elif isinstance(table, datasets.DatasetDict) and any("splits must not share a scene" in p for p in error.problems):
+            hint = "To use this copy anyway, pass merge_splits=True and re-split it with fuscore_data.tables.split_by_pair."
+        if hint is None:
+            raise
+        raise TableValidationError(error.problems, hint=hint) from None
     return normalize_scores(table, score_range)
 
 
-def from_evafusion_records(dataset: datasets.Dataset, *, score_range: tuple[float, float] = (1.0, 5.0)) -> datasets.Dataset:
-    """Convert a `datasets` table in the EVAFusion code's own format to the rating schema.
-
-    That format has image columns `fused`, `infrared`, `visible` and a `scores` struct with
-    "Thermal Retention", "Texture Preservation", "Artifacts", "Sharpness" and
-    "Overall Score" (out of 5). It has no pair or method: `pair_id` is the row index as a
-    string (each row its own pair, since nothing says which rows share sources) and
-    `method` is "unknown". Scores are mapped from `score_range` to [1, 5].
-    """
-    needed = {"fused", "infrared", "visible", "scores"}
-    if not needed <= set(dataset.column_names):
-        raise ValueError(f"An EVAFusion record table needs the columns {sorted(needed)}, found {dataset.column_names}.")
-    names = {_canonical(k): k for k in dataset.features["scores"]}
-
-    def convert(batch, indices):
-        out = {"ir": batch["infrared"], "vis": batch["visible"], "pair_id": [str(i) for i in indices]}
-        out["method"] = ["unknown"] * len(indices)
-        for column, aliases in (("mos", ("overall_score",)), *((s, (s,)) for s in SUB_DIMENSIONS)):
-            key = next((names[a] for a in aliases if a in names), None)
-            out[column] = [None if key is None or s is None else s.get(key) for s in batch["scores"]]
-        out["mos_std"] = [None] * len(indices)
-        return out
-
-    converted = dataset.map(
-        convert,
-        batched=True,
-        with_indices=True,
-        remove_columns=[c for c in dataset.column_names if c != "fused"],
-        features=datasets.Features({"fused": dataset.features["fused"], **{k: v for k, v in RATING_FEATURES.items() if k != "fused"}}),
-        desc="Converting EVAFusion records",
-    )
-    converted = converted.cast(RATING_FEATURES).select_columns(list(RATING_FEATURES))
-    return normalize_scores(converted, score_range)
+def _evafusion_source(source, split, load_dataset_kwargs):
+    if isinstance(source, (datasets.IterableDataset, datasets.IterableDatasetDict)):
+        raise TypeError("load_evafusion needs a map-style Dataset or DatasetDict (pairs are found over all rows), "
+                        "not a streaming one; load it without streaming=True.")
+    if isinstance(source, (datasets.Dataset, datasets.DatasetDict)):
+        if load_dataset_kwargs:
+            raise TypeError(f"{sorted(load_dataset_kwargs)} are datasets.load_dataset arguments; source is already a dataset.")
+        table = source
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+            if load_dataset_kwargs:
+                raise TypeError(f"{sorted(load_dataset_kwargs)} are datasets.load_dataset arguments; '{path}' is a "
+                                "save_to_disk folder, read with datasets.load_from_disk.")
+            table = datasets.load_from_disk(str(path))
+        else:
+            return datasets.load_dataset(str(source), split=split, **load_dataset_kwargs)
+    else:
+        raise TypeError(f"source must be a folder, a dataset id or a datasets.Dataset/DatasetDict, not {type(source).__name__}.")
+    if split is None:
+        return table
+    if not isinstance(table, datasets.DatasetDict):
+        raise ValueError(f"{_describe_source(source)} holds a single table without splits; call without split=.")
+    if split not in table:
+        raise KeyError(f"{_describe_source(source)} has no split {split!r}; it has {list(table)}.")
+    return table[split]
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[\s_\-]+", "_", name.strip().lower()).strip("_")
-
-
-def _only_csv(root: Path) -> Path:
-    if not root.is_dir():
-        raise FileNotFoundError(f"No EVAFusion folder at '{root}'.")
-    candidates = sorted(root.glob("*.csv"))
-    if len(candidates) != 1:
-        raise ValueError(
-            f"Expected exactly one .csv score file in '{root}', found {[c.name for c in candidates]}; pass csv_path=."
-        )
-    return candidates[0]
-
-
-def _resolve(root: Path, name: str, folders: tuple[str, ...]) -> Path:
-    """`root/name` if it exists, else `root/<folder>/name` for the first folder holding it."""
-    direct = root / name
-    if direct.is_file():
-        return direct
-    for folder in folders:
-        candidate = root / folder / name
-        if candidate.is_file():
-            return candidate
-    # Missing: report the most likely place; validation names the row.
-    return root / folders[0] / name
-
-
-def _number(text: str, csv_path: Path, line: int, column: str) -> float | None:
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"'{csv_path}' line {line}: {column} value {text!r} is not a number.") from None
+def _describe_source(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return f"'{source}'"
+    return f"the given {type(source).__name__}"

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -60,6 +61,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .cards import SYNTHETIC_STATEMENT
 from .schema import RATING_FEATURES, SUB_DIMENSIONS
 
 
@@ -576,8 +578,8 @@ class SyntheticIVIF:
             raise ValueError(f"num_raters must be at least 2 to give a spread, got {num_raters}.")
         if not 0 <= night_fraction <= 1:
             raise ValueError(f"night_fraction must be in [0, 1], got {night_fraction}.")
-        if image_size < 32:
-            raise ValueError(f"image_size must be at least 32 pixels, got {image_size}.")
+        if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) or image_size < 32:
+            raise ValueError(f"image_size must be a whole number of pixels, at least 32, got {image_size!r}.")
         if shared_degradation is not None and not 0 <= shared_degradation < 1:
             raise ValueError(f"shared_degradation must be None or in [0, 1), got {shared_degradation}.")
         if seed < 0:
@@ -661,8 +663,6 @@ class SyntheticIVIF:
         """
         import datasets
 
-        from .cards import synthetic_description
-
         if num_scenes < 1:
             raise ValueError(f"num_scenes must be >= 1, got {num_scenes}.")
         info = datasets.DatasetInfo(
@@ -694,6 +694,53 @@ class SyntheticIVIF:
             + ("" if self.shared_degradation is None else f", shared_degradation={self.shared_degradation}")
             + ")"
         )
+
+
+def synthetic_description(generator) -> str:
+    """The description stored in a synthetic table's `info.description` and shown on its card."""
+    low_high = {name: SCORE_ANCHORS[name] for name in SUB_DIMENSIONS}
+    return "\n".join(
+        [
+            SYNTHETIC_STATEMENT,
+            "",
+            f"Generator: `{generator!r}`. Each `pair_id` (`syn-<seed>-<scene>`) is one procedural "
+            "infrared/visible scene with 1-4 warm targets (people, vehicles) over a textured "
+            "background, by day or by night (night: dark, noisy visible image in which the "
+            "targets barely show; the infrared still shows them). Each row is one fused image "
+            "made by one of the classic fusion methods "
+            f"({', '.join(generator.methods)}) and then degraded at random strengths "
+            "(blur, noise, JPEG, contrast loss, thermal suppression); `method` names both.",
+            "",
+            "What the scores mean (all on [1, 5], higher is better), measured with oracle "
+            "knowledge the model never sees (target masks, the noise-free sources, the "
+            "undegraded fusion) and mapped linearly between two anchors, clipped outside:",
+            "",
+            f"- `thermal_retention`: target-vs-local-background contrast in the fused image as "
+            f"a fraction of that contrast in the infrared source, capped at 1 per target and "
+            f"averaged over targets (1 at <= {low_high['thermal_retention'][0]}, "
+            f"5 at >= {low_high['thermal_retention'][1]}).",
+            f"- `texture_preservation`: projection coefficient of the fused image's "
+            f"band-pass detail on the visible source's, outside the targets "
+            f"(1 at <= {low_high['texture_preservation'][0]}, 5 at >= {low_high['texture_preservation'][1]}).",
+            f"- `artifacts` (their absence): high-pass RMS of what the clean sources do not explain "
+            f"(noise, JPEG error, passed-through sensor noise) plus the JPEG blockiness (gradient "
+            f"excess on the 8-px block grid) plus 4x the overshoot outside "
+            f"the sources' local intensity range (5 at <= {low_high['artifacts'][1]}, 1 at >= {low_high['artifacts'][0]}).",
+            f"- `sharpness`: mean gradient magnitude relative to the sharper source at each pixel "
+            f"(1 at <= {low_high['sharpness'][0]}, 5 at >= {low_high['sharpness'][1]}).",
+            f"- overall truth = {OVERALL_MEAN_WEIGHT} x mean + "
+            f"{1 - OVERALL_MEAN_WEIGHT:.1f} x min of the four sub-scores (the worst "
+            "dimension weighs more).",
+            f"- `mos` / `mos_std`: mean / standard deviation of {generator.num_raters} simulated "
+            f"raters per scene, each with a bias N(0, {RATER_BIAS_STD}^2) shared by the "
+            f"scene's images and noise N(0, s^2), s = {RATER_NOISE_BASE} + "
+            f"{RATER_NOISE_PER_SPREAD} x the RMS distance of the sub-scores from the overall truth, "
+            "ratings clipped to [1, 5].",
+            "",
+            "Use it to exercise and demonstrate the FuScore pipeline; results on it say nothing "
+            "about agreement with human judgement of real fused images.",
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ Two on-disk layouts, both loadable with plain `datasets`:
   `load_table`, and can be pushed to the Hub as it is.
 * **arrow** (`save_arrow`): `Dataset.save_to_disk` (images embedded) plus a dataset card.
 
-Both writers validate first and write into a temporary folder next to the target that
-is renamed into place only when everything succeeded, so a failure never leaves a
-half-written table.
+Both writers validate first and write through `fuscore.atomic.atomic_folder`: a temporary
+folder next to the target, renamed into place only when everything succeeded, so a
+failure never leaves a half-written table (and an existing table is replaced only with
+`overwrite=True`, once the new one is complete).
 """
 
 from __future__ import annotations
@@ -23,16 +24,24 @@ import math
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import numpy as np
 
+from fuscore.atomic import atomic_folder
+
 from .cards import write_dataset_card
-from .schema import IMAGE_COLUMNS, RATING_FEATURES, SCORE_COLUMNS, SPREAD_COLUMNS, conform_dict_to_schema, conform_to_schema
-from .validation import _raw_images, validate_table
+from .evafusion import evafusion_to_rating_table, is_evafusion_layout
+from .schema import EXTRA_IMAGE_COLUMNS, IMAGE_COLUMNS, RATING_FEATURES, SCORE_COLUMNS, SPREAD_COLUMNS, conform_dict_to_schema, conform_to_schema
+from .validation import (
+    METADATA_FILENAMES,
+    TableValidationError,
+    _iter_raw_images,
+    checked_score_range,
+    find_metadata_problems,
+    validate_table,
+)
 
 
 METADATA_FILENAME = "metadata.jsonl"
@@ -54,8 +63,12 @@ def load_table(
 
     The layout is recognised from the files: `save_to_disk` output (`dataset_dict.json` or
     `state.json`), else image-folder split directories holding `metadata.jsonl` or
-    `metadata.csv`, else a single image folder (taken as split "train"). The result is
-    conformed to the rating schema.
+    `metadata.csv`, else a single image folder (taken as split "train"). A `save_to_disk`
+    folder in EVAFusion's published layout (`fused`, `infrared`, `visible`, a `scores`
+    struct; see `fuscore_data.evafusion`) is converted, with `pair_id` and `method`
+    derived and its scores as stored (out of 5: declare that range when normalising;
+    `fuscore_data.importers.load_evafusion` also validates and normalises). The result is
+    conformed to the rating schema; scores stay on the table's own scale.
 
     Args:
         path: the folder.
@@ -67,16 +80,21 @@ def load_table(
         `save_to_disk` dataset.
     """
     path = Path(path)
+    if path.is_file():
+        raise NotADirectoryError(
+            f"'{path}' is a file; a rating table is a folder: pass the folder that holds it"
+            f"{' (the one holding this metadata file, or its parent)' if path.name in METADATA_FILENAMES else ''}."
+        )
     if not path.is_dir():
         raise FileNotFoundError(f"No rating table at '{path}': the folder does not exist.")
     try:
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            table = datasets.load_from_disk(str(path))
+            table = _load_from_disk(path)
+            if is_evafusion_layout(table):
+                table = evafusion_to_rating_table(table)
         else:
             table = load_imagefolder(path, cache_dir=cache_dir)
     except IndexError as error:  # `datasets` cannot build a table from zero data files or an empty metadata file
-        from .validation import TableValidationError
-
         raise TableValidationError(
             [f"'{path}' holds an empty table (0 rows): add rated fused images, or point to the right folder"]
         ) from error
@@ -90,6 +108,20 @@ def load_table(
     return table[split]
 
 
+def _load_from_disk(path: Path) -> datasets.Dataset | datasets.DatasetDict:
+    """`datasets.load_from_disk`, whose errors for a damaged folder (a missing or cut-short Arrow file, a broken
+    JSON file) name no folder, or no file at all."""
+    import pyarrow as pa
+
+    try:
+        return datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError, pa.ArrowException) as error:
+        raise TableValidationError(
+            [f"'{path}' is a save_to_disk folder that cannot be read ({type(error).__name__}: {error}); a file in it "
+             "is missing or damaged: save the table again"]
+        ) from error
+
+
 def load_imagefolder(data_dir: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> datasets.DatasetDict:
     """Load an image-folder rating table with `load_dataset("imagefolder")`, one split per sub-folder.
 
@@ -98,7 +130,7 @@ def load_imagefolder(data_dir: str | os.PathLike, *, cache_dir: str | os.PathLik
     the metadata file at its top is one split, "train".
     """
     data_dir = Path(data_dir)
-    metadata_names = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+    metadata_names = METADATA_FILENAMES
     split_dirs = [p for p in data_dir.iterdir() if p.is_dir() and any((p / m).is_file() for m in metadata_names)]
     usual_order = {"train": 0, "validation": 1, "test": 2}
     split_dirs.sort(key=lambda p: (usual_order.get(p.name, 3), p.name))
@@ -111,6 +143,13 @@ def load_imagefolder(data_dir: str | os.PathLike, *, cache_dir: str | os.PathLik
             f"'{data_dir}' is not an image-folder rating table: no {' / '.join(metadata_names)} in it "
             "or in its sub-folders."
         )
+    # `datasets` reads every metadata file under each split folder; its errors for a bad cell name neither the
+    # file nor the line ("changed from number to string in row 5"), so the files are checked first.
+    roots = split_dirs or [data_dir]
+    problems = [problem for root in roots for name in metadata_names for metadata in sorted(root.rglob(name))
+                for problem in find_metadata_problems(metadata)]
+    if problems:
+        raise TableValidationError(problems)
     loaded = datasets.load_dataset(
         "imagefolder",
         data_files=data_files,
@@ -140,6 +179,7 @@ def save_imagefolder(
         out_dir/<split>/metadata.jsonl        one row per fused image
         out_dir/<split>/fused/<row>_<pair>_<method>.<ext>
         out_dir/<split>/sources/<n>_<pair>_ir.<ext>, ..._vis.<ext>  (once per pair)
+        out_dir/<split>/artifact_heatmap/<row>_<pair>_<method>.<ext>  (where the table has that column)
 
     A `Dataset` is written as the single split "train". Image bytes are copied as stored
     (a JPEG stays the same JPEG; images made in memory are PNG), never re-encoded.
@@ -155,15 +195,12 @@ def save_imagefolder(
     if validate:
         validate_table(datasets.DatasetDict(splits), require_mos=False)
 
-    def write(tmp_dir: Path) -> None:
+    configs = [{"config_name": "default", "data_files": [{"split": name, "path": f"{name}/**"} for name in splits]}]
+    with atomic_folder(out_dir, overwrite=overwrite) as staging:
         for split_name, split in splits.items():
-            _write_imagefolder_split(split, tmp_dir / split_name)
-        configs = [
-            {"config_name": "default", "data_files": [{"split": name, "path": f"{name}/**"} for name in splits]}
-        ]
-        write_dataset_card(datasets.DatasetDict(splits), tmp_dir, configs=configs, **card_kwargs)
-
-    return _write_atomically(Path(out_dir), write, overwrite)
+            _write_imagefolder_split(split, staging / split_name)
+        write_dataset_card(datasets.DatasetDict(splits), staging, configs=configs, **card_kwargs)
+    return Path(out_dir).absolute()
 
 
 def save_arrow(
@@ -181,11 +218,10 @@ def save_arrow(
     if validate:
         validate_table(table, require_mos=False)
 
-    def write(tmp_dir: Path) -> None:
-        table.save_to_disk(str(tmp_dir))
-        write_dataset_card(table, tmp_dir, **card_kwargs)
-
-    return _write_atomically(Path(out_dir), write, overwrite)
+    with atomic_folder(out_dir, overwrite=overwrite) as staging:
+        table.save_to_disk(str(staging))
+        write_dataset_card(table, staging, **card_kwargs)
+    return Path(out_dir).absolute()
 
 
 def _as_splits(table: datasets.Dataset | datasets.DatasetDict) -> dict[str, datasets.Dataset]:
@@ -199,24 +235,33 @@ def _as_splits(table: datasets.Dataset | datasets.DatasetDict) -> dict[str, data
 def _write_imagefolder_split(split: datasets.Dataset, split_dir: Path) -> None:
     (split_dir / "fused").mkdir(parents=True)
     (split_dir / "sources").mkdir()
-    references = {column: _raw_images(split, column) for column in IMAGE_COLUMNS}
+    extras = [column for column in EXTRA_IMAGE_COLUMNS if column in split.column_names]
+    for column in extras:
+        (split_dir / column).mkdir()
+    # One row's images at a time: a table of embedded images is never held in memory whole.
+    references = zip(*(_iter_raw_images(split, column) for column in (*IMAGE_COLUMNS, *extras)))
     pair_ids, methods = list(split["pair_id"]), list(split["method"])
     scores = {column: list(split[column]) for column in (*SCORE_COLUMNS, *SPREAD_COLUMNS)}
     written_sources: dict[tuple[str, str], str] = {}
     pair_numbers: dict[str, int] = {}
     with open(split_dir / METADATA_FILENAME, "w", encoding="utf-8") as metadata:
-        for i, (pair_id, method) in enumerate(zip(pair_ids, methods)):
+        for i, (pair_id, method, images) in enumerate(zip(pair_ids, methods, references)):
+            images = dict(zip((*IMAGE_COLUMNS, *extras), images))
             pair_number = pair_numbers.setdefault(pair_id, len(pair_numbers))
-            row = {"fused_file_name": _copy_image(references["fused"][i], split_dir, f"fused/{i:06d}_{_slug(pair_id)}_{_slug(method)}")}
+            stem = f"{i:06d}_{_slug(pair_id)}_{_slug(method)}"
+            row = {"fused_file_name": _copy_image(images["fused"], split_dir, f"fused/{stem}")}
             for column in ("ir", "vis"):
-                reference = references[column][i]
+                reference = images[column]
                 if reference is None:
                     row[f"{column}_file_name"] = None
                 elif (pair_id, column) in written_sources:  # validation made sure they are the same image
                     row[f"{column}_file_name"] = written_sources[(pair_id, column)]
                 else:
-                    stem = f"sources/{pair_number:05d}_{_slug(pair_id)}_{column}"
-                    written_sources[(pair_id, column)] = row[f"{column}_file_name"] = _copy_image(reference, split_dir, stem)
+                    source_stem = f"sources/{pair_number:05d}_{_slug(pair_id)}_{column}"
+                    written_sources[(pair_id, column)] = row[f"{column}_file_name"] = _copy_image(reference, split_dir, source_stem)
+            for column in extras:
+                reference = images[column]
+                row[f"{column}_file_name"] = None if reference is None else _copy_image(reference, split_dir, f"{column}/{stem}")
             row.update({"pair_id": pair_id, "method": method})
             row.update({column: values[i] for column, values in scores.items()})
             metadata.write(json.dumps(row) + "\n")
@@ -250,33 +295,6 @@ def _slug(text: str, limit: int = 60) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))[:limit].strip("._") or "x"
 
 
-def _write_atomically(out_dir: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
-    out_dir = out_dir.absolute()
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"'{out_dir}' already exists; pass overwrite=True to replace it.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private; the table is meant to be shared
-    try:
-        write(tmp_dir)
-        if out_dir.exists():
-            old_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old_dir / "table")
-            try:
-                os.replace(tmp_dir, out_dir)
-            except BaseException:
-                os.replace(old_dir / "table", out_dir)  # put the previous table back
-                shutil.rmtree(old_dir, ignore_errors=True)
-                raise
-            shutil.rmtree(old_dir, ignore_errors=True)
-        else:
-            os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    return out_dir
-
-
 # --------------------------------------------------------------------------------------
 # Normalisation and splits
 # --------------------------------------------------------------------------------------
@@ -300,9 +318,7 @@ def normalize_scores(
     if score_range is None:
         low, high = _observed_range(splits.values())
     else:
-        low, high = (float(x) for x in score_range)
-        if not (math.isfinite(low) and math.isfinite(high) and high > low):
-            raise ValueError(f"score_range must be two finite numbers (lo, hi) with hi > lo, got {score_range}.")
+        low, high = checked_score_range(score_range)
         _check_inside(splits, low, high)
     factor = 4.0 / (high - low)
 
@@ -360,8 +376,6 @@ def _check_inside(splits: dict, low: float, high: float) -> None:
                     where = f"[{name}] " if name else ""
                     problems.append(f"{where}row {i}: {column}={float(value):g} is outside the declared range [{low:g}, {high:g}]")
     if problems:
-        from .validation import TableValidationError
-
         raise TableValidationError(problems)
 
 
@@ -383,6 +397,11 @@ def split_by_pair(
     if "pair_id" not in table.column_names:
         raise ValueError(f"split_by_pair needs a pair_id column (found {table.column_names}).")
     pair_ids = list(table["pair_id"])
+    unnamed = [i for i, pair_id in enumerate(pair_ids) if not isinstance(pair_id, str) or not pair_id.strip()]
+    if unnamed:
+        raise TableValidationError(
+            [f"row {i}: pair_id is {pair_ids[i]!r}; every row needs its source pair to be split by" for i in unnamed]
+        )
     pairs = sorted(set(pair_ids))
     num_pairs = len(pairs)
     num_test = _count(test_size, num_pairs, "test_size")
@@ -408,7 +427,7 @@ def split_by_pair(
 
 
 def _count(size: float | int, num_pairs: int, name: str) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, float)) or size < 0:
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not math.isfinite(size) or size < 0:
         raise ValueError(f"{name} must be a fraction in [0, 1) or a count of pairs >= 0, got {size!r}.")
     if isinstance(size, int):
         return size

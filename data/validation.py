@@ -7,25 +7,36 @@ decoded with `processing_fuscore.load_image`, the project's single image loader.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
 import math
+import numbers
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import datasets
+from datasets.utils import tqdm
 
-from .schema import IMAGE_COLUMNS, SCORE_COLUMNS, SOURCE_COLUMNS, SPREAD_COLUMNS
+from .schema import EXTRA_IMAGE_COLUMNS, IMAGE_COLUMNS, SCORE_COLUMNS, SOURCE_COLUMNS, SPREAD_COLUMNS
+
+
+_PROGRESS_FROM_ROWS = 1000  # smaller tables are checked in moments: no bar
 
 
 class TableValidationError(ValueError):
     """A rating table failed validation; `problems` holds every problem found."""
 
-    def __init__(self, problems: Iterable[str], *, max_listed: int = 20):
+    def __init__(self, problems: Iterable[str], *, max_listed: int = 20, hint: str | None = None):
         self.problems = list(problems)
+        self.hint = hint
         listed = "\n".join(f"  - {problem}" for problem in self.problems[:max_listed])
         more = len(self.problems) - max_listed
         tail = f"\n  ... and {more} more (see the error's `problems`)" if more > 0 else ""
-        super().__init__(f"The rating table has {len(self.problems)} problem(s):\n{listed}{tail}")
+        advice = f"\n{hint}" if hint else ""
+        super().__init__(f"The rating table has {len(self.problems)} problem(s):\n{listed}{tail}{advice}")
 
 
 def validate_table(
@@ -46,7 +57,8 @@ def validate_table(
     * scores are finite; with `score_range` they lie in it, and `mos_std` is in
       [0, hi - lo]; without it, `mos_std` is >= 0; `mos` is present on every row when
       `require_mos` (pass False for unlabelled tables such as VIFB);
-    * every image file exists (always) and decodes (when `check_images`);
+    * every image file exists (always) and decodes (when `check_images`), the optional
+      `artifact_heatmap` included;
     * no duplicate rows: the same (`pair_id`, `method`) twice, or the same fused image
       (same bytes) twice;
     * all rows of a `pair_id` have the same `ir` and `vis` images (same bytes);
@@ -65,11 +77,9 @@ def find_problems(
     check_images: bool = True,
 ) -> list[str]:
     """The list of problems `validate_table` would raise (empty for a clean table)."""
-    if score_range is not None:
-        low, high = (float(x) for x in score_range)
-        if not (math.isfinite(low) and math.isfinite(high) and high > low):
-            raise ValueError(f"score_range must be two finite numbers (lo, hi) with hi > lo, got {score_range}.")
-        score_range = (low, high)
+    score_range = checked_score_range(score_range)
+    if not isinstance(table, (datasets.Dataset, datasets.DatasetDict)):
+        raise TypeError(f"A rating table is a datasets.Dataset or DatasetDict, not {type(table).__name__}.")
     if isinstance(table, datasets.DatasetDict):
         if len(table) == 0:
             return ["the DatasetDict has no splits"]
@@ -92,6 +102,25 @@ def find_problems(
     return _split_problems(table, score_range, require_mos, check_images, empty_name="the table")
 
 
+def checked_score_range(score_range) -> tuple[float, float] | None:
+    """`score_range` as two floats (lo, hi); None stays None.
+
+    Raises:
+        ValueError: not two finite numbers with hi > lo (a string such as "1,5" included).
+    """
+    if score_range is None:
+        return None
+    try:
+        if isinstance(score_range, (str, bytes)):
+            raise TypeError
+        low, high = (float(x) for x in score_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"score_range must be two numbers (lo, hi), got {score_range!r}.") from None
+    if not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise ValueError(f"score_range must be two finite numbers (lo, hi) with hi > lo, got {score_range}.")
+    return low, high
+
+
 def _split_problems(
     table: datasets.Dataset,
     score_range: tuple[float, float] | None,
@@ -112,30 +141,37 @@ def _split_problems(
 
     for i, (pair_id, method) in enumerate(zip(pair_ids, methods)):
         for name, value in (("pair_id", pair_id), ("method", method)):
-            if not isinstance(value, str) or not value.strip():
+            if value is not None and not isinstance(value, str):
+                problems.append(f"{labels[i]}: {name} is {value!r} (a {type(value).__name__}), not a string")
+            elif value is None or not value.strip():
                 problems.append(f"{labels[i]}: {name} is empty; every row needs a source pair and a method name")
     problems += _score_problems(table, labels, score_range, require_mos)
 
-    # Images: existence and decoding, then content digests for the duplicate checks.
+    # Images: existence and decoding, then content digests for the duplicate checks. Read a batch at a time, so a
+    # table of embedded images is never held in memory whole.
     checker = _ImageChecker(check_images)
     digests: dict[str, list[str | None]] = {}
-    for column in IMAGE_COLUMNS:
+    for column in (*IMAGE_COLUMNS, *EXTRA_IMAGE_COLUMNS):
         if column not in table.column_names:
             continue
-        references = _raw_images(table, column)
-        digests[column] = []
-        for i, reference in enumerate(references):
+        digests[column], descriptions = [], []
+        references = _iter_raw_images(table, column)
+        bar = tqdm(references, total=len(table), desc=f"Checking the {column} images", unit="image",
+                   disable=len(table) < _PROGRESS_FROM_ROWS)
+        for i, reference in enumerate(bar):
             if reference is None:
                 if column == "fused":
                     problems.append(f"{labels[i]}: the fused image is missing")
                 digests[column].append(None)
+                descriptions.append(None)
                 continue
             digest, problem = checker.check(reference, f"{labels[i]}: {column} image")
             if problem:
                 problems.append(problem)
             digests[column].append(digest)
+            descriptions.append(_describe(reference))
         if column in SOURCE_COLUMNS:
-            problems += _source_consistency_problems(column, pair_ids, references, digests[column])
+            problems += _source_consistency_problems(column, pair_ids, descriptions, digests[column])
 
     first_row: dict[tuple, int] = {}
     for i, key in enumerate(zip(pair_ids, methods)):
@@ -164,6 +200,9 @@ def _score_problems(table, labels, score_range, require_mos) -> list[str]:
                 if column == "mos" and require_mos:
                     problems.append(f"{labels[i]}: mos is missing; a labelled table needs an overall score on every row")
                 continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                problems.append(f"{labels[i]}: {column} is {value!r} (a {type(value).__name__}); scores must be numbers")
+                continue
             value = float(value)
             if math.isnan(value) or math.isinf(value):
                 problems.append(f"{labels[i]}: {column} is {value}; scores must be finite numbers")
@@ -188,7 +227,7 @@ def _score_problems(table, labels, score_range, require_mos) -> list[str]:
     return problems
 
 
-def _source_consistency_problems(column, pair_ids, references, digests) -> list[str]:
+def _source_consistency_problems(column, pair_ids, descriptions, digests) -> list[str]:
     problems, first = [], {}
     for i, (pair_id, digest) in enumerate(zip(pair_ids, digests)):
         if digest is None:
@@ -198,8 +237,8 @@ def _source_consistency_problems(column, pair_ids, references, digests) -> list[
         elif digests[first[pair_id]] != digest:
             j = first[pair_id]
             problems.append(
-                f"pair_id {pair_id!r}: the {column} image differs between row {j} ({_describe(references[j])}) "
-                f"and row {i} ({_describe(references[i])}); a pair_id must name one source pair"
+                f"pair_id {pair_id!r}: the {column} image differs between row {j} ({descriptions[j]}) "
+                f"and row {i} ({descriptions[i]}); a pair_id must name one source pair"
             )
     return problems
 
@@ -239,12 +278,16 @@ class _ImageChecker:
         return None
 
 
-def _raw_images(table: datasets.Dataset, column: str) -> list[dict | None]:
-    """The column's stored `{"path", "bytes"}` references, without decoding the images."""
+def _iter_raw_images(table: datasets.Dataset, column: str, batch_size: int = 64) -> Iterator[dict | None]:
+    """The column's stored `{"path", "bytes"}` references, row by row, without decoding the images."""
     if not isinstance(table.features[column], datasets.Image):
         # e.g. a column of plain path strings before casting
-        return [None if value is None else {"path": str(value), "bytes": None} for value in table[column]]
-    return list(table.cast_column(column, datasets.Image(decode=False))[column])
+        for value in table[column]:
+            yield None if value is None else {"path": str(value), "bytes": None}
+        return
+    raw = table.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    for batch in raw.iter(batch_size=batch_size):
+        yield from batch[column]
 
 
 def _describe(reference: dict | None) -> str:
@@ -253,3 +296,169 @@ def _describe(reference: dict | None) -> str:
     if reference.get("path"):
         return f"'{reference['path']}'"
     return f"<{len(reference.get('bytes') or b'')} embedded bytes>"
+
+
+# --------------------------------------------------------------------------------------
+# Image-folder metadata files, checked before `datasets` reads them (its errors name no file)
+# --------------------------------------------------------------------------------------
+
+METADATA_FILENAMES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+_TEXT_COLUMNS = ("pair_id", "method")
+
+
+def find_metadata_problems(path: str | os.PathLike) -> list[str]:
+    """The problems of one image-folder metadata file, each naming the file and its line (or column).
+
+    Checked: the file is UTF-8 text (JSON Lines, CSV) or readable Parquet; every JSON line is a whole JSON object
+    (a line cut short is named); scores are numbers or empty, `pair_id` and `method` text; every `*_file_name`
+    names an existing file inside the metadata file's folder; any other column keeps one JSON type throughout.
+    Row-level checks (finite scores, duplicates, images that decode) are `validate_table`'s, after loading.
+    """
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return _jsonl_problems(path)
+    if path.suffix == ".csv":
+        return _csv_problems(path)
+    if path.suffix == ".parquet":
+        return _parquet_problems(path)
+    raise ValueError(f"'{path}' is not a metadata file ({', '.join(METADATA_FILENAMES)}).")
+
+
+def _text_lines(path: Path, problems: list[str]) -> list[tuple[int, str]]:
+    """(line number, text) of each line that is UTF-8; a line that is not is a problem."""
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    lines = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            lines.append((number, line.decode("utf-8").rstrip("\r")))
+        except UnicodeDecodeError as error:
+            problems.append(f"'{path}' line {number}: not UTF-8 text (byte {error.start + 1} of the line); save the file as UTF-8")
+    return lines
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _jsonl_problems(path: Path) -> list[str]:
+    problems: list[str] = []
+    kinds: dict[str, tuple[str, int]] = {}
+    for number, text in _text_lines(path, problems):
+        if not text.strip():
+            continue
+        where = f"'{path}' line {number}"
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as error:
+            problems.append(f"{where}: not valid JSON ({error.msg}, column {error.colno}); is the line cut short?")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{where}: a JSON {_json_kind(row)}, not an object with one key per column")
+            continue
+        for key, value in row.items():
+            problem = _cell_problem(key, value, path.parent)
+            if problem:
+                problems.append(f"{where}: {problem}")
+            elif value is not None:
+                kind = _json_kind(value)
+                first = kinds.setdefault(key, (kind, number))
+                if first[0] != kind:
+                    problems.append(
+                        f"{where}: {key} is a {kind} here but a {first[0]} on line {first[1]}; a column holds one type"
+                    )
+    return problems
+
+
+def _cell_problem(column: str, value, folder: Path) -> str | None:
+    if value is None:
+        return None
+    if column in SCORE_COLUMNS or column in SPREAD_COLUMNS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            advice = f" (write {value}, not \"{value}\")" if isinstance(value, str) and _is_number(value) else ""
+            return f"{column} is {value!r}, a {_json_kind(value)}; scores must be numbers or null{advice}"
+        return None
+    if column in _TEXT_COLUMNS:
+        if not isinstance(value, str):
+            return f"{column} is {value!r}, a {_json_kind(value)}; write it as a string (\"{value}\")"
+        return None
+    if column == "file_name" or column.endswith("_file_name"):
+        if not isinstance(value, str):
+            return f"{column} is {value!r}, a {_json_kind(value)}; it must be a file name"
+        return _file_name_problem(column, value, folder)
+    return None
+
+
+def _file_name_problem(column: str, name: str, folder: Path) -> str | None:
+    if not name:
+        return None
+    target = (folder / name).resolve()
+    if not target.is_relative_to(folder.resolve()):
+        return f"{column} {name!r} points outside '{folder}'; image files must be inside the metadata file's folder"
+    if not target.is_file():
+        return f"{column} {name!r}: there is no such file in '{folder}'"
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# What pyarrow's CSV reader takes for a missing value.
+_CSV_NULLS = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "N/A", "NA",
+              "NULL", "NaN", "n/a", "nan", "null"}
+
+
+def _csv_problems(path: Path) -> list[str]:
+    problems: list[str] = []
+    lines = _text_lines(path, problems)
+    if problems:
+        return problems
+    reader = csv.reader(io.StringIO("\n".join(text for _, text in lines)))
+    header, header_number = None, 0
+    for row in reader:
+        if not row:
+            continue
+        if header is None:
+            header, header_number = row, reader.line_num
+            continue
+        where = f"'{path}' line {reader.line_num}"
+        if len(row) != len(header):
+            problems.append(f"{where}: {len(row)} fields, the header (line {header_number}) has {len(header)}")
+            continue
+        for column, value in zip(header, row):
+            if (column in SCORE_COLUMNS or column in SPREAD_COLUMNS) and value not in _CSV_NULLS and not _is_number(value):
+                problems.append(f"{where}: {column} is {value!r}; scores must be numbers or empty")
+            elif column == "file_name" or column.endswith("_file_name"):
+                problem = _file_name_problem(column, value, path.parent)
+                if problem:
+                    problems.append(f"{where}: {problem}")
+    return problems
+
+
+def _parquet_problems(path: Path) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as error:
+        return [f"'{path}': not a readable Parquet file ({error})"]
+    problems = []
+    for field in schema:
+        if field.name in SCORE_COLUMNS or field.name in SPREAD_COLUMNS:
+            if not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type) or pa.types.is_null(field.type)):
+                problems.append(f"'{path}': column {field.name} holds {field.type}; scores must be numbers")
+        elif field.name in _TEXT_COLUMNS or field.name == "file_name" or field.name.endswith("_file_name"):
+            if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type) or pa.types.is_null(field.type)):
+                problems.append(f"'{path}': column {field.name} holds {field.type}; it must hold strings")
+    return problems

@@ -21,7 +21,6 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 from tqdm.auto import tqdm
+
+from fuscore.atomic import write_text
 
 from .ivif_metrics.ivif_metrics import HIGHER_IS_BETTER, METRIC_NAMES, compute_ivif_metrics_batch
 from .plcc_srcc.plcc_srcc import MIN_ITEMS, correlation_metrics
@@ -165,22 +166,6 @@ def render_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then os.replace it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as temp_file:
-            temp_file.write(text)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
-
-
 def baseline_report(
     table: datasets.Dataset,
     predictions: Mapping[str, Iterable[float]] | None = None,
@@ -217,6 +202,6 @@ def baseline_report(
     output_dir = Path(output_dir)
     markdown_path = output_dir / f"{stem}.md"
     csv_path = output_dir / f"{stem}.csv"
-    write_atomically(markdown_path, render_markdown(rows, title=f"Baseline report ({len(table)} fused images)"))
-    write_atomically(csv_path, render_csv(rows))
+    write_text(markdown_path, render_markdown(rows, title=f"Baseline report ({len(table)} fused images)"))
+    write_text(csv_path, render_csv(rows))
     return BaselineReport(rows=rows, per_image_metrics=metric_values, markdown_path=markdown_path, csv_path=csv_path)

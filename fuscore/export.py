@@ -1,20 +1,20 @@
 """Export a FuScore model as a folder ready to push to the Hub (`fuscore export`).
 
 A full export (for `org/fuscore`) holds the weights (a LoRA adapter merged in), the processor, the remote-code files
-(`modeling_fuscore.py`, `processing_fuscore.py`, `pipeline_fuscore.py`), `custom_pipelines` in `config.json` (so
+(`configuration_fuscore.py`, `modeling_fuscore.py`, `processing_fuscore.py` and `scoring_fuscore.py`, which
+`save_pretrained` writes, and `pipeline_fuscore.py`), `custom_pipelines` in `config.json` (so
 `pipeline(model="org/fuscore", trust_remote_code=True)` needs no task), `handler.py` for Inference Endpoints, the
 trainer's `fuscore_eval.json` and a model card whose numbers come from that file. An adapter-only export (for
 `org/fuscore-lora`) holds the peft adapter and a card naming its base model.
 
-Everything is written into a temporary folder beside the target and renamed into place at the end, so a failure
-never leaves a half-written export.
+The folder is written whole or not at all (`fuscore.hub.writing_model_folder`): a failure never leaves a
+half-written export, and every repo id is checked before anything is written.
 """
 
 import inspect
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -24,7 +24,9 @@ from transformers import PreTrainedConfig
 
 import modeling_fuscore
 import pipeline_fuscore
-import processing_fuscore
+from configuration_fuscore import FuScoreConfig
+from fuscore.atomic import write_text
+from fuscore.hub import check_repo_id, writing_model_folder
 from fuscore.model_card import write_model_card
 from modeling_fuscore import FuScoreForQuality
 from processing_fuscore import FuScoreProcessor
@@ -34,8 +36,9 @@ PIPELINE_TASK = pipeline_fuscore.TASK_NAME
 CUSTOM_PIPELINES = {
     PIPELINE_TASK: {"impl": "pipeline_fuscore.FuScorePipeline", "pt": ["AutoModel"], "type": "multimodal"},
 }
-# The checkout's versions of these files are shipped, so code and weights of one export always match.
-REMOTE_CODE_MODULES = (modeling_fuscore, processing_fuscore, pipeline_fuscore)
+# Beside the files `save_pretrained` writes, an export ships the checkout's pipeline, so code and weights of one export
+# always match.
+PIPELINE_FILE = Path(inspect.getsourcefile(pipeline_fuscore))
 EVALUATION_FILE = "fuscore_eval.json"
 # The Inference Endpoints handler lives at the repository root beside the remote-code files. It is read as a file,
 # never imported: "handler" is too generic a name to install as a top-level module.
@@ -83,21 +86,12 @@ def _read_evaluation(folder: Path) -> dict:
 
 
 def load_fuscore_processor(name_or_path: str) -> FuScoreProcessor:
-    """The processor saved in a FuScore folder or repo, built with the checkout's class.
+    """The processor saved in a FuScore folder or repo, built with the checkout's class; no code from the folder runs.
 
-    The folder's config names FuScore's remote code and the tokenizer loader would ask whether to run it; it is not
-    needed (the classes are the checkout's), so it is refused rather than executed.
+    A model object already has it: `model.get_processor()` loads it the same way.
     """
-    from transformers.utils import logging
-
-    # The tokenizer loader reads the folder's config through the generic config class and warns that "fuscore" is
-    # not that class's type; the warning is about a lookup FuScore does not rely on, so it is kept out of the CLI.
-    previous = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        return FuScoreProcessor.from_pretrained(name_or_path, trust_remote_code=False)
-    finally:
-        logging.set_verbosity(previous)
+    config = FuScoreConfig.from_pretrained(name_or_path)  # JSON read into the checkout's class
+    return FuScoreProcessor.from_pretrained(name_or_path, trust_remote_code=False, config=config)
 
 
 def load_export_source(source: Union[str, os.PathLike], base_model: Optional[str] = None):
@@ -120,7 +114,7 @@ def load_export_source(source: Union[str, os.PathLike], base_model: Optional[str
             raise NotAFuScoreModelError(f"{adapter_config_path} names no base model; pass --base-model.")
         check_fuscore_config(base_name, f"{adapter_config_path} (base model)")
         base = FuScoreForQuality.from_pretrained(base_name, dtype="auto")
-        processor = load_fuscore_processor(base_name)
+        processor = base.get_processor()
         model = PeftModel.from_pretrained(base, str(folder))
         return model, processor, evaluation, str(base_name)
     if not (folder / "config.json").is_file():
@@ -129,8 +123,7 @@ def load_export_source(source: Union[str, os.PathLike], base_model: Optional[str
         )
     check_fuscore_config(str(folder), f"{folder / 'config.json'}")
     model = FuScoreForQuality.from_pretrained(str(folder), dtype="auto")
-    processor = load_fuscore_processor(str(folder))
-    return model, processor, evaluation, evaluation.get("base_model")
+    return model, model.get_processor(), evaluation, evaluation.get("base_model")
 
 
 def _unwrap(model):
@@ -143,12 +136,10 @@ def _unwrap(model):
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-def _copy_remote_code(folder: Path) -> None:
-    for module in REMOTE_CODE_MODULES:
-        source = Path(inspect.getsourcefile(module))
-        shutil.copyfile(source, folder / source.name)
+def _copy_pipeline_and_handler(folder: Path) -> None:
     if not HANDLER_FILE.is_file():
         raise FileNotFoundError(f"{HANDLER_FILE}: the Inference Endpoints handler is missing; export from a FuScore checkout.")
+    shutil.copyfile(PIPELINE_FILE, folder / PIPELINE_FILE.name)
     shutil.copyfile(HANDLER_FILE, folder / "handler.py")
 
 
@@ -173,15 +164,14 @@ def _write_merged(model, processor, evaluation: dict, folder: Path, repo_id: str
     model.config.custom_pipelines = json.loads(json.dumps(CUSTOM_PIPELINES))
     model.processor = processor
     model.save_pretrained(folder)
-    _copy_remote_code(folder)
+    _copy_pipeline_and_handler(folder)
     if evaluation:
-        (folder / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
+        write_text(folder / EVALUATION_FILE, json.dumps(evaluation, indent=2))
     card = write_model_card(folder, evaluation, repo_id=repo_id, base_model=base_name)
-    card.write_text(card.read_text() + _usage_section(repo_id))
+    write_text(card, card.read_text() + _usage_section(repo_id))
 
     config = json.loads((folder / "config.json").read_text())
-    missing = [name for name in ("modeling_fuscore.py", "processing_fuscore.py", "pipeline_fuscore.py", "handler.py",
-                                 "processor_config.json") if not (folder / name).is_file()]
+    missing = [name for name in (PIPELINE_FILE.name, "handler.py") if not (folder / name).is_file()]
     if missing or config.get("custom_pipelines") != CUSTOM_PIPELINES or "AutoModel" not in config.get("auto_map", {}):
         raise RuntimeError(f"The export in {folder} is incomplete (missing {missing or 'config entries'}); nothing was written.")
 
@@ -229,11 +219,11 @@ def _write_adapter(model, evaluation: dict, folder: Path, repo_id: str, base_nam
         config_path = folder / "adapter_config.json"
         adapter_config = json.loads(config_path.read_text())
         adapter_config["base_model_name_or_path"] = hub_base_model
-        config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
+        write_text(config_path, json.dumps(adapter_config, indent=2, sort_keys=True))
         base_name = hub_base_model
     if evaluation:
-        (folder / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
-    (folder / "README.md").write_text(_adapter_card(repo_id, base_name, evaluation))
+        write_text(folder / EVALUATION_FILE, json.dumps(evaluation, indent=2))
+    write_text(folder / "README.md", _adapter_card(repo_id, base_name, evaluation))
 
 
 def push_folder_to_hub(folder: Path, repo_id: str, private: bool = False) -> str:
@@ -283,6 +273,14 @@ def export_model(
     output = Path(output_dir)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass overwrite=True (--overwrite) to replace it.")
+    # Every repo id is checked before anything is loaded or written.
+    for argument, value in (("--cache-repo-id", cache_repo_id), ("--push-to-hub", push_to_hub), ("--repo-id", repo_id),
+                            ("--hub-base-model", hub_base_model)):
+        if value is not None:
+            try:
+                check_repo_id(value, argument)
+            except ValueError as error:
+                raise ExportInputError(str(error)) from None
 
     if isinstance(source, (str, os.PathLike)):
         model, processor, source_evaluation, base_name = load_export_source(source, base_model)
@@ -298,27 +296,13 @@ def export_model(
     kind = "adapter" if adapter_only else "merged"
     repo_id = repo_id or push_to_hub or ("org/fuscore-lora" if adapter_only else "org/fuscore")
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.staging-"))
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(staging, 0o777 & ~mask)  # mkdtemp makes a private (0700) folder; the export is an ordinary one
-    try:
+    with writing_model_folder(output, overwrite=overwrite) as staging:
         if adapter_only:
             _write_adapter(model, evaluation, staging, repo_id, base_name, hub_base_model)
         else:
             inner, wrapped = _unwrap(model)
             merged = model.merge_and_unload() if wrapped else inner
             _write_merged(merged, processor, evaluation, staging, repo_id, base_name)
-        if output.exists():
-            retired = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old-"))
-            os.replace(output, retired / output.name)
-            os.replace(staging, output)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
     result = ExportResult(folder=output, kind=kind)
     if cache_repo_id:

@@ -5,19 +5,23 @@ in a card is typed in by hand.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import yaml
 
+from fuscore.atomic import write_text
 
-def _atomic_write(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+
+def _is_hub_repo_id(name: str) -> bool:
+    """Whether `name` reads as a Hub repo id (`org/name`), not a local folder such as `outputs/run/final`."""
+    from fuscore.hub import check_repo_id
+
+    try:
+        check_repo_id(name)
+    except ValueError:
+        return False
+    return not Path(name).exists()
 
 
 def write_model_card(folder, evaluation: Optional[dict] = None, repo_id: str = "org/fuscore", base_model: Optional[str] = None) -> Path:
@@ -40,7 +44,7 @@ def write_model_card(folder, evaluation: Optional[dict] = None, repo_id: str = "
         "license": "apache-2.0",
         "tags": ["image-quality-assessment", "infrared-visible-fusion", "custom_code", "fuscore"],
     }
-    if base and not str(base).startswith(("/", ".", "tiny:")) and "/" in str(base):
+    if base and _is_hub_repo_id(str(base)):
         header["base_model"] = str(base)
     if metrics:
         header["model-index"] = [{
@@ -94,5 +98,5 @@ Objective: `{evaluation.get('objective', 'unknown')}`, dimension: `{evaluation.g
 {table}
 """
     path = folder / "README.md"
-    _atomic_write(path, "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body)
+    write_text(path, "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body)
     return path

@@ -17,7 +17,8 @@ from transformers import (
     Qwen2VLImageProcessorPil,
 )
 
-from modeling_fuscore import DEFAULT_LEVEL_WORDS, FuScoreConfig, FuScoreForQuality, default_prompts
+from configuration_fuscore import DEFAULT_LEVEL_WORDS, FuScoreConfig, default_prompts
+from modeling_fuscore import FuScoreForQuality
 
 
 QWEN_SPECIAL_TOKENS = [
@@ -129,7 +130,6 @@ def build_tiny_model(
     tokenizer = build_tiny_tokenizer()
     base_config = tiny_base_config(family, tokenizer, **size_kwargs)
     base = AutoModelForImageTextToText.from_config(base_config)
-    config = FuScoreConfig(base_config=base.config, input_mode=input_mode, regression_head=regression_head,
-                           level_words=level_words)
+    config = FuScoreConfig(base_config=base.config, regression_head=regression_head, level_words=level_words)
     image_processor = tiny_image_processor(family, min_pixels=min_pixels, max_pixels=max_pixels)
-    return FuScoreForQuality.from_base_model(base, config, tokenizer, image_processor)
+    return FuScoreForQuality.from_base_model(base, config, tokenizer, image_processor, input_mode=input_mode)

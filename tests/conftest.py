@@ -12,9 +12,14 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_VIFB = REPO_ROOT.parent / "shared" / "data" / "vifb"
 
+# The Hub remote-code files: what `save_pretrained` writes into every model folder, and with the pipeline what an
+# export holds.
+MODEL_CODE_FILES = ("configuration_fuscore.py", "modeling_fuscore.py", "processing_fuscore.py", "scoring_fuscore.py")
+REMOTE_CODE_FILES = MODEL_CODE_FILES + ("pipeline_fuscore.py",)
+
 # Everything the project installs or has in its checkout: a "clean" process may import none of it.
-PROJECT_MODULES = ("modeling_fuscore", "processing_fuscore", "pipeline_fuscore", "trainer_fuscore", "fuscore",
-                   "fuscore_data", "fuscore_metrics", "app", "handler")
+PROJECT_MODULES = tuple(name[:-3] for name in REMOTE_CODE_FILES) + (
+    "trainer_fuscore", "fuscore", "fuscore_data", "fuscore_metrics", "app", "handler")
 
 _BLOCKER = textwrap.dedent(
     f"""

@@ -179,6 +179,9 @@ def test_invalid_parameters_are_refused():
         fuse(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32), "magic")
     with pytest.raises(ValueError, match="methods"):
         SyntheticIVIF(methods=("magic",))
+    for size in (31, 32.5, "64", True):  # 32.5 was silently made 32
+        with pytest.raises(ValueError, match="image_size must be a whole number of pixels, at least 32"):
+            SyntheticIVIF(image_size=size)
 
 
 def test_224_pixels_work_and_scores_do_not_depend_much_on_size():

@@ -148,6 +148,23 @@ def test_writer_refuses_an_existing_folder_unless_overwrite(tmp_path, synthetic_
     assert _leftovers(tmp_path, "table") == []
 
 
+@pytest.mark.parametrize("writer", [save_arrow, save_imagefolder])
+def test_writers_go_through_fuscore_atomic(tmp_path, monkeypatch, synthetic_table, writer):
+    """A full disk is one AtomicWriteError naming the table's folder; the folder gets the umask's permissions."""
+    from fuscore import atomic
+
+    written = writer(synthetic_table, tmp_path / "ok")
+    assert written == tmp_path / "ok" and os.stat(written).st_mode & 0o777 == 0o777 & ~atomic.current_umask()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tables, "write_dataset_card", disk_full)
+    with pytest.raises(atomic.AtomicWriteError, match=r"full.*No space left on device"):
+        writer(synthetic_table, tmp_path / "full")
+    assert sorted(os.listdir(tmp_path)) == ["ok"]
+
+
 def test_dataset_card_header_and_synthetic_statement(tmp_path, synthetic_table):
     human = _rows(fused=[_image(1)], pair_id=["p"], method=["m"], mos=[4.0])
     path = write_dataset_card(human, tmp_path / "human", pretty_name="Rated pairs", license="cc-by-4.0")

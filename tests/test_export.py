@@ -15,7 +15,7 @@ from PIL import Image
 from transformers import AutoModel
 
 import fuscore.export as export_module
-from conftest import load_saved, run_clean_python
+from conftest import REMOTE_CODE_FILES, REPO_ROOT, load_saved, run_clean_python
 from fuscore.export import CUSTOM_PIPELINES, NotAFuScoreModelError, export_model
 from fuscore.lora import add_language_model_lora
 from fuscore.tiny import build_tiny_model
@@ -78,12 +78,13 @@ def test_export_loads_in_a_clean_process_from_folder_and_offline_cache(saved_mod
     result = export_model(source, tmp_path / "fuscore", cache_repo_id="org/fuscore-test")
     folder = result.folder
 
-    expected_files = {"config.json", "model.safetensors", "modeling_fuscore.py", "processing_fuscore.py",
-                      "pipeline_fuscore.py", "handler.py", "processor_config.json", "README.md", "fuscore_eval.json"}
+    expected_files = {"config.json", "model.safetensors", *REMOTE_CODE_FILES, "handler.py", "processor_config.json",
+                      "README.md", "fuscore_eval.json"}
     assert expected_files <= {path.name for path in folder.iterdir()}
     config = json.loads((folder / "config.json").read_text())
     assert config["custom_pipelines"] == CUSTOM_PIPELINES
-    assert config["auto_map"]["AutoModel"] == "modeling_fuscore.FuScoreForQuality"
+    assert config["auto_map"] == {"AutoConfig": "configuration_fuscore.FuScoreConfig",
+                                  "AutoModel": "modeling_fuscore.FuScoreForQuality"}
     assert result.cache_snapshot.is_relative_to(cache)
 
     card = (folder / "README.md").read_text()
@@ -195,3 +196,47 @@ def test_a_failed_export_leaves_nothing_behind(saved_model, tmp_path, monkeypatc
         export_model(saved_model[0], target, overwrite=True)
     assert sorted(path.name for path in target.iterdir()) == before  # the previous export is untouched
     assert [path.name for path in target.parent.iterdir()] == ["fuscore"]  # no staging folder left
+
+
+def test_the_shipped_demo_model_holds_no_code_and_its_export_loads_in_a_clean_process(images, tmp_path):
+    """The demo folder is config, weights, tokenizer and processor files (plus card and evaluation): the checkout's
+    classes load it in-process, and `fuscore export` writes the code that a clean environment runs."""
+    from fuscore.hub import check_model_folder
+    from modeling_fuscore import FuScoreForQuality
+
+    demo = REPO_ROOT / "fuscore" / "demo_model"
+    assert not list(demo.glob("*.py"))
+    assert "auto_map" not in json.loads((demo / "config.json").read_text())
+    check_model_folder(demo)
+    expected = FuScoreForQuality.from_pretrained(demo).score(list(images))
+
+    folder = export_model(demo, tmp_path / "demo_export").folder
+    np.save(tmp_path / "images.npy", images)
+    loaded = run_clean_python(f"""
+        import json, numpy as np
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        print(json.dumps({{"scores": model.score(list(np.load({str(tmp_path / "images.npy")!r}))),
+                           "module": type(model).__module__}}))
+        """, tmp_path)
+    assert loaded["module"].startswith("transformers_modules.")
+    np.testing.assert_allclose(loaded["scores"], expected, atol=1e-6)
+
+
+def test_a_bad_repo_id_is_refused_before_anything_is_written(saved_model, tmp_path):
+    for arguments in ({"cache_repo_id": "../../x"}, {"push_to_hub": "not a repo"}, {"repo_id": "a/b/c"}):
+        with pytest.raises(export_module.ExportInputError, match="repo"):
+            export_model(saved_model[0], tmp_path / "out", **arguments)
+        assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_card_names_a_hub_base_model_never_a_local_folder(saved_model, tmp_path):
+    from fuscore.model_card import write_model_card
+
+    folder = tmp_path / "card"
+    folder.mkdir()
+    (folder / "config.json").write_text((saved_model[0] / "config.json").read_text())
+    for base, expected in (("outputs/demo_pretrain/final", None), (str(tmp_path), None), ("tiny:qwen2_vl", None),
+                           ("Qwen/Qwen3-VL-8B-Instruct", "Qwen/Qwen3-VL-8B-Instruct")):
+        header = yaml.safe_load(write_model_card(folder, {}, base_model=base).read_text().split("---")[1])
+        assert header.get("base_model") == expected, base

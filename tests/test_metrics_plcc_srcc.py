@@ -123,6 +123,8 @@ def test_hard_fit_inputs_leak_no_warnings():
         ([[1, 2], [3, 4]], [1, 2], None, "one-dimensional"),
         (["a", "b", "c"], [1, 2, 3], None, "sequence of numbers"),
         ([1, 2, 3], [1, 2, 3], ["a", "b"], "groups has 2 entries"),
+        (np.array([1, 2, 3]) + 1j, [1, 2, 3], None, "predictions must be real numbers"),
+        ([1, 2, 3], [1 + 2j, 2, 3], None, "references must be real numbers"),
     ],
 )
 def test_degenerate_inputs_raise_clear_errors(predictions, references, groups, message):

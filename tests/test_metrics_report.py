@@ -13,7 +13,9 @@ from scipy import stats
 
 from fuscore_metrics.ivif_metrics import METRIC_NAMES, compute_ivif_metrics
 from fuscore_metrics.plcc_srcc import correlation_metrics
-from fuscore_metrics.report import NO_REFERENCE_METRICS, REPORT_COLUMNS, baseline_report, write_atomically
+from fuscore import atomic
+from fuscore_metrics import report as report_module
+from fuscore_metrics.report import NO_REFERENCE_METRICS, REPORT_COLUMNS, baseline_report
 
 SIZE = (44, 52)  # large enough for VIF's four scales
 
@@ -101,15 +103,17 @@ def test_report_errors(tmp_path):
         baseline_report(no_sources, output_dir=tmp_path, progress=False, metrics=["EN", "Qabf"])
 
 
-def test_atomic_write_keeps_the_old_file_when_replacing_fails(tmp_path, monkeypatch):
-    target = tmp_path / "table.md"
-    write_atomically(target, "old\n")
+def test_a_failed_report_write_keeps_the_previous_report(tmp_path, monkeypatch):
+    """The report is written through fuscore.atomic: a failing write names the file and keeps the old one."""
+    assert report_module.write_text is atomic.write_text  # one writer for the project
+    table = make_table(count=4)
+    baseline_report(table, output_dir=tmp_path, progress=False, metrics=["EN"])
+    before = {name: (tmp_path / name).read_text() for name in os.listdir(tmp_path)}
 
     def failing_replace(source, destination):
-        raise OSError("disk went away")
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk went away"):
-        write_atomically(target, "new\n")
-    assert target.read_text() == "old\n"
-    assert os.listdir(tmp_path) == ["table.md"]
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    with pytest.raises(atomic.AtomicWriteError, match=r"baseline_report\.md.*No space left"):
+        baseline_report(table, output_dir=tmp_path, progress=False, metrics=["EN", "SD"])
+    assert {name: (tmp_path / name).read_text() for name in os.listdir(tmp_path)} == before  # no temporaries left

@@ -1,6 +1,7 @@
 """FuScoreForQuality and FuScoreProcessor at tiny size, for the three Qwen-VL families."""
 
 import io
+import json
 import shutil
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import load_saved, run_clean_python
+from conftest import MODEL_CODE_FILES, load_saved, run_clean_python
 from fuscore.hub import add_folder_to_hub_cache
 from fuscore.tiny import FAMILIES, build_tiny_model, build_tiny_tokenizer
 from modeling_fuscore import FuScoreConfig, FuScoreForQuality, resolve_level_token_ids
@@ -179,7 +180,9 @@ def test_save_and_load_in_a_clean_process_from_folder_and_offline_cache(tiny_mod
     model.save_pretrained(folder)
     expected = load_saved(folder).score(list(images))
     assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
-    assert {"modeling_fuscore.py", "processing_fuscore.py", "processor_config.json"} <= {p.name for p in folder.iterdir()}
+    assert set(MODEL_CODE_FILES) | {"processor_config.json"} <= {p.name for p in folder.iterdir()}
+    assert json.loads((folder / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_fuscore.FuScoreConfig", "AutoModel": "modeling_fuscore.FuScoreForQuality"}
 
     from_folder = run_clean_python(_LOAD_AND_SCORE.format(source=str(folder), images=str(tmp_path / "images.npy")), tmp_path)
     assert from_folder["module"].startswith("transformers_modules."), "must load as remote code, not the project"
@@ -219,15 +222,6 @@ def test_deferred_pixels_give_the_same_batch(tiny_models, random_images):
     for key in ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw"):
         assert torch.equal(eager[key], deferred[key]), key
     torch.testing.assert_close(eager["pixel_values"], deferred["pixel_values"], rtol=0, atol=1e-6)
-
-
-def test_shipped_demo_model_carries_the_current_remote_code():
-    """The demo checkpoint loads through its own copy of the remote-code files: they must not drift."""
-    from conftest import REPO_ROOT
-
-    for name in ("modeling_fuscore.py", "processing_fuscore.py"):
-        assert (REPO_ROOT / "fuscore" / "demo_model" / name).read_text() == (REPO_ROOT / name).read_text(), (
-            f"fuscore/demo_model/{name} differs from {name}: copy it over (cp {name} fuscore/demo_model/)")
 
 
 def test_from_base_builds_from_a_local_qwen_vl_checkpoint(tmp_path, random_images):
@@ -380,7 +374,7 @@ def test_batches_move_to_the_device_whole():
     """The engine's and the benchmarks' device move takes a processor's `BatchFeature` and nested vision inputs."""
     from transformers import BatchFeature
 
-    from modeling_fuscore import _to_device
+    from scoring_fuscore import _to_device
 
     batch = BatchFeature({"input_ids": torch.ones(2, 3, dtype=torch.long), "vision_inputs": {"position_ids": torch.zeros(4, 2)},
                           "dimension": "overall"})
@@ -427,7 +421,7 @@ def test_background_preparation_keeps_order_reraises_and_stops_early():
     (e.g. a bad image's, naming the file) re-raised unchanged, and no thread left running after an early exit."""
     import threading
 
-    from modeling_fuscore import _in_background_thread
+    from scoring_fuscore import _in_background_thread
 
     assert list(_in_background_thread(iter(range(50)), depth=2)) == list(range(50))
 
@@ -460,7 +454,7 @@ def test_background_preparation_keeps_order_reraises_and_stops_early():
 def test_threaded_decoding_keeps_batches_and_names_a_bad_file(tiny_models, random_images, tmp_path):
     """On a GPU the engine decodes in threads: the batches hold the same samples in the same order as a serial
     pass, and a corrupt file fails with its own name."""
-    from modeling_fuscore import _decoded_in_threads, _ScoringDataset
+    from scoring_fuscore import _decoded_in_threads, _ScoringDataset
 
     processor = tiny_models["qwen3_vl"].processor
     paths = []
@@ -482,3 +476,51 @@ def test_threaded_decoding_keeps_batches_and_names_a_bad_file(tiny_models, rando
     (tmp_path / "image_2.png").write_bytes(b"not an image")
     with pytest.raises(ImageInputError, match="image_2.png"):
         list(_decoded_in_threads(dataset, batches, num_workers=3))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_visual_token_counts_come_from_the_image_processor(tiny_models, family):
+    """The prompt's image placeholders match what the image processor makes, for sizes around every rounding edge."""
+    processor = tiny_models[family].processor
+    for height, width in [(16, 16), (27, 300), (56, 56), (57, 111), (100, 33), (129, 130), (480, 640), (1000, 17)]:
+        image = np.zeros((height, width, 3), np.uint8)
+        grid = processor.image_processor(images=[Image.fromarray(image)], return_tensors="pt")["image_grid_thw"]
+        assert processor.num_visual_tokens(width, height) == int(grid.prod()) // processor.merge_size ** 2
+        sample = processor.prepare_sample(image)
+        assert sample["input_ids"].count(processor.image_token_id) == int(grid.prod()) // processor.merge_size ** 2
+
+
+def test_one_dimension_check_for_every_caller():
+    from configuration_fuscore import DIMENSIONS, resolve_dimensions
+
+    known = ["sharpness", "overall", "beauty", "artifacts"]
+    assert resolve_dimensions("all", known) == ["overall", "artifacts", "sharpness", "beauty"]
+    assert resolve_dimensions(None, known) == resolve_dimensions("all", known)
+    assert resolve_dimensions("sharpness", known) == ["sharpness"]
+    assert resolve_dimensions(("beauty", "overall", "beauty"), known) == ["beauty", "overall"]
+    assert resolve_dimensions(iter(["overall"]), DIMENSIONS) == ["overall"]
+    with pytest.raises(ValueError, match="dimensions is empty"):
+        resolve_dimensions([], known)
+    with pytest.raises(ValueError, match=r"Unknown rating dimension 'colour' in --dimensions; this model knows: overall"):
+        resolve_dimensions(["overall", "colour"], known, argument="--dimensions")
+    with pytest.raises(ValueError, match="must hold dimension names"):
+        resolve_dimensions(["overall", 3], known)
+    with pytest.raises(ValueError, match="a dimension name or a list"):
+        resolve_dimensions(5, known)
+
+
+def test_the_auto_classes_load_the_code_free_demo_in_process():
+    """With the project's classes registered (importing modeling_fuscore does it), AutoModel and AutoProcessor load
+    the shipped demo folder, which has no code files, with those classes, with or without trust_remote_code."""
+    from conftest import REPO_ROOT
+    from transformers import AutoModel, AutoProcessor
+
+    from processing_fuscore import FuScoreProcessor
+
+    demo = REPO_ROOT / "fuscore" / "demo_model"
+    image = np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    expected = FuScoreForQuality.from_pretrained(demo).score(image)
+    for kwargs in ({}, {"trust_remote_code": True}):
+        model = AutoModel.from_pretrained(demo, **kwargs)
+        assert type(model) is FuScoreForQuality and model.score(image) == expected
+        assert type(AutoProcessor.from_pretrained(demo, **kwargs)) is FuScoreProcessor

@@ -208,9 +208,9 @@ def test_level_order_follows_level_values():
 def test_default_level_order_is_the_models():
     """One order for the level values: the builders default to the model's own (excellent..bad = 5..1, the order of
     its level words and logits), taken from the Hub layer rather than a copy; the masses do not depend on the order."""
-    import modeling_fuscore
+    import configuration_fuscore
 
-    assert objectives.DEFAULT_LEVEL_VALUES is modeling_fuscore.DEFAULT_LEVEL_VALUES
+    assert objectives.DEFAULT_LEVEL_VALUES is configuration_fuscore.DEFAULT_LEVEL_VALUES
     assert tuple(objectives.DEFAULT_LEVEL_VALUES) == (5.0, 4.0, 3.0, 2.0, 1.0)
     ascending, sigma = fuscore_soft_label(2.2, [2.0, 2.5, 2.0, 2.4], 0.6)
     default, default_sigma = objectives.fuscore_soft_label(2.2, [2.0, 2.5, 2.0, 2.4], 0.6)
@@ -602,3 +602,21 @@ def test_sampler_rejects_impossible_settings():
         PairGroupedBatchSampler(GROUP_IDS, 1, 4)
     with pytest.raises(ValueError):
         PairGroupedBatchSampler(GROUP_IDS, 3, 1)  # M = 1: no within-pair term
+
+
+def test_the_objectives_package_imports_what_its_header_allows():
+    """fuscore/objectives/ is pure math: from the project it takes only the level values of the Hub layer, never the
+    training package, the scripts or the data and metrics packages (its `__init__` says so)."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(objectives.__file__).parent
+    project = {"fuscore", "fuscore_data", "fuscore_metrics", "modeling_fuscore", "processing_fuscore", "scoring_fuscore",
+               "pipeline_fuscore", "trainer_fuscore", "configuration_fuscore", "app", "handler"}
+    found = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            found |= {name for name in names if name.split(".")[0] in project}
+    assert found == {"configuration_fuscore"}

@@ -92,3 +92,17 @@ def test_bad_inputs_fail_clearly(scorer, images, tmp_path):
     missing = tmp_path / "missing.png"
     with pytest.raises(ValueError, match="missing.png"):
         scorer(str(missing))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_the_pipeline_scores_through_the_engine_exactly_as_model_score(scorer, tiny_model, images, batch_size):
+    """One inference path: the pipeline's numbers are `model.score`'s bit for bit, at the matching batch size."""
+    results = scorer(images, batch_size=batch_size)
+    expected = tiny_model.score(images, dimensions="all", batch_size=batch_size * len(ALL_DIMENSIONS), return_details=True)
+    for result, reference in zip(results, expected):
+        assert result["score"] == reference["overall"]["score"] and result["std"] == reference["overall"]["std"]
+        assert list(result["probs"].values()) == reference["overall"]["probs"]
+        for dim in ALL_DIMENSIONS[1:]:
+            assert result["dimensions"][dim]["score"] == reference[dim]["score"]
+    streamed = list(scorer((image for image in images), batch_size=batch_size))
+    assert [r["score"] for r in streamed[:batch_size]] == [r["score"] for r in results[:batch_size]]

@@ -609,3 +609,147 @@ def test_level_words_that_are_not_single_tokens_are_refused_naming_the_word():
     with pytest.raises(ValueError, match="'magnificent'"):
         model.set_level_words(tokenizer, ["magnificent", "good", "fair", "poor", "bad"])
     assert model.config.level_words == ["excellent", "good", "fair", "poor", "bad"]  # a refused change changes nothing
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# EXIF orientation: images are scored as viewers display them
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _sideways_jpeg(path: Path) -> Image.Image:
+    """A camera-style JPEG stored sideways with EXIF orientation 6 (display = stored rotated 90 degrees clockwise);
+    returns the upright image a viewer shows."""
+    stored = Image.fromarray(np.concatenate([np.full((40, 90, 3), 230, np.uint8),
+                                             _rng(5).integers(0, 256, (24, 90, 3), dtype=np.uint8)]))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(path, format="JPEG", exif=exif.tobytes(), quality=95)
+    with Image.open(path) as reopened:
+        return reopened.convert("RGB").transpose(Image.Transpose.ROTATE_270)
+
+
+def test_exif_orientation_is_applied_to_files_bytes_and_pil_images(tmp_path, tiny_models):
+    path = tmp_path / "phone.jpg"
+    upright = _sideways_jpeg(path)
+    assert upright.size == (64, 90)
+    for given in (path, str(path), path.read_bytes()):
+        loaded = load_image(given)
+        assert loaded.size == (64, 90)
+        assert np.array_equal(np.asarray(loaded), np.asarray(upright))
+    with Image.open(path) as opened:
+        assert np.array_equal(np.asarray(load_image(opened)), np.asarray(upright))
+        assert opened.size == (90, 64) and opened.getexif()[0x0112] == 6, "the caller's image is left as it was"
+    assert processing_fuscore.image_size(path) == (64, 90), "batching counts the displayed size's visual tokens"
+
+    model = tiny_models["qwen2_vl"]
+    scores = model.score([str(path), np.asarray(upright), np.asarray(upright.transpose(Image.Transpose.ROTATE_90))])
+    assert scores[0] == scores[1], "a sideways-stored photo scores as the upright image"
+    assert scores[0] != scores[2], "the orientation matters to the model, so the check above can fail"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Scoring arguments and inputs that used to fail vaguely or silently
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [2.5, None, "8", True, 0, -3])
+def test_a_bad_batch_size_names_the_argument(tiny_models, random_images, batch_size):
+    import pipeline_fuscore
+    from transformers import pipeline
+
+    model = tiny_models["qwen2_vl"]
+    with pytest.raises(ValueError, match="batch_size must be"):
+        model.score(random_images[:2], batch_size=batch_size)
+    if batch_size is not None:  # a pipeline's None means its default
+        scorer = pipeline(pipeline_fuscore.TASK_NAME, model=model, device="cpu")
+        with pytest.raises(ValueError, match="batch_size must be"):
+            scorer(random_images[:2], batch_size=batch_size)
+
+
+@pytest.mark.parametrize("num_workers", [-1, 1.5, None])
+def test_a_bad_num_workers_names_the_argument(tiny_models, random_images, num_workers):
+    with pytest.raises(ValueError, match="num_workers must be"):
+        tiny_models["qwen2_vl"].score(random_images[:2], num_workers=num_workers)
+
+
+def test_a_bad_file_under_worker_processes_fails_with_its_own_message(tmp_path, tiny_models):
+    paths = []
+    for index in range(6):
+        path = tmp_path / f"image_{index}.png"
+        _rgb(index).save(path)
+        paths.append(str(path))
+    (tmp_path / "image_3.png").write_bytes(b"not an image at all")
+    with pytest.raises(ImageInputError) as caught:
+        tiny_models["qwen2_vl"].score(paths, batch_size=2, num_workers=2)
+    message = str(caught.value)
+    assert message.startswith(str(tmp_path / "image_3.png")), message
+    assert "DataLoader worker" not in message and "Traceback" not in message
+
+
+def test_no_dimensions_is_an_error_not_an_empty_result(tiny_models, random_images):
+    import pipeline_fuscore
+    from transformers import pipeline
+
+    model = tiny_models["qwen2_vl"]
+    for call in (lambda: model.score(random_images[:1], dimensions=[]),
+                 lambda: pipeline(pipeline_fuscore.TASK_NAME, model=model, device="cpu")(random_images[0], dimensions=[])):
+        with pytest.raises(ValueError, match="dimensions is empty; name at least one of: overall"):
+            call()
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_complex_arrays_are_refused_not_cast(dtype, recwarn):
+    array = (_rng(2).random((32, 32)) + 1j * _rng(3).random((32, 32))).astype(dtype)
+    for given in (array, torch.from_numpy(array)):
+        with pytest.raises(ImageInputError, match="complex numbers"):
+            load_image(given, source="spectrum")
+    assert not [w for w in recwarn if "imaginary" in str(w.message)]
+
+
+def _frames(count: int) -> list:
+    return [_rgb(seed, size=(32, 32)) for seed in range(count)]
+
+
+@pytest.mark.parametrize("fmt", [fmt for fmt in ("GIF", "PNG", "WEBP", "TIFF") if fmt in Image.SAVE])
+def test_animated_and_multi_page_images_are_refused_with_the_fix(tmp_path, fmt):
+    frames = _frames(3)
+    path = tmp_path / f"animated.{fmt.lower()}"
+    frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
+    with Image.open(path) as opened:
+        assert opened.n_frames == 3
+    for given in (path, path.read_bytes()):
+        with pytest.raises(ImageInputError, match="animated or multi-page .* 3 frames.*image.seek"):
+            load_image(given)
+    with Image.open(path) as opened:
+        with pytest.raises(ImageInputError, match="3 frames"):
+            load_image(opened)
+        opened.seek(1)
+        frame = opened.copy()  # the documented way to score one frame
+    assert load_image(frame).size == (32, 32)
+    still = tmp_path / f"still.{fmt.lower()}"
+    frames[0].save(still, format=fmt)
+    assert load_image(still).size == (32, 32)
+
+
+def test_a_multi_picture_jpeg_is_read_as_its_photo(tmp_path):
+    photo, preview = _rgb(7, size=(48, 64)), _rgb(8, size=(48, 64))
+    path = tmp_path / "camera.jpg"
+    photo.save(path, format="MPO", save_all=True, append_images=[preview], quality=95)
+    with Image.open(path) as opened:
+        assert opened.format == "MPO" and opened.n_frames == 2
+        expected = np.asarray(opened.convert("RGB"))
+    assert np.array_equal(np.asarray(load_image(path)), expected)
+
+
+def test_sources_given_to_a_fused_only_model_are_ignored_with_a_warning(tiny_models, random_images):
+    import pipeline_fuscore
+    from transformers import pipeline
+
+    model = tiny_models["qwen2_vl"]
+    fused, source = random_images[0], random_images[0][..., 0]
+    with pytest.warns(UserWarning, match="reads the fused image alone.*sources given with it are ignored"):
+        with_sources = model.score(fused, ir=source, vis=source)
+    assert with_sources == model.score(fused)
+    scorer = pipeline(pipeline_fuscore.TASK_NAME, model=model, device="cpu")
+    with pytest.warns(UserWarning, match="reads the fused image alone"):
+        scorer({"fused": fused, "ir": source, "vis": source})

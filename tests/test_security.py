@@ -9,20 +9,21 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import conftest
 from conftest import REPO_ROOT, run_clean_python
 from fuscore.tiny import build_tiny_model
 
 
-# The files a Hub user runs with trust_remote_code=True (copied next to every saved FuScore checkpoint).
-REMOTE_CODE_FILES = [name for name in ("modeling_fuscore.py", "processing_fuscore.py", "pipeline_fuscore.py")
-                     if (REPO_ROOT / name).is_file()]
+# The files a Hub user runs with trust_remote_code=True (written next to every saved FuScore checkpoint; the
+# pipeline into exports).
+REMOTE_CODE_FILES = [name for name in conftest.REMOTE_CODE_FILES if (REPO_ROOT / name).is_file()]
 # Besides the standard library, torch and transformers: Pillow, which the Qwen-VL image processors decode with (so
 # every transformers install that can run them has it), and tqdm, a hard requirement of transformers itself.
 ALLOWED_THIRD_PARTY = {"torch", "transformers", "PIL", "tqdm"}
-PROJECT_TOP_LEVEL = {"modeling_fuscore", "processing_fuscore", "pipeline_fuscore", "trainer_fuscore", "fuscore",
-                     "fuscore_data", "fuscore_metrics", "data", "evaluate_metrics", "app", "handler"}
+PROJECT_TOP_LEVEL = set(conftest.PROJECT_MODULES) | {"data", "evaluate_metrics"}
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 # Trainer resume state inside checkpoint-N folders (optimizer.pt, rng_state.pth, training_args.bin) is the Trainer's
 # own format and never shipped; a model folder is what users load and share.
@@ -32,8 +33,6 @@ SKIP_DIRS = {".git", "outputs", "runs", "build", "dist", ".hypothesis", "__pycac
 # Where `trust_remote_code=True` is intended, as (file, enclosing function): each loads a FuScore checkpoint, whose
 # code is FuScore's own remote code. A new call site fails this test until it is reviewed and added here.
 INTENDED_TRUST_REMOTE_CODE = {
-    ("modeling_fuscore.py", "get_processor"),  # the model's own processor, from the model's own folder or repo
-    ("fuscore/demo_model/modeling_fuscore.py", "get_processor"),  # the shipped checkpoint's copy of the same file
     ("fuscore/cli.py", "load_scoring_model"),
     ("fuscore/export.py", "_load_processor"),
     ("trainer_fuscore.py", "load_model"),  # only for checkpoints whose config says model_type "fuscore"
@@ -374,3 +373,36 @@ def test_a_saved_checkpoint_loads_and_scores_with_the_network_blocked(tmp_path, 
     result = run_clean_python(code, tmp_path)
     assert 1.0 <= result["score"] <= 5.0 and result["attempts"] == []
     assert result["module"].startswith("transformers_modules.")
+
+
+def test_the_projects_classes_never_run_a_model_folders_code(tmp_path, monkeypatch):
+    """`FuScoreForQuality.from_pretrained(folder)` and `score()` use the project's classes, processor included; the
+    folder's own code files run only when the caller passes trust_remote_code=True."""
+    from transformers import AutoModel
+
+    from modeling_fuscore import FuScoreForQuality
+
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    folder = tmp_path / "planted"
+    build_tiny_model("qwen2_vl", seed=6).save_pretrained(folder)
+    marker = tmp_path / "folder_code_ran"
+    planted = sorted(folder.glob("*_fuscore.py"))
+    assert {path.name for path in planted} == set(conftest.MODEL_CODE_FILES)
+    for path in planted:
+        path.write_text(f"open({str(marker)!r}, 'a').write({path.name!r})\n" + path.read_text())
+    image = np.random.default_rng(1).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+
+    model = FuScoreForQuality.from_pretrained(folder)
+    assert 1 <= model.score(image) <= 5
+    assert type(model.get_processor()).__module__ == "processing_fuscore"
+    # Importing the project's model file registers its classes, so the auto classes take them without the flag.
+    auto = AutoModel.from_pretrained(folder)
+    assert type(auto) is FuScoreForQuality and auto.score(image) == model.score(image)
+    assert not marker.exists(), "a project class ran code from the model folder"
+
+    run_clean_python(f"""
+        from transformers import AutoModel
+        AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).get_processor()
+        print("{{}}")
+        """, tmp_path)
+    assert marker.exists(), "with the caller's consent the folder's code runs (the check above can fail)"

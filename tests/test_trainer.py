@@ -1,6 +1,7 @@
 """trainer_fuscore.py and fuscore.training end to end on CPU with a tiny model: arguments, collator labels, logging,
 evaluation through the Trainer's loop, saving."""
 
+import itertools
 import json
 import shutil
 
@@ -25,11 +26,16 @@ FAST = ["--model_name_or_path", "tiny:qwen2_vl:32x1", "--train_table", "syntheti
 
 def test_yaml_config_with_command_line_overrides(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text("model_name_or_path: tiny:qwen3_vl\nobjective: deqa\nmax_steps: 7\nlambda_cross: 0.25\noutput_dir: x\n")
+    config.write_text("model_name_or_path: tiny:qwen3_vl\nobjective: deqa\nmax_steps: 7\nlambda_cross: 0.25\noutput_dir: x\n"
+                      "gradient_checkpointing_kwargs: {\"use_reentrant\": false}\nlearning_rate: 1.0e-4\n")
     model_args, data_args, training_args = trainer_fuscore.parse_arguments(["--config", str(config), "--max_steps", "9"])
     assert model_args.model_name_or_path == "tiny:qwen3_vl"
     assert training_args.objective == "deqa" and training_args.lambda_cross == 0.25
     assert training_args.max_steps == 9, "arguments after --config override the file"
+    assert training_args.gradient_checkpointing_kwargs == {"use_reentrant": False} and training_args.learning_rate == 1e-4
+    config.write_text("objective: ranking\noutput_dir: x\n")
+    with pytest.raises(ValueError, match="Unknown objective 'ranking': choose one of fuscore, deqa"):
+        trainer_fuscore.parse_arguments(["--config", str(config)])
     with pytest.raises(SystemExit, match="no such file"):
         trainer_fuscore.parse_arguments(["--config", str(tmp_path / "missing.yaml")])
 
@@ -83,7 +89,7 @@ def test_collator_computes_the_positions_the_model_would(family):
 
 
 @pytest.mark.parametrize("objective", ["fuscore", "scalar"])
-def test_training_run_logs_every_term_and_saves_a_loadable_folder(tmp_path, objective):
+def test_training_run_logs_every_term_and_saves_a_loadable_folder(tmp_path, objective, capsys):
     results = trainer_fuscore.main(FAST + ["--output_dir", str(tmp_path / "run"), "--objective", objective])
     final = tmp_path / "run" / "final"
     evaluation = json.loads((final / "fuscore_eval.json").read_text())
@@ -93,6 +99,51 @@ def test_training_run_logs_every_term_and_saves_a_loadable_folder(tmp_path, obje
     assert "not human ratings" in card and f"value: {round(evaluation['metrics']['srcc'], 4)}" in card
     assert (final / "model.safetensors").is_file()
     assert results["after"]["eval_n"] == 16
+    # Evaluation through the Trainer's loop logs the eval loss and every term of the objective's loss; with two full
+    # evaluation batches of 8 the loss is the terms' weighted sum.
+    after, before = results["after"], results["before"]
+    if objective == "fuscore":
+        assert after["eval_loss"] == pytest.approx(after["eval_loss_dist"] + after["eval_loss_within"]
+                                                   + 0.5 * after["eval_loss_cross"], rel=1e-5)
+        assert {"before_loss", "before_loss_dist", "before_loss_within", "before_loss_cross"} <= set(before)
+    else:
+        assert after["eval_loss"] == pytest.approx(after["eval_loss_mse"], rel=1e-6)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["after"] == after
+    # The header names the config the run stacked on and the overrides.
+    printed = capsys.readouterr().out
+    assert f"config: {trainer_fuscore.DEMO_CONFIG} (the embedded demo)" in printed
+    assert "overrides: --model_name_or_path tiny:qwen2_vl:32x1 --train_table synthetic" in printed
+
+
+def test_arguments_without_config_override_the_demo(tmp_path):
+    """Issue 15 item 9: one flag changes one thing; the rest is the demo's config, not the dataclass defaults."""
+    import yaml
+
+    demo = yaml.safe_load(trainer_fuscore.DEMO_CONFIG.read_text())
+    model_args, data_args, training_args = trainer_fuscore.parse_arguments(["--output_dir", str(tmp_path / "out")])
+    assert training_args.output_dir == str(tmp_path / "out")
+    assert (data_args.synthetic_eval_scenes, data_args.synthetic_train_scenes) == (demo["synthetic_eval_scenes"],
+                                                                                  demo["synthetic_train_scenes"]) == (64, 96)
+    assert training_args.seed == demo["seed"] and training_args.max_steps == demo["max_steps"]
+    assert training_args.learning_rate == demo["learning_rate"] and training_args.use_cpu
+    # A named config replaces the demo's entirely.
+    config = tmp_path / "mine.yaml"
+    config.write_text("output_dir: elsewhere\nmax_steps: 5\n")
+    model_args, data_args, training_args = trainer_fuscore.parse_arguments(["--config", str(config), "--seed", "3"])
+    assert (training_args.max_steps, training_args.seed, data_args.synthetic_eval_scenes) == (5, 3, 24)
+
+
+def test_help_starts_with_what_the_script_does(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        trainer_fuscore.parse_arguments(["--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("Train FuScore")
+    assert "With no arguments this runs the embedded demo" in printed.split("options:")[0]
+    assert "--objective" in printed and "fuscore: FuScore's tripartite objective" in " ".join(printed.split())
+    from trl import TrlParser
+
+    assert trainer_fuscore.TrlParser is TrlParser, "the arguments go through trl's parser"
 
 
 def test_training_logs_each_loss_term(tmp_path):
@@ -144,7 +195,8 @@ def test_plain_copy_from_a_gathered_state_dict_saves_like_the_model(tmp_path, ra
     assert type(plain).__name__ == "FuScoreForQuality" and plain is not model
     plain.processor = model.processor
     plain.save_pretrained(tmp_path / "final")
-    assert sorted(p.name for p in (tmp_path / "final").glob("*.py")) == ["modeling_fuscore.py", "processing_fuscore.py"]
+    assert sorted(p.name for p in (tmp_path / "final").glob("*.py")) == [
+        "configuration_fuscore.py", "modeling_fuscore.py", "processing_fuscore.py", "scoring_fuscore.py"]
     model.save_pretrained(tmp_path / "model")
     np.testing.assert_allclose(load_saved(tmp_path / "final").score(random_images[:3]),
                                load_saved(tmp_path / "model").score(random_images[:3]), atol=1e-6)
@@ -173,3 +225,101 @@ def test_compiled_blocks_train_like_eager_with_lora_and_checkpointing(tmp_path):
     assert compiled["after"]["eval_srcc"] == pytest.approx(eager["after"]["eval_srcc"], abs=1e-4)
     assert compiled["after"]["eval_plcc"] == pytest.approx(eager["after"]["eval_plcc"], abs=1e-4)
     assert eager["after"]["eval_plcc"] != pytest.approx(eager["before"]["before_plcc"], abs=1e-6), "training must change the model"
+
+
+def test_synthetic_stream_gives_whole_scenes_sharded_by_accelerate(tmp_path):
+    """The endless stream: batch k = scenes kP..kP+P-1, each scene's M images; under several processes accelerate's
+    BatchSamplerShard hands each process whole batches (the same mechanism as the table path); a run trains on it."""
+    from accelerate.data_loader import BatchSamplerShard
+
+    from fuscore.training.collator import SyntheticScenes
+    from fuscore.training.sampling import EndlessBatchSampler
+
+    scenes = SyntheticScenes(SyntheticIVIF(image_size=56, seed=3), images_per_pair=3)
+    sampler = EndlessBatchSampler(pairs_per_batch=2)
+    first = list(itertools.islice(iter(sampler), 4))
+    assert first == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    shards = [list(itertools.islice(iter(BatchSamplerShard(sampler, num_processes=2, process_index=r)), 2))
+              for r in range(2)]
+    assert shards == [[[0, 1], [4, 5]], [[2, 3], [6, 7]]]
+    rows = scenes[5]
+    assert len(rows) == 3 and {row["pair_id"] for row in rows} == {SyntheticIVIF(56, seed=3).group(5, 3)[0]["pair_id"]}
+    model = build_tiny_model("qwen2_vl")
+    batch = FuScoreCollator(model.processor, model.config.level_values)([scenes[0], scenes[1]])
+    assert batch["input_ids"].shape[0] == 6 and batch["group_ids"].unique().numel() == 2
+
+    seen = []
+    original = trainer_fuscore.FuScoreTrainer.compute_loss
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        if model.training:
+            seen.append(inputs["group_ids"].tolist())
+        return original(self, model, inputs, *args, **kwargs)
+
+    trainer_fuscore.FuScoreTrainer.compute_loss = compute_loss
+    try:
+        trainer_fuscore.main(FAST + ["--output_dir", str(tmp_path / "run"), "--synthetic_stream", "true"])
+    finally:
+        trainer_fuscore.FuScoreTrainer.compute_loss = original
+    assert len(seen) == 3 and all(len(set(groups)) == 2 and len(groups) == 4 for groups in seen)
+    assert len({code for groups in seen for code in groups}) == 6, "fresh scenes every step"
+
+
+def test_an_objective_that_wants_random_batches_gets_them(monkeypatch, tmp_path):
+    """The record's `batches` decides the sampler: "random" draws plain random batches of P x M images."""
+    import dataclasses
+
+    from fuscore.objectives import OBJECTIVE_REGISTRY
+    from fuscore.training.config import FuScoreTrainingConfig
+
+    monkeypatch.setitem(OBJECTIVE_REGISTRY, "deqa_random",
+                        dataclasses.replace(OBJECTIVE_REGISTRY["deqa"], name="deqa_random", batches="random"))
+    table = SyntheticIVIF(image_size=56, seed=2).table(num_scenes=6, images_per_scene=4)
+    model = build_tiny_model("qwen2_vl")
+    batches = {}
+    for objective in ("deqa", "deqa_random"):
+        args = FuScoreTrainingConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", objective=objective,
+                                     pairs_per_batch=2, images_per_pair=4, seed=0)
+        trainer = trainer_fuscore.FuScoreTrainer(model=model, args=args, train_dataset=table,
+                                                 data_collator=FuScoreCollator(model.processor, model.config.level_values))
+        batches[objective] = [batch["group_ids"].tolist() for batch in trainer.get_train_dataloader()]
+    assert all(sorted(np.unique(groups, return_counts=True)[1]) == [4, 4] for groups in batches["deqa"])
+    assert len(batches["deqa_random"]) == 3 and all(len(groups) == 8 for groups in batches["deqa_random"])
+    assert any(sorted(np.unique(groups, return_counts=True)[1]) != [4, 4] for groups in batches["deqa_random"])
+
+
+def test_a_table_of_single_image_pairs_fails_at_the_start_naming_it(tmp_path, monkeypatch):
+    """Issue 15 item 8: every source pair with one image cannot give pair-aware batches: a clear error before any
+    evaluation, not the metric's "At least 3 items are needed"."""
+    from fuscore_data.tables import save_imagefolder
+
+    monkeypatch.setattr(trainer_fuscore.FuScoreTrainer, "evaluate",
+                        lambda *args, **kwargs: pytest.fail("evaluated before checking the table"))
+    folder = tmp_path / "singles"
+    save_imagefolder(SyntheticIVIF(image_size=56, seed=5).table(num_scenes=10, images_per_scene=1), folder)
+    with pytest.raises(ValueError, match=rf"the training table {folder}: 0 of its \d+ source pairs have two or more "
+                                         r"fused images.*Every source pair has a single image"):
+        trainer_fuscore.main(FAST + ["--train_table", str(folder), "--output_dir", str(tmp_path / "run")])
+    # A held-out part too small for the correlations is named as well.
+    folder = tmp_path / "small"
+    save_imagefolder(SyntheticIVIF(image_size=56, seed=5).table(num_scenes=6, images_per_scene=2), folder)
+    with pytest.raises(ValueError, match=rf"the held-out part of the training table {folder} has 2 fused image"):
+        trainer_fuscore.main(FAST + ["--train_table", str(folder), "--eval_fraction", "0.17",
+                                     "--output_dir", str(tmp_path / "run2")])
+    assert not (tmp_path / "run" / "final").exists() and not (tmp_path / "run2" / "final").exists()
+
+
+def test_an_evaluation_before_training_leaves_the_model_unprepared(tmp_path):
+    """accelerate marks a model it prepared for evaluation as prepared; `train()` would then not wrap it in DDP and
+    several processes would train apart (tests/test_reliability_saving.py measures it under two processes). The
+    trainer's evaluation loop undoes that preparation before training."""
+    from fuscore.training.config import FuScoreTrainingConfig
+
+    model = build_tiny_model("qwen2_vl")
+    table = SyntheticIVIF(image_size=56, seed=1).table(num_scenes=2, images_per_scene=2)
+    args = FuScoreTrainingConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_eval_batch_size=4)
+    trainer = trainer_fuscore.FuScoreTrainer(model=model, args=args, eval_dataset=table,
+                                             data_collator=FuScoreCollator(model.processor, model.config.level_values))
+    metrics = trainer.evaluate()
+    assert {"eval_loss", "eval_loss_dist", "eval_srcc"} <= set(metrics)
+    assert not getattr(model, "_is_accelerate_prepared", False) and model not in trainer.accelerator._models

@@ -72,6 +72,8 @@ def apply_fitted_mapping(predictions: np.ndarray, params: np.ndarray, converged:
 
 
 def _as_scores(values, name: str) -> np.ndarray:
+    if np.iscomplexobj(values):  # float64 would drop the imaginary part with only a warning
+        raise ValueError(f"{name} must be real numbers, got complex values.")
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as error:

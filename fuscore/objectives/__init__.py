@@ -11,7 +11,7 @@ objective (its label builder, its loss, what it predicts, whether it needs a reg
 whether it wants pair-grouped or randomly drawn batches) and the two entry points `label_for_objective` and
 `compute_objective`. Nothing here reads files, models or processes: it is pure math on arrays, so anything may import
 it (the training package, the benchmarks, a reward for fusion networks), and it imports only numpy, scipy, torch and
-the level values of the Hub layer. It must not import `fuscore.training` or the scripts. Batch sampling lives in
+the level values of the Hub layer (`configuration_fuscore`). It must not import `fuscore.training` or the scripts. Batch sampling lives in
 `fuscore.training.sampling`.
 """
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from modeling_fuscore import DEFAULT_LEVEL_VALUES
+from configuration_fuscore import DEFAULT_LEVEL_VALUES
 
 
 __all__ = [

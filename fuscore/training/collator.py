@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fuscore.objectives import get_objective, label_for_objective, resolve_overall_score
-from modeling_fuscore import SUB_DIMENSIONS
+from configuration_fuscore import SUB_DIMENSIONS
 
 from .answer_tokens import answer_prefix_ids, answer_token_labels
 

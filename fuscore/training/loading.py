@@ -2,6 +2,7 @@
 """What FuScore training reads and writes: the model, the rating tables (checked before any work), the checkpoints
 to resume from, and the final Hub-ready folder (written whole or not at all)."""
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -140,27 +141,26 @@ def check_tables(train_table, eval_table, data_args: DataArguments, training_arg
     train_name = _table_name(data_args.train_table, "training")
     eval_name = (_table_name(data_args.eval_table, "held-out") if data_args.eval_table
                  else f"the held-out part of {train_name}")
-    if eval_table is not None and len(eval_table) < MIN_ITEMS:
-        raise ValueError(f"{eval_name} has {len(eval_table)} fused image(s); the evaluation's correlations need at "
-                         f"least {MIN_ITEMS}. Give a larger --eval_table or --eval_fraction.")
-    if train_table is None or not hasattr(train_table, "column_names"):
-        return  # the synthetic stream: every batch is P whole scenes of M images by construction
     batch_images = training_args.pairs_per_batch * training_args.images_per_pair
-    if get_objective(training_args.objective).batches == "random":
+    # The synthetic stream (no columns) makes every batch P whole scenes of M images by construction.
+    if hasattr(train_table, "column_names") and get_objective(training_args.objective).batches == "random":
         if len(train_table) < batch_images:
             raise ValueError(f"{train_name} has {len(train_table)} fused images, fewer than one batch of "
                              f"--pairs_per_batch x --images_per_pair = {batch_images}.")
-        return
-    sizes = Counter(train_table["pair_id"])
-    grouped = sum(1 for size in sizes.values() if size >= 2)
-    if grouped < training_args.pairs_per_batch:
-        raise ValueError(
-            f"{train_name}: {grouped} of its {len(sizes)} source pairs have two or more fused images, but every "
-            f"pair-aware batch needs --pairs_per_batch={training_args.pairs_per_batch} of them (the within-pair term "
-            f"compares fused images of one source pair). "
-            + ("Every source pair has a single image: is `pair_id` the source pair (scene), not the image?"
-               if grouped == 0 else "Lower --pairs_per_batch or add images.")
-        )
+    elif hasattr(train_table, "column_names"):
+        sizes = Counter(train_table["pair_id"])
+        grouped = sum(1 for size in sizes.values() if size >= 2)
+        if grouped < training_args.pairs_per_batch:
+            raise ValueError(
+                f"{train_name}: {grouped} of its {len(sizes)} source pairs have two or more fused images, but every "
+                f"pair-aware batch needs --pairs_per_batch={training_args.pairs_per_batch} of them (the within-pair "
+                "term compares fused images of one source pair). "
+                + ("Every source pair has a single image: is `pair_id` the source pair (scene), not the image?"
+                   if grouped == 0 else "Lower --pairs_per_batch or add images.")
+            )
+    if eval_table is not None and len(eval_table) < MIN_ITEMS:
+        raise ValueError(f"{eval_name} has {len(eval_table)} fused image(s); the evaluation's correlations need at "
+                         f"least {MIN_ITEMS}. Give a larger --eval_table or --eval_fraction.")
 
 
 def _table_name(table: Optional[str], role: str) -> str:
@@ -258,8 +258,6 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
     Under FSDP with LoRA the adapter is saved unmerged (merging needs the full weights in one process). A write that
     fails (disk full, permission) raises `AtomicWriteError` naming `final_dir` and leaves nothing under that name.
     """
-    from safetensors import SafetensorError
-
     from fuscore.model_card import write_model_card
 
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
@@ -283,14 +281,22 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
         "dimension": data_args.dimension,
     }
     final_dir = Path(final_dir)
-    try:
-        with atomic_folder(final_dir, overwrite=True) as staging:
-            model.save_pretrained(staging, state_dict=state_dict)
-            if state_dict is not None:
-                processor.save_pretrained(staging)
-            (staging / "fuscore_eval.json").write_text(json.dumps(evaluation, indent=2))
-            write_model_card(staging, evaluation)
-    except SafetensorError as error:  # safetensors reports a full disk or a refused write as its own error type
-        raise AtomicWriteError(f"Could not write the folder {final_dir.absolute()}: {error}. Nothing was left under "
-                               "that name.") from error
+    with named_write_errors(final_dir), atomic_folder(final_dir, overwrite=True) as staging:
+        model.save_pretrained(staging, state_dict=state_dict)
+        if state_dict is not None:
+            processor.save_pretrained(staging)
+        (staging / "fuscore_eval.json").write_text(json.dumps(evaluation, indent=2))
+        write_model_card(staging, evaluation)
 
+
+@contextlib.contextmanager
+def named_write_errors(folder):
+    """Inside an `atomic_folder(folder)`: safetensors reports a full disk or a refused write as its own error type,
+    which becomes the `AtomicWriteError` naming `folder` that an `OSError` there becomes (the folder was not left)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as error:
+        raise AtomicWriteError(f"Could not write the folder {Path(folder).absolute()}: {error}. Nothing was left "
+                               "under that name.") from error

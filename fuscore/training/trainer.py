@@ -21,6 +21,7 @@ from fuscore.objectives import compute_objective, get_objective
 
 from .answer_tokens import answer_token_nll, capture_last_hidden_state
 from .collator import FuScoreCollator, SyntheticScenes
+from .loading import named_write_errors
 from .sampling import EndlessBatchSampler, PairGroupedBatchSampler
 
 
@@ -150,6 +151,27 @@ class FuScoreTrainer(Trainer):
         terms = [self._last_terms[name].float().expand_as(prediction) for name in self.objective.terms]
         return loss, torch.stack([prediction, *terms], dim=1), labels
 
+    def evaluation_loop(self, *args, **kwargs):
+        """The Trainer's loop; an evaluation before training then leaves the model as it found it.
+
+        The loop prepares a model not yet prepared with accelerate's `prepare_model(evaluation_mode=True)` (no DDP
+        wrapper), which marks it as prepared: `train()` would then never wrap it in `DistributedDataParallel`, and
+        under several processes each would train its own copy without synchronising gradients (measured: after the
+        first step the two processes' gradient norms differ from the one-process run's). That preparation is undone.
+        """
+        prepared = getattr(self.model, "_is_accelerate_prepared", False)
+        output = super().evaluation_loop(*args, **kwargs)
+        if (not prepared and not self.is_in_train and self.model_wrapped is self.model
+                and not (self.is_fsdp_enabled or self.is_deepspeed_enabled)):
+            model = self.model
+            if "_original_forward" in vars(model):  # the mixed-precision wrapper of the forward pass
+                model.forward = model._original_forward
+                del model._original_forward
+            if hasattr(model, "_is_accelerate_prepared"):
+                del model._is_accelerate_prepared
+            self.accelerator._models = [entry for entry in self.accelerator._models if entry is not model]
+        return output
+
     def correlation_metrics(self, prediction: EvalPrediction) -> dict:
         """The default `compute_metrics`: correlations of the prediction column with the MOS (`correlation_metrics`)
         and the mean of each loss term over the evaluated images."""
@@ -172,7 +194,7 @@ class FuScoreTrainer(Trainer):
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         main = self.is_world_process_zero()
-        with contextlib.ExitStack() as stack:
+        with named_write_errors(run_dir / name), contextlib.ExitStack() as stack:
             staging = stack.enter_context(atomic_folder(run_dir / name, overwrite=True)) if main else None
             staging = Path(broadcast_object_list([str(staging) if main else None])[0])
             self._checkpoint_staging = staging

@@ -1,10 +1,12 @@
 # Copyright 2026 The FuScore authors. Apache-2.0.
-"""Multi-GPU check of FuScore training: pair-aware DDP batches, DDP == one process, FSDP full-shard training.
+"""Multi-GPU test of FuScore training: pair-aware DDP batches, DDP == one process, FSDP full-shard training.
 
-Run it from the repository root on a machine with two GPUs (a few minutes at most):
+As a test, `python -m pytest tests/test_multi_gpu.py` (skipped without two GPUs) launches this file itself under
+accelerate and asserts that every check passes. By hand, from the repository root on a machine with two GPUs (a few
+minutes at most):
 
     . benchmarks/device_env.sh      # only where the project is not pip-installed
-    accelerate launch --config_file configs/accelerate_ddp.yaml --num_processes 2 benchmarks/multi_gpu_check.py
+    accelerate launch --config_file configs/accelerate_ddp.yaml --num_processes 2 tests/test_multi_gpu.py
 
 With no `--mode`, under that DDP launch, it does three things and prints one table:
 
@@ -24,12 +26,12 @@ With no `--mode`, under that DDP launch, it does three things and prints one tab
     parameters) with FSDP full sharding in bf16, checks that the parameters are sharded, the losses finite, the
     weights changed, and that the full state dict gathers into a safetensors checkpoint equal to the trained weights.
 
-The exit status is 0 only when every check passes. Results go to `--workdir` (default `runs/multi_gpu_check`), one
+The exit status is 0 only when every check passes. Results go to `--workdir` (default `runs/test_multi_gpu`), one
 JSON per part plus `report.json`.
 
 CPU dry run (gloo, same code paths, smaller FSDP model):
 
-    accelerate launch --config_file configs/accelerate_ddp.yaml --num_processes 2 benchmarks/multi_gpu_check.py \
+    accelerate launch --config_file configs/accelerate_ddp.yaml --num_processes 2 tests/test_multi_gpu.py \
         --cpu --fsdp_model tiny:qwen3_vl:64x2
 """
 
@@ -58,7 +60,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=("all", "single", "ddp", "fsdp"), default="all",
                         help="all: (b) single reference, (a+b) DDP, (c) FSDP launch, then the table (the default).")
-    parser.add_argument("--workdir", default=str(REPO_ROOT / "runs" / "multi_gpu_check"))
+    parser.add_argument("--workdir", default=str(REPO_ROOT / "runs" / "test_multi_gpu"))
     parser.add_argument("--cpu", action="store_true", help="Train on CPU (gloo): a dry run of the script.")
     parser.add_argument("--model", default="tiny:qwen2_vl:32x1", help="Model of the DDP / single-process comparison.")
     parser.add_argument("--fsdp_model", default="tiny:qwen3_vl:1024x8", help="Model of the FSDP run.")
@@ -98,7 +100,8 @@ def build_table(args):
 
 def make_recording_classes():
     import torch
-    from trainer_fuscore import FuScoreCollator, FuScoreTrainer
+    from fuscore.training.collator import FuScoreCollator
+    from fuscore.training.trainer import FuScoreTrainer
 
     class RecordingCollator(FuScoreCollator):
         """The trainer's collator, plus the table row of every sample (`row_ids`, popped again in `compute_loss`)."""
@@ -127,7 +130,7 @@ def make_recording_classes():
 
 
 def training_arguments(args, output_dir, **overrides):
-    from trainer_fuscore import FuScoreTrainingArguments
+    from fuscore.training.config import FuScoreTrainingConfig
 
     values = dict(
         output_dir=str(output_dir), max_steps=args.max_steps, pairs_per_batch=args.pairs_per_batch,
@@ -137,13 +140,14 @@ def training_arguments(args, output_dir, **overrides):
         dataloader_num_workers=0, use_cpu=args.cpu, ddp_find_unused_parameters=False,
     )
     values.update(overrides)
-    return FuScoreTrainingArguments(**values)
+    return FuScoreTrainingConfig(**values)
 
 
 def train_and_record(args, model_name: str, output_dir: Path, **argument_overrides):
     import torch
     from transformers import set_seed
-    from trainer_fuscore import ModelArguments, load_model
+    from fuscore.training.config import ModelArguments
+    from fuscore.training.loading import load_model
 
     if not args.cpu:
         # Same kernels on both sides of the comparison: no TF32 in matmuls or convolutions (the patch embedding).
@@ -419,6 +423,8 @@ def _project_run(args, rank: int) -> dict:
     """`trainer_fuscore.main` on a small model under the FSDP launch; rank 0 checks the saved final folder."""
     from safetensors.torch import load_file
     import trainer_fuscore
+    from fuscore.training.config import ModelArguments
+    from fuscore.training.loading import load_model
 
     output_dir = Path(args.workdir) / "fsdp_project_run"
     argv = ["--model_name_or_path", args.fsdp_project_model, "--dtype", "float32", "--train_table", "synthetic",
@@ -426,7 +432,9 @@ def _project_run(args, rank: int) -> dict:
             "--synthetic_images_per_scene", "4", "--pairs_per_batch", "2", "--images_per_pair", "4", "--max_steps", "3",
             "--learning_rate", "0.001", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
             "--disable_tqdm", "true", "--per_device_eval_batch_size", "8", "--seed", str(args.seed),
-            "--output_dir", str(output_dir)] + (["--use_cpu", "true"] if args.cpu else [])
+            # Arguments go on top of the demo's config: undo what of it this run must not take (CPU, schedule).
+            "--synthetic_seed", "0", "--warmup_steps", "0", "--lr_scheduler_type", "linear",
+            "--use_cpu", "true" if args.cpu else "false", "--output_dir", str(output_dir)]
     results = trainer_fuscore.main(argv)
     if rank != 0:
         return {"status": "ok", "detail": "finished"}
@@ -435,8 +443,7 @@ def _project_run(args, rank: int) -> dict:
     saved = {}
     for path in final.glob("*.safetensors"):
         saved.update(load_file(str(path)))
-    fresh = trainer_fuscore.load_model(trainer_fuscore.ModelArguments(model_name_or_path=args.fsdp_project_model,
-                                                                      dtype="float32")).state_dict()
+    fresh = load_model(ModelArguments(model_name_or_path=args.fsdp_project_model, dtype="float32")).state_dict()
     problems = [f"{key}: missing" for key in fresh if key not in saved]
     problems += [f"{key}: saved {tuple(saved[key].shape)}, model {tuple(fresh[key].shape)}" for key in fresh
                  if key in saved and saved[key].shape != fresh[key].shape]
@@ -478,11 +485,11 @@ def launch_fsdp(args, world: int) -> None:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.fsdp_config,
                "--num_processes", str(world), "--main_process_port", str(_free_port()),
                str(Path(__file__).resolve()), "--mode", "fsdp", *_passthrough(args)]
-    print(f"\n[multi_gpu_check] launching the FSDP part: {' '.join(command[1:])}", flush=True)
+    print(f"\n[test_multi_gpu] launching the FSDP part: {' '.join(command[1:])}", flush=True)
     try:
         subprocess.run(command, env=_clean_env(), cwd=REPO_ROOT, timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        print(f"[multi_gpu_check] the FSDP part did not finish in {args.timeout} s", flush=True)
+        print(f"[test_multi_gpu] the FSDP part did not finish in {args.timeout} s", flush=True)
 
 
 def check_fsdp(args, world: int) -> list:
@@ -561,7 +568,7 @@ def main(argv=None) -> int:
 
     if world < 2:
         raise SystemExit("Run the DDP part under `accelerate launch --config_file configs/accelerate_ddp.yaml "
-                         "--num_processes 2 benchmarks/multi_gpu_check.py` (WORLD_SIZE is 1 here).")
+                         "--num_processes 2 tests/test_multi_gpu.py` (WORLD_SIZE is 1 here).")
     if args.mode == "all":
         spawn_single(args)
     single_path = workdir / "single.json"
@@ -614,9 +621,49 @@ def _free_port() -> int:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1))
-    os.replace(temporary, path)  # readers polling for the file never see half of it
+    from fuscore.atomic import write_text
+
+    write_text(path, json.dumps(payload, indent=1))  # readers polling for the file never see half of it
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The test: this file under a two-process DDP launch
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # no torch build with CUDA: no GPUs
+        return 0
+
+
+try:
+    import pytest
+except ImportError:  # launched as a script where pytest is not installed
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.mark.slow
+    @pytest.mark.skipif(_gpu_count() < 2, reason="needs two or more GPUs (DDP and FSDP across processes)")
+    def test_ddp_and_fsdp_on_two_gpus(tmp_path):
+        """(a) whole source-pair groups per process and disjoint batches, (b) DDP == one process with gradient
+        accumulation (batches, losses, weights), (c) FSDP full-shard training, saving, and trainer_fuscore.main
+        under FSDP: every check of the report passes."""
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                   str(REPO_ROOT / "configs" / "accelerate_ddp.yaml"), "--num_processes", "2",
+                   "--main_process_port", str(_free_port()), str(Path(__file__).resolve()), "--workdir", str(tmp_path)]
+        completed = subprocess.run(command, env=_clean_env(), cwd=REPO_ROOT, timeout=1800, capture_output=True,
+                                   text=True)
+        report_file = tmp_path / "report.json"
+        assert report_file.is_file(), (completed.stdout + completed.stderr)[-4000:]
+        report = json.loads(report_file.read_text())
+        failed = [f"{check['check']}: {check['detail']}" for check in report["checks"]
+                  if not (check["ok"] or check.get("skip"))]
+        assert report["ok"] and completed.returncode == 0 and not failed, failed or completed.stderr[-4000:]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,322 @@
+# Copyright 2026 The FuScore authors. Apache-2.0.
+"""The FuScore scoring engine: `score_images`, behind `FuScoreForQuality.score`, the pipeline, the CLI and the
+trainer's evaluation.
+
+This file is Hub remote code: it imports only the standard library, torch, transformers and its siblings
+`configuration_fuscore.py` and `processing_fuscore.py`. It drives any FuScore model object (it needs the model's
+`forward`, `position_inputs`, `device` and `dtype`), so it never imports `modeling_fuscore.py`.
+"""
+
+import contextlib
+import itertools
+import operator
+import threading
+import warnings
+import weakref
+from collections.abc import Mapping
+
+import torch
+
+
+try:  # Hub remote code: the sibling file is part of the same dynamic module package.
+    from .processing_fuscore import image_size
+except ImportError:  # A checkout or an installed FuScore: the sibling is a top-level module.
+    from processing_fuscore import image_size
+
+
+def check_count(value, argument: str, minimum: int = 1) -> int:
+    """`value` as an int of at least `minimum`, or a ValueError naming `argument` (2.5, None, "8" and True are refused)."""
+    if isinstance(value, bool):
+        value = None  # a flag is not a count
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{argument} must be a whole number of at least {minimum}, got {value!r}.") from None
+    if count < minimum:
+        raise ValueError(f"{argument} must be at least {minimum}, got {count}.")
+    return count
+
+
+def _as_list(images, count: int, name: str) -> list:
+    if images is None:
+        return [None] * count
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    if len(images) != count:
+        raise ValueError(f"Got {count} fused images but {len(images)} {name} images.")
+    return list(images)
+
+
+class _Failed:
+    """What a worker returns for an item it could not prepare: the error (an `ImageInputError` naming the file, or
+    another ValueError), raised again in the scoring loop as it is, without the worker's traceback around it."""
+
+    def __init__(self, error: ValueError):
+        self.error = error
+
+
+class _ScoringDataset(torch.utils.data.Dataset):
+    """One item per (image, dimension), prepared by the engine's workers (threads or DataLoader processes)."""
+
+    def __init__(self, processor, fused, ir, vis, items, defer_pixels=False):
+        self.processor, self.fused, self.ir, self.vis, self.items = processor, fused, ir, vis, items
+        self.defer_pixels = defer_pixels
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, position):
+        index, dimension = self.items[position]
+        try:
+            sample = self.processor.prepare_sample(self.fused[index], self.ir[index], self.vis[index], dimension,
+                                                   defer_pixels=self.defer_pixels)
+        except ValueError as error:
+            return _Failed(error)
+        sample["position"] = position
+        return sample
+
+
+def _checked(samples: list) -> list:
+    for sample in samples:
+        if isinstance(sample, _Failed):
+            raise sample.error
+    return samples
+
+
+def _single_threaded_worker(worker_id: int) -> None:
+    # Many preprocessing workers each running a multi-threaded torch would oversubscribe the CPU cores.
+    torch.set_num_threads(1)
+
+
+def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overall",), batch_size=8, num_workers=0,
+                 progress=False) -> dict:
+    """Scores `fused` (a list of images) with `model` on each of `dimensions`.
+
+    Items (image x dimension) are sorted by visual-token count so each batch pads little, decoded by `num_workers`
+    workers while the model runs, and scored with logits at the answer position only. On a GPU the workers are
+    threads, the patches and the copies are made by a background thread, and batch k's results are read once batch
+    k+1 is queued; `benchmarks/RESULTS_speed.md` measures each of these.
+
+    Args:
+        model: a `FuScoreForQuality` (or a peft model around one).
+        processor: its `FuScoreProcessor`.
+        fused: a list of images (paths, encoded bytes, PIL images or HxW[xC] arrays).
+        ir, vis: lists of the matching sources (or None).
+        dimensions: names the processor has prompts for (see `configuration_fuscore.resolve_dimensions`).
+        batch_size: items per forward pass.
+        num_workers: decoding workers (threads on a GPU, DataLoader processes on the CPU).
+        progress: show a progress bar.
+
+    Returns:
+        In input order, `{dimension: {"score": [...], "std": [...], "probs": [[...], ...]}}`.
+    """
+    fused = list(fused)
+    ir = _as_list(ir, len(fused), "ir")
+    vis = _as_list(vis, len(fused), "vis")
+    dimensions = processor.resolve_dimensions(dimensions)
+    batch_size = check_count(batch_size, "batch_size")
+    num_workers = check_count(num_workers, "num_workers", minimum=0)
+    if processor.input_mode == "fused" and any(source is not None for source in ir + vis):
+        warnings.warn("This model reads the fused image alone (input_mode 'fused'): the infrared and visible sources "
+                      "given with it are ignored.", UserWarning, stacklevel=2)
+    items = [(index, dimension) for dimension in dimensions for index in range(len(fused))]
+    sizes = [image_size(image) for image in fused]
+    tokens = [processor.num_visual_tokens(*size) if size else 0 for size in sizes]
+    order = sorted(range(len(items)), key=lambda position: (tokens[items[position][0]], position))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    # On a GPU with a torchvision image processor, workers only decode (uint8) and the patches are made on the GPU.
+    defer_pixels = model.device.type == "cuda" and processor.supports_device_preprocessing
+    dataset = _ScoringDataset(processor, fused, ir, vis, items, defer_pixels=defer_pixels)
+
+    def collate_in_worker(samples):
+        # A failed item travels to the scoring loop as it is (collating the batch around it would fail otherwise).
+        if defer_pixels or any(isinstance(sample, _Failed) for sample in samples):
+            return samples, None
+        return processor.collate(samples), [sample["position"] for sample in samples]
+
+    if defer_pixels and num_workers > 0:
+        loader = _decoded_in_threads(dataset, batches, num_workers)
+    else:
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=num_workers,
+            collate_fn=collate_in_worker,
+            pin_memory=model.device.type == "cuda",
+            worker_init_fn=_single_threaded_worker,
+        )
+
+    results = {dim: {"score": [None] * len(fused), "std": [None] * len(fused), "probs": [None] * len(fused)} for dim in dimensions}
+    on_gpu = model.device.type == "cuda"
+
+    def start_copy(output):
+        # One asynchronous device-to-host copy per batch (into pinned memory), and an event that marks its end:
+        # reading the values then waits for this batch alone, not for the batches queued after it.
+        values = [output.score.to("cpu", non_blocking=True), output.score_std.to("cpu", non_blocking=True),
+                  output.level_probs.to("cpu", non_blocking=True)]
+        copied = None
+        if on_gpu:
+            copied = torch.cuda.Event()
+            copied.record()
+        return values, copied
+
+    def store(copy, positions):
+        values, copied = copy
+        if copied is not None:
+            copied.synchronize()
+        scores, stds, probs = (value.tolist() for value in values)
+        for row, position in enumerate(positions):
+            index, dimension = items[position]
+            results[dimension]["score"][index] = scores[row]
+            results[dimension]["std"][index] = stds[row]
+            results[dimension]["probs"][index] = probs[row]
+
+    def prepare(item):
+        batch, positions = item
+        if defer_pixels or positions is None:  # uncollated samples: deferred pixels, or a batch where an item failed
+            samples = _checked(batch)
+            positions = [sample["position"] for sample in samples]
+            batch = processor.collate(samples, device=model.device if defer_pixels else None)
+        # The positions are computed here, on the CPU, rather than inside the forward pass on the GPU.
+        batch = {**batch, **model.position_inputs(batch)}
+        batch = _to_device(batch, model.device)
+        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        return batch, positions
+
+    # On a GPU the batches are prepared in a background thread: the forward pass blocks its thread at the base
+    # model's synchronisation points, and the next batch's collation, positions and copies fill that time.
+    prepared = _in_background_thread(map(prepare, loader)) if on_gpu else map(prepare, loader)
+    batches_in_order = prepared
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches_in_order = tqdm(prepared, total=len(batches), desc="Scoring", unit="batch")
+    pending = None
+    try:
+        with _evaluating(model), torch.inference_mode():
+            for batch, positions in batches_in_order:
+                copy = start_copy(model(**batch))
+                # Read the previous batch's results only now, so the CPU is not waiting while the GPU runs this one.
+                if pending is not None:
+                    store(*pending)
+                pending = (copy, positions)
+            if pending is not None:
+                store(*pending)
+    finally:
+        if hasattr(prepared, "close"):
+            prepared.close()
+    return results
+
+
+# Per model, how many scoring calls run now and the mode the first of them found; the only state concurrent calls
+# share, kept here rather than on the model and changed under a lock.
+_SCORING_CALLS = weakref.WeakKeyDictionary()
+_SCORING_CALLS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _evaluating(model):
+    """Eval mode while any scoring call on `model` runs: the first call switches it, the last one gives it back in
+    the mode the first found. (Each call switching and restoring on its own would let one call end another's eval
+    mode midway: dropout would then act in the other's forward passes.)"""
+    with _SCORING_CALLS_LOCK:
+        calls, was_training = _SCORING_CALLS.get(model, (0, model.training))
+        if calls == 0:
+            model.eval()
+        _SCORING_CALLS[model] = (calls + 1, was_training)
+    try:
+        yield
+    finally:
+        with _SCORING_CALLS_LOCK:
+            calls, was_training = _SCORING_CALLS[model]
+            if calls == 1:
+                del _SCORING_CALLS[model]
+                model.train(was_training)
+            else:
+                _SCORING_CALLS[model] = (calls - 1, was_training)
+
+
+def _to_device(value, device):
+    """Moves the tensors of a batch (nested mappings included, a `BatchFeature` too) to `device`; to a GPU from pinned
+    memory, asynchronously."""
+    if isinstance(value, Mapping):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    if not torch.is_tensor(value):
+        return value
+    if device.type == "cuda" and value.device.type == "cpu":
+        value = value.pin_memory()
+    return value.to(device, non_blocking=True)
+
+
+def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: int = 2):
+    """`(samples, positions)` per batch, the samples decoded by a pool of `num_workers` threads, in order.
+
+    PIL decodes and torch copies without holding the GIL, so threads decode in parallel; unlike DataLoader worker
+    processes they start instantly (forking a process that holds a CUDA context is slow) and share memory with the
+    GPU thread (no shared-memory copies). Up to `prefetch_batches` batches are in flight.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="fuscore-decode")
+    upcoming = iter(batches)
+    in_flight = deque()
+    try:
+        for batch in itertools.islice(upcoming, prefetch_batches):
+            in_flight.append([pool.submit(dataset.__getitem__, position) for position in batch])
+        while in_flight:
+            samples = _checked([future.result() for future in in_flight.popleft()])
+            batch = next(upcoming, None)
+            if batch is not None:
+                in_flight.append([pool.submit(dataset.__getitem__, position) for position in batch])
+            yield samples, [sample["position"] for sample in samples]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_background_thread(iterable, depth: int = 2):
+    """Iterates `iterable` in a daemon thread, up to `depth` items ahead; its exceptions re-raise here, unchanged.
+
+    Closing the generator (or leaving a loop over it early) stops the thread at its next item.
+    """
+    import queue
+    import threading
+
+    items = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for entry in iterable:
+                if not put((entry, None)):
+                    return
+            put((done, None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consuming thread, which re-raises it
+            put((None, error))
+
+    thread = threading.Thread(target=produce, name="fuscore-prepare", daemon=True)
+    thread.start()
+    try:
+        while True:
+            entry, error = items.get()
+            if error is not None:
+                raise error
+            if entry is done:
+                return
+            yield entry
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+__all__ = ["score_images"]
