@@ -1,22 +1,52 @@
 # Copyright 2026 The FuScore authors. Apache-2.0.
-"""FuScore Space: upload a fused infrared-visible image (and optionally its sources) and see its quality scores.
+"""FuScore Space: upload a fused infrared-visible image (and, for a model that reads them, its sources) and see its
+quality scores.
 
-Run locally with `python app.py` (needs `pip install gradio`, or the project's `[app]` extra). The model comes from
-the environment variable FUSCORE_MODEL (a folder or a Hub repo id; default `fuscore/demo_model`, the small shipped
-checkpoint trained on synthetic truth). Like the Hub remote code, this file imports only the standard library,
-transformers and gradio, so a Space needs nothing from the FuScore project but the model repo.
+Run locally with `python app.py` (needs `pip install gradio`, or the project's `[app]` extra); `python app.py --help`
+lists the settings. Each can also be set by an environment variable (a Space sets them in its settings):
+
+    --model / FUSCORE_MODEL                        a folder or a Hub repo id; default: the shipped demo checkpoint
+                                                   (`fuscore/demo_model` beside this file, trained on synthetic truth)
+    --max-image-pixels / FUSCORE_MAX_IMAGE_PIXELS  uploads with more pixels are refused from their header, before
+                                                   anything decodes them (default 16,777,216 = 4096 x 4096)
+    --queue-size / FUSCORE_QUEUE_SIZE              requests that may wait; more are told the queue is full (16)
+    --concurrency / FUSCORE_CONCURRENCY            requests scored at once (1)
+    --max-file-size-mb / FUSCORE_MAX_FILE_SIZE_MB  largest upload accepted, in MB (100)
+
+Why these defaults: the model never reads more pixels than its image processor's `max_pixels` (Qwen3-VL's default is
+4096 x 4096, Qwen2-VL's 12.8 million), so a larger upload is only shrunk, after costing decode time and memory that
+grow with its pixel count; Pillow's own bomb limit (89.5 million pixels) lets an 87 KB palette PNG cost 7 s and
+1.6 GB. One request at a time is what a CPU Space can serve (each forward pass already uses every core), and a
+bounded queue tells the 17th waiting user at once instead of letting the wait grow without end.
+
+Uploads reach FuScore as the uploaded files, undecoded: the app reads only their header (for the pixel cap) and the
+model's own loader decodes and checks them, so a corrupt, truncated or non-image file gets FuScore's message. The
+model is loaded with FuScore's classes where FuScore is installed; otherwise this file needs only the standard
+library, Pillow, transformers and gradio, and a Space runs the model repo's own code.
 """
 
+import argparse
+import base64
+import binascii
 import html
+import importlib.util
+import io
 import os
+import warnings
+from pathlib import Path
 
 # No telemetry calls from a Space or a test run; set before gradio is imported, which reads it.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
 
 
-DEFAULT_MODEL = "fuscore/demo_model"
+DEMO_MODEL_NAME = "fuscore/demo_model"
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+DEFAULT_QUEUE_SIZE = 16
+DEFAULT_CONCURRENCY = 1
+DEFAULT_MAX_FILE_SIZE_MB = 100
 DIMENSION_ORDER = ("overall", "thermal_retention", "texture_preservation", "artifacts", "sharpness")
 DISPLAY_DECIMALS = 3
 # Best level green to worst red, in the model's level order (excellent .. bad for the default words).
@@ -32,9 +62,79 @@ APP_CSS = """
 
 
 def load_model(name_or_path: str):
-    from transformers import AutoModel
+    """The one place the app loads its model: with FuScore's own classes where FuScore is installed (no code from the
+    model folder runs, and the shipped demo folder holds none), else as the model repo's remote code (a Space that
+    has only the model repo)."""
+    try:
+        from modeling_fuscore import FuScoreForQuality
+    except ImportError:
+        from transformers import AutoModel
 
-    return AutoModel.from_pretrained(name_or_path, trust_remote_code=True).eval()
+        return AutoModel.from_pretrained(name_or_path, trust_remote_code=True).eval()
+    return FuScoreForQuality.from_pretrained(name_or_path).eval()
+
+
+def default_model_path() -> str:
+    """The shipped demo checkpoint: `fuscore/demo_model` beside this file (a checkout), else in an installed FuScore.
+
+    Resolved from this file, not from the working folder, so `python path/to/app.py` started anywhere finds it
+    instead of taking the relative name for a Hub repo id.
+    """
+    candidates = [Path(__file__).resolve().parent / DEMO_MODEL_NAME]
+    spec = importlib.util.find_spec("fuscore")  # locates an installed package without importing it
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(location) / "demo_model" for location in spec.submodule_search_locations]
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"The shipped demo checkpoint is not in {candidates[0]} nor in an installed FuScore; pass --model "
+        "(or set FUSCORE_MODEL) to a FuScore model folder or Hub repo id."
+    )
+
+
+def image_input(label: str, elem_id: str) -> gr.Image:
+    """An image upload; its event runs with `preprocess=False`, so the function gets the upload as sent (see
+    `uploaded_file`): `gr.Image` would open every upload with Pillow first, even with `type="filepath"`, and a text
+    file named .png or a decompression bomb would fail there with Gradio's generic error."""
+    return gr.Image(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"], elem_id=elem_id)
+
+
+def uploaded_file(payload):
+    """The uploaded file's path (or a pasted data URL's bytes) from an image input's unprocessed value."""
+    if payload is None:
+        return None
+    url = payload.get("url") or ""
+    if url.startswith("data:"):
+        try:
+            return base64.b64decode(url.split(",", 1)[1], validate=True)
+        except (IndexError, binascii.Error, ValueError):
+            raise gr.Error("The pasted image is not valid base64 image data.") from None
+    if not payload.get("path"):
+        raise gr.Error("The upload did not arrive: try again.")
+    return str(payload["path"])
+
+
+def check_image_pixels(upload, role: str, max_pixels: int) -> None:
+    """Refuses an upload with more than `max_pixels` pixels, from its header (Pillow's lazy open decodes nothing).
+
+    A file Pillow cannot open at all is left to FuScore's loader, which says what is wrong with it.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(upload) if isinstance(upload, bytes) else upload) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:  # Pillow refuses to open more than twice its MAX_IMAGE_PIXELS
+        raise gr.Error(f"The {role} has more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels, over this app's "
+                       f"limit of {max_pixels:,} pixels: downscale it and upload it again.") from None
+    except Exception:  # noqa: BLE001 - not openable: FuScore's loader reports it with its own message
+        return
+    if width * height > max_pixels:
+        raise gr.Error(
+            f"The {role} is {width}x{height} = {width * height:,} pixels, over this app's limit of {max_pixels:,} "
+            "pixels (the model would shrink it anyway): downscale it and upload it again."
+        )
 
 
 def model_dimensions(model) -> list:
@@ -57,21 +157,34 @@ def scores_html(details: dict) -> str:
             f"<tbody>{rows}</tbody></table>")
 
 
-def build_app(model, model_name: str = "") -> gr.Blocks:
-    """The Gradio interface around an already loaded FuScore model (tests pass a tiny one)."""
+def build_app(model, model_name: str = "", max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+              queue_size: int = DEFAULT_QUEUE_SIZE, concurrency: int = DEFAULT_CONCURRENCY) -> gr.Blocks:
+    """The Gradio interface around an already loaded FuScore model (tests pass a tiny one), with its bounded queue.
+
+    A model that reads the fused image only gets a fused-image input only: sources it would ignore are not asked for.
+    """
+    for name, value in (("max_image_pixels", max_image_pixels), ("queue_size", queue_size), ("concurrency", concurrency)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     dimensions = model_dimensions(model)
     level_words = list(model.config.level_words)
-    needs_sources = getattr(model.config, "input_mode", "fused") == "fused_ir_vis"
+    needs_sources = model.get_processor().input_mode == "fused_ir_vis"
+    roles = ("fused image", "infrared source", "visible source") if needs_sources else ("fused image",)
 
-    def score(fused, ir, vis):
-        if fused is None:
+    def score(*payloads):
+        uploads = [uploaded_file(payload) for payload in payloads]
+        if uploads[0] is None:
             raise gr.Error("Upload a fused image first.")
-        if needs_sources and (ir is None or vis is None):
+        if needs_sources and any(upload is None for upload in uploads):
             raise gr.Error("This model reads the fused image with its infrared and visible sources: upload all three.")
+        for role, upload in zip(roles, uploads):
+            check_image_pixels(upload, role, max_image_pixels)
+        fused, ir, vis = uploads if needs_sources else (uploads[0], None, None)
         try:
             details = model.score(fused, ir=ir, vis=vis, dimensions=dimensions, return_details=True)
-        except ValueError as error:  # FuScore's ImageInputError: too small, unreadable, sources not registered
-            raise gr.Error(str(error)) from None
+        except ValueError as error:  # FuScore's ImageInputError: unreadable, too small, sources not registered
+            # Gradio renders an error as HTML, and the message carries the uploader's file name.
+            raise gr.Error(html.escape(_name_uploads(str(error), roles, uploads), quote=False)) from None
         return scores_html(details), level_frame(details["overall"]["probs"])
 
     def level_frame(probs):
@@ -82,20 +195,20 @@ def build_app(model, model_name: str = "") -> gr.Blocks:
     with gr.Blocks(title="FuScore") as app:
         gr.Markdown(
             "# FuScore: quality of infrared-visible fused images\n"
-            "Upload a fused image (and, if you have them, its infrared and visible sources). FuScore reads the "
-            "model's probabilities of the levels *excellent, good, fair, poor, bad* and gives a score from 1 to 5 "
-            "with its uncertainty, overall and for thermal retention, texture preservation, artifacts and sharpness."
+            + ("Upload a fused image with its infrared and visible sources. " if needs_sources else
+               "Upload a fused image (this model reads the fused image alone). ")
+            + "FuScore reads the model's probabilities of the levels *excellent, good, fair, poor, bad* and gives a "
+            "score from 1 to 5 with its uncertainty, overall and for thermal retention, texture preservation, "
+            f"artifacts and sharpness. Images up to {max_image_pixels:,} pixels."
         )
         if model_name:
             warning = (" This is the demo checkpoint, **trained on synthetic truth only, not human ratings**: "
                        "its scores illustrate the tool." if "demo_model" in model_name else "")
             gr.Markdown(f"Model: `{model_name}`.{warning}")
         with gr.Row():
-            fused = gr.Image(label="Fused image", type="pil", image_mode=None, sources=["upload", "clipboard"], elem_id="fused-input")
-            ir = gr.Image(label="Infrared source (optional)" if not needs_sources else "Infrared source",
-                          type="pil", image_mode=None, sources=["upload", "clipboard"], elem_id="ir-input")
-            vis = gr.Image(label="Visible source (optional)" if not needs_sources else "Visible source",
-                           type="pil", image_mode=None, sources=["upload", "clipboard"], elem_id="vis-input")
+            inputs = [image_input("Fused image", "fused-input")]
+            if needs_sources:
+                inputs += [image_input("Infrared source", "ir-input"), image_input("Visible source", "vis-input")]
         button = gr.Button("Score", variant="primary", elem_id="score-button")
         with gr.Row():
             table = gr.HTML(label="Scores", elem_id="fuscore-scores")
@@ -104,15 +217,69 @@ def build_app(model, model_name: str = "") -> gr.Blocks:
                 color_map=dict(zip(level_words, LEVEL_COLORS)) if len(level_words) == len(LEVEL_COLORS) else None,
                 label="Overall level distribution", elem_id="fuscore-levels",
             )
-        button.click(score, inputs=[fused, ir, vis], outputs=[table, levels])
-    return app
+        # Unprocessed inputs: the uploads reach `score` as files, for FuScore's own loader to decode and check.
+        button.click(score, inputs=inputs, outputs=[table, levels], api_name="score", preprocess=False)
+    return app.queue(max_size=queue_size, default_concurrency_limit=concurrency)
 
 
-def launch(app: gr.Blocks, **kwargs):
-    """Launches with FuScore's theme (Gradio 6 takes the theme and css at launch)."""
-    return app.launch(theme=APP_THEME, css=APP_CSS, **kwargs)
+def _name_uploads(message: str, roles, uploads) -> str:
+    """FuScore's message with each upload's temporary server path replaced by its role and file name (a pasted
+    image, which reaches the loader as bytes, is named so)."""
+    for role, upload in zip(roles, uploads):
+        if isinstance(upload, str):
+            message = message.replace(upload, f"{role} ({Path(upload).name})")
+    return message.replace("<bytes>", "pasted image")
+
+
+def launch(app: gr.Blocks, max_file_size_mb: int = DEFAULT_MAX_FILE_SIZE_MB, **kwargs):
+    """Launches with FuScore's theme (Gradio 6 takes the theme and css at launch) and the upload size limit."""
+    return app.launch(theme=APP_THEME, css=APP_CSS, max_file_size=f"{max_file_size_mb}mb", **kwargs)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(str(text).replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+SETTINGS = (  # (option, environment variable, default, help)
+    ("--max-image-pixels", "FUSCORE_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, "largest upload, in pixels"),
+    ("--queue-size", "FUSCORE_QUEUE_SIZE", DEFAULT_QUEUE_SIZE, "requests that may wait to be scored"),
+    ("--concurrency", "FUSCORE_CONCURRENCY", DEFAULT_CONCURRENCY, "requests scored at once"),
+    ("--max-file-size-mb", "FUSCORE_MAX_FILE_SIZE_MB", DEFAULT_MAX_FILE_SIZE_MB, "largest upload, in MB"),
+)
+
+
+def parse_settings(argv=None, environ=None) -> argparse.Namespace:
+    """Command-line options, each defaulting to its environment variable, then to the documented default."""
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(description="The FuScore Gradio app.")
+    parser.add_argument("--model", default=environ.get("FUSCORE_MODEL") or None,
+                        help="FuScore model folder or Hub repo id (FUSCORE_MODEL; default: the shipped demo checkpoint)")
+    for option, variable, default, help_text in SETTINGS:
+        if environ.get(variable):
+            try:
+                default = _positive_int(environ[variable])
+            except argparse.ArgumentTypeError as error:
+                parser.error(f"environment variable {variable}: {error}")
+        parser.add_argument(option, type=_positive_int, default=default, help=f"{help_text} ({variable}; default {default})")
+    parser.add_argument("--host", default=None, help="address to serve on (default: Gradio's, GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=int, default=None, help="port to serve on (default: Gradio's, GRADIO_SERVER_PORT)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    settings = parse_settings(argv)
+    model_path = settings.model or default_model_path()
+    model = load_model(model_path)
+    app = build_app(model, settings.model or DEMO_MODEL_NAME, max_image_pixels=settings.max_image_pixels,
+                    queue_size=settings.queue_size, concurrency=settings.concurrency)
+    launch(app, max_file_size_mb=settings.max_file_size_mb, server_name=settings.host, server_port=settings.port)
 
 
 if __name__ == "__main__":
-    model_name = os.environ.get("FUSCORE_MODEL", DEFAULT_MODEL)
-    launch(build_app(load_model(model_name), model_name))
+    main()

@@ -254,9 +254,10 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         level_weight = head_weight[level_token_ids]  # [levels, hidden]
         # Under mixed-precision sharding the gathered weight can be float32 while activations are bf16.
         level_logits = F.linear(answer_hidden, level_weight.to(answer_hidden.dtype)).float()
-        level_probs = level_logits.softmax(dim=-1)
-        score = level_probs @ values
-        score_std = (level_probs * (values - score[:, None]) ** 2).sum(-1).clamp_min(0).sqrt()
+        with torch.autocast(level_logits.device.type, enabled=False):  # under bf16 autocast the score moved in 1/64 steps
+            level_probs = level_logits.softmax(dim=-1)
+            score = level_probs @ values
+            score_std = (level_probs * (values - score[:, None]) ** 2).sum(-1).clamp_min(0).sqrt()
 
         return FuScoreOutput(
             level_logits=level_logits,

@@ -404,6 +404,126 @@ class FuScoreProcessor(ProcessorMixin):
             }
         )
 
+    # ------------------------------------------------- tensor input: differentiable, on the tensor's device
+    # (used by `fuscore.reward`; self-contained: it only calls the helpers above and the image processor)
+    class _TensorLayouts(dict):
+        """Patch layouts per image size and device: rebuilt on demand, never copied or pickled with the processor."""
+
+        def __deepcopy__(self, memo):
+            return type(self)()
+
+        def __reduce__(self):
+            return type(self), ()
+
+    def tensor_inputs(self, fused: torch.Tensor, ir: Optional[torch.Tensor] = None, vis: Optional[torch.Tensor] = None,
+                      dimensions: Union[str, Sequence[str]] = "overall") -> BatchFeature:
+        """Model inputs for batches of image tensors, differentiable with respect to their pixels.
+
+        Args:
+            fused, ir, vis (`torch.Tensor` of shape `(B, C, H, W)`): floating-point images in [0, 1], C = 1 (grey,
+                replicated as `load_image` does) or 3; values outside are clamped. The sources are read only when
+                `input_mode == "fused_ir_vis"` and must have the fused image's aspect ratio (`SOURCE_ASPECT_TOLERANCE`).
+            dimensions: one rating dimension or several; row `d * B + b` of the batch is image `b` for dimension `d`.
+
+        Returns:
+            A `BatchFeature` as `collate` makes it: `pixel_values` on the images' device (in their dtype, attached to
+            their autograd graph), the token side (`input_ids`, `attention_mask`, `mm_token_type_ids`,
+            `image_grid_thw`) on the host, where the model's position helpers read it.
+
+        Only differentiable torch operations on the images' device touch the pixels, with the image processor's own
+        rules: each image is resized to the patch grid the image processor gives the fused size (`_tensor_layout`)
+        with its interpolation (antialiased, as torchvision resizes; skipped when the image is on the grid already),
+        clamped to [0, 1] as an 8-bit result is, rescaled and normalised with its factors, and gathered into patches
+        along the layout that the image processor itself produces, so patch order and temporal duplication are its
+        own whichever backend it has; the prompt's visual-token counts are `num_visual_tokens`.
+
+        For an image already on the patch grid the patches equal the file path's. Otherwise they differ by the resize:
+        the file path resamples 8-bit values in two passes, rounding and clipping between them (PIL, and torch's
+        PIL-compatible 8-bit kernel in the torchvision backend), this path resamples floats; on average by 0.27 of an
+        8-bit level (`tests/test_reward.py`).
+        """
+        names = self.resolve_dimensions(dimensions)
+        roles = [("fused", fused)]
+        if self.input_mode == "fused_ir_vis":
+            if ir is None or vis is None:
+                raise ImageInputError("This model reads the fused image with its infrared and visible sources "
+                                      "(input_mode='fused_ir_vis'); pass ir= and vis= tensors as well.")
+            roles += [("infrared", ir), ("visible", vis)]
+        for role, images in roles:
+            if not (torch.is_tensor(images) and images.ndim == 4 and images.shape[1] in (1, 3)
+                    and images.is_floating_point()):
+                shown = (f"a {images.dtype} tensor of shape {tuple(images.shape)}" if torch.is_tensor(images)
+                         else type(images).__name__)
+                raise ImageInputError(f"{role}: expected a floating-point [B, C, H, W] tensor in [0, 1] with C = 1 or 3; "
+                                      f"got {shown}.")
+            height, width = images.shape[-2:]
+            if images.shape[0] != fused.shape[0] or images.device != fused.device:
+                raise ImageInputError(f"{role}: {images.shape[0]} images on {images.device}, but {fused.shape[0]} fused "
+                                      f"images on {fused.device}.")
+            if min(height, width) < MIN_IMAGE_SIDE or max(height, width) > MAX_ASPECT_RATIO * min(height, width):
+                raise ImageInputError(f"{role}: {width}x{height} pixels; FuScore needs at least {MIN_IMAGE_SIDE} pixels on "
+                                      f"each side and at most {MAX_ASPECT_RATIO}:1.")
+            if abs((width / height) / (fused.shape[-1] / fused.shape[-2]) - 1) > SOURCE_ASPECT_TOLERANCE:
+                raise ImageInputError(f"{role}: {width}x{height} pixels, but the fused images are {fused.shape[-1]}x"
+                                      f"{fused.shape[-2]}; sources must be registered to the fused image (same aspect "
+                                      "ratio).")
+        processor = self.image_processor
+        height, width, layout, grid, mean, std = self._tensor_layout(fused.shape[-2], fused.shape[-1], fused.device)
+        modes = {2: "bilinear", 3: "bicubic"}  # PIL's resampling codes
+        if processor.do_resize and int(processor.resample) not in modes:
+            raise ValueError("tensor_inputs resizes bilinearly or bicubically; this image processor resamples with "
+                             f"{processor.resample!r}.")
+        resized = []
+        for _, images in roles:
+            images = images.expand(-1, 3, -1, -1)
+            if tuple(images.shape[-2:]) != (height, width):
+                images = torch.nn.functional.interpolate(images, size=(height, width), antialias=True,
+                                                         mode=modes[int(processor.resample)], align_corners=False)
+            resized.append(images.clamp(0, 1))
+        # The file path hands the image processor 8-bit values: [0, 1] maps to 0..255 before its own rescaling.
+        images = torch.stack(resized, dim=1).flatten(0, 1) * (255 * (processor.rescale_factor if processor.do_rescale else 1))
+        if processor.do_normalize:
+            images = (images - mean.to(images.dtype)) / std.to(images.dtype)
+        patches = images.flatten(1)[:, layout]  # [B * images per sample, patches, patch dim]
+        per_sample = len(roles)
+        token_counts = [self.num_visual_tokens(fused.shape[-1], fused.shape[-2])] * per_sample
+        samples = []
+        for name in names:
+            input_ids = self.tokenizer(self.build_prompt(name, token_counts), add_special_tokens=False)["input_ids"]
+            samples += [{"input_ids": input_ids, "image_grid_thw": grid.repeat(per_sample, 1),
+                         "pixel_values": patches[row * per_sample : (row + 1) * per_sample].flatten(0, 1)}
+                        for row in range(fused.shape[0])]
+        return self.collate(samples)
+
+    def _tensor_layout(self, input_height: int, input_width: int, device) -> tuple:
+        """For images of `input_height x input_width`: `(height, width, layout, grid, mean, std)`. `height x width` is
+        the patch grid's size, read off the image processor run once on a blank image of the input size;
+        `layout[p, k]` is the flat index of the pixel that the image processor puts at element `k` of patch `p` of a
+        `3 x height x width` image, read off it run on an image of pixel indices (two halves, as its float32 patches
+        hold integers exactly only below 2**24). Cached per size and device, with the normalisation constants."""
+        cache = self.__dict__.setdefault("_tensor_layouts", self._TensorLayouts())
+        key = (input_height, input_width, str(device))
+        if key not in cache:
+            processor, patch = self.image_processor, self.image_processor.patch_size
+            blank = torch.zeros(3, input_height, input_width, dtype=torch.uint8)
+            grid = torch.as_tensor(processor(images=[blank], return_tensors="pt")["image_grid_thw"], dtype=torch.long)[:1]
+            height, width = int(grid[0, 1]) * patch, int(grid[0, 2]) * patch
+            index = torch.arange(3 * height * width, dtype=torch.long)
+            halves = []
+            for half in (index // 4096, index % 4096):
+                out = processor(images=[half.to(torch.float32).view(3, height, width)], do_resize=False,
+                                do_rescale=False, do_normalize=False, return_tensors="pt")
+                halves.append(torch.as_tensor(out["pixel_values"]).round().long())
+            if torch.as_tensor(out["image_grid_thw"]).tolist() != grid.tolist():
+                raise RuntimeError(f"The image processor made another patch grid of a {width}x{height} image than of "
+                                   f"the {input_width}x{input_height} image it resized to it; report this with the image "
+                                   "processor's class and sizes.")
+            mean, std = (torch.tensor(getattr(processor, name), dtype=torch.float32).view(-1, 1, 1)
+                         for name in ("image_mean", "image_std"))
+            cache[key] = (height, width, halves[0].mul_(4096).add_(halves[1]).to(device), grid, mean.to(device),
+                          std.to(device))
+        return cache[key]
+
     def __call__(self, fused=None, ir=None, vis=None, dimension: str = "overall", return_tensors: str = "pt", **kwargs) -> BatchFeature:
         """Processes one image or a list of images (with optional lists of sources) for one dimension."""
         if fused is None:

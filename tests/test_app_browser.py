@@ -4,18 +4,17 @@ Needs `apt-get install chromium` and `pip install gradio playwright` (no `playwr
 is used). Skipped with the reason when one of them is missing.
 """
 
-import importlib.util
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from app_support import load_app_module, served
+
 
 CHROMIUM = Path("/usr/bin/chromium")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DIMENSIONS = ("overall", "thermal_retention", "texture_preservation", "artifacts", "sharpness")
@@ -26,33 +25,14 @@ if not CHROMIUM.is_file() and not shutil.which("chromium"):
     pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
 
-def _load_app_module():
-    # Loaded by path: `app` is the Space's file at the repository root, not an installed module.
-    spec = importlib.util.spec_from_file_location("fuscore_space_app", REPO_ROOT / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def running_app():
     from fuscore.tiny import build_tiny_model
 
-    app_module = _load_app_module()
+    app_module = load_app_module()
     model = build_tiny_model("qwen2_vl", seed=13)
-    app = app_module.build_app(model, model_name="tiny test model")
-    port = _free_port()
-    app_module.launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/", model, app_module
-    finally:
-        app.close()
+    with served(app_module, app_module.build_app(model, model_name="tiny test model")) as url:
+        yield url, model, app_module
 
 
 @pytest.fixture
@@ -99,4 +79,16 @@ def test_scoring_without_an_image_shows_an_error(running_app, page):
     page.locator("#score-button").wait_for(timeout=30_000)
     page.click("#score-button")
     page.get_by_text("Upload a fused image first.").first.wait_for(timeout=30_000)
+    assert page.locator('#fuscore-scores tr[data-dimension="overall"]').count() == 0
+
+
+def test_a_text_file_named_png_shows_fuscores_message(running_app, page, tmp_path):
+    url, _, _ = running_app
+    bogus = tmp_path / "notes.png"
+    bogus.write_text("this is a text file, not an image\n")
+    page.goto(url, wait_until="domcontentloaded")
+    page.locator("#fused-input input[type=file]").set_input_files(str(bogus))
+    page.locator("#fused-input img").first.wait_for(state="attached", timeout=30_000)  # the upload has reached the server
+    page.click("#score-button")
+    page.get_by_text("fused image (notes.png): cannot decode the image").first.wait_for(timeout=60_000)
     assert page.locator('#fuscore-scores tr[data-dimension="overall"]').count() == 0

@@ -1,0 +1,175 @@
+"""FuScore as a differentiable reward for training fusion networks (DESIGN section 7).
+
+    reward = FuScoreReward(model)                                   # overall score, in [1, 5]
+    reward = FuScoreReward(model, weights=EVAFUSION_WEIGHTS)        # the four sub-dimensions, EVAFusion's weights
+    r = reward(fused)                                               # fused: [B, C, H, W] in [0, 1] -> r: [B]
+    (-r.mean()).backward()                                          # gradients reach the fused pixels
+
+The images never leave their device: `FuScoreProcessor.tensor_inputs` resizes, normalises and patchifies them with
+torch operations under the image processor's own rules, and the model's differentiable `forward` (not `score`, which
+runs under inference mode) gives the expected level value `s = sum_l p_l v_l`, smooth in the logits.
+
+Two ways to train a fusion network with it:
+  * direct: `loss = -reward(fused).mean() + lambda * fidelity`, the gradient of the expected score flowing to the pixels;
+  * group-relative: G candidates per source pair from a stochastic policy, `group_advantages` of their rewards and a
+    clipped policy-gradient step (`clipped_policy_loss`), as GRPO does (Shao et al., "DeepSeekMath", 2024).
+`fuscore.reward_finetune` runs both on VIFB's source pairs.
+"""
+
+from contextlib import nullcontext
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from configuration_fuscore import SUB_DIMENSIONS
+from scoring_fuscore import _to_device
+
+
+# EVAFusion (Liu et al., "Bridging Human Evaluation to Infrared and Visible Image Fusion", CVPR 2026) fine-tunes its
+# fusion network with the weighted sum of its reward model's four sub-scores, read from its released
+# `reward_final.py` (github.com/ALKA-Wind/EVAFusion): thermal retention 1.0, texture preservation 2.0, artifacts 0.5,
+# sharpness 2.0, the overall score unused. There the artifacts weight is also multiplied by 1 + the fraction of its
+# predicted artifact heat map above 0.5; FuScore predicts no heat map, so that factor is left out (taken as 1).
+EVAFUSION_WEIGHTS = {"thermal_retention": 1.0, "texture_preservation": 2.0, "artifacts": 0.5, "sharpness": 2.0}
+
+
+class FuScoreReward(nn.Module):
+    """Per-image rewards from a frozen FuScore model, differentiable with respect to the input images.
+
+    Args:
+        model (`FuScoreForQuality`): the scorer, with its processor attached (`model.get_processor()`). It is frozen in
+            place: its parameters stop requiring gradients and it stays in eval mode (`train()` on this module or a
+            module holding it leaves the scorer in eval mode).
+        dimensions (`str` or sequence): the rating dimensions read; by default the keys of `weights` when it is a
+            mapping, else `"overall"`.
+        weights (mapping or sequence of floats, *optional*): one weight per dimension; equal weights by default. The
+            reward is the weighted mean `sum_k w_k s_k / sum_k w_k`, on the score scale [1, 5]. EVAFusion sums its
+            sub-scores (on [0, 1]) with the weights unnormalised; that differs from this mean by a constant factor,
+            which the reward's coefficient in the loss absorbs. `EVAFUSION_WEIGHTS` are EVAFusion's.
+        bf16 (`bool`): run the scorer under bfloat16 autocast (on the images' device type).
+        checkpointing (`bool`): activation checkpointing of the scorer's decoder layers and vision blocks, so that
+            an 8B scorer fits beside a fusion network on one GPU; the activations are recomputed in the backward pass.
+            transformers checkpoints a layer only when that layer's `training` flag is set, so those layers' own flags
+            are set (their submodules, attention included, stay in eval mode: Qwen-VL has no dropout at eval).
+        processor (`FuScoreProcessor`, *optional*): defaults to the model's own.
+
+    `forward(fused, ir=None, vis=None)` takes `[B, C, H, W]` tensors in [0, 1] (C = 1 or 3; the sources are needed when
+    the model reads them, `input_mode="fused_ir_vis"`) and returns the `[B]` float32 rewards. All dimensions are
+    scored in one forward pass of `len(dimensions) * B` rows.
+    """
+
+    def __init__(self, model, dimensions: Union[str, Sequence[str], None] = None,
+                 weights: Union[Mapping[str, float], Sequence[float], None] = None, bf16: bool = False,
+                 checkpointing: bool = False, processor=None):
+        super().__init__()
+        if dimensions is None:
+            dimensions = list(weights) if isinstance(weights, Mapping) else ["overall"]
+        self.dimensions = [dimensions] if isinstance(dimensions, str) else list(dimensions)
+        if not self.dimensions or len(set(self.dimensions)) != len(self.dimensions):
+            raise ValueError(f"dimensions must be distinct rating dimensions, got {self.dimensions}.")
+        self.processor = processor or model.get_processor()
+        unknown = [name for name in self.dimensions if name not in self.processor.prompts]
+        if unknown:
+            raise ValueError(f"Unknown rating dimension(s) {unknown}; this model knows: {', '.join(self.processor.prompts)}.")
+        if weights is None:
+            weights = [1.0] * len(self.dimensions)
+        elif isinstance(weights, Mapping):
+            if set(weights) != set(self.dimensions):
+                raise ValueError(f"weights name {sorted(weights)} but the dimensions are {sorted(self.dimensions)}.")
+            weights = [weights[name] for name in self.dimensions]
+        weights = [float(weight) for weight in weights]
+        if len(weights) != len(self.dimensions) or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"weights must be one non-negative weight per dimension ({len(self.dimensions)}) with a "
+                             f"positive sum; got {weights}.")
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32) / sum(weights), persistent=False)
+        self.bf16 = bf16
+        self.model = model
+        model.requires_grad_(False)
+        self._checkpointed = []
+        if checkpointing:
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; 5.17 has the older name
+                model.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # FuScore leaves a frozen vision tower unchecked, as nothing back-propagates through it in its own
+            # training; a reward's gradient does flow through it, to the pixels.
+            for module in model.model.visual.modules():
+                if isinstance(module, GradientCheckpointingLayer):
+                    module.gradient_checkpointing = True
+            self._checkpointed = [module for module in model.modules()
+                                  if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing]
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.eval()
+        for layer in self._checkpointed:
+            layer.training = True  # the flag transformers' checkpointing wrapper reads; submodules stay in eval
+        return self
+
+    def inputs(self, fused: torch.Tensor, ir: Optional[torch.Tensor] = None, vis: Optional[torch.Tensor] = None) -> dict:
+        """The scorer's inputs for a batch: patches on the images' device, positions computed on the host, as the
+        scoring engine computes them, then everything on the device."""
+        batch = self.processor.tensor_inputs(fused, ir, vis, dimensions=self.dimensions)
+        batch = {**batch, **self.model.position_inputs(batch)}
+        pixel_values = batch.pop("pixel_values")
+        batch = _to_device(batch, fused.device)
+        batch["pixel_values"] = pixel_values if self.bf16 else pixel_values.to(self.model.dtype)
+        return batch
+
+    def dimension_scores(self, fused: torch.Tensor, ir: Optional[torch.Tensor] = None,
+                         vis: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`[len(dimensions), B]` float32 expected scores, in `dimensions` order."""
+        autocast = torch.autocast(fused.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with autocast:
+            score = self.model(**self.inputs(fused, ir, vis)).score
+        return score.view(len(self.dimensions), fused.shape[0])
+
+    def forward(self, fused: torch.Tensor, ir: Optional[torch.Tensor] = None,
+                vis: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.weights.to(fused.device) @ self.dimension_scores(fused, ir, vis)
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Group-relative advantages: `(r - mean_G) / (std_G + eps)` within each group of G candidates.
+
+    This is the outcome-reward advantage of GRPO (Shao et al., "DeepSeekMath: Pushing the Limits of Mathematical
+    Reasoning in Open Language Models", 2024, section 4.1.2): each candidate is judged against the other candidates
+    for the same input, so no value network is needed. The standard deviation is the sample one (Bessel's
+    correction) and `eps = 1e-4`, as trl's `GRPOTrainer` computes it. DESIGN section 7 and the FuScore issue ascribe a
+    GRPO fine-tuning to EVAFusion; its released fine-tuning script back-propagates the weighted reward directly (the
+    "direct" mode here), so this helper follows the GRPO paper, not EVAFusion's code.
+
+    Args:
+        rewards (`torch.Tensor` of shape `(P, G)`): rewards of G >= 2 candidates for each of P source pairs.
+    Returns:
+        `torch.Tensor` of shape `(P, G)`: zero-mean within each group; all zeros for a group of equal rewards.
+    """
+    if rewards.ndim != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"rewards must be [pairs, candidates] with at least 2 candidates per pair; got shape "
+                         f"{tuple(rewards.shape)}.")
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    return centred / (rewards.std(dim=1, keepdim=True) + eps)
+
+
+def clipped_policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+                        clip: float = 0.2) -> torch.Tensor:
+    """The clipped surrogate of PPO/GRPO, to be minimised: `-mean(min(rho A, clip(rho, 1 - e, 1 + e) A))`.
+
+    `rho = exp(log_prob - old_log_prob)` is the probability ratio of each action unit under the current and the
+    sampling policy. For an image policy the units are pixels (GRPO's are tokens): `log_prob` and `old_log_prob` are
+    `[P, G, ...]` per-unit log-probabilities, `advantages` the `[P, G]` group advantages broadcast over the units; the
+    mean runs over all units, as GRPO averages its token terms.
+    """
+    if log_prob.shape != old_log_prob.shape or log_prob.shape[:2] != advantages.shape:
+        raise ValueError(f"log_prob {tuple(log_prob.shape)} and old_log_prob {tuple(old_log_prob.shape)} must be "
+                         f"[P, G, ...] for advantages of shape {tuple(advantages.shape)}.")
+    ratio = (log_prob - old_log_prob.detach()).exp()
+    advantages = advantages.detach().reshape(advantages.shape + (1,) * (log_prob.ndim - 2))
+    surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+    return -surrogate.mean()
+
+
+__all__ = ["EVAFUSION_WEIGHTS", "FuScoreReward", "SUB_DIMENSIONS", "clipped_policy_loss", "group_advantages"]

@@ -1,0 +1,175 @@
+"""FuScore with the real Qwen vocabulary (tests/qwen_tokenizer.py, from the ranks in the dashscope wheel): the level
+words, the rendered prompt and its length for each Qwen-VL family, `from_base` on a folder that carries the
+tokenizer, and the sequence length the speed benchmark counts its FLOPs at."""
+
+import importlib.util
+import unicodedata
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qwen_tokenizer import ADDED_TOKENS, NUM_RANKS, QWEN_PATTERN, build_qwen_tokenizer, ranks_path
+
+try:
+    ranks_path()
+except FileNotFoundError as missing:
+    pytest.skip(str(missing), allow_module_level=True)
+
+from fuscore.tiny import FAMILIES, build_tiny_tokenizer, tiny_base_config, tiny_image_processor  # noqa: E402
+from modeling_fuscore import DEFAULT_LEVEL_WORDS, FuScoreForQuality, default_prompts, resolve_level_token_ids  # noqa: E402
+from processing_fuscore import FuScoreProcessor  # noqa: E402
+
+
+# " excellent", " good", " fair", " poor", " bad" in the Qwen ranks.
+LEVEL_RANKS = [9073, 1661, 6624, 7852, 3873]
+REAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
+            "<|vision_end|>": 151653, "<|image_pad|>": 151655, "<|video_pad|>": 151656}
+TOKENIZER_LENGTHS = {"qwen2_vl": 151657, "qwen2_5_vl": 151665, "qwen3_vl": 151669}
+# Each family's released image processor: patch size, and its default pixel bounds (a 448x448 image is not resized).
+PATCH_SIZES = {"qwen2_vl": 14, "qwen2_5_vl": 14, "qwen3_vl": 16}
+# The overall prompt for one 448x448 fused image, counted with the real tokenizer: 256 visual tokens for the
+# patch-14 families and 196 for Qwen3-VL, plus 32 text and special tokens.
+OVERALL_TOKENS_448 = {"qwen2_vl": 288, "qwen2_5_vl": 288, "qwen3_vl": 228}
+DEFAULT_SYSTEM_TURN = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    return {family: build_qwen_tokenizer(family) for family in FAMILIES}
+
+
+def test_the_ranks_encode_as_tiktoken_does(tokenizers):
+    """The converted tokenizer gives tiktoken's own encoding of the ranks (the reference implementation)."""
+    tiktoken = pytest.importorskip("tiktoken")
+    from tiktoken.load import load_tiktoken_bpe
+
+    ranks = load_tiktoken_bpe(str(ranks_path()))
+    assert len(ranks) == NUM_RANKS
+    encoding = tiktoken.Encoding("qwen", pat_str=QWEN_PATTERN, mergeable_ranks=ranks,
+                                 special_tokens={token: NUM_RANKS + i for i, (token, _) in enumerate(ADDED_TOKENS["qwen3_vl"])})
+    texts = [text for mode in ("fused", "fused_ir_vis") for prompt in default_prompts(mode).values()
+             for text in (prompt["question"], prompt["answer"] + " excellent.")]
+    texts += ["Raw 16-bit thermal frames: 0x1F3A, 12345678 counts; SSIM=0.873 (±0.02) at 640x512 px.\n\n",
+              "红外与可见光图像融合的质量评价 — évaluation de qualité, Qualität, 品質評価 🔥🌡️",
+              "tabs\t\tand   spaces  \r\n trailing   ", "don't it's we're I'LL they've", " excellent good fair poor bad"]
+    tokenizer = tokenizers["qwen3_vl"]
+    for text in texts:
+        assert unicodedata.is_normalized("NFC", text)  # the HF tokenizer normalises to NFC, tiktoken does not
+        assert tokenizer(text, add_special_tokens=False)["input_ids"] == encoding.encode(text), text
+    assert tokenizer.decode(encoding.encode(texts[-3])) == texts[-3]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_special_tokens_and_level_words_have_their_real_ids(tokenizers, family):
+    tokenizer = tokenizers[family]
+    assert len(tokenizer) == TOKENIZER_LENGTHS[family]
+    assert {token: tokenizer.convert_tokens_to_ids(token) for token in REAL_IDS} == REAL_IDS
+    assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (151645, 151643)
+    assert resolve_level_token_ids(tokenizer, DEFAULT_LEVEL_WORDS) == LEVEL_RANKS
+    # The stand-in tokenizer the other tests use keeps the words whole too, but at other ids.
+    assert resolve_level_token_ids(build_tiny_tokenizer(), DEFAULT_LEVEL_WORDS) != LEVEL_RANKS
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("input_mode", ["fused", "fused_ir_vis"])
+def test_prompt_is_the_family_chat_template_rendering(tokenizers, family, input_mode):
+    """FuScore's prompt is the family's chat template rendering of the rating question, with the visual tokens
+    expanded and the answer prefix appended, except for the default system turn that the Qwen2-VL and Qwen2.5-VL
+    templates insert and FuScore does not (its prompts are the same for every family)."""
+    tokenizer = tokenizers[family]
+    processor = FuScoreProcessor(tiny_image_processor(family), tokenizer, prompts=default_prompts(input_mode),
+                                 input_mode=input_mode)
+    images = 1 if input_mode == "fused" else 3
+    for dimension, prompt in processor.prompts.items():
+        messages = [{"role": "user", "content": [{"type": "image"}] * images + [{"type": "text", "text": prompt["question"]}]}]
+        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        expected = rendered.replace("<|image_pad|>", "<|image_pad|>" * 49) + prompt["answer"]
+        fuscore = processor.build_prompt(dimension, [49] * images)
+        if family == "qwen3_vl":
+            assert fuscore == expected, dimension
+        else:
+            assert expected == DEFAULT_SYSTEM_TURN + fuscore, dimension
+        ids = tokenizer(fuscore, add_special_tokens=False)["input_ids"]
+        assert ids[:3] == [151644, 872, 198]  # <|im_start|> "user" "\n"
+        assert ids.count(151655) == 49 * images and ids.count(151652) == ids.count(151653) == images
+        assert tokenizer.decode(ids) == fuscore
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompt_length_for_a_448_pixel_image(tokenizers, family):
+    from transformers import Qwen2VLImageProcessorPil
+
+    image_processor = Qwen2VLImageProcessorPil(patch_size=PATCH_SIZES[family], merge_size=2, temporal_patch_size=2)
+    processor = FuScoreProcessor(image_processor, tokenizers[family], prompts=default_prompts("fused"))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (448, 448, 3), dtype=np.uint8))
+    sample = processor.prepare_sample(image, dimension="overall")
+    assert len(sample["input_ids"]) == OVERALL_TOKENS_448[family]
+    assert sample["input_ids"].count(151655) == processor.num_visual_tokens(448, 448) == (448 // (2 * PATCH_SIZES[family])) ** 2
+
+
+@pytest.fixture(scope="module")
+def base_folders(tokenizers, tmp_path_factory):
+    """A tiny random base model of each family saved with the real tokenizer, the way a Qwen-VL repo is laid out."""
+    from transformers import AutoModelForImageTextToText
+
+    folders = {}
+    for family in FAMILIES:
+        folder = tmp_path_factory.mktemp(f"{family}_base")
+        config = tiny_base_config(family, tokenizers[family])
+        config.text_config.vocab_size = 151936  # the released checkpoints pad the embedding past the tokenizer
+        torch.manual_seed(0)
+        AutoModelForImageTextToText.from_config(config).save_pretrained(folder)
+        tokenizers[family].save_pretrained(folder)
+        tiny_image_processor(family).save_pretrained(folder)
+        folders[family] = folder
+    return folders
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_from_base_on_a_folder_with_the_real_tokenizer(base_folders, family, tmp_path):
+    model = FuScoreForQuality.from_base(str(base_folders[family]))
+    assert model.config.level_token_ids == LEVEL_RANKS
+    processor = model.get_processor()
+    assert len(processor.tokenizer) == TOKENIZER_LENGTHS[family] and processor.image_token_id == 151655
+    assert processor.tokenizer.chat_template == build_qwen_tokenizer(family).chat_template  # saved and reloaded
+
+    image = np.random.default_rng(3).integers(0, 256, (60, 84, 3), dtype=np.uint8)
+    sample = processor.prepare_sample(image)
+    assert sample["input_ids"].count(151655) == int(sample["image_grid_thw"].prod()) // 4
+    details = model.score(image, dimensions=("overall", "sharpness"), return_details=True)
+    for result in details.values():
+        assert 1 <= result["score"] <= 5 and abs(sum(result["probs"]) - 1) < 1e-5
+
+    if family != "qwen3_vl":
+        return  # the save and reload below take 10 s per family, mostly transformers rebuilding the tokenizer
+    model.save_pretrained(tmp_path / "fuscore")
+    reloaded = FuScoreForQuality.from_pretrained(tmp_path / "fuscore")
+    assert reloaded.config.level_token_ids == LEVEL_RANKS
+    assert reloaded.score(image) == pytest.approx(details["overall"]["score"], abs=1e-6)
+
+
+def _load_benchmark():
+    from app_support import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("fuscore_bench_speed", REPO_ROOT / "benchmarks" / "bench_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_speed_benchmark_counts_the_real_sequence_length(tokenizers, tmp_path):
+    """The benchmark's FLOPs per image are counted at the sequence length of its first image's prompt: it must be
+    the real tokenizer's (228 for Qwen3-VL at 448 px), not the stand-in's (229)."""
+    bench = _load_benchmark()
+    tokenizer, name = bench.benchmark_tokenizer(tiny=False)
+    assert name == "qwen" and len(tokenizer) == TOKENIZER_LENGTHS["qwen3_vl"]
+    config = bench.qwen3_vl_8b_config(tokenizer)
+    assert (config.image_token_id, config.vision_start_token_id, config.text_config.eos_token_id) == (151655, 151652, 151645)
+    processor = FuScoreProcessor(bench.image_processor_for(config.vision_config.patch_size, 448), tokenizer,
+                                 prompts=default_prompts("fused"))
+    path = bench.write_images(tmp_path, 1, 448)[0]
+    assert len(processor.prepare_sample(path)["input_ids"]) == OVERALL_TOKENS_448["qwen3_vl"]
+    stand_in = FuScoreProcessor(processor.image_processor, build_tiny_tokenizer(), prompts=default_prompts("fused"))
+    assert len(stand_in.prepare_sample(path)["input_ids"]) != OVERALL_TOKENS_448["qwen3_vl"]  # what it counted before
