@@ -16,6 +16,8 @@ classes and never runs code from the folder; importing this module also register
 the folder's own copy of these files instead.
 """
 
+import functools
+import inspect
 import threading
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
@@ -49,6 +51,17 @@ except ImportError:
 
 
 PACKED_VISION_ATTENTION = "fuscore_packed_flash_sdpa"
+
+
+def takes_encoder_outputs(base_model) -> bool:
+    """Whether the Qwen-VL base model's `forward` takes precomputed vision features as `mm_encoder_outputs`
+    (transformers 5.18 and later). Read from the signature, not from a version number."""
+    return _forward_takes_encoder_outputs(type(base_model))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_takes_encoder_outputs(base_model_class) -> bool:
+    return "mm_encoder_outputs" in inspect.signature(base_model_class.forward).parameters
 
 
 def packed_vision_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0,
@@ -229,12 +242,19 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                            position_ids=position_ids)
         if mm_token_type_ids is not None:
             base_inputs["mm_token_type_ids"] = mm_token_type_ids
-        if pixel_values is not None:
+        if pixel_values is not None and takes_encoder_outputs(self.model):
             # The vision tower runs here, as the base model would run it, so that its precomputed inputs reach the
             # tower alone (the language model's `position_ids` are another tensor) as arguments of this call:
             # nothing per call is left on a shared module, and concurrent calls cannot see each other's inputs.
             base_inputs["mm_encoder_outputs"] = {"image": self.model.get_image_features(
                 pixel_values, image_grid_thw, return_dict=True, **(vision_inputs or {}), **kwargs)}
+        elif pixel_values is not None:
+            # A base model without `mm_encoder_outputs` (transformers < 5.18) runs the tower itself. Its
+            # `get_image_features` takes precomputed inputs under an `image_` prefix and strips it
+            # (`accepts_precomputed_kwargs`); the language model gets them too and ignores them. Still call arguments
+            # only, so this path is as re-entrant as the other one, and its scores are bit-identical (tested).
+            base_inputs["pixel_values"] = pixel_values
+            base_inputs.update({f"image_{key}": value for key, value in (vision_inputs or {}).items()})
         hidden_states = self.model(**base_inputs, use_cache=False, **kwargs).last_hidden_state
 
         batch_size, sequence_length = input_ids.shape
@@ -476,7 +496,10 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         """Builds a FuScore model from a Qwen-VL base checkpoint (a Hub id such as `Qwen/Qwen3-VL-8B-Instruct` or a
         local folder), with its weights, tokenizer and image processor. `from_pretrained_kwargs` (dtype,
         attn_implementation, device_map, ...) go to the base model's `from_pretrained`."""
-        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+        from transformers import AutoModelForImageTextToText, AutoTokenizer
+        # From its own module: transformers 5.17 exports a placeholder that demands torchvision at the top level,
+        # although the PIL backend it falls back to needs none.
+        from transformers.models.auto.image_processing_auto import AutoImageProcessor
 
         # Read the model type from config.json without instantiating a config class: never runs a folder's code.
         model_type = PreTrainedConfig.get_config_dict(base_model_name_or_path)[0].get("model_type")

@@ -1,27 +1,31 @@
-"""The `fuscore` command: score images, rank fusion methods, export a model for the Hub.
+"""The `fuscore` command: score images or whole datasets, rank fusion methods, export a model for the Hub.
 
     fuscore score fused.png other/ --ir ir/ --vis vis/ --output scores.csv
+    torchrun --nproc_per_node 8 -m fuscore score images/ --output scores.parquet --on-error skip
     fuscore rank --vifb --classical --output-dir runs/vifb
     fuscore export outputs/demo/final --output-dir export/fuscore --cache-repo-id org/fuscore
 
 Problems with the inputs (a missing or unreadable file, a folder that is not a FuScore model, a bad manifest row)
-end with exit code 2 and one line naming the file or row, without a traceback.
+end with exit code 2 and one line naming the file or row, without a traceback. `score --on-error skip` exits with 1
+when some items could not be scored; an interrupted command exits with 130. The job logic of `score` lives in
+`fuscore.scoring_job`.
 """
 
 import argparse
-import csv
-import io
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fuscore.ranking import IMAGE_EXTENSIONS, RankingInputError, atomic_write_bytes, list_images
+from fuscore.ranking import RankingInputError
+from fuscore.scoring_job import DEFAULT_CHUNK_SIZE
 
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "demo_model")
 USAGE_ERROR_EXIT = 2
+SOME_ITEMS_FAILED_EXIT = 1
+INTERRUPTED_EXIT = 130
 
 
 class CommandLineInputError(ValueError):
@@ -29,14 +33,14 @@ class CommandLineInputError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def resolve_device(requested: Optional[str]) -> str:
     import torch
 
     if requested:
+        try:
+            torch.device(requested)
+        except RuntimeError:
+            raise CommandLineInputError(f"--device {requested!r}: not a device; use cpu, cuda or cuda:N.") from None
         if requested.startswith("cuda") and not torch.cuda.is_available():
             raise CommandLineInputError(f"--device {requested}: this torch build sees no CUDA GPU; use --device cpu.")
         return requested
@@ -75,48 +79,12 @@ def _dimensions(argument: str, model) -> list:
     if argument == "all":
         return ordered_known
     requested = [name.strip() for name in argument.split(",") if name.strip()]
+    if not requested:
+        raise CommandLineInputError(f"--dimensions {argument!r} names no dimension; this model knows: {', '.join(ordered_known)} (or 'all').")
     unknown = [name for name in requested if name not in known]
     if unknown:
         raise CommandLineInputError(f"--dimensions: unknown {unknown}; this model knows: {', '.join(ordered_known)} (or 'all').")
     return list(dict.fromkeys(requested))
-
-
-def _expand_images(arguments: Sequence[str]) -> list:
-    """Files as given, folders replaced by the images directly inside them."""
-    images = []
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            found = list_images(path)
-            if not found:
-                raise CommandLineInputError(f"{path}: the folder holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-            images.extend(found)
-        elif path.is_file():
-            images.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such image file or folder.")
-    return images
-
-
-def _match_sources(fused: Sequence[Path], argument: Optional[str], role: str) -> list:
-    """Sources for each fused image: one file (for one image), or a folder matched by file name (or stem)."""
-    if argument is None:
-        return [None] * len(fused)
-    path = Path(argument)
-    if path.is_file():
-        if len(fused) != 1:
-            raise CommandLineInputError(f"--{role} {path} is one file but there are {len(fused)} fused images; pass a folder.")
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such {role} file or folder (--{role}).")
-    matched = []
-    for image in fused:
-        candidates = [path / image.name] + [path / (image.stem + ext) for ext in IMAGE_EXTENSIONS]
-        found = next((candidate for candidate in candidates if candidate.is_file()), None)
-        if found is None:
-            raise FileNotFoundError(f"{image}: no {role} source named {image.name} (or {image.stem}.<ext>) in {path}.")
-        matched.append(found)
-    return matched
 
 
 def _loader_workers(args, model) -> int:
@@ -131,53 +99,121 @@ def _loader_workers(args, model) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- score
-def score_command(args) -> int:
-    fused = _expand_images(args.images)
-    ir = _match_sources(fused, args.ir, "ir")
-    vis = _match_sources(fused, args.vis, "vis")
-    model = load_scoring_model(args.model, args.device)
-    dimensions = _dimensions(args.dimensions, model)
-    details = model.score([str(p) for p in fused], ir=[p and str(p) for p in ir], vis=[p and str(p) for p in vis],
-                          dimensions=dimensions, batch_size=args.batch_size, return_details=True,
-                          progress=len(fused) * len(dimensions) > args.batch_size,
-                          num_workers=_loader_workers(args, model), compile=args.compile)
-    level_words = list(model.config.level_words)
-    records = []
-    for image, ir_path, vis_path, detail in zip(fused, ir, vis, details):
-        record = {"fused": str(image)}
-        if args.ir:
-            record["ir"] = str(ir_path)
-        if args.vis:
-            record["vis"] = str(vis_path)
-        for dim in dimensions:
-            record[dim] = detail[dim]["score"]
-            record[f"{dim}_std"] = detail[dim]["std"]
-        record["probs"] = {dim: dict(zip(level_words, detail[dim]["probs"])) for dim in dimensions}
-        records.append(record)
+def _process_state(device: Optional[str]):
+    """accelerate's view of this process (index, count, device) under `accelerate launch` / `torchrun`, or one process."""
+    import torch
+    from accelerate import PartialState
 
-    if args.output:
-        output = Path(args.output)
-        if output.suffix.lower() == ".json":
-            _atomic_write_text(output, json.dumps({"model": args.model, "dimensions": dimensions, "images": records}, indent=2))
-        else:
-            buffer = io.StringIO()
-            columns = [key for key in records[0] if key != "probs"]
-            writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(records)
-            _atomic_write_text(output, buffer.getvalue())
-        print(f"Wrote {len(records)} scores to {output}", file=sys.stderr)
+    # On a machine without CUDA accelerate recognises a multi-process launch only when told it is on the CPU.
+    state = PartialState(cpu=(device or "").startswith("cpu") or not torch.cuda.is_available())
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if state.num_processes != launched:
+        raise CommandLineInputError(f"{launched} processes were launched but accelerate sees {state.num_processes}; "
+                                    "each would score everything. Launch with torchrun or accelerate launch.")
+    return state
+
+
+def _model_input_mode(name_or_path: str) -> str:
+    """The model's input_mode (its processor's, an adapter's base's), read from the files before any weights load."""
+    from processing_fuscore import FuScoreProcessor
+
+    adapter = Path(name_or_path) / "adapter_config.json"
+    if adapter.is_file():
+        name_or_path = json.loads(adapter.read_text()).get("base_model_name_or_path") or name_or_path
+    try:
+        return FuScoreProcessor.get_processor_dict(name_or_path)[0].get("input_mode") or "fused"
+    except (OSError, ValueError):
+        return "fused"  # load_scoring_model reports the unreadable model
+
+
+def _check_output(output: Optional[str]) -> Optional[Path]:
+    from fuscore.scoring_job import OUTPUT_FORMATS
+
+    if output is None:
+        return None
+    path = Path(output)
+    if path.is_dir():
+        raise CommandLineInputError(f"--output {path} is a folder; give a file name ending in {', '.join(OUTPUT_FORMATS)}.")
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise CommandLineInputError(f"--output {path}: the name must end in {', '.join(OUTPUT_FORMATS)}.")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise CommandLineInputError(f"--output {path}: {path.parent} is not a folder.")
+    return path
+
+
+def _score_setup(args, state) -> tuple:
+    """What `score` checks and loads before the job: the output, the items, the model and the dimensions."""
+    from fuscore import scoring_job
+
+    main_process = state.is_main_process
+    output = _check_output(args.output)
+    if output is None and state.num_processes > 1:
+        raise CommandLineInputError(f"{state.num_processes} processes need --output (scores.parquet): each writes its chunks beside it.")
+    reads_sources = _model_input_mode(args.model) == "fused_ir_vis"
+    given = [option for option, value in (("--ir", args.ir), ("--vis", args.vis), ("--ir-column", args.ir_column),
+                                          ("--vis-column", args.vis_column)) if value]
+    if given and not reads_sources and main_process:
+        print(f"fuscore score: warning: the model reads the fused image only (input_mode 'fused'); {'/'.join(given)} "
+              "ignored.", file=sys.stderr)
+    loading = state.main_process_first if state.num_processes > 1 else None
+    source = scoring_job.open_source(
+        args.images, ir=args.ir, vis=args.vis, image_column=args.image_column, ir_column=args.ir_column,
+        vis_column=args.vis_column, split=args.split, streaming=args.streaming, recursive=args.recursive,
+        use_sources=reads_sources, loading=loading, missing_sources_ok=args.on_error == "skip")
+    device = args.device or (str(state.device) if state.num_processes > 1 else None)
+    model = load_scoring_model(args.model, device)
+    dimensions = _dimensions(args.dimensions, model)
+    if args.compile:
+        model.compile_blocks()
+    return output, source, model, dimensions
+
+
+def score_command(args) -> int:
+    from fuscore import scoring_job
+    from processing_fuscore import ImageInputError
+
+    state = _process_state(args.device)
+    try:
+        output, source, model, dimensions = _score_setup(args, state)
+    except (OSError, ImageInputError, scoring_job.ScoringJobError, CommandLineInputError) as error:
+        if state.is_main_process:
+            raise
+        raise scoring_job.StoppedByFirstProcess(str(error)) from None  # every process meets it: one report
+    result = scoring_job.run_scoring_job(
+        model, source, dimensions, output, model_name=args.model,
+        model_revision=scoring_job.model_revision(args.model) if output else None, batch_size=args.batch_size,
+        num_workers=_loader_workers(args, model), chunk_size=args.chunk_size, on_error=args.on_error,
+        overwrite=args.overwrite, progress=True, state=state)
+    if not result.complete:  # another process merges the output
+        return 0
+    if output is not None:
+        note = f" ({result.n_reused} of them scored by an earlier run)" if result.n_reused else ""
+        print(f"Wrote {result.n_items} scores to {output}{note}", file=sys.stderr)
+        if result.dropped:
+            print(f"fuscore score: {result.dropped} scores of an earlier run were left out: their items are no longer "
+                  "in the source.", file=sys.stderr)
     else:
-        print(_score_table(records, dimensions))
+        print(_score_table(result.table.to_pylist(), dimensions))
+    if result.failures:
+        print(f"fuscore score: {result.n_failed} of {result.n_items} items could not be scored"
+              + (" (their errors are in the 'error' column)" if output else "") + ":", file=sys.stderr)
+        for _, error in result.failures[:20]:
+            print(f"  {error}", file=sys.stderr)
+        if result.n_failed > 20:
+            print(f"  ... and {result.n_failed - 20} more", file=sys.stderr)
+        return SOME_ITEMS_FAILED_EXIT
     return 0
 
 
 def _score_table(records: Sequence[dict], dimensions: Sequence[str]) -> str:
-    names = [Path(record["fused"]).name for record in records]
+    names = [Path(record["path"]).name if record.get("path") else record["key"] for record in records]
     width = max(len("image"), *(len(name) for name in names))
     header = "image".ljust(width) + "".join(f"  {dim:>20}" for dim in dimensions)
     lines = [header, "-" * len(header)]
     for name, record in zip(names, records):
+        if record["error"] is not None:
+            lines.append(name.ljust(width) + "  not scored: " + record["error"])
+            continue
         cells = "".join(f"  {record[dim]:.3f} ± {record[dim + '_std']:.3f}".rjust(22) for dim in dimensions)
         lines.append(name.ljust(width) + cells)
     return "\n".join(lines)
@@ -187,6 +223,7 @@ def _score_table(records: Sequence[dict], dimensions: Sequence[str]) -> str:
 def rank_command(args) -> int:
     from fuscore import ranking
 
+    ranking.check_output_folder(args.output_dir, args.overwrite)  # before any of the long work
     if args.manifest:
         items = ranking.read_manifest(args.manifest)
         source = str(args.manifest)
@@ -226,6 +263,7 @@ def rank_command(args) -> int:
     report = ranking.write_ranking_report(
         args.output_dir, items, scores, list(model.config.level_words), model_name=args.model, classical=classical,
         labels=labels, n_resamples=args.bootstrap_resamples, seed=args.seed, higher_is_better=higher_is_better, note=note,
+        overwrite=args.overwrite,
     )
     for row in report.table[: min(5, len(report.table))]:
         print(f"{row['rank']:>3}. {row['method']:<20} {row['mean_score']:.3f}  [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
@@ -234,9 +272,26 @@ def rank_command(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- export
+def _check_repo_id(option: str, value: Optional[str], namespaced: bool = False) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if value is None:
+        return
+    try:
+        validate_repo_id(value)
+    except HFValidationError as error:
+        raise CommandLineInputError(f"{option} {value!r} is not a Hub repo id: {error}") from None
+    if namespaced and value.count("/") != 1:
+        raise CommandLineInputError(f"{option} {value!r}: give the repo id as org/name.")
+
+
 def export_command(args) -> int:
     from fuscore.export import export_model
 
+    # Checked before anything is written: a bad id must not leave a finished export behind an error.
+    _check_repo_id("--cache-repo-id", args.cache_repo_id, namespaced=True)
+    _check_repo_id("--push-to-hub", args.push_to_hub)
+    _check_repo_id("--repo-id", args.repo_id)
     result = export_model(
         args.source, args.output_dir, adapter_only=args.adapter_only, repo_id=args.repo_id, base_model=args.base_model,
         hub_base_model=args.hub_base_model, overwrite=args.overwrite, cache_repo_id=args.cache_repo_id,
@@ -260,18 +315,36 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "(default: the shipped demo model, trained on synthetic truth)")
         sub.add_argument("--dimensions", default="all", help="'all' or a comma-separated list, e.g. overall,sharpness")
         sub.add_argument("--batch-size", type=int, default=8)
-        sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+        sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available; for "
+                                                         "score under torchrun or accelerate launch, each process's GPU)")
         sub.add_argument("--loader-workers", type=int, default=None,
                          help="workers that decode images while the model runs: threads on a GPU, processes on the CPU "
                               "(default: 0 on the CPU, up to 4 on a GPU)")
         sub.add_argument("--compile", action="store_true",
                          help="torch.compile the model's blocks first: faster for large jobs on a GPU (compiling takes seconds)")
 
-    score = commands.add_parser("score", help="score fused images", description="Score fused images (files or folders).")
-    score.add_argument("images", nargs="+", metavar="IMAGES_OR_FOLDER")
+    score = commands.add_parser("score", help="score fused images or a whole dataset", description=(
+        "Score fused images: image files and folders, a manifest CSV (pair,method,fused[,ir,vis]), a rating table, or "
+        "a `datasets` dataset (a save_to_disk folder, a data file, a Hub id) with --image-column. With --output the "
+        "job is resumable (chunks in OUTPUT.parts/, a relaunch scores only what is missing) and runs sharded over the "
+        "processes of `torchrun` or `accelerate launch`."))
+    score.add_argument("images", nargs="+", metavar="SOURCE", help="image files and folders, a manifest .csv, or one dataset")
     score.add_argument("--ir", help="infrared source: a file (one image) or a folder matched by file name")
     score.add_argument("--vis", help="visible source: a file (one image) or a folder matched by file name")
-    score.add_argument("--output", help="write .csv or .json instead of printing a table")
+    score.add_argument("--recursive", action="store_true", help="read the images in every sub-folder of a folder too")
+    score.add_argument("--image-column", help="the dataset column of fused images (paths or images); makes SOURCE a dataset")
+    score.add_argument("--ir-column", help="the dataset column of infrared sources (models that read them)")
+    score.add_argument("--vis-column", help="the dataset column of visible sources (models that read them)")
+    score.add_argument("--split", help="the dataset split to score (default: every split)")
+    score.add_argument("--streaming", action="store_true", help="stream the dataset (load_dataset(..., streaming=True))")
+    score.add_argument("--output", help="write .parquet (with the job's metadata), .csv or .json instead of printing a table")
+    score.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                       help="stop at the first bad image (default), or skip it: its error goes to the 'error' column and "
+                            "the exit status is 1")
+    score.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+                       help=f"consecutive items scored and written together, the unit of the split over processes "
+                            f"(default: {DEFAULT_CHUNK_SIZE})")
+    score.add_argument("--overwrite", action="store_true", help="discard an earlier or partial output and score everything again")
     add_model_arguments(score)
     score.set_defaults(run=score_command)
 
@@ -288,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--classical-metrics", help="comma-separated subset of the classical metrics (default: all)")
     rank.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes for the classical metrics")
     rank.add_argument("--labels", help="a rating table (fuscore_data.tables layout) with mos per pair_id and method")
-    rank.add_argument("--output-dir", required=True)
+    rank.add_argument("--output-dir", required=True, help="a new or empty folder (the report is written there whole)")
+    rank.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
     rank.add_argument("--bootstrap-resamples", type=int, default=2000)
     rank.add_argument("--seed", type=int, default=0)
     add_model_arguments(rank)
@@ -313,20 +387,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from fuscore.export import ExportInputError
+    from fuscore.scoring_job import ScoringJobError, StoppedByFirstProcess, parts_folder
     from processing_fuscore import ImageInputError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "rank" and not args.folder and (args.ir_dir or args.vis_dir):
         parser.error("--ir-dir/--vis-dir go with a FOLDER input; a manifest names its sources itself.")
-    for name in ("batch_size", "bootstrap_resamples", "workers"):
+    for name in ("batch_size", "bootstrap_resamples", "workers", "chunk_size"):
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1.")
     try:
         return args.run(args)
-    except (OSError, ImageInputError, ExportInputError, RankingInputError, CommandLineInputError) as error:
+    except StoppedByFirstProcess:
+        return USAGE_ERROR_EXIT  # the first process prints why
+    except (OSError, ImageInputError, ExportInputError, RankingInputError, ScoringJobError, CommandLineInputError) as error:
         print(f"fuscore {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR_EXIT
+    except KeyboardInterrupt:
+        saved = ""
+        if args.command == "score" and args.output and parts_folder(args.output).is_dir():
+            saved = f"; the chunks scored so far are in {parts_folder(args.output)}: run the same command to go on"
+        print(f"\nfuscore {args.command}: interrupted{saved}.", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -10,21 +10,22 @@ Inputs come from a manifest CSV (`pair, method, fused[, ir, vis]`, paths relativ
 manifest has that layout) or a folder laid out as `FOLDER/<method>/<pair>.<ext>`. Classical VIFB metrics
 (`fuscore_metrics.ivif_metrics`) and labels from a rating table can be put beside the scores.
 
-Outputs (`write_ranking_report`): `ranking.md`, `ranking.csv`, `scores.csv` (per image) and PNG plots, each written
-to a temporary file and renamed into place.
+Outputs (`write_ranking_report`): `ranking.md`, `ranking.csv`, `scores.csv` (per image) and PNG plots, written as one
+set: into a temporary folder renamed into place once complete (`fuscore.atomic.atomic_folder`), so an output folder
+never mixes two runs and a crash leaves either the previous set or nothing.
 """
 
 import csv
 import io
 import math
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+
+from fuscore import atomic
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -50,8 +51,10 @@ class BenchmarkItem:
 
 # ----------------------------------------------------------------------------------------------------- inputs
 def list_images(folder: Path) -> list:
-    """Image files directly inside `folder`, sorted by name."""
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files directly inside `folder`, sorted by name. Hidden files (such as the `._name.png` resource forks
+    macOS leaves on shared drives) are not images of the benchmark and are left out."""
+    return sorted(path for path in folder.iterdir()
+                  if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."))
 
 
 def read_manifest(path) -> list:
@@ -170,14 +173,16 @@ def read_labels(table_path, items: Sequence[BenchmarkItem]) -> list:
 # ----------------------------------------------------------------------------------------------------- scoring
 def score_benchmark(model, items: Sequence[BenchmarkItem], dimensions: Sequence[str], batch_size: int = 8,
                     processor=None, progress: bool = True, num_workers: int = 0) -> dict:
-    """`{dimension: {"score": array, "std": array, "probs": array [n, levels]}}` for every item."""
-    from modeling_fuscore import score_images
-
-    processor = processor or model.get_processor()
-    results = score_images(model, processor, [item.fused for item in items], [item.ir for item in items],
-                           [item.vis for item in items], list(dimensions), batch_size=batch_size, progress=progress,
-                           num_workers=num_workers)
-    return {dim: {key: np.asarray(values, dtype=np.float64) for key, values in result.items()} for dim, result in results.items()}
+    """`{dimension: {"score": array, "std": array, "probs": array [n, levels]}}` for every item. The sources go to
+    the model only when it reads them (they may be there for the classical metrics alone)."""
+    reads_sources = getattr(processor or model.get_processor(), "input_mode", "fused") == "fused_ir_vis"
+    ir = [item.ir for item in items] if reads_sources else None
+    vis = [item.vis for item in items] if reads_sources else None
+    details = model.score([item.fused for item in items], ir=ir, vis=vis,
+                          dimensions=list(dimensions), batch_size=batch_size, processor=processor, progress=progress,
+                          num_workers=num_workers, return_details=True)
+    return {dim: {key: np.asarray([detail[dim][key] for detail in details], dtype=np.float64) for key in ("score", "std", "probs")}
+            for dim in dimensions}
 
 
 def _classical_for_item(item: BenchmarkItem, metrics):
@@ -317,28 +322,6 @@ class RankingReport:
     files: dict = field(default_factory=dict)  # name -> path
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Writes `data` to a temporary file beside `path` and renames it into place (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def _csv_text(rows: Sequence[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
@@ -435,12 +418,17 @@ def write_ranking_report(
     confidence: float = 0.95,
     higher_is_better: Optional[dict] = None,
     note: str = "",
+    overwrite: bool = False,
 ) -> RankingReport:
-    """Ranks methods by mean overall score and writes ranking.md, ranking.csv, scores.csv and the plots."""
+    """Ranks methods by mean overall score and writes ranking.md, ranking.csv, scores.csv and the plots.
+
+    The files are written as one set (a temporary folder renamed to `output_dir` once complete). `output_dir` may be
+    new or empty; a non-empty one is replaced only with `overwrite` (FileExistsError otherwise, before any work).
+    """
     from fuscore_metrics.plcc_srcc import MIN_ITEMS, correlation_metrics
 
     output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    check_output_folder(output, overwrite)
     pairs = [item.pair for item in items]
     methods = [item.method for item in items]
     overall = scores[OVERALL]["score"]
@@ -472,9 +460,7 @@ def write_ranking_report(
         row.update({name: float(means[i]) for name, means in classical_means.items()})
         table.append(row)
 
-    files = {}
-    files["ranking.csv"] = output / "ranking.csv"
-    atomic_write_bytes(files["ranking.csv"], _csv_text(table).encode())
+    contents = {"ranking.csv": _csv_text(table).encode()}
 
     per_image = []
     for index, item in enumerate(items):
@@ -486,16 +472,13 @@ def write_ranking_report(
             row["label"] = float(label_values[index])
         row.update({name: float(values[index]) for name, values in classical.items()})
         per_image.append(row)
-    files["scores.csv"] = output / "scores.csv"
-    atomic_write_bytes(files["scores.csv"], _csv_text(per_image).encode())
+    contents["scores.csv"] = _csv_text(per_image).encode()
 
     title = f"FuScore ranking of {len(order)} methods"
-    files["ranking.png"] = output / "ranking.png"
-    atomic_write_bytes(files["ranking.png"], plot_ranking(ranking, title))
+    contents["ranking.png"] = plot_ranking(ranking, title)
 
     probs_by_method = np.array([scores[OVERALL]["probs"][np.asarray(methods) == name].mean(axis=0) for name in order])
-    files["levels.png"] = output / "levels.png"
-    atomic_write_bytes(files["levels.png"], plot_levels(order, probs_by_method, level_words, "Level distributions per method"))
+    contents["levels.png"] = plot_levels(order, probs_by_method, level_words, "Level distributions per method")
 
     label_summary = None
     if label_values is not None:
@@ -505,15 +488,31 @@ def write_ranking_report(
                                                 groups=[pair for pair, keep in zip(pairs, labelled) if keep])
             label_summary["srcc_method_means"] = spearman(ranking.mean, label_means)
         stats_text = (f"PLCC {label_summary['plcc']:.3f}, SRCC {label_summary['srcc']:.3f}" if label_summary else "too few labels")
-        files["scatter.png"] = output / "scatter.png"
-        atomic_write_bytes(files["scatter.png"], plot_scatter(overall[labelled], label_values[labelled],
-                                                               f"Predicted vs labelled ({int(labelled.sum())} images; {stats_text})"))
+        contents["scatter.png"] = plot_scatter(overall[labelled], label_values[labelled],
+                                               f"Predicted vs labelled ({int(labelled.sum())} images; {stats_text})")
 
     markdown = _ranking_markdown(ranking, table, dimensions, classical_means, higher_is_better, label_summary,
                                  model_name, len(items), note)
-    files["ranking.md"] = output / "ranking.md"
-    atomic_write_bytes(files["ranking.md"], markdown.encode())
-    return RankingReport(ranking=ranking, table=table, files=files)
+    contents["ranking.md"] = markdown.encode()
+    # An empty folder holds no earlier run to protect: it is replaced like a missing one.
+    with atomic.atomic_folder(output, overwrite=overwrite or output.is_dir()) as staging:
+        for name, data in contents.items():
+            (staging / name).write_bytes(data)
+    return RankingReport(ranking=ranking, table=table, files={name: output / name for name in contents})
+
+
+def check_output_folder(output, overwrite: bool) -> None:
+    """Refuses an output folder that is a file, or that holds files unless `overwrite` (FileExistsError naming it)."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(f"{output} exists and is not a folder; give a new or empty folder for the report.")
+    if output.is_dir() and not overwrite and any(output.iterdir()):
+        names = sorted(path.name for path in output.iterdir())
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise FileExistsError(f"{output} is not empty ({shown}); pass --overwrite (overwrite=True) to replace it, "
+                              "or give a new folder.")
+
+
 
 
 def _ranking_markdown(ranking, table, dimensions, classical_means, higher_is_better, label_summary, model_name,

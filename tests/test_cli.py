@@ -31,6 +31,14 @@ def saved_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def sources_model(tmp_path_factory):
+    """A tiny model that reads the fused image with its infrared and visible sources."""
+    folder = tmp_path_factory.mktemp("cli") / "model_ir_vis"
+    build_tiny_model("qwen2_vl", input_mode="fused_ir_vis", seed=9).save_pretrained(folder)
+    return folder, load_saved(folder)
+
+
+@pytest.fixture(scope="module")
 def fusion_benchmark(tmp_path_factory):
     """FOLDER/<method>/<pair>.png plus ir/ and vis/ folders, random 32x40 images (sources grey)."""
     root = tmp_path_factory.mktemp("fusion_benchmark")
@@ -56,19 +64,23 @@ def _read_csv(path):
 
 
 # ------------------------------------------------------------------------------------------------- score
-def test_score_folder_with_sources_to_csv_and_json(saved_model, fusion_benchmark, tmp_path):
-    folder, model = saved_model
+def test_score_folder_with_sources_to_csv_and_json(sources_model, fusion_benchmark, tmp_path):
+    folder, model = sources_model
     images = sorted((fusion_benchmark / "fused" / "alpha").iterdir())
+    ir = [str(fusion_benchmark / "ir" / p.name) for p in images]
+    vis = [str(fusion_benchmark / "vis" / p.name) for p in images]
     common = ["--ir", str(fusion_benchmark / "ir"), "--vis", str(fusion_benchmark / "vis"), "--model", str(folder),
               "--device", "cpu"]  # where the reference scores
     assert main(["score", str(fusion_benchmark / "fused" / "alpha"), *common, "--output", str(tmp_path / "s.csv")]) == 0
     assert main(["score", str(fusion_benchmark / "fused" / "alpha"), *common, "--output", str(tmp_path / "s.json"),
                  "--dimensions", "overall,sharpness", "--batch-size", "2"]) == 0
 
-    expected = model.score([str(p) for p in images], dimensions=ALL_DIMENSIONS, return_details=True)
+    expected = model.score([str(p) for p in images], ir=ir, vis=vis, dimensions=ALL_DIMENSIONS, return_details=True)
     rows = _read_csv(tmp_path / "s.csv")
-    assert [row["fused"] for row in rows] == [str(p) for p in images]
-    assert [row["ir"] for row in rows] == [str(fusion_benchmark / "ir" / p.name) for p in images]
+    assert [row["path"] for row in rows] == [str(p) for p in images]
+    assert [row["key"] for row in rows] == [str(p.absolute()) for p in images]
+    assert [row["ir"] for row in rows] == ir and [row["vis"] for row in rows] == vis
+    assert all(row["error"] == "" for row in rows)
     for row, detail in zip(rows, expected):
         for dim in ALL_DIMENSIONS:
             assert float(row[dim]) == pytest.approx(detail[dim]["score"], abs=1e-5)
@@ -80,6 +92,22 @@ def test_score_folder_with_sources_to_csv_and_json(saved_model, fusion_benchmark
     assert set(first["probs"]) == {"overall", "sharpness"}
     assert list(first["probs"]["overall"]) == list(model.config.level_words)
     assert first["sharpness"] == pytest.approx(expected[0]["sharpness"]["score"], abs=1e-5)
+    assert written["metadata"]["source"]["ir"] == str(fusion_benchmark / "ir")
+
+
+def test_sources_given_to_a_fused_only_model_warn_and_are_ignored(saved_model, fusion_benchmark, tmp_path, capsys):
+    folder, model = saved_model
+    images = sorted((fusion_benchmark / "fused" / "alpha").iterdir())
+    empty = tmp_path / "no_sources_here"
+    empty.mkdir()
+    # The sources are not even matched (the folder has none): the model would not read them.
+    assert main(["score", str(fusion_benchmark / "fused" / "alpha"), "--ir", str(empty), "--vis", str(empty),
+                 "--model", str(folder), "--dimensions", "overall", "--output", str(tmp_path / "s.csv")]) == 0
+    error = capsys.readouterr().err
+    assert "reads the fused image only" in error and "--ir/--vis ignored" in error
+    rows = _read_csv(tmp_path / "s.csv")
+    assert "ir" not in rows[0] and [row["path"] for row in rows] == [str(p) for p in images]
+    np.testing.assert_array_equal([float(row["overall"]) for row in rows], model.score([str(p) for p in images]))
 
 
 def test_score_with_loader_workers_and_compile(saved_model, fusion_benchmark, tmp_path, capsys):
@@ -95,7 +123,7 @@ def test_score_with_loader_workers_and_compile(saved_model, fusion_benchmark, tm
         assert main(["score", str(fusion_benchmark / "fused" / "gamma"), "--model", str(folder), "--dimensions", "overall",
                      "--batch-size", "2", "--device", "cpu", "--output", str(output), *extra]) == 0
         rows = _read_csv(output)
-        assert [row["fused"] for row in rows] == [str(p) for p in images]
+        assert [row["path"] for row in rows] == [str(p) for p in images]
         np.testing.assert_allclose([float(row["overall"]) for row in rows], expected, atol=1e-5, rtol=0)
     assert main(["score", str(images[0]), "--model", str(folder), "--loader-workers", "-1"]) == 2
     assert "--loader-workers must be 0 or more" in capsys.readouterr().err
@@ -119,10 +147,10 @@ def test_missing_file_exits_2_naming_it_without_traceback(saved_model, tmp_path)
     assert "Traceback" not in result.stderr
 
 
-def test_unmatched_source_and_corrupt_image_exit_2(saved_model, fusion_benchmark, tmp_path, capsys):
+def test_unmatched_source_and_corrupt_image_exit_2(saved_model, sources_model, fusion_benchmark, tmp_path, capsys):
     lonely = tmp_path / "lonely.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(lonely)
-    assert main(["score", str(lonely), "--ir", str(fusion_benchmark / "ir"), "--model", str(saved_model[0])]) == 2
+    assert main(["score", str(lonely), "--ir", str(fusion_benchmark / "ir"), "--model", str(sources_model[0])]) == 2
     assert "lonely.png" in capsys.readouterr().err
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG not really")
@@ -175,12 +203,18 @@ def label_table(fusion_benchmark, tmp_path_factory):
 
 def test_rank_folder_with_classical_metrics_and_labels(saved_model, fusion_benchmark, label_table, tmp_path):
     folder, model = saved_model
+    import warnings
+
     output = tmp_path / "ranking"
-    code = main(["rank", str(fusion_benchmark / "fused"), "--ir-dir", str(fusion_benchmark / "ir"), "--vis-dir", str(fusion_benchmark / "vis"),
-                 "--classical", "--classical-metrics", "EN,SF", "--workers", "1", "--labels", str(label_table),
-                 "--model", str(folder), "--device", "cpu", "--dimensions", "overall,sharpness", "--bootstrap-resamples", "50",
-                 "--output-dir", str(output)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["rank", str(fusion_benchmark / "fused"), "--ir-dir", str(fusion_benchmark / "ir"), "--vis-dir",
+                     str(fusion_benchmark / "vis"), "--classical", "--classical-metrics", "EN,SF", "--workers", "1",
+                     "--labels", str(label_table), "--model", str(folder), "--device", "cpu", "--dimensions",
+                     "overall,sharpness", "--bootstrap-resamples", "50", "--output-dir", str(output)])
     assert code == 0
+    # The sources are there for the classical metrics; this model does not read them, so they are not handed to it.
+    assert not [w for w in caught if "sources given with it are ignored" in str(w.message)]
     for name in ("ranking.md", "ranking.csv", "scores.csv", "ranking.png", "levels.png", "scatter.png"):
         assert (output / name).stat().st_size > 0, name
     for name in ("ranking.png", "levels.png", "scatter.png"):
@@ -248,7 +282,59 @@ def test_rank_manifest_errors_name_the_row(saved_model, fusion_benchmark, tmp_pa
     assert "already appear" in capsys.readouterr().err
 
 
+def test_rank_into_a_used_folder_needs_overwrite_and_writes_the_set_whole(saved_model, fusion_benchmark, label_table,
+                                                                          tmp_path, monkeypatch, capsys):
+    from fuscore import ranking
+
+    output = tmp_path / "ranking"
+    common = [str(fusion_benchmark / "fused"), "--model", str(saved_model[0]), "--dimensions", "overall",
+              "--bootstrap-resamples", "20", "--output-dir", str(output)]
+    assert main(["rank", *common, "--labels", str(label_table)]) == 0
+    first = {path.name: path.read_bytes() for path in output.iterdir()}
+    assert "scatter.png" in first
+
+    # A second run without labels would leave the first run's scatter plot beside its own files: refused, untouched.
+    capsys.readouterr()
+    assert main(["rank", *common]) == 2
+    error = capsys.readouterr().err
+    assert str(output) in error and "not empty" in error and "--overwrite" in error
+    assert {path.name: path.read_bytes() for path in output.iterdir()} == first
+
+    # A run that dies while the files are written leaves the earlier set as it was, and nothing beside it.
+    def fail(*args, **kwargs):
+        raise RuntimeError("killed while plotting")
+
+    monkeypatch.setattr(ranking, "plot_levels", fail)
+    with pytest.raises(RuntimeError):
+        main(["rank", *common, "--overwrite"])
+    assert {path.name: path.read_bytes() for path in output.iterdir()} == first
+    with pytest.raises(RuntimeError):
+        main(["rank", *common[:-1], str(tmp_path / "fresh")])
+    assert not (tmp_path / "fresh").exists(), "no lone ranking.csv under the final name"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ranking"], "no temporary folder left behind"
+    monkeypatch.undo()
+
+    assert main(["rank", *common, "--overwrite"]) == 0
+    assert sorted(path.name for path in output.iterdir()) == ["levels.png", "ranking.csv", "ranking.md", "ranking.png", "scores.csv"]
+    (tmp_path / "empty").mkdir()
+    assert main(["rank", *common[:-1], str(tmp_path / "empty")]) == 0  # an empty folder needs no --overwrite
+    (tmp_path / "a_file").write_text("x")
+    assert main(["rank", *common[:-1], str(tmp_path / "a_file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------- export
+def test_export_checks_repo_ids_before_writing_anything(saved_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    for option, value in (("--cache-repo-id", "../../x"), ("--cache-repo-id", "../x"), ("--cache-repo-id", "fuscore"),
+                          ("--push-to-hub", "org/bad--name"), ("--repo-id", "a/b/c")):
+        assert main(["export", str(saved_model[0]), "--output-dir", str(tmp_path / "out"), option, value]) == 2, value
+        error = capsys.readouterr().err
+        assert option in error and repr(value) in error
+        assert not (tmp_path / "out").exists(), f"{option} {value}: refused only after the export was written"
+    assert not (tmp_path / "cache").exists()
+
+
 def test_export_command(saved_model, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     assert main(["export", str(saved_model[0]), "--output-dir", str(tmp_path / "out"), "--cache-repo-id", "org/cli-test"]) == 0

@@ -32,9 +32,17 @@ def _run(model, job):
     return model.score(images, dimensions=dimensions, batch_size=batch_size, return_details=True)
 
 
+@pytest.mark.parametrize("encoder_outputs", [True, False], ids=["mm_encoder_outputs", "image_prefixed_inputs"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_four_threads_with_mixed_shapes_and_batch_sizes_get_the_serial_scores_exactly(family):
+def test_four_threads_with_mixed_shapes_and_batch_sizes_get_the_serial_scores_exactly(family, encoder_outputs,
+                                                                                      monkeypatch):
+    import modeling_fuscore
+
     model = build_tiny_model(family, seed=12)
+    # Both routes by which the forward pass hands the vision inputs over (see modeling_fuscore.takes_encoder_outputs).
+    if encoder_outputs and not modeling_fuscore.takes_encoder_outputs(model.model):
+        pytest.skip("this transformers has no mm_encoder_outputs (added in 5.18)")
+    monkeypatch.setattr(modeling_fuscore, "takes_encoder_outputs", lambda base_model: encoder_outputs)
     # Dropout that acts in training mode: a call that ran while another had switched the model back to training
     # would get other scores.
     for layer in model.model.language_model.layers:

@@ -288,3 +288,19 @@ def test_trainer_trains_a_step_on_a_saved_evafusion_folder(tmp_path, saved_evafu
     evaluation = json.loads((output / "final" / "fuscore_eval.json").read_text())
     assert evaluation["synthetic"] is False and evaluation["metrics"]["n"] == 3
     assert (output / "final" / "model.safetensors").is_file()
+
+
+def test_trainer_tables_take_evafusion_dev_folder_on_its_own_scale(tmp_path):
+    """EVAFusion ships its held-out folder as split "dev", scored out of 5: the trainer reads it as the eval table on
+    [1, 5] (not the observed min/max) and drops the heat map it never trains on."""
+    from fuscore.training.config import DataArguments
+    from fuscore.training.loading import load_tables
+
+    train_dir, dev_dir = tmp_path / "train", tmp_path / "dev"
+    datasets.DatasetDict({"train": _dataset(_records(pairs=3, per_pair=3))}).save_to_disk(str(train_dir))
+    datasets.DatasetDict({"dev": _dataset(_records(pairs=2, per_pair=3, start=10))}).save_to_disk(str(dev_dir))
+    train, held_out = load_tables(DataArguments(train_table=str(train_dir), eval_table=str(dev_dir)), seed=0)
+    assert len(train) == 9 and len(held_out) == 6
+    assert "artifact_heatmap" not in train.column_names + held_out.column_names
+    raw = [_scores(i)["Overall Score"] for i in range(9)]
+    np.testing.assert_allclose(sorted(train["mos"]), sorted(raw), atol=1e-6)

@@ -292,6 +292,34 @@ def test_vision_tower_inputs_computed_beforehand_equal_the_tower_own(tiny_models
     assert not model.model.visual._forward_pre_hooks, "the hook that hands the inputs to the tower must be removed"
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_vision_feature_route_gives_the_base_model_own_logits_bit_for_bit(tiny_models, random_images, family,
+                                                                               monkeypatch):
+    """From transformers 5.18 the forward pass hands the vision features to the base model as `mm_encoder_outputs`;
+    before, the base model runs the tower itself with the precomputed inputs under an `image_` prefix. Every route
+    this transformers has must give exactly the level logits of the base model's own forward pass from the pixels
+    (no precomputed inputs), and the pixels must matter (a base model that never saw the features fails this)."""
+    import modeling_fuscore
+
+    model = tiny_models[family]
+    batch = model.processor.collate([model.processor.prepare_sample(image) for image in random_images[:5]])
+    precomputed = model.position_inputs(batch)
+    level_rows = model.lm_head.weight[model.config.level_token_ids]
+    answer = batch["attention_mask"].shape[1] - 1 - batch["attention_mask"].flip(-1).argmax(-1)
+    with torch.no_grad():
+        hidden = model.model(**batch, use_cache=False).last_hidden_state
+        reference = torch.nn.functional.linear(hidden[torch.arange(len(answer)), answer], level_rows).float()
+        blank = model(**{**batch, "pixel_values": torch.zeros_like(batch["pixel_values"])}).level_logits
+    assert not torch.allclose(blank, reference, atol=1e-6), "the pixels must change the logits"
+    routes = [False] + ([True] if modeling_fuscore.takes_encoder_outputs(model.model) else [])
+    for takes in routes:
+        monkeypatch.setattr(modeling_fuscore, "takes_encoder_outputs", lambda base_model, takes=takes: takes)
+        with torch.no_grad():
+            for inputs in ({}, precomputed):
+                output = model(**batch, **inputs)
+                assert torch.equal(output.level_logits, reference), f"mm_encoder_outputs={takes}, inputs={list(inputs)}"
+
+
 def test_frozen_vision_tower_is_not_checkpointed():
     """Nothing back-propagates through a frozen tower: only the decoder layers are checkpointed, so the vision blocks
     can be compiled for training. A tower that trains keeps its checkpointing."""

@@ -84,6 +84,24 @@ def plain_model_from_state_dict(model, state_dict: dict):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+HELD_OUT_SPLITS = ("test", "validation", "dev")
+EVAFUSION_SCORE_RANGE = (1.0, 5.0)
+
+
+def held_out_split(table, where: str):
+    """The held-out part of an eval table: the table itself, or its test/validation/dev split, or its only split."""
+    import datasets
+
+    if not isinstance(table, datasets.DatasetDict):
+        return table
+    name = next((name for name in HELD_OUT_SPLITS if name in table), None)
+    if name is None and len(table) == 1:
+        name = next(iter(table))
+    if name is None:
+        raise ValueError(f"{where} has splits {list(table)}: name one of {list(HELD_OUT_SPLITS)} or give a single split.")
+    return table[name]
+
+
 def load_tables(data_args: DataArguments, seed: int):
     """(train, eval) rating tables on the [1, 5] scale; the synthetic benchmark or the user's table.
 
@@ -104,6 +122,8 @@ def load_tables(data_args: DataArguments, seed: int):
     from fuscore_data.tables import load_table, normalize_scores, split_by_pair
     from fuscore_data.validation import validate_table
 
+    from fuscore_data.evafusion import EVAFUSION_DESCRIPTION
+
     score_range = tuple(float(x) for x in data_args.score_range.split(",")) if data_args.score_range else None
     splits = {}
     table = load_table(data_args.train_table)
@@ -111,17 +131,23 @@ def load_tables(data_args: DataArguments, seed: int):
         if "train" not in table:
             raise ValueError(f"{data_args.train_table} has splits {list(table)} but no 'train' split.")
         splits["train"] = table["train"]
-        held_out = next((name for name in ("test", "validation") if name in table), None)
+        held_out = next((name for name in HELD_OUT_SPLITS if name in table), None)
         if held_out and not data_args.eval_table:
             splits["test"] = table[held_out]
     else:
         splits["train"] = table
     if data_args.eval_table:
-        evaluation = load_table(data_args.eval_table)
-        splits["test"] = evaluation["test"] if isinstance(evaluation, datasets.DatasetDict) else evaluation
+        splits["test"] = held_out_split(load_table(data_args.eval_table), data_args.eval_table)
     elif "test" not in splits:
         divided = split_by_pair(splits["train"], test_size=data_args.eval_fraction, seed=seed)
         splits = {"train": divided["train"], "test": divided["test"]}
+    if score_range is None and splits["train"].info.description == EVAFUSION_DESCRIPTION:
+        # EVAFusion scores are out of 5: its own declared scale, not the table's observed min and max.
+        score_range = EVAFUSION_SCORE_RANGE
+        logger.warning(f"{data_args.train_table} is an EVAFusion table: scores read on [1, 5] (--score_range to change).")
+    # The artifact heat map is no training input: dropping it saves decoding it for every row.
+    splits = {name: split.remove_columns([c for c in split.column_names if c == "artifact_heatmap"])
+              for name, split in splits.items()}
     tables = datasets.DatasetDict(splits)
     # Every problem of every row (missing or corrupt images, NaN scores, duplicates, leaked scenes) before training.
     validate_table(tables, score_range=score_range)

@@ -1,0 +1,1032 @@
+# Copyright 2026 The FuScore authors. Apache-2.0.
+"""Score a whole dataset: sharded over processes, resumable, every item exactly once (DESIGN.md section 8).
+
+    fuscore score images/ --output scores.parquet
+    torchrun --nproc_per_node 8 -m fuscore score images/ --output scores.parquet
+    accelerate launch -m fuscore.cli score org/dataset --image-column fused --output scores.parquet
+
+A job is a list of items in input order with stable keys: the absolute path of each fused image for files (folders,
+image files, a manifest CSV), ``<split>/<row>`` for a `datasets` dataset. The input is cut into chunks of
+``chunk_size`` consecutive items; chunk i belongs to process i mod N of an `accelerate launch` or `torchrun` (accelerate's
+``PartialState`` gives the index and N), so the split is deterministic and needs no scheduler. Each chunk is scored by
+one call of the model's public ``score(..., return_details=True)`` and appended to ``<output>.parts/`` as a Parquet
+file written whole under a temporary name and renamed into place (`fuscore.atomic`). A relaunch, with any process
+count, reads the keys already there and scores only the rest. Once every item has a row, the first process merges the
+chunks in input order into the output and removes the parts folder.
+
+The engine's scores change in their last bit with the other images of a batch (on the CPU), so chunks, not processes,
+fix the batches: a job gives the same scores bit for bit with 1 or N processes. Under ``on_error="skip"`` a bad image
+gets its error in the ``error`` column (its scores empty) and the job goes on; a relaunch tries the failed items again.
+
+The output (Parquet, loadable with ``datasets.load_dataset("parquet", data_files=...)``) has one row per item:
+``key``, then ``path`` (files, with ``ir``/``vis`` where sources are read, ``pair``/``method`` for a manifest) or
+``split`` and ``row`` (datasets), then for each dimension ``<dimension>``, ``<dimension>_std`` and
+``<dimension>_probs`` (the level probabilities, in the order of the level words), and ``error``. The Parquet schema metadata key
+``fuscore`` holds the job as JSON: model name and revision, dimensions, level words, source, software versions.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fuscore import atomic
+from fuscore.ranking import IMAGE_EXTENSIONS, list_images
+
+
+FORMAT_VERSION = 1
+METADATA_KEY = b"fuscore"
+PARTS_SUFFIX = ".parts"
+JOB_FILE = "job.json"
+LOCK_FILE = "job.lock"
+PART_PATTERN = re.compile(r"^part-(?P<launch>[0-9a-f]+)-r(?P<rank>\d+)-(?P<seq>\d+)-n(?P<rows>\d+)\.parquet$")
+FAILED_PREFIX = "failed-"
+OUTPUT_FORMATS = (".parquet", ".csv", ".json")
+DEFAULT_CHUNK_SIZE = 512
+ON_ERROR_CHOICES = ("stop", "skip")
+# The job settings that must agree between the command and the partial output it resumes.
+IDENTITY_FIELDS = ("model_revision", "dimensions", "level_words", "source")
+DATA_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
+                      ".arrow": "arrow", ".txt": "text"}
+
+
+class ScoringJobError(ValueError):
+    """A job that cannot start or finish as asked (a mismatch with a partial output, a bad source); names it."""
+
+
+class StoppedByFirstProcess(ScoringJobError):
+    """Raised on the other processes when the first one refused to start the job (it reports the reason)."""
+
+
+@dataclass
+class JobItem:
+    """One item of a job: its key, the images the model reads, what an error names, and the output columns."""
+
+    key: str
+    fused: Any
+    ir: Any = None
+    vis: Any = None
+    name: str = ""
+    columns: dict = field(default_factory=dict)
+    position: int = 0  # in input order
+
+
+# =================================================================================================== sources
+class ItemSource:
+    """Items in input order, with the identity a resumed job must match and the columns they add to the output."""
+
+    identity: dict
+    columns: list  # [(name, pyarrow type)] after "key"
+    total: Optional[int]  # number of items, None when a stream does not say
+
+    def iter_items(self, keep: Callable[[int, str], bool]) -> Iterator[JobItem]:
+        """The items for which `keep(position, key)` holds, in input order (images are not decoded here)."""
+        raise NotImplementedError
+
+    def keys(self) -> list:
+        """Every key in input order (for a stream: those seen by the last full `iter_items` pass)."""
+        raise NotImplementedError
+
+
+class ListSource(ItemSource):
+    """Items known up front: image files, folders, a manifest."""
+
+    def __init__(self, items: Sequence[JobItem], identity: dict, columns: list):
+        keys = {}
+        for position, item in enumerate(items):
+            item.position = position
+            if item.key in keys:
+                raise ScoringJobError(f"{item.name}: the same image is listed twice (also as {keys[item.key]}); "
+                                      "each item is scored once, so list it once.")
+            keys[item.key] = item.name
+        self.items, self.identity, self.columns, self.total = list(items), identity, columns, len(items)
+
+    def iter_items(self, keep):
+        return (item for item in self.items if keep(item.position, item.key))
+
+    def keys(self):
+        return [item.key for item in self.items]
+
+
+def _image_value(value, base: Optional[Path] = None):
+    """What `model.score` takes from a dataset cell: bytes or a path for an undecoded Image, a path for a string."""
+    if isinstance(value, dict) and ("bytes" in value or "path" in value):
+        if value.get("bytes"):
+            return value["bytes"]
+        value = value.get("path")
+    if isinstance(value, str) and base is not None and not os.path.isabs(value) and (base / value).exists():
+        return str(base / value)
+    return value
+
+
+class DatasetSource(ItemSource):
+    """Rows of `datasets` splits (map-style or streaming); the key of a row is ``<split>/<row>``."""
+
+    FETCH_ROWS = 256
+
+    def __init__(self, splits: dict, image_column: str, ir_column: Optional[str], vis_column: Optional[str],
+                 identity: dict, description: str, base: Optional[Path] = None):
+        import datasets
+
+        self.description, self.base = description, base
+        self.image_columns = [image_column, ir_column, vis_column]
+        self.splits = {}
+        for name, split in splits.items():
+            present = list(split.column_names or []) if split.column_names is not None else None
+            for option, column in (("--image-column", image_column), ("--ir-column", ir_column), ("--vis-column", vis_column)):
+                if column is not None and present is not None and column not in present:
+                    raise ScoringJobError(f"{description}: {option} {column!r} is not a column of split {name!r}; "
+                                          f"its columns are {', '.join(present)}.")
+            wanted = [column for column in self.image_columns if column is not None]
+            split = split.select_columns(wanted)
+            features = split.features or {}
+            for column in wanted:
+                if isinstance(features.get(column), datasets.Image):
+                    split = split.cast_column(column, datasets.Image(decode=False))
+            self.splits[name] = split
+        self.streaming = any(isinstance(split, datasets.IterableDataset) for split in self.splits.values())
+        self.identity = identity
+        self.columns = [("split", pa.string()), ("row", pa.int64())]
+        self.total = None
+        if not self.streaming:
+            self.total = sum(len(split) for split in self.splits.values())
+        else:
+            counts = [_stream_rows(split) for split in self.splits.values()]
+            self.total = sum(counts) if all(count is not None for count in counts) else None
+        self._seen = None
+
+    @staticmethod
+    def key(split: str, row: int) -> str:
+        return f"{split}/{row}" if split else str(row)
+
+    def _item(self, split: str, row: int, values: dict, position: int) -> JobItem:
+        fused, ir, vis = (None if column is None else _image_value(values[column], self.base) for column in self.image_columns)
+        name = f"{self.description} row {row}" + (f" of split {split!r}" if split else "")
+        return JobItem(self.key(split, row), fused, ir, vis, name, {"split": split, "row": row}, position)
+
+    def iter_items(self, keep):
+        seen, offset = [], 0
+        for split_name, split in self.splits.items():
+            if self.streaming:
+                for row, values in enumerate(split):
+                    key = self.key(split_name, row)
+                    seen.append(key)
+                    if keep(offset + row, key):
+                        yield self._item(split_name, row, values, offset + row)
+                offset = len(seen)
+                continue
+            wanted = [row for row in range(len(split)) if keep(offset + row, self.key(split_name, row))]
+            seen.extend(self.key(split_name, row) for row in range(len(split)))
+            for start in range(0, len(wanted), self.FETCH_ROWS):
+                block = wanted[start : start + self.FETCH_ROWS]
+                columns = split[block]
+                for index, row in enumerate(block):
+                    yield self._item(split_name, row, {name: values[index] for name, values in columns.items()}, offset + row)
+            offset += len(split)
+        self._seen = seen
+
+    def keys(self):
+        if not self.streaming:
+            return [self.key(name, row) for name, split in self.splits.items() for row in range(len(split))]
+        if self._seen is None:
+            for _ in self.iter_items(lambda position, key: False):
+                pass
+        return list(self._seen)
+
+
+def _stream_rows(split) -> Optional[int]:
+    info = getattr(split, "info", None)
+    splits = getattr(info, "splits", None) or {}
+    name = str(getattr(split, "split", "") or "")
+    if name in splits and getattr(splits[name], "num_examples", None):
+        return int(splits[name].num_examples)
+    return None
+
+
+# --------------------------------------------------------------------------------------------------- file sources
+def expand_images(arguments: Sequence[str], recursive: bool = False) -> list:
+    """Files as given, folders replaced by the images inside them (directly, or in every sub-folder)."""
+    images = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = _images_below(path) if recursive else list_images(path)
+            if not found:
+                hint = ""
+                if not recursive and _images_below(path):
+                    hint = " directly inside it; its sub-folders hold some: add --recursive"
+                raise ScoringJobError(f"{path}: the folder holds no images{hint} ({', '.join(IMAGE_EXTENSIONS)}).")
+            images.extend(found)
+        elif path.is_file():
+            images.append(path)
+        elif path.exists():
+            raise ScoringJobError(f"{path}: not a regular file or folder.")
+        else:
+            raise FileNotFoundError(f"{path}: no such image file or folder.")
+    return images
+
+
+def _images_below(folder: Path) -> list:
+    found = []
+    for root, folders, _ in os.walk(folder):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        found.extend(list_images(Path(root)))
+    return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
+
+
+def match_sources(fused: Sequence[Path], argument: Optional[str], role: str, missing_ok: bool = False) -> list:
+    """Sources for each fused image: one file (for one image), or a folder matched by file name (or stem). A fused
+    image without a source raises FileNotFoundError, or with `missing_ok` gets the path its source would have."""
+    if argument is None:
+        return [None] * len(fused)
+    path = Path(argument)
+    if path.is_file():
+        if len(fused) != 1:
+            raise ScoringJobError(f"--{role} {path} is one file but there are {len(fused)} fused images; pass a folder.")
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such {role} file or folder (--{role}).")
+    matched = []
+    for image in fused:
+        candidates = [path / image.name] + [path / (image.stem + ext) for ext in IMAGE_EXTENSIONS]
+        candidates += [path / (image.stem + ext.upper()) for ext in IMAGE_EXTENSIONS]
+        found = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if found is None and missing_ok:
+            found = path / image.name
+        if found is None:
+            raise FileNotFoundError(f"{image}: no {role} source named {image.name} (or {image.stem}.<ext>) in {path}.")
+        matched.append(found)
+    return matched
+
+
+def files_source(arguments: Sequence[str], ir: Optional[str] = None, vis: Optional[str] = None,
+                 recursive: bool = False, missing_sources_ok: bool = False) -> ListSource:
+    """Image files and folders, with sources matched by file name in the `ir` and `vis` folders (or one file each)."""
+    fused = expand_images(arguments, recursive=recursive)
+    ir_paths = match_sources(fused, ir, "ir", missing_ok=missing_sources_ok)
+    vis_paths = match_sources(fused, vis, "vis", missing_ok=missing_sources_ok)
+    items = []
+    for image, ir_path, vis_path in zip(fused, ir_paths, vis_paths):
+        columns = {"path": str(image)}
+        if ir is not None:
+            columns["ir"] = str(ir_path)
+        if vis is not None:
+            columns["vis"] = str(vis_path)
+        items.append(JobItem(os.path.abspath(image), str(image), ir_path and str(ir_path), vis_path and str(vis_path),
+                             str(image), columns))
+    identity = {"kind": "files", "inputs": [os.path.abspath(a) for a in arguments], "recursive": bool(recursive),
+                "ir": ir and os.path.abspath(ir), "vis": vis and os.path.abspath(vis)}
+    columns = [("path", pa.string())] + [(role, pa.string()) for role, given in (("ir", ir), ("vis", vis)) if given is not None]
+    return ListSource(items, identity, columns)
+
+
+def manifest_source(path, use_sources: bool = True) -> ListSource:
+    """A manifest CSV (`pair, method, fused[, ir, vis]`, paths relative to it), as `fuscore rank` reads it."""
+    from fuscore.ranking import RankingInputError, read_manifest
+
+    try:
+        entries = read_manifest(path)
+    except RankingInputError as error:
+        if "missing column" not in str(error):
+            raise
+        raise ScoringJobError(f"{error} To read another CSV as a dataset, name its image column with --image-column.") from None
+    with_sources = use_sources
+    if use_sources:
+        lacking = next((entry for entry in entries if not (entry.ir and entry.vis)), None)
+        if lacking is not None:
+            raise ScoringJobError(f"{lacking.origin}: the model reads the fused image with its infrared and visible "
+                                  "sources (input_mode 'fused_ir_vis'); this row has no ir or no vis.")
+    items = []
+    for entry in entries:
+        columns = {"path": entry.fused, "pair": entry.pair, "method": entry.method}
+        if with_sources:
+            columns.update(ir=entry.ir, vis=entry.vis)
+        items.append(JobItem(os.path.abspath(entry.fused), entry.fused, entry.ir if with_sources else None,
+                             entry.vis if with_sources else None, entry.origin, columns))
+    columns = [("path", pa.string()), ("pair", pa.string()), ("method", pa.string())]
+    if with_sources:
+        columns += [("ir", pa.string()), ("vis", pa.string())]
+    return ListSource(items, {"kind": "manifest", "manifest": os.path.abspath(path), "sources": with_sources}, columns)
+
+
+# --------------------------------------------------------------------------------------------------- dataset sources
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
+
+
+def _is_rating_table(path: Path) -> bool:
+    names = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
+    return path.is_dir() and (any((path / name).is_file() for name in names)
+                              or any(child.is_dir() and any((child / name).is_file() for name in names)
+                                     for child in path.iterdir()))
+
+
+def dataset_source(source: str, image_column: Optional[str] = None, ir_column: Optional[str] = None,
+                   vis_column: Optional[str] = None, split: Optional[str] = None, streaming: bool = False,
+                   use_sources: bool = True, loading=None) -> DatasetSource:
+    """A `datasets` dataset: a `save_to_disk` folder, a FuScore rating table, a local data file or folder, or any
+    name `datasets.load_dataset` takes (streamed with `streaming`). Without `image_column` the rating tables'
+    `fused` column is used (and `ir`/`vis` where the model reads sources); `loading` wraps the (first) load, e.g.
+    accelerate's `main_process_first`."""
+    import contextlib
+
+    import datasets
+
+    path = Path(source)
+    base = None
+    loading = loading or contextlib.nullcontext
+    identity = {"kind": "dataset", "source": os.path.abspath(source) if path.exists() else source, "split": split,
+                "streaming": bool(streaming)}
+    try:
+        if _is_saved_dataset(path):
+            loaded = datasets.load_from_disk(str(path))
+        elif _is_rating_table(path) and image_column is None:
+            from fuscore_data.tables import load_table
+
+            loaded = load_table(path)
+        else:
+            if path.is_file():
+                builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
+                if builder is None:
+                    raise ScoringJobError(f"{source}: not a data file `datasets` reads ({', '.join(DATA_FILE_BUILDERS)}).")
+                arguments, base = dict(path=builder, data_files=str(path)), path.parent
+            else:
+                arguments = dict(path=str(path) if path.exists() else source)
+                base = path if path.is_dir() else None
+            with loading():
+                loaded = datasets.load_dataset(**arguments, split=split, streaming=streaming)
+    except ScoringJobError:
+        raise
+    except IndexError:  # `datasets` cannot load a saved table of 0 rows
+        raise ScoringJobError(f"{source}: the dataset has no rows to score.") from None
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
+        raise ScoringJobError(f"{source}: cannot load it as a dataset ({type(error).__name__}: {error}).") from None
+    if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        if split is not None:
+            if split not in loaded:
+                raise ScoringJobError(f"{source}: no split {split!r}; it has {', '.join(loaded)}.")
+            splits = {split: loaded[split]}
+        else:
+            splits = dict(loaded)
+    else:
+        splits = {split or str(getattr(loaded, "split", "") or ""): loaded}
+    if not splits:
+        raise ScoringJobError(f"{source}: the dataset has no splits.")
+    first = next(iter(splits.values()))
+    columns = list(first.column_names or [])
+    if image_column is None:
+        if "fused" not in columns:
+            image_columns = [name for name, feature in (first.features or {}).items() if isinstance(feature, datasets.Image)]
+            raise ScoringJobError(f"{source}: name the column of fused images with --image-column (its columns: "
+                                  f"{', '.join(columns)}" + (f"; image columns: {', '.join(image_columns)}" if image_columns else "") + ").")
+        image_column = "fused"
+        if use_sources:
+            ir_column = ir_column or ("ir" if "ir" in columns else None)
+            vis_column = vis_column or ("vis" if "vis" in columns else None)
+    if not use_sources:
+        ir_column = vis_column = None
+    elif ir_column is None or vis_column is None:
+        raise ScoringJobError(f"{source}: the model reads the fused image with its infrared and visible sources "
+                              "(input_mode 'fused_ir_vis'): name their columns with --ir-column and --vis-column.")
+    identity.update(columns=[image_column, ir_column, vis_column],
+                    rows={name: (None if isinstance(s, datasets.IterableDataset) else len(s)) for name, s in splits.items()})
+    loaded = DatasetSource(splits, image_column, ir_column, vis_column, identity, description=str(source), base=base)
+    if loaded.total == 0:
+        raise ScoringJobError(f"{source}: the dataset has no rows to score.")
+    return loaded
+
+
+def open_source(inputs: Sequence[str], *, ir: Optional[str] = None, vis: Optional[str] = None,
+                image_column: Optional[str] = None, ir_column: Optional[str] = None, vis_column: Optional[str] = None,
+                split: Optional[str] = None, streaming: bool = False, recursive: bool = False, use_sources: bool = True,
+                loading=None, missing_sources_ok: bool = False) -> ItemSource:
+    """The items of SOURCE: image files and folders, a manifest CSV, a rating table or a `datasets` dataset.
+
+    A dataset is taken from a `save_to_disk` folder or a rating table (by their files), or from anything else when
+    `image_column` is given (a data file, a folder of data files, a Hub dataset id); a `.csv` without
+    `image_column` is a manifest (`pair, method, fused[, ir, vis]`). Files and folders may be several.
+    `use_sources`: the model reads the infrared and visible sources (they are then required). `missing_sources_ok`:
+    a fused image without its source in the `ir`/`vis` folder becomes an item that fails when scored (for
+    `on_error="skip"`) instead of an error before the job.
+    """
+    inputs = list(inputs)
+    first = Path(inputs[0])
+    if not use_sources:  # the model reads the fused image only
+        ir = vis = ir_column = vis_column = None
+    dataset_like = (image_column is not None or _is_saved_dataset(first) or _is_rating_table(first))
+    manifest_like = first.suffix.lower() == ".csv" and first.is_file() and image_column is None
+    if dataset_like or manifest_like:
+        if len(inputs) > 1:
+            raise ScoringJobError(f"{inputs[0]} is a {'dataset' if dataset_like else 'manifest'}: give it alone, "
+                                  f"without {' '.join(inputs[1:])}.")
+        for option, value in (("--ir", ir), ("--vis", vis), ("--recursive", recursive)):
+            if value:
+                raise ScoringJobError(f"{option} goes with image files and folders; {inputs[0]} names its sources "
+                                      "itself (--ir-column/--vis-column for a dataset).")
+        if manifest_like:
+            return manifest_source(first, use_sources=use_sources)
+        if not first.exists() and (inputs[0].startswith((".", "/", "~")) or inputs[0].count("/") > 1):
+            raise FileNotFoundError(f"{inputs[0]}: no such file or folder (and not a dataset name of the form org/name).")
+        return dataset_source(inputs[0], image_column, ir_column, vis_column, split, streaming, use_sources, loading)
+    for option, value in (("--ir-column", ir_column), ("--vis-column", vis_column), ("--split", split),
+                          ("--streaming", streaming)):
+        if value:
+            raise ScoringJobError(f"{option} goes with a dataset SOURCE (and --image-column); {inputs[0]} is an image file or folder.")
+    if use_sources and (ir is None or vis is None):
+        raise ScoringJobError(f"{inputs[0]}: the model reads the fused image with its infrared and visible sources "
+                              "(input_mode 'fused_ir_vis'): give --ir and --vis (folders matched by file name).")
+    return files_source(inputs, ir=ir, vis=vis, recursive=recursive, missing_sources_ok=missing_sources_ok)
+
+
+# =================================================================================================== model identity
+def _file_fingerprint(path: Path, digest, sample_above: int = 256 << 20, blocks: int = 64, block: int = 1 << 16) -> None:
+    size = path.stat().st_size
+    digest.update(f"{path.name}:{size}:".encode())
+    with open(path, "rb") as handle:
+        if size <= sample_above:
+            for piece in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(piece)
+            return
+        # Large weight files: the header and 64 blocks spread over the file (any retraining changes them).
+        digest.update(handle.read(1 << 20))
+        for index in range(blocks):
+            handle.seek((size - block) * index // (blocks - 1))
+            digest.update(handle.read(block))
+
+
+def model_revision(name_or_path: str, cache_dir: Optional[str] = None) -> Optional[str]:
+    """What identifies the model's weights: the Hub commit of a repo id (its snapshot in the Hub cache), or for a
+    folder a SHA-256 fingerprint of its config, processor and weight files (the base's too for a LoRA adapter), so a
+    copy of the folder elsewhere is the same model and a retrained one is not."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".model", ".txt")):
+            _file_fingerprint(file, digest)
+        adapter = path / "adapter_config.json"
+        if adapter.is_file():
+            base = json.loads(adapter.read_text()).get("base_model_name_or_path") or ""
+            digest.update(f"base:{model_revision(base) if base else ''}".encode())
+        return "sha256:" + digest.hexdigest()
+    try:
+        from transformers.utils import cached_file
+
+        config = cached_file(name_or_path, "config.json", cache_dir=cache_dir, _raise_exceptions_for_missing_entries=False)
+    except Exception:  # no cache entry and no network: the name alone identifies the model then
+        return None
+    if config is None:
+        return None
+    snapshot = Path(config).parent
+    return snapshot.name if snapshot.parent.name == "snapshots" else None
+
+
+def software_versions() -> dict:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("fuscore", "torch", "transformers", "datasets", "accelerate", "pyarrow"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+# =================================================================================================== scoring
+def _scores_schema(source_columns: Sequence, dimensions: Sequence[str]) -> pa.Schema:
+    fields = [pa.field("key", pa.string())] + [pa.field(name, kind) for name, kind in source_columns]
+    for dim in dimensions:
+        fields += [pa.field(dim, pa.float64()), pa.field(f"{dim}_std", pa.float64()),
+                   pa.field(f"{dim}_probs", pa.list_(pa.float64()))]
+    return pa.schema(fields + [pa.field("error", pa.string())])
+
+
+def _error_text(item: JobItem, error: Exception) -> str:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return message if item.name and item.name in message else f"{item.name}: {message}"
+
+
+def _first_image_error(model, item: JobItem) -> Optional[str]:
+    """The error that stops `item` from being scored, found by loading its images (cheap next to the model)."""
+    from processing_fuscore import ImageInputError, load_image
+
+    for image in (item.fused, item.ir, item.vis):
+        if image is None:
+            continue
+        try:
+            load_image(image, source=item.name if image is item.fused else None)
+        except ImageInputError as error:
+            return _error_text(item, error)
+    return None
+
+
+def score_chunk(model, items: Sequence[JobItem], dimensions: Sequence[str], *, batch_size: int = 8,
+                num_workers: int = 0, on_error: str = "stop") -> list:
+    """`(detail or None, error or None)` per item, in order. Scores come from one `model.score` call; when an image
+    is bad, the bad items are found (their images loaded one by one) and the others scored again without them, so
+    one bad image never costs the rest of the chunk. Under `on_error="stop"` the first bad item raises
+    `ImageInputError` naming it."""
+    from processing_fuscore import ImageInputError
+
+    def score(selected, workers):
+        return model.score([item.fused for item in selected], ir=[item.ir for item in selected],
+                           vis=[item.vis for item in selected], dimensions=list(dimensions), batch_size=batch_size,
+                           num_workers=workers, return_details=True)
+
+    if not items:
+        return []
+    try:
+        return [(detail, None) for detail in score(items, num_workers)]
+    except ImageInputError:
+        pass
+    results = [None] * len(items)
+    for index, item in enumerate(items):
+        error = _first_image_error(model, item)
+        if error is not None:
+            if on_error == "stop":
+                raise ImageInputError(error)
+            results[index] = (None, error)
+    good = [index for index in range(len(items)) if results[index] is None]
+    try:
+        for index, detail in zip(good, score([items[i] for i in good], num_workers) if good else []):
+            results[index] = (detail, None)
+    except ImageInputError:  # a failure the images alone do not show (e.g. sources not registered): one by one
+        for index in good:
+            try:
+                results[index] = (score([items[index]], 0)[0], None)
+            except ImageInputError as error:
+                if on_error == "stop":
+                    raise ImageInputError(_error_text(items[index], error)) from None
+                results[index] = (None, _error_text(items[index], error))
+    return results
+
+
+def _chunk_table(items: Sequence[JobItem], results: Sequence, schema: pa.Schema, dimensions: Sequence[str]) -> pa.Table:
+    data = {name: [] for name in schema.names}
+    source_names = [name for name in schema.names[1:] if name != "error" and not _is_score_column(name, dimensions)]
+    for item, (detail, error) in zip(items, results):
+        data["key"].append(item.key)
+        for name in source_names:
+            data[name].append(item.columns.get(name))
+        for dim in dimensions:
+            entry = detail[dim] if detail is not None else None
+            data[dim].append(None if entry is None else float(entry["score"]))
+            data[f"{dim}_std"].append(None if entry is None else float(entry["std"]))
+            data[f"{dim}_probs"].append(None if entry is None else [float(p) for p in entry["probs"]])
+        data["error"].append(error)
+    return pa.table(data, schema=schema)
+
+
+def _is_score_column(name: str, dimensions: Sequence[str]) -> bool:
+    return any(name in (dim, f"{dim}_std", f"{dim}_probs") for dim in dimensions)
+
+
+def _chunks(items: Iterable[JobItem], size: int) -> Iterator[tuple]:
+    """`(chunk index, items)`: the items of each run of `size` consecutive input positions."""
+    chunk, index = [], None
+    for item in items:
+        if chunk and item.position // size != index:
+            yield index, chunk
+            chunk = []
+        chunk.append(item)
+        index = item.position // size
+    if chunk:
+        yield index, chunk
+
+
+def owner_of(chunk_index: int, num_processes: int) -> int:
+    """The process that scores a chunk: chunk i (input positions i*size .. (i+1)*size - 1) goes to process
+    i mod num_processes. Each chunk is one `model.score` call whatever the process count, so the batches and hence
+    the scores are the same bit for bit with 1 or N processes (on the CPU a batch of other images changes a score
+    in its last bit)."""
+    return chunk_index % num_processes
+
+
+# =================================================================================================== the job
+@dataclass
+class JobResult:
+    """What a job did. `table` is the merged output (on the first process, once complete)."""
+
+    output: Optional[Path]
+    complete: bool
+    n_items: int = 0
+    n_failed: int = 0
+    n_scored: int = 0  # by this process in this run
+    n_reused: int = 0  # items an earlier run had scored (not scored again)
+    failures: list = field(default_factory=list)  # (name or key, error), input order
+    table: Optional[pa.Table] = None
+    dropped: int = 0  # rows of an earlier run whose items are no longer in the source
+
+
+def parts_folder(output) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + PARTS_SUFFIX)
+
+
+def job_description(model_name: str, model_revision: Optional[str], dimensions: Sequence[str], level_words: Sequence[str],
+                    source: ItemSource, input_mode: Optional[str] = None) -> dict:
+    path = Path(model_name)
+    return {
+        "format": FORMAT_VERSION,
+        "model": os.path.abspath(model_name) if path.exists() else model_name,
+        "model_revision": model_revision,
+        "dimensions": list(dimensions),
+        "level_words": list(level_words),
+        "input_mode": input_mode,
+        "source": source.identity,
+        "versions": software_versions(),
+    }
+
+
+def _mismatch(existing: dict, wanted: dict, where: str) -> Optional[str]:
+    if existing.get("format") != FORMAT_VERSION:
+        return f"{where} was written by another version of this format ({existing.get('format')!r})"
+    different = []
+    for name in IDENTITY_FIELDS:
+        old, new = existing.get(name), wanted.get(name)
+        if name == "model_revision" and (old is None or new is None):
+            name, old, new = "model", existing.get("model"), wanted.get("model")
+        if old != new:
+            different.append(f"{name.replace('_', ' ')} {json.dumps(old)} there, {json.dumps(new)} now")
+    if different:
+        return f"{where} was scored with other settings ({'; '.join(different)})"
+    return None
+
+
+def _read_metadata(path: Path) -> Optional[dict]:
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as error:
+        raise ScoringJobError(f"{path}: exists but is not a readable Parquet file ({error}); pass --overwrite to replace it.") from None
+    raw = metadata.get(METADATA_KEY)
+    return json.loads(raw) if raw else None
+
+
+def _part_files(parts: Path) -> list:
+    if not parts.is_dir():
+        return []
+    return sorted(path for path in parts.iterdir() if PART_PATTERN.match(path.name))
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def _read_rows(path: Path, columns: Optional[list] = None) -> pa.Table:
+    """A chunk (or an earlier output) of this job; a damaged one is an error that says what to do."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        raise ScoringJobError(f"{path}: cannot read these scores ({error}). Delete the file (its items are scored "
+                              "again) and run the command again.") from None
+
+
+def _read_keys(path: Path) -> pa.Table:
+    return _read_rows(path, columns=["key", "error"])
+
+
+def _lock(parts: Path):
+    """An exclusive lock on the job for the first process of one launch (released when it exits, even when killed):
+    a second launch on the same output is refused instead of mixing its chunks with this one's."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        return None
+    handle = open(parts / LOCK_FILE, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ScoringJobError(f"{parts} is in use by another `fuscore score` job that is still running; wait for it to "
+                              "end (or stop it), then run the command again.") from None
+    return handle
+
+
+def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> dict:
+    """On the first process: lock the job, check (or start) the parts folder and an earlier output against the
+    command. Returns what the other processes need: the launch id and whether the earlier output is reused."""
+    if output.is_dir():
+        raise ScoringJobError(f"--output {output} is a folder; give a file name ending in {', '.join(OUTPUT_FORMATS)}.")
+    if output.suffix.lower() not in OUTPUT_FORMATS:
+        raise ScoringJobError(f"--output {output}: the name must end in {', '.join(OUTPUT_FORMATS)}.")
+    if parts.exists() and not parts.is_dir():
+        raise ScoringJobError(f"{parts} exists and is not a folder; remove it (FuScore keeps a job's chunks there).")
+    locks = []  # closed on any error; the one of the parts folder in use is returned
+    try:
+        if parts.is_dir():
+            locks.append(_lock(parts))
+            if overwrite:
+                shutil.rmtree(parts, ignore_errors=True)
+        resuming = parts.is_dir()
+        if resuming:
+            job_file = parts / JOB_FILE
+            if not job_file.is_file():
+                raise ScoringJobError(f"{parts} has no {JOB_FILE}: it is not a FuScore job folder; remove it or pass --overwrite.")
+            try:
+                started = json.loads(job_file.read_text())
+            except ValueError as error:
+                raise ScoringJobError(f"{job_file} is damaged ({error}); pass --overwrite to start the job again.") from None
+            problem = _mismatch(started, description, f"The partial output {parts}")
+            if problem:
+                count = sum(int(PART_PATTERN.match(p.name)["rows"]) for p in _part_files(parts))
+                raise ScoringJobError(f"{problem}. Resume it with the same model, dimensions and source, or pass "
+                                      f"--overwrite to discard its {count} scores and start again.")
+            atomic.remove_stale_temporaries(parts)
+            for stale in parts.glob(FAILED_PREFIX + "*"):
+                stale.unlink()
+        else:
+            with atomic.atomic_folder(parts) as staging:
+                atomic.write_text(staging / JOB_FILE, json.dumps(description, indent=2))
+            locks.append(_lock(parts))
+        reuse = False
+        if output.suffix.lower() == ".parquet" and output.is_file() and not overwrite:
+            existing = _read_metadata(output)
+            if existing is None:
+                raise ScoringJobError(f"{output} exists and is not a FuScore scores file; pass --overwrite to replace it.")
+            problem = _mismatch(existing, description, f"The existing output {output}")
+            if problem and not resuming:
+                raise ScoringJobError(f"{problem}. Give another --output, or pass --overwrite to replace it.")
+            # A matching partial output was started for this file (by an --overwrite run): it replaces the file.
+            reuse = problem is None
+    except BaseException:
+        for lock in locks:
+            if lock is not None:
+                lock.close()
+        raise
+    for lock in locks[:-1]:
+        if lock is not None:
+            lock.close()
+    return {"launch": uuid.uuid4().hex[:12], "reuse": reuse, "error": None, "lock": locks[-1]}
+
+
+def _broadcast(state, value):
+    if state is None or state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    holder = [value]
+    broadcast_object_list(holder, from_process=0)
+    return holder[0]
+
+
+def _done_keys(parts: Path, output: Path, reuse: bool) -> set:
+    tables = [_read_keys(path) for path in _part_files(parts)]
+    if reuse:
+        tables.append(_read_keys(output))
+    done = set()
+    for table in tables:
+        keys, errors = table.column("key").to_pylist(), table.column("error").to_pylist()
+        done.update(key for key, error in zip(keys, errors) if error is None)
+    return done
+
+
+class _Progress:
+    """The job's one progress bar, on the first process: items with a row, all processes together (counted from the
+    chunk files' names every half second when there are several processes)."""
+
+    def __init__(self, enabled: bool, total: Optional[int], initial: int, parts: Optional[Path], launch: str, poll: bool):
+        self.bar = None
+        self.parts, self.launch, self.initial, self.own = parts, launch, initial, 0
+        self._stop = threading.Event()
+        self._thread = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="Scoring", unit="image", dynamic_ncols=True)
+            if poll and parts is not None:
+                self._thread = threading.Thread(target=self._poll, daemon=True)
+                self._thread.start()
+
+    def _count(self) -> int:
+        rows = 0
+        for path in _part_files(self.parts):
+            match = PART_PATTERN.match(path.name)
+            if match["launch"] == self.launch:
+                rows += int(match["rows"])
+        return rows
+
+    def _poll(self):
+        while not self._stop.wait(0.5):
+            try:
+                count = self._count()
+            except OSError:
+                continue
+            self.bar.n = self.initial + count
+            self.bar.refresh()
+
+    def advance(self, rows: int):
+        self.own += rows
+        if self.bar is not None and self._thread is None:
+            self.bar.update(rows)
+
+    def close(self):
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.bar.n = self.initial + self._count()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_scoring_job(model, source: ItemSource, dimensions: Sequence[str], output=None, *, model_name: str = "",
+                    model_revision: Optional[str] = None, batch_size: int = 8, num_workers: int = 0,
+                    chunk_size: int = DEFAULT_CHUNK_SIZE, on_error: str = "stop", overwrite: bool = False,
+                    progress: bool = True, state=None, poll_seconds: float = 0.5) -> JobResult:
+    """Scores every item of `source` on `dimensions` into `output` (.parquet, .csv or .json), resumably.
+
+    With `state` (accelerate's `PartialState`) of several processes, each scores its shard and the first one merges
+    the output once every item has a row. Without `output` the job runs in one process and in memory
+    (`JobResult.table`). Raises `ScoringJobError` on a mismatch with an earlier run, `ImageInputError` for a bad
+    image under `on_error="stop"` (what was scored before it is kept for the relaunch).
+    """
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}.")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
+    rank = state.process_index if state is not None else 0
+    world = state.num_processes if state is not None else 1
+    main = rank == 0
+    level_words = list(model.config.level_words)
+    description = job_description(model_name, model_revision, dimensions, level_words, source,
+                                  getattr(model.get_processor(), "input_mode", None))
+    schema = _scores_schema(source.columns, dimensions)
+
+    if output is None:
+        if world > 1:
+            raise ScoringJobError("Several processes need --output: each writes its chunks beside it.")
+        tables = []
+        bar = _Progress(progress, source.total, 0, None, "", poll=False)
+        try:
+            for _, chunk in _chunks(source.iter_items(lambda position, key: True), chunk_size):
+                results = score_chunk(model, chunk, dimensions, batch_size=batch_size, num_workers=num_workers, on_error=on_error)
+                tables.append(_chunk_table(chunk, results, schema, dimensions))
+                bar.advance(len(chunk))
+        finally:
+            bar.close()
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        table = table.replace_schema_metadata({METADATA_KEY: json.dumps(description)})
+        failures = _failures(table)
+        return JobResult(None, True, table.num_rows, len(failures), table.num_rows, 0, failures, table)
+
+    output = Path(output)
+    parts = parts_folder(output)
+    plan, lock = {"launch": None, "reuse": False, "error": None}, None
+    if main:
+        try:
+            plan = _prepare(output, parts, description, overwrite)
+        except (ScoringJobError, OSError) as error:
+            _broadcast(state, {"error": str(error)})
+            raise
+        lock = plan.pop("lock")
+    plan = _broadcast(state, plan)
+    if plan.get("error"):
+        raise StoppedByFirstProcess(plan["error"])
+    try:
+        return _run_shard(model, source, dimensions, output=output, parts=parts, plan=plan, description=description,
+                          schema=schema, rank=rank, world=world, batch_size=batch_size, num_workers=num_workers,
+                          chunk_size=chunk_size, on_error=on_error, progress=progress, poll_seconds=poll_seconds)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _run_shard(model, source: ItemSource, dimensions: Sequence[str], *, output: Path, parts: Path, plan: dict,
+               description: dict, schema: pa.Schema, rank: int, world: int, batch_size: int, num_workers: int,
+               chunk_size: int, on_error: str, progress: bool, poll_seconds: float) -> JobResult:
+    """This process's chunks; then, on the first process, the wait for the others' and the merge."""
+    from processing_fuscore import ImageInputError
+
+    main = rank == 0
+    launch = plan["launch"]
+
+    done = _done_keys(parts, output, plan["reuse"])
+
+    def own(position: int, key: str) -> bool:
+        return owner_of(position // chunk_size, world) == rank and key not in done
+
+    if getattr(source, "streaming", False):  # counting the stream's keys would read it once more
+        initial = len(done) if source.total is None else min(len(done), source.total)
+    else:
+        initial = len(done.intersection(source.keys()))
+    bar = _Progress(progress and main, source.total, initial, parts, launch, poll=world > 1)
+    scored = 0
+    try:
+        for sequence, (_, chunk) in enumerate(_chunks(source.iter_items(own), chunk_size)):
+            try:
+                results = score_chunk(model, chunk, dimensions, batch_size=batch_size, num_workers=num_workers, on_error=on_error)
+            except ImageInputError as error:
+                if world > 1:
+                    atomic.write_text(parts / f"{FAILED_PREFIX}{launch}-r{rank:05d}.txt", str(error))
+                raise
+            table = _chunk_table(chunk, results, schema, dimensions)
+            _write_table(parts / f"part-{launch}-r{rank:05d}-{sequence:06d}-n{len(chunk)}.parquet", table)
+            scored += len(chunk)
+            bar.advance(len(chunk))
+        if not main:
+            return JobResult(output, False, n_scored=scored)
+        all_keys = source.keys()
+        _wait_for_rows(parts, launch, all_keys, done, poll_seconds)
+    finally:
+        bar.close()
+    result = _merge(output, parts, all_keys, plan["reuse"], description, schema)
+    result.n_scored, result.n_reused = scored, initial
+    return result
+
+
+def _wait_for_rows(parts: Path, launch: str, keys: Sequence[str], done: set, poll_seconds: float) -> None:
+    """Until every key has a row (the other processes write theirs), or one of them reports that it stopped."""
+    missing = set(keys) - done
+    seen = set()
+    while True:
+        if not parts.is_dir():
+            raise ScoringJobError(f"{parts} was removed while the job ran; run the command again.")
+        for path in _part_files(parts):
+            if path.name not in seen and PART_PATTERN.match(path.name)["launch"] == launch:
+                seen.add(path.name)
+                missing.difference_update(_read_keys(path).column("key").to_pylist())
+        if not missing:
+            return
+        failed = sorted(parts.glob(f"{FAILED_PREFIX}{launch}-*"))
+        if failed:
+            rank = int(failed[0].stem.rsplit("-r", 1)[1])
+            raise ScoringJobError(f"process {rank} stopped: {failed[0].read_text().strip()}")
+        time.sleep(poll_seconds)
+
+
+def _failures(table: pa.Table) -> list:
+    keys, errors = table.column("key").to_pylist(), table.column("error").to_pylist()
+    return [(key, error) for key, error in zip(keys, errors) if error is not None]
+
+
+def _merge(output: Path, parts: Path, keys: Sequence[str], reuse: bool, description: dict, schema: pa.Schema) -> JobResult:
+    """Every key's row (a scored row before a failed one), in input order, written to `output`; the parts go."""
+    tables = [_read_rows(path) for path in _part_files(parts)]
+    if reuse:
+        tables.insert(0, _read_rows(output))
+    tables = [table.replace_schema_metadata(None).select(schema.names).cast(schema) for table in tables]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    row_keys, errors = table.column("key").to_pylist(), table.column("error").to_pylist()
+    best = {}
+    for row, (key, error) in enumerate(zip(row_keys, errors)):
+        if key not in best or (error is None and errors[best[key]] is not None):
+            best[key] = row
+    missing = [key for key in keys if key not in best]
+    if missing:
+        raise ScoringJobError(f"{parts}: no result for {len(missing)} items (e.g. {missing[0]}); run the same command again.")
+    merged = table.take(pa.array([best[key] for key in keys], type=pa.int64()))
+    wanted = set(keys)
+    dropped = sum(1 for key in best if key not in wanted)
+    failures = _failures(merged)
+    description = {**description, "n_items": merged.num_rows, "n_failed": len(failures)}
+    merged = merged.replace_schema_metadata({METADATA_KEY: json.dumps(description)})
+    write_scores(output, merged)
+    shutil.rmtree(parts, ignore_errors=True)
+    return JobResult(output, True, merged.num_rows, len(failures), failures=failures, table=merged, dropped=dropped)
+
+
+# =================================================================================================== writing
+def _score_columns(table: pa.Table) -> list:
+    return [name for name in table.column_names if not name.endswith("_probs")]
+
+
+def write_scores(output, table: pa.Table) -> Path:
+    """Writes a scores table as Parquet (with its metadata), CSV (no level probabilities) or JSON, whole or not at all."""
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix == ".parquet":
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        return atomic.write_bytes(output, buffer.getvalue())
+    rows = table.to_pylist()
+    if suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=_score_columns(table), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({key: ("" if value is None else value) for key, value in row.items()} for row in rows)
+        return atomic.write_text(output, buffer.getvalue())
+    if suffix == ".json":
+        metadata = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+        words, dimensions = metadata.get("level_words", []), metadata.get("dimensions", [])
+        for row in rows:
+            probs = {dim: row.pop(f"{dim}_probs") for dim in dimensions}
+            row["probs"] = {dim: None if values is None else dict(zip(words, values)) for dim, values in probs.items()}
+        document = {"model": metadata.get("model"), "dimensions": dimensions, "metadata": metadata, "images": rows}
+        return atomic.write_text(output, json.dumps(document, indent=2))
+    raise ScoringJobError(f"--output {output}: the name must end in {', '.join(OUTPUT_FORMATS)}.")

@@ -1,0 +1,518 @@
+"""`fuscore score ... --output scores.parquet`: sharded, resumable, dataset-native scoring (fuscore.scoring_job).
+
+One process in this process (fast), two under torchrun with gloo on the CPU (marked slow): the two-process output
+equals the one-process output bit for bit, a SIGKILLed run relaunched yields every item once, a relaunch with
+another model or other dimensions refuses, `--on-error skip` lists the bad items.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT, load_saved
+from fuscore.cli import main
+from fuscore.scoring_job import PARTS_SUFFIX, parts_folder
+from fuscore.tiny import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two tiny saved models with different weights (the same architecture)."""
+    root = tmp_path_factory.mktemp("job_models")
+    folders = []
+    for seed in (3, 4):
+        folder = root / f"model{seed}"
+        build_tiny_model("qwen2_vl", seed=seed).save_pretrained(folder)
+        folders.append(folder)
+    return folders
+
+
+def _write_images(folder: Path, count: int, seed: int = 0, prefix: str = "img") -> list:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(count):
+        # Two sizes, so batches mix visual-token counts.
+        shape = (32, 40, 3) if index % 3 else (44, 36, 3)
+        path = folder / f"{prefix}{index:03d}.png"
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def _rows(path) -> list:
+    return pq.read_table(path).to_pylist()
+
+
+def _metadata(path) -> dict:
+    return json.loads(pq.read_schema(path).metadata[b"fuscore"])
+
+
+def _env() -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _kill_launch(process) -> None:
+    """SIGKILL a launcher and every process under it (torchrun starts its workers in sessions of their own), as an
+    out-of-memory kill or a lost node would."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, pending = [], [process.pid]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending.extend(children.get(pid, []))
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+
+
+def _torchrun(processes: int) -> list:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", "fuscore"]
+
+
+# ------------------------------------------------------------------------------------------------ one process
+def test_folder_to_parquet_loads_with_datasets_and_equals_model_score(models, tmp_path, capsys):
+    import datasets
+
+    paths = _write_images(tmp_path / "images", 10)
+    output = tmp_path / "out" / "scores.parquet"
+    assert main(["score", str(tmp_path / "images"), "--model", str(models[0]), "--dimensions", "overall,sharpness",
+                 "--chunk-size", "4", "--output", str(output)]) == 0
+    assert "Wrote 10 scores" in capsys.readouterr().err
+    assert not parts_folder(output).exists(), "the parts folder is removed once the output is written"
+    assert sorted(p.name for p in output.parent.iterdir()) == ["scores.parquet"]
+
+    loaded = datasets.load_dataset("parquet", data_files=str(output), split="train")
+    assert loaded.column_names == ["key", "path", "overall", "overall_std", "overall_probs", "sharpness",
+                                   "sharpness_std", "sharpness_probs", "error"]
+    assert loaded["path"] == [str(p) for p in paths]
+    assert loaded["key"] == [os.path.abspath(p) for p in paths]
+    assert loaded["error"] == [None] * 10
+
+    # Each chunk of 4 consecutive images is one call of the public API: the scores are those, bit for bit.
+    model = load_saved(models[0])
+    expected = []
+    for start in range(0, 10, 4):
+        expected += model.score([str(p) for p in paths[start : start + 4]], dimensions=["overall", "sharpness"],
+                                return_details=True)
+    for row, detail in zip(loaded, expected):
+        for dim in ("overall", "sharpness"):
+            assert row[dim] == detail[dim]["score"] and row[f"{dim}_std"] == detail[dim]["std"]
+            assert row[f"{dim}_probs"] == pytest.approx(detail[dim]["probs"], abs=0, rel=0)
+
+    metadata = _metadata(output)
+    assert metadata["model"] == str(models[0].absolute())
+    assert metadata["model_revision"].startswith("sha256:")
+    assert metadata["dimensions"] == ["overall", "sharpness"]
+    assert metadata["level_words"] == list(model.config.level_words)
+    assert metadata["n_items"] == 10 and metadata["n_failed"] == 0
+    assert {"torch", "transformers", "datasets", "pyarrow", "python"} <= set(metadata["versions"])
+
+
+def test_stopped_run_resumes_with_the_same_settings_and_refuses_others(models, tmp_path, capsys):
+    paths = _write_images(tmp_path / "images", 10)
+    bad = tmp_path / "images" / "zz_truncated.png"
+    bad.write_bytes(paths[0].read_bytes()[:60])
+    output = tmp_path / "scores.parquet"
+    command = ["score", str(tmp_path / "images"), "--chunk-size", "3", "--output", str(output)]
+    same = ["--model", str(models[0]), "--dimensions", "overall"]
+
+    assert main([*command, *same]) == 2  # stops at the bad image, the 11th item
+    assert "zz_truncated.png" in capsys.readouterr().err
+    parts = parts_folder(output)
+    written = sorted(p.name for p in parts.glob("part-*.parquet"))
+    assert len(written) == 3 and not output.exists()  # 9 items in 3 whole chunks; the 4th chunk holds the bad one
+
+    import fcntl
+
+    with open(parts / "job.lock", "a") as held:  # as a launch that is still running holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main([*command, *same]) == 2
+        assert "in use by another `fuscore score` job that is still running" in capsys.readouterr().err
+
+    for other in (["--model", str(models[1]), "--dimensions", "overall"],
+                  ["--model", str(models[0]), "--dimensions", "overall,sharpness"]):
+        assert main([*command, *other]) == 2
+        error = capsys.readouterr().err
+        assert "scored with other settings" in error and "--overwrite" in error
+        assert ("model revision" in error) if other[1] == str(models[1]) else ("dimensions" in error)
+        assert sorted(p.name for p in parts.glob("part-*.parquet")) == written, "a refused run writes nothing"
+
+    Image.open(paths[1]).save(bad)  # the user fixes the file
+    assert main([*command, *same]) == 0
+    assert "Wrote 11 scores to" in capsys.readouterr().err.split("(9 of them scored by an earlier run)")[0]
+    rows = _rows(output)
+    assert [row["key"] for row in rows] == sorted(os.path.abspath(p) for p in [*paths, bad])
+    fresh = tmp_path / "fresh.parquet"
+    assert main([*command[:-1], str(fresh), *same]) == 0
+    assert rows == _rows(fresh), "a resumed job equals an uninterrupted one bit for bit"
+
+    # A finished output is part of the job too: the same command scores nothing again, another model refuses.
+    capsys.readouterr()
+    assert main([*command, *same]) == 0
+    assert "(11 of them scored by an earlier run)" in capsys.readouterr().err
+    assert main([*command, "--model", str(models[1]), "--dimensions", "overall"]) == 2
+    assert f"The existing output {output} was scored with other settings" in capsys.readouterr().err
+    assert main([*command, "--model", str(models[1]), "--dimensions", "overall", "--overwrite"]) == 0
+    assert _metadata(output)["model"] == str(models[1].absolute())
+
+
+def test_a_damaged_parts_folder_is_an_error_that_says_what_to_do(models, tmp_path, capsys):
+    _write_images(tmp_path / "images", 5)
+    (tmp_path / "images" / "img004.png").write_bytes(b"broken")
+    output = tmp_path / "scores.parquet"
+    command = ["score", str(tmp_path / "images"), "--model", str(models[0]), "--dimensions", "overall",
+               "--chunk-size", "2", "--output", str(output)]
+    assert main(command) == 2
+    parts = parts_folder(output)
+    damaged = sorted(parts.glob("part-*.parquet"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:40])  # damaged behind FuScore's back (a disk fault, a hand edit)
+    command[command.index("--output"):command.index("--output")] = ["--on-error", "skip"]
+    capsys.readouterr()
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert str(damaged) in error and "Delete the file" in error and "Traceback" not in error
+    damaged.unlink()
+    (parts / "job.json").write_text("{")
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert "job.json is damaged" in error and "--overwrite" in error
+    assert main([*command, "--overwrite"]) == 1  # the broken image is recorded, the rest scored
+    assert len(_rows(output)) == 5
+
+
+def test_on_error_skip_lists_the_bad_items_and_a_relaunch_retries_them(models, tmp_path, capsys):
+    paths = _write_images(tmp_path / "images", 8)
+    images = tmp_path / "images"
+    (images / "b_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "c_tiny.png")
+    (images / "d_notes.png").write_text("meeting notes, not an image")
+    output = tmp_path / "scores.parquet"
+    command = ["score", str(images), "--model", str(models[0]), "--dimensions", "overall", "--chunk-size", "4",
+               "--on-error", "skip", "--output", str(output)]
+    assert main(command) == 1
+    error = capsys.readouterr().err
+    assert "3 of 11 items could not be scored" in error
+    for name in ("b_corrupt.png", "c_tiny.png", "d_notes.png"):
+        assert name in error
+
+    rows = {Path(row["path"]).name: row for row in _rows(output)}
+    assert len(rows) == 11
+    for name in ("b_corrupt.png", "c_tiny.png", "d_notes.png"):
+        assert rows[name]["overall"] is None and name in rows[name]["error"]
+    assert "too small" in rows["c_tiny.png"]["error"]
+    assert _metadata(output)["n_failed"] == 3
+    # The good images of a chunk with bad ones are scored all the same (to the engine's last-bit batch effects).
+    model = load_saved(models[0])
+    for path, expected in zip(paths, model.score([str(p) for p in paths])):
+        assert rows[path.name]["overall"] == pytest.approx(expected, abs=1e-6)
+        assert rows[path.name]["error"] is None
+
+    Image.open(paths[0]).save(images / "b_corrupt.png")
+    assert main(command) == 1  # the two other bad files are still bad
+    error = capsys.readouterr().err
+    assert "2 of 11 items could not be scored" in error and "(8 of them scored by an earlier run)" in error
+    rows = {Path(row["path"]).name: row for row in _rows(output)}
+    assert rows["b_corrupt.png"]["error"] is None and rows["b_corrupt.png"]["overall"] is not None
+
+    # Printed as a table, the bad items say why.
+    assert main(["score", str(images / "c_tiny.png"), str(paths[0]), "--model", str(models[0]), "--dimensions",
+                 "overall", "--on-error", "skip"]) == 1
+    printed = capsys.readouterr().out
+    assert "c_tiny.png  not scored:" in printed and f"{model.score(str(paths[0])):.3f}" in printed
+
+
+def test_datasets_sources_save_to_disk_rating_table_and_streamed_parquet(models, tmp_path, monkeypatch, capsys):
+    import datasets
+
+    from fuscore_data.schema import conform_to_schema
+    from fuscore_data.tables import save_arrow
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets_cache"))
+    paths = _write_images(tmp_path / "images", 9)
+    reference = tmp_path / "files.parquet"
+    common = ["--model", str(models[0]), "--dimensions", "overall", "--chunk-size", "4"]
+    assert main(["score", str(tmp_path / "images"), *common, "--output", str(reference)]) == 0
+    expected = [row["overall"] for row in _rows(reference)]
+
+    # A save_to_disk folder with two splits and an Image column named "picture".
+    table = datasets.Dataset.from_dict({"picture": [str(p) for p in paths], "note": list("abcdefghi")})
+    table = table.cast_column("picture", datasets.Image())
+    splits = datasets.DatasetDict({"first": table.select(range(4)), "second": table.select(range(4, 9))})
+    splits.save_to_disk(str(tmp_path / "saved"))
+    output = tmp_path / "saved.parquet"
+    assert main(["score", str(tmp_path / "saved"), "--image-column", "picture", *common, "--output", str(output)]) == 0
+    rows = _rows(output)
+    assert [row["key"] for row in rows] == [f"first/{i}" for i in range(4)] + [f"second/{i}" for i in range(5)]
+    assert [(row["split"], row["row"]) for row in rows] == [("first", i) for i in range(4)] + [("second", i) for i in range(5)]
+    # The chunks of 4 cover the same images (4 in "first", then 4 + 1), so the scores are the files' scores.
+    assert [row["overall"] for row in rows] == expected
+    assert main(["score", str(tmp_path / "saved"), "--image-column", "picture", "--split", "second", *common,
+                 "--output", str(tmp_path / "second.parquet")]) == 0
+    assert [row["key"] for row in _rows(tmp_path / "second.parquet")] == [f"second/{i}" for i in range(5)]
+
+    # A FuScore rating table (save_arrow): its `fused` column is read without --image-column.
+    rating = conform_to_schema(datasets.Dataset.from_dict({
+        "fused": [str(p) for p in paths], "pair_id": [f"p{i}" for i in range(9)], "method": ["m"] * 9}))
+    save_arrow(rating, tmp_path / "table", validate=False)
+    assert main(["score", str(tmp_path / "table"), *common, "--output", str(tmp_path / "table.parquet")]) == 0
+    assert [row["overall"] for row in _rows(tmp_path / "table.parquet")] == expected
+
+    # A Parquet data file with embedded images, through load_dataset, streamed and not.
+    table.to_parquet(str(tmp_path / "data.parquet"))
+    for extra in ([], ["--streaming"]):
+        output = tmp_path / f"parquet{len(extra)}.parquet"
+        assert main(["score", str(tmp_path / "data.parquet"), "--image-column", "picture", *extra, *common,
+                     "--output", str(output)]) == 0
+        rows = _rows(output)
+        assert [row["key"] for row in rows] == [f"train/{i}" for i in range(9)]
+        assert [row["overall"] for row in rows] == expected
+        assert _metadata(output)["source"]["streaming"] == bool(extra)
+
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "saved"), "--image-column", "nope", *common, "--output", str(tmp_path / "x.parquet")]) == 2
+    assert "--image-column 'nope' is not a column" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "saved"), *common, "--output", str(tmp_path / "x.parquet")]) == 2
+    assert "name the column of fused images with --image-column" in capsys.readouterr().err
+
+
+def test_manifest_source_keeps_pair_and_method(models, tmp_path):
+    paths = _write_images(tmp_path / "images", 4)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("pair,method,fused\n" + "".join(f"s{i},m{i % 2},images/{p.name}\n" for i, p in enumerate(paths)))
+    output = tmp_path / "scores.csv"
+    assert main(["score", str(manifest), "--model", str(models[0]), "--dimensions", "overall", "--output", str(output)]) == 0
+    import csv
+
+    with open(output, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["pair"], row["method"]) for row in rows] == [(f"s{i}", f"m{i % 2}") for i in range(4)]
+    assert [row["path"] for row in rows] == [str(tmp_path / "images" / p.name) for p in paths]
+
+
+def test_bad_arguments_are_refused_before_any_scoring(models, tmp_path, capsys):
+    paths = _write_images(tmp_path / "images", 3)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "nested" / "inner").mkdir(parents=True)
+    Image.open(paths[0]).save(tmp_path / "nested" / "inner" / "deep.png")
+    (tmp_path / "a_folder.parquet").mkdir()
+    model = ["--model", str(models[0]), "--dimensions", "overall"]
+    cases = [
+        (["score", str(paths[0]), "--output", str(tmp_path / "a_folder.parquet")], "is a folder"),
+        (["score", str(paths[0]), "--output", str(tmp_path / "scores.txt")], "must end in .parquet, .csv, .json"),
+        (["score", str(paths[0]), str(paths[0])], "listed twice"),
+        (["score", str(paths[0]), str(tmp_path / "images")], "listed twice"),
+        (["score", str(tmp_path / "empty")], "holds no images"),
+        (["score", str(tmp_path / "nested")], "add --recursive"),
+        (["score", str(tmp_path / "no_such_folder")], "no such image file or folder"),
+        (["score", "./no_such_dataset", "--image-column", "fused"], "no such file or folder"),
+        (["score", str(tmp_path / "images"), "--split", "train"], "--split goes with a dataset"),
+        (["score", str(tmp_path / "images"), "--streaming"], "--streaming goes with a dataset"),
+        (["score", str(paths[0]), "--dimensions", ","], "names no dimension"),
+        (["score", str(paths[0]), "--device", "nonsense"], "--device 'nonsense': not a device"),
+        (["score", str(tmp_path / "table.csv")], "name its image column with --image-column"),
+        (["score", str(tmp_path / "no_rows")], "the dataset has no rows to score"),
+        (["score", str(paths[0]), "--chunk-size", "0"], None),
+    ]
+    (tmp_path / "table.csv").write_text(f"image\n{paths[0]}\n")  # not a manifest: a table of image paths
+    import datasets
+
+    datasets.Dataset.from_dict({"fused": []}, features=datasets.Features({"fused": datasets.Image()})).save_to_disk(
+        str(tmp_path / "no_rows"))
+    for arguments, message in cases:
+        arguments = [arguments[0], *model, *arguments[1:]]  # a case's own --dimensions comes last and counts
+        if message is None:
+            with pytest.raises(SystemExit) as stopped:
+                main(arguments)
+            assert stopped.value.code == 2
+            assert "--chunk-size must be at least 1" in capsys.readouterr().err
+            continue
+        assert main(arguments) == 2, arguments
+        assert message in capsys.readouterr().err, arguments
+    assert not (tmp_path / "scores.txt").exists()
+    assert main(["score", str(tmp_path / "nested"), "--recursive", *model, "--output", str(tmp_path / "deep.csv")]) == 0
+    assert "deep.png" in (tmp_path / "deep.csv").read_text()
+
+
+def test_a_changed_folder_keeps_earlier_scores_and_leaves_out_removed_items(models, tmp_path, capsys):
+    paths = _write_images(tmp_path / "images", 4)
+    output = tmp_path / "scores.parquet"
+    command = ["score", str(tmp_path / "images"), "--model", str(models[0]), "--dimensions", "overall", "--output", str(output)]
+    assert main(command) == 0
+    paths[1].unlink()
+    added = _write_images(tmp_path / "images", 1, seed=5, prefix="new")
+    capsys.readouterr()
+    assert main(command) == 0
+    error = capsys.readouterr().err
+    assert "(3 of them scored by an earlier run)" in error and "1 scores of an earlier run were left out" in error
+    assert [row["path"] for row in _rows(output)] == [str(p) for p in (paths[0], paths[2], paths[3], *added)]
+
+
+def test_a_model_that_reads_sources_needs_them_and_skip_records_a_missing_one(tmp_path, capsys):
+    model = tmp_path / "model_ir_vis"
+    build_tiny_model("qwen2_vl", input_mode="fused_ir_vis", seed=2).save_pretrained(model)
+    fused = _write_images(tmp_path / "fused", 3)
+    _write_images(tmp_path / "ir", 3, seed=1)
+    _write_images(tmp_path / "vis", 3, seed=2)
+    (tmp_path / "ir" / fused[1].name).unlink()
+    common = ["score", str(tmp_path / "fused"), "--model", str(model), "--dimensions", "overall"]
+    assert main([*common, "--ir", str(tmp_path / "ir")]) == 2
+    assert "give --ir and --vis" in capsys.readouterr().err
+    sources = ["--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis")]
+    assert main([*common, *sources]) == 2  # stop: the missing source is an error before any scoring
+    assert f"no ir source named {fused[1].name}" in capsys.readouterr().err
+    output = tmp_path / "scores.csv"
+    assert main([*common, *sources, "--on-error", "skip", "--output", str(output)]) == 1
+    import csv
+
+    with open(output, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [bool(row["error"]) for row in rows] == [False, True, False]
+    assert str(tmp_path / "ir" / fused[1].name) in rows[1]["error"] and "no such image file" in rows[1]["error"]
+
+
+def test_an_error_every_process_meets_is_reported_once(models, tmp_path, monkeypatch, capsys):
+    import fuscore.cli as cli
+
+    import contextlib
+
+    class SecondProcess:  # what accelerate's PartialState says on process 1 of 2
+        process_index, num_processes, is_main_process = 1, 2, False
+        main_process_first = staticmethod(contextlib.nullcontext)
+
+    monkeypatch.setattr(cli, "_process_state", lambda device: SecondProcess())
+    assert main(["score", str(tmp_path / "missing.png"), "--model", str(models[0]), "--output", str(tmp_path / "s.parquet")]) == 2
+    assert main(["score", str(tmp_path / "missing.png"), "--model", str(models[0])]) == 2
+    assert capsys.readouterr().err == "", "only the first process reports it"
+
+
+def test_model_revision_names_the_weights_not_the_path(models, tmp_path):
+    import shutil
+
+    from fuscore.hub import add_folder_to_hub_cache
+    from fuscore.scoring_job import model_revision
+
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(models[0], copy)
+    assert model_revision(str(copy)) == model_revision(str(models[0])) != model_revision(str(models[1]))
+    snapshot = add_folder_to_hub_cache(models[0], "org/revision-test", cache_dir=str(tmp_path / "hub"))
+    assert model_revision("org/revision-test", cache_dir=str(tmp_path / "hub")) == snapshot.name
+
+
+def test_hidden_resource_fork_files_are_not_images(models, tmp_path):
+    """macOS leaves `._name.png` (AppleDouble metadata) beside each image on shared drives."""
+    paths = _write_images(tmp_path / "images", 2)
+    (tmp_path / "images" / "._img000.png").write_bytes(b"\x00\x05\x16\x07 Mac OS X metadata")
+    output = tmp_path / "scores.csv"
+    assert main(["score", str(tmp_path / "images"), "--model", str(models[0]), "--dimensions", "overall",
+                 "--output", str(output)]) == 0
+    assert "._img000" not in output.read_text() and paths[1].name in output.read_text()
+
+
+def test_python_dash_m_fuscore_is_the_command(tmp_path):
+    missing = tmp_path / "missing.png"
+    result = subprocess.run([sys.executable, "-m", "fuscore", "score", str(missing)], capture_output=True, text=True,
+                            timeout=300, env=_env(), cwd=tmp_path)
+    assert result.returncode == 2 and str(missing) in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ several processes
+@pytest.mark.slow
+def test_two_processes_equal_one_process_bit_for_bit(models, tmp_path):
+    paths = _write_images(tmp_path / "images", 13)
+    bad = tmp_path / "images" / "img004.png"
+    bad.write_bytes(b"broken")
+    common = ["score", str(tmp_path / "images"), "--model", str(models[0]), "--dimensions", "overall,artifacts",
+              "--chunk-size", "2", "--on-error", "skip"]
+    one = tmp_path / "one.parquet"
+    assert main([*common, "--output", str(one)]) == 1
+    two = tmp_path / "two.parquet"
+    result = subprocess.run([*_torchrun(2), *common, "--output", str(two)], capture_output=True, text=True,
+                            timeout=600, env=_env(), cwd=tmp_path)
+    assert result.returncode != 0, "an item failed: the launch's exit status says so"
+    assert "1 of 13 items could not be scored" in result.stderr and "img004.png" in result.stderr
+    assert _rows(two) == _rows(one)
+    assert len(_rows(two)) == len(paths)
+    # One progress bar for the job, on the first process: it counts all 13 items, no bar counts a shard alone.
+    bars = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("Scoring:")]
+    assert bars and all("/13 " in line for line in bars) and any("13/13" in line for line in bars)
+
+    # The same under `accelerate launch` (whose --cpu launcher starts one process only: its torchrun launcher, named
+    # --multi_gpu, starts two on the CPU too).
+    launched = tmp_path / "accelerate.parquet"
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "fuscore.cli",
+                             *common, "--output", str(launched)], capture_output=True, text=True, timeout=600, env=_env(), cwd=tmp_path)
+    assert "1 of 13 items could not be scored" in result.stderr, result.stderr[-3000:]
+    assert _rows(launched) == _rows(one)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_way_then_relaunch_gives_every_item_exactly_once(models, tmp_path, capsys):
+    paths = _write_images(tmp_path / "images", 90)
+    output = tmp_path / "scores.parquet"
+    common = ["score", str(tmp_path / "images"), "--model", str(models[0]), "--dimensions", "overall", "--chunk-size", "2"]
+    process = subprocess.Popen([*_torchrun(2), *common, "--output", str(output)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=_env(), cwd=tmp_path)
+    parts = parts_folder(output)
+    deadline = time.monotonic() + 300
+    try:
+        while len(list(parts.glob("part-*.parquet"))) < 6 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        _kill_launch(process)
+    done = len(list(parts.glob("part-*.parquet")))
+    assert not output.exists() and 6 <= done < 45, f"the kill must land mid-way ({done} of 45 chunks written)"
+
+    assert main([*common, "--model", str(models[1]), "--output", str(output)]) == 2  # another model refuses
+    assert "model revision" in capsys.readouterr().err
+    # Relaunched with one process (any process count resumes the same job).
+    assert main([*common, "--output", str(output)]) == 0
+    assert f"of them scored by an earlier run" in capsys.readouterr().err
+    rows = _rows(output)
+    keys = [row["key"] for row in rows]
+    assert keys == [os.path.abspath(p) for p in paths] and len(set(keys)) == 90
+    uninterrupted = tmp_path / "uninterrupted.parquet"
+    assert main([*common, "--output", str(uninterrupted)]) == 0
+    assert rows == _rows(uninterrupted)
+    assert not list(tmp_path.glob(f"*{PARTS_SUFFIX}"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_chunks_and_says_how_to_go_on(models, tmp_path):
+    _write_images(tmp_path / "images", 90)
+    output = tmp_path / "scores.parquet"
+    command = [sys.executable, "-m", "fuscore", "score", str(tmp_path / "images"), "--model", str(models[0]),
+               "--dimensions", "overall", "--chunk-size", "1", "--output", str(output)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    parts = parts_folder(output)
+    deadline = time.monotonic() + 300
+    while len(list(parts.glob("part-*.parquet"))) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "run the same command to go on" in stderr and "Traceback" not in stderr
+    assert len(list(parts.glob("part-*.parquet"))) >= 3
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
+    assert result.returncode == 0 and len(_rows(output)) == 90
