@@ -439,6 +439,21 @@ def sample_degradation(rng: np.random.Generator) -> Degradation:
     )
 
 
+def _jittered(degradation: Degradation, amount: float, rng: np.random.Generator) -> Degradation:
+    """`degradation` with each active strength scaled by its own factor uniform in [1 - amount, 1 + amount]
+    (JPEG: the quality; clipped to each parameter's valid range). Always draws five factors, so the stream of
+    `rng` does not depend on which kinds are active."""
+    factor = rng.uniform(1.0 - amount, 1.0 + amount, size=5)
+    quality = degradation.jpeg_quality
+    return Degradation(
+        blur_sigma=round(degradation.blur_sigma * factor[0], 2),
+        noise_sigma=round(degradation.noise_sigma * factor[1], 3),
+        jpeg_quality=None if quality is None else int(np.clip(round(quality * factor[2]), 1, 95)),
+        contrast_loss=round(min(degradation.contrast_loss * factor[3], 1.0), 2),
+        thermal_suppression=round(min(degradation.thermal_suppression * factor[4], 1.0), 2),
+    )
+
+
 @dataclass(frozen=True)
 class Rendering:
     """One fused image with its constructed sub-scores.
@@ -533,6 +548,12 @@ class SyntheticIVIF:
             in the range of ratings per image that IQA studies collect (ITU-R BT.500 asks for at
             least 15); with it the constructed truth reaches SRCC 0.97 against `mos` (0.94 with 8).
         night_fraction: probability that a scene is a night scene.
+        shared_degradation: None (the default): every fused image draws its own random
+            degradations. A number `j` in [0, 1): the images of one scene share a single
+            degradation draw (the same kinds), each strength scaled by its own factor uniform in
+            [1 - j, 1 + j]. Their qualities are then close and their order within the pair is set
+            by the fusion method and small strength differences: method-level ordering is hard
+            (the "close" setting of benchmarks/ablation.py).
 
     A group's row `j` depends only on (seed, scene_index, j): asking for more images of a
     scene appends rows without changing the earlier ones. Within a group the methods are
@@ -548,6 +569,7 @@ class SyntheticIVIF:
         methods: Sequence[str] = ALL_METHODS,
         num_raters: int = 24,
         night_fraction: float = 0.35,
+        shared_degradation: float | None = None,
     ):
         unknown = [m for m in methods if m not in FUSION_METHODS]
         if unknown or not methods:
@@ -558,6 +580,8 @@ class SyntheticIVIF:
             raise ValueError(f"night_fraction must be in [0, 1], got {night_fraction}.")
         if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) or image_size < 32:
             raise ValueError(f"image_size must be a whole number of pixels, at least 32, got {image_size!r}.")
+        if shared_degradation is not None and not 0 <= shared_degradation < 1:
+            raise ValueError(f"shared_degradation must be None or in [0, 1), got {shared_degradation}.")
         if seed < 0:
             raise ValueError(f"seed must be >= 0 (numpy seed sequences take non-negative integers), got {seed}.")
         self.image_size = int(image_size)
@@ -565,6 +589,7 @@ class SyntheticIVIF:
         self.methods = tuple(methods)
         self.num_raters = int(num_raters)
         self.night_fraction = float(night_fraction)
+        self.shared_degradation = None if shared_degradation is None else float(shared_degradation)
 
     def pair_id(self, scene_index: int) -> str:
         return f"syn-{self.seed}-{scene_index}"
@@ -587,9 +612,14 @@ class SyntheticIVIF:
         ir_image, vis_image = scene.ir_image(), scene.vis_image()
         pair_id = self.pair_id(scene_index)
         rows, used_names = [], set()
+        # Drawn before the rows, so asking for more images still appends rows without changing the earlier ones.
+        shared = None if self.shared_degradation is None else sample_degradation(rng)
         for j in range(num_images):
             method = self.methods[order[j % len(self.methods)]]
-            degradation = sample_degradation(rng)
+            if shared is None:
+                degradation = sample_degradation(rng)
+            else:
+                degradation = _jittered(shared, self.shared_degradation, rng)
             rendering = render(scene, method, degradation, rng)
             sub_scores = np.array([rendering.scores[name] for name in SUB_DIMENSIONS])
             truth = float(overall_score(sub_scores))
@@ -660,7 +690,9 @@ class SyntheticIVIF:
     def __repr__(self) -> str:
         return (
             f"SyntheticIVIF(image_size={self.image_size}, seed={self.seed}, methods={self.methods}, "
-            f"num_raters={self.num_raters}, night_fraction={self.night_fraction})"
+            f"num_raters={self.num_raters}, night_fraction={self.night_fraction}"
+            + ("" if self.shared_degradation is None else f", shared_degradation={self.shared_degradation}")
+            + ")"
         )
 
 

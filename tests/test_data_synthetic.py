@@ -201,3 +201,24 @@ def test_generation_is_fast_enough_for_data_loader_workers():
     count = sum(len(generator.group(i, 6)) for i in range(1, 6))
     per_image = (time.perf_counter() - start) / count
     assert per_image < 0.03, f"{per_image * 1000:.1f} ms per 112-px image (about 3 ms expected on one core)"
+
+
+def test_shared_degradation_makes_the_images_of_a_pair_close():
+    """`shared_degradation`: one degradation draw per scene (same kinds, strengths jittered), so the fused images of a
+    pair differ mainly by method; their MOS spread within the pair is well under the default's (benchmarks/ablation.py
+    uses it for the setting where method-level ordering is hard). Off by default; rows still append stably."""
+    default = SyntheticIVIF(image_size=40, seed=4)
+    close = SyntheticIVIF(image_size=40, seed=4, shared_degradation=0.1)
+    spreads = {"default": [], "close": []}
+    for scene in range(12):
+        rows = close.group(scene, 6)
+        kinds = {tuple(part.rstrip("0123456789.") for part in row["method"].split("#")[0].split("+")[1:])
+                 for row in rows}
+        assert len(kinds) == 1, f"scene {scene}: one set of degradation kinds per pair, got {kinds}"
+        spreads["close"].append(np.std([row["mos"] for row in rows]))
+        spreads["default"].append(np.std([row["mos"] for row in default.group(scene, 6)]))
+    assert np.mean(spreads["close"]) < 0.7 * np.mean(spreads["default"])
+    assert _fingerprint(close.group(2, 8))[:5] == _fingerprint(close.group(2, 5))
+    assert "shared_degradation=0.1" in repr(close) and "shared_degradation" not in repr(default)
+    with pytest.raises(ValueError, match="shared_degradation"):
+        SyntheticIVIF(shared_degradation=1.5)

@@ -40,7 +40,6 @@ def _ascending(builder):
 
 
 fuscore_soft_label = _ascending(objectives.fuscore_soft_label)
-deqa_soft_label = _ascending(objectives.deqa_soft_label)
 onehot_label = _ascending(objectives.onehot_label)
 label_for_objective = _ascending(objectives.label_for_objective)
 
@@ -231,12 +230,14 @@ def test_out_of_range_mu_raises():
         fuscore_soft_label(None, [None, None, None, None])
 
 
-def test_deqa_and_onehot_labels():
-    q, sigma = deqa_soft_label(3.4, 0.7)
+def test_mos_std_only_and_nearest_onehot_labels():
+    """The controlled variants (the peers' own labels are tested against their definitions in
+    test_peer_baselines.py)."""
+    q, sigma = label_for_objective("fuscore_mos_std_only", 3.4, [2.0, 4.0, 3.0, 4.5], 0.7)
     q_ref, _ = fuscore_soft_label(3.4, mos_std=0.7)
     np.testing.assert_allclose(q, q_ref)
     assert sigma == pytest.approx(0.7)
-    assert deqa_soft_label(3.4, 0.05)[1] == pytest.approx(0.2)
+    assert label_for_objective("fuscore_mos_std_only", 3.4, None, 0.05)[1] == pytest.approx(0.2)
 
     expected_index = [0, 1, 2, 2, 3, 4, 4]  # round half up: 1.5 -> 2, 3.5 -> 4, 4.5 -> 5
     q = onehot_label([1.2, 1.5, 2.51, 3.49, 3.5, 4.5, 5.0])
@@ -248,8 +249,8 @@ def test_deqa_and_onehot_labels():
 def test_label_for_objective():
     subs = [[2.0, 3.0, 4.0, 3.0]]
     q_fus, s_fus = label_for_objective("fuscore", None, subs, 0.3)
-    q_deqa, s_deqa = label_for_objective("deqa", None, subs, 0.3)
-    q_one, _ = label_for_objective("onehot", None, subs, 0.3)
+    q_deqa, s_deqa = label_for_objective("fuscore_mos_std_only", None, subs, 0.3)
+    q_one, _ = label_for_objective("nearest_onehot", None, subs, 0.3)
     assert s_fus[0] == pytest.approx(math.sqrt(0.5 + 0.09))
     assert s_deqa[0] == pytest.approx(0.3)
     assert q_deqa @ LEVELS == pytest.approx([3.0]) and entropy(q_deqa[0]) < entropy(q_fus[0])
@@ -399,41 +400,46 @@ def test_tripartite_single_group_batch_has_zero_cross_term():
     assert torch.isfinite(logits.grad).all()
 
 
+def _peer_inputs(logits):
+    """What the peers' losses read besides the level logits: full-vocabulary logits at the answer position (the
+    level logits and 20 other tokens) and the answer-prefix NLL (its values are tested in test_peer_baselines.py)."""
+    vocab = torch.cat([logits, torch.randn(len(logits), 20, generator=torch.Generator().manual_seed(1))], dim=1)
+    return {"vocab_logits": vocab, "answer_nll": torch.full((len(logits),), 3.0),
+            "answer_tokens": torch.full((len(logits),), 9)}
+
+
 def test_compute_objective_switch():
     logits, score, score_std, q, mu, sigma, groups = _batch()
     regression = torch.tensor([2.0, 3.0, 4.5, 1.0], requires_grad=True)
     onehot = torch.as_tensor(onehot_label(mu.numpy()), dtype=torch.float32)
-    labels = {"fuscore": q, "deqa": q, "onehot": onehot, "scalar": q}
+    labels = {"fuscore": q, "fuscore_mos_std_only": q, "deqa": q, "qalign": onehot, "nearest_onehot": onehot,
+              "scalar": q}
     expected_terms = {
         "fuscore": {"loss", "loss_dist", "loss_within", "loss_cross"},
-        "deqa": {"loss", "loss_dist", "loss_fidelity"},
-        "onehot": {"loss", "loss_ce"},
+        "fuscore_mos_std_only": {"loss", "loss_dist", "loss_within", "loss_cross"},
+        "deqa": {"loss", "loss_kl", "loss_ce_answer", "loss_fidelity"},
+        "qalign": {"loss", "loss_ce_level", "loss_ce_answer"},
+        "nearest_onehot": {"loss", "loss_ce"},
         "scalar": {"loss", "loss_mse"},
     }
     outs = {}
     for objective in OBJECTIVES:
         outs[objective] = compute_objective(
             objective, level_logits=logits, score=score, score_std=score_std, regression=regression,
-            soft_label=labels[objective], mu=mu, sigma=sigma, group_ids=groups,
+            soft_label=labels[objective], mu=mu, sigma=sigma, group_ids=groups, **_peer_inputs(logits),
         )
         assert set(outs[objective]) == expected_terms[objective]
         assert outs[objective]["loss"].requires_grad
-
-    s, sd = score.tolist(), score_std.tolist()
-    pairs = [(i, j) for i in range(4) for j in range(4) if i < j]
-    all_pairs = sum(fidelity_by_hand(s[i], s[j], sd[i], sd[j], mu[i].item(), mu[j].item(), sigma[i].item(),
-                                     sigma[j].item()) for i, j in pairs) / len(pairs)
-    assert outs["deqa"]["loss_fidelity"].item() == pytest.approx(all_pairs, rel=1e-4)
-    assert outs["deqa"]["loss_dist"].item() == pytest.approx(outs["fuscore"]["loss_dist"].item())
+    assert outs["fuscore_mos_std_only"]["loss"].item() == pytest.approx(outs["fuscore"]["loss"].item())
 
     log_p = logits.detach().log_softmax(-1)
     ce = -sum(log_p[i, int(onehot[i].argmax())].item() for i in range(4)) / 4.0
-    assert outs["onehot"]["loss_ce"].item() == pytest.approx(ce, rel=1e-6)
+    assert outs["nearest_onehot"]["loss_ce"].item() == pytest.approx(ce, rel=1e-6)
     mse = sum((r - m) ** 2 for r, m in zip(regression.tolist(), mu.tolist())) / 4.0
     assert outs["scalar"]["loss_mse"].item() == pytest.approx(mse, rel=1e-6)
 
     with pytest.raises(ValueError):
-        compute_objective("onehot", level_logits=logits, soft_label=q)  # not one-hot
+        compute_objective("nearest_onehot", level_logits=logits, soft_label=q)  # not one-hot
     with pytest.raises(ValueError):
         compute_objective("fuscore", level_logits=logits, score=score, soft_label=q, mu=mu, sigma=sigma)
     with pytest.raises(ValueError):
@@ -445,10 +451,14 @@ def test_registry_records_say_what_each_objective_needs():
     from types import SimpleNamespace
 
     records = {name: objectives.get_objective(name) for name in OBJECTIVES}
-    assert set(OBJECTIVES) == set(objectives.OBJECTIVE_REGISTRY) == {"fuscore", "deqa", "onehot", "scalar"}
+    assert set(OBJECTIVES) == set(objectives.OBJECTIVE_REGISTRY) == {
+        "fuscore", "qalign", "deqa", "fuscore_mos_std_only", "nearest_onehot", "scalar"}
     assert [name for name, record in records.items() if record.regression_head] == ["scalar"]
-    assert {record.softmax for record in records.values()} == {"levels"}
-    assert {record.batches for record in records.values()} == {"pair_grouped"}
+    # The peers read the full-vocabulary softmax, train on randomly drawn batches and need the answer tokens.
+    peers = {"qalign", "deqa"}
+    assert {name for name, record in records.items() if record.softmax == "vocabulary"} == peers
+    assert {name for name, record in records.items() if record.batches == "random"} == peers
+    assert {name for name, record in records.items() if record.answer_tokens} == peers
     outputs = SimpleNamespace(score=torch.tensor([2.0, 3.0]), regression=torch.tensor([4.0, 1.0]))
     assert records["fuscore"].predict(outputs).tolist() == [2.0, 3.0]
     assert records["scalar"].predict(outputs).tolist() == [4.0, 1.0]
@@ -456,7 +466,8 @@ def test_registry_records_say_what_each_objective_needs():
         records["scalar"].predict(SimpleNamespace(score=outputs.score, regression=None))
     with pytest.raises(dataclasses.FrozenInstanceError):
         records["fuscore"].softmax = "vocabulary"
-    with pytest.raises(ValueError, match="Unknown objective 'ranking': choose one of fuscore, deqa, onehot, scalar"):
+    with pytest.raises(ValueError, match="Unknown objective 'ranking': choose one of fuscore, qalign, deqa, "
+                                         "fuscore_mos_std_only, nearest_onehot, scalar"):
         objectives.get_objective("ranking")
     with pytest.raises(ValueError, match="softmax"):
         dataclasses.replace(records["fuscore"], softmax="full")
@@ -466,8 +477,8 @@ def test_registry_records_say_what_each_objective_needs():
     onehot = torch.as_tensor(onehot_label(mu.numpy()), dtype=torch.float32)
     for name, record in records.items():
         terms = compute_objective(name, level_logits=logits, score=score, score_std=score_std,
-                                  regression=torch.zeros(4), soft_label=onehot if name == "onehot" else q, mu=mu,
-                                  sigma=sigma, group_ids=groups)
+                                  regression=torch.zeros(4), soft_label=onehot if "onehot" in name or name == "qalign"
+                                  else q, mu=mu, sigma=sigma, group_ids=groups, **_peer_inputs(logits))
         assert tuple(terms) == ("loss", *record.terms), name
 
 

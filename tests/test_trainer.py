@@ -34,7 +34,7 @@ def test_yaml_config_with_command_line_overrides(tmp_path):
     assert training_args.max_steps == 9, "arguments after --config override the file"
     assert training_args.gradient_checkpointing_kwargs == {"use_reentrant": False} and training_args.learning_rate == 1e-4
     config.write_text("objective: ranking\noutput_dir: x\n")
-    with pytest.raises(ValueError, match="Unknown objective 'ranking': choose one of fuscore, deqa"):
+    with pytest.raises(ValueError, match="Unknown objective 'ranking': choose one of fuscore, qalign, deqa"):
         trainer_fuscore.parse_arguments(["--config", str(config)])
     with pytest.raises(SystemExit, match="no such file"):
         trainer_fuscore.parse_arguments(["--config", str(tmp_path / "missing.yaml")])
@@ -272,20 +272,20 @@ def test_an_objective_that_wants_random_batches_gets_them(monkeypatch, tmp_path)
     from fuscore.objectives import OBJECTIVE_REGISTRY
     from fuscore.training.config import FuScoreTrainingConfig
 
-    monkeypatch.setitem(OBJECTIVE_REGISTRY, "deqa_random",
-                        dataclasses.replace(OBJECTIVE_REGISTRY["deqa"], name="deqa_random", batches="random"))
+    monkeypatch.setitem(OBJECTIVE_REGISTRY, "fuscore_random",
+                        dataclasses.replace(OBJECTIVE_REGISTRY["fuscore"], name="fuscore_random", batches="random"))
     table = SyntheticIVIF(image_size=56, seed=2).table(num_scenes=6, images_per_scene=4)
     model = build_tiny_model("qwen2_vl")
     batches = {}
-    for objective in ("deqa", "deqa_random"):
+    for objective in ("fuscore", "fuscore_random"):
         args = FuScoreTrainingConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", objective=objective,
                                      pairs_per_batch=2, images_per_pair=4, seed=0)
         trainer = trainer_fuscore.FuScoreTrainer(model=model, args=args, train_dataset=table,
                                                  data_collator=FuScoreCollator(model.processor, model.config.level_values))
         batches[objective] = [batch["group_ids"].tolist() for batch in trainer.get_train_dataloader()]
-    assert all(sorted(np.unique(groups, return_counts=True)[1]) == [4, 4] for groups in batches["deqa"])
-    assert len(batches["deqa_random"]) == 3 and all(len(groups) == 8 for groups in batches["deqa_random"])
-    assert any(sorted(np.unique(groups, return_counts=True)[1]) != [4, 4] for groups in batches["deqa_random"])
+    assert all(sorted(np.unique(groups, return_counts=True)[1]) == [4, 4] for groups in batches["fuscore"])
+    assert len(batches["fuscore_random"]) == 3 and all(len(groups) == 8 for groups in batches["fuscore_random"])
+    assert any(sorted(np.unique(groups, return_counts=True)[1]) != [4, 4] for groups in batches["fuscore_random"])
 
 
 def test_a_table_of_single_image_pairs_fails_at_the_start_naming_it(tmp_path, monkeypatch):

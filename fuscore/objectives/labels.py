@@ -36,9 +36,12 @@ __all__ = [
     "resolve_overall_score",
     "fuscore_soft_label",
     "deqa_soft_label",
+    "qalign_label",
     "onehot_label",
     "fuscore_targets",
     "deqa_targets",
+    "fuscore_mos_std_only_targets",
+    "qalign_targets",
     "onehot_targets",
 ]
 
@@ -329,33 +332,127 @@ def fuscore_soft_label(
     return _like_input(q, reference, False), _like_input(sigma, reference, False)
 
 
+Density = Literal["cdf", "pdf"]
+
+# DeQA-Score's constants (build_soft_labels/gen_soft_label.py and its config.json): the std under which the label
+# falls back to the two-level split, the largest accepted miss of the corrected mean, and the guard added to the
+# denominator of alpha.
+DEQA_STD_THRESHOLD = 0.2
+DEQA_MEAN_TOLERANCE = 0.1
+DEQA_ALPHA_GUARD = 1e-9
+# DeQA-Score's `get_level` widens each equal-fifths bin by this much, so a score up to 1e-8 above an edge stays in
+# the lower level.
+QALIGN_EDGE_TOLERANCE = 1e-8
+
+
+def _equally_spaced(sorted_values: np.ndarray, name: str) -> float:
+    steps = np.diff(sorted_values)
+    if not np.allclose(steps, steps[0], rtol=0, atol=1e-9):
+        raise ValueError(f"{name} needs equally spaced level values, got {sorted_values.tolist()}.")
+    return float(steps[0])
+
+
 def deqa_soft_label(
     mu: ArrayLike,
     mos_std: Optional[ArrayLike],
-    sigma_min: float = 0.2,
     level_values: Optional[ArrayLike] = None,
-    mean_correction: MeanCorrection = "iterative",
-    mean_tol: float = 0.1,
+    density: Density = "cdf",
 ) -> tuple[Union[np.ndarray, torch.Tensor], Union[np.ndarray, torch.Tensor, float]]:
-    """DeQA-Score baseline label: the Gaussian of `fuscore_soft_label` built from `mos_std` alone (no sub-scores).
+    """DeQA-Score's soft label, as its label script builds it (build_soft_labels/gen_soft_label.py).
 
-    `sigma = max(sigma_min, mos_std)`, same discretisation (tails folded, unlike the original DeQA-Score script which
-    leaves the tails out), same mean-preserving correction and fallback, so the two label modes differ only in where
-    the spread comes from. Shapes and return types as in `fuscore_soft_label`.
+    Per row, with the levels `v_l` (1..5), their centre `c` (3), their number `L` (5) and their spacing `d` (1):
+
+    1. `p_l = Phi(v_l + d/2; mu, std) - Phi(v_l - d/2; mu, std)` (`density="cdf"`, what DeQA's config uses for
+       SPAQ), or `p_l = phi(v_l; mu, std)` (`density="pdf"`, its choice for KonIQ and KADID). No tail folding: the
+       mass outside `[v_1 - d/2, v_L + d/2]` is dropped.
+    2. One affine correction, `A = sum p`, `B = sum p_l v_l`, `alpha = (mu - c) / (B - c A + 1e-9)`,
+       `beta = (1 - alpha A) / L`, `q = max(alpha p + beta, 0)`, **not renormalised**: where a level clips, the row
+       sums to more than one. At `mu = c` exactly, alpha is 0 and the label is uniform (the `1e-9` guard).
+    3. The two-level split (mass `1 - frac` on `floor(mu)`, `frac` on `ceil(mu)`) where `std < 0.2` or
+       `|sum_l q_l v_l - mu| > 0.1`.
+
+    `std` is `mos_std` on the level scale, with no floor (None/NaN count as 0, hence the split). DeQA's split gives
+    the neighbouring level 1e-8 of mass when `mu` sits on a level (its bins are widened by 1e-8); this one is exact.
+
+    Args:
+        mu (`float`, array or tensor of shape `(N,)`): scores on the level scale.
+        mos_std (`float`, array or tensor of shape `(N,)`, or None): the raters' spread on the level scale.
+        level_values (*optional*, defaults to `DEFAULT_LEVEL_VALUES`, 5..1): equally spaced level values, in the
+            order wanted for the output.
+        density (`"cdf"` or `"pdf"`, defaults to `"cdf"`): see 1.
+
+    Returns:
+        `(q, std)`: `q` of shape `(N, L)` (or `(L,)` for a scalar `mu`) and the raw std `(N,)` (or a float), the one
+        DeQA's fidelity term reads. Tensors when `mu` is a tensor, numpy float64 otherwise.
     """
-    return fuscore_soft_label(
-        mu,
-        sub_scores=None,
-        mos_std=mos_std,
-        sigma_min=sigma_min,
-        level_values=level_values,
-        mean_correction=mean_correction,
-        mean_tol=mean_tol,
-    )
+    if density not in get_args(Density):
+        raise ValueError(f"`density` must be one of {get_args(Density)}, got {density!r}.")
+    values = _level_values_np(level_values)
+    order = np.argsort(values)
+    sorted_values = values[order]
+    spacing = _equally_spaced(sorted_values, "The DeQA-Score label")
+    scalar_input = np.ndim(_to_numpy(mu)) == 0
+    mu_np = _check_range(np.atleast_1d(_to_numpy(mu)), values)
+    if mos_std is None:
+        std = np.zeros_like(mu_np)
+    else:
+        std = np.broadcast_to(np.atleast_1d(_to_numpy(mos_std)), mu_np.shape).astype(np.float64)
+        std = np.where(np.isfinite(std), std, 0.0)
+        if np.any(std < 0):
+            raise ValueError("`mos_std` must be non-negative.")
+
+    split = std < DEQA_STD_THRESHOLD
+    scale = np.where(split, 1.0, std)[:, None]  # the split rows never use their Gaussian
+    if density == "cdf":
+        p = (norm.cdf(sorted_values[None, :] + spacing / 2, mu_np[:, None], scale)
+             - norm.cdf(sorted_values[None, :] - spacing / 2, mu_np[:, None], scale))
+    else:
+        p = norm.pdf(sorted_values[None, :], mu_np[:, None], scale)
+    centre, count = sorted_values.mean(), sorted_values.size
+    mass, first_moment = p.sum(axis=1), p @ sorted_values
+    alpha = (mu_np - centre) / (first_moment - centre * mass + DEQA_ALPHA_GUARD)
+    beta = (1.0 - alpha * mass) / count
+    q = np.maximum(alpha[:, None] * p + beta[:, None], 0.0)
+    split |= np.abs(q @ sorted_values - mu_np) > DEQA_MEAN_TOLERANCE
+    q_sorted = np.where(split[:, None], _two_level_split(mu_np, sorted_values), q)
+
+    out = np.empty_like(q_sorted)
+    out[:, order] = q_sorted
+    if scalar_input:
+        return _like_input(out[0], mu, True), _like_input(std[0], mu, True)
+    return _like_input(out, mu, False), _like_input(std, mu, False)
+
+
+def qalign_label(mu: ArrayLike, level_values: Optional[ArrayLike] = None) -> Union[np.ndarray, torch.Tensor]:
+    """Q-Align's label: one-hot on the level whose bin of equal fifths of the score range holds `mu`.
+
+    On the level scale `[lo, hi]` (1..5) the upper edges of levels 1..4 are `lo + k (hi - lo) / 5` (1.8, 2.6, 3.4,
+    4.2); a score on an edge, or up to 1e-8 above it, belongs to the lower level (DeQA-Score's `get_level`, which
+    re-implements Q-Align's binning; Q-Align publishes its labels as data, not the script). The scores must already
+    be on the table's range mapped to the level scale (Q-Align bins the data set's own min..max range).
+
+    Returns:
+        `(L,)` or `(N, L)` one-hot rows in the order of `level_values` (tensor if `mu` is a tensor, numpy otherwise).
+    """
+    values = _level_values_np(level_values)
+    order = np.argsort(values)
+    sorted_values = values[order]
+    scalar_input = np.ndim(_to_numpy(mu)) == 0
+    mu_np = _check_range(np.atleast_1d(_to_numpy(mu)), values)
+    lo, hi = sorted_values[0], sorted_values[-1]
+    count = sorted_values.size
+    upper_edges = lo + np.arange(1, count) * (hi - lo) / count
+    # side="left": the first bin whose upper edge (+ tolerance) is at or above mu.
+    index_sorted = np.searchsorted(upper_edges + QALIGN_EDGE_TOLERANCE, mu_np, side="left")
+    q = np.zeros((mu_np.size, values.size))
+    q[np.arange(mu_np.size), order[index_sorted]] = 1.0
+    return _like_input(q[0] if scalar_input else q, mu, False)
 
 
 def onehot_label(mu: ArrayLike, level_values: Optional[ArrayLike] = None) -> Union[np.ndarray, torch.Tensor]:
-    """Q-Align baseline label: one-hot on the level nearest to `mu`, halves rounded up (2.5 -> 3, 4.5 -> 5).
+    """One-hot on the level nearest to `mu`, halves rounded up (2.5 -> 3, 4.5 -> 5): the `nearest_onehot` ablation.
+
+    Not Q-Align's label (that is `qalign_label`, bins of equal fifths): the two differ for a fifth of the scale.
 
     Args:
         mu (`float`, array or tensor of shape `(N,)`): scores on the level scale.
@@ -375,8 +472,6 @@ def onehot_label(mu: ArrayLike, level_values: Optional[ArrayLike] = None) -> Uni
     q = np.zeros((mu_np.size, values.size))
     q[np.arange(mu_np.size), order[index_sorted]] = 1.0
     return _like_input(q[0] if scalar_input else q, mu, False)
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -404,16 +499,37 @@ def fuscore_targets(mu: Optional[ArrayLike], sub_scores: Optional[ArrayLike] = N
 def deqa_targets(mu: Optional[ArrayLike], sub_scores: Optional[ArrayLike] = None,
                  mos_std: Optional[ArrayLike] = None, sigma_min: float = 0.2,
                  level_values: Optional[ArrayLike] = None) -> Targets:
-    """`deqa_soft_label(mu, mos_std)`: the spread from the raters alone; sub-scores only fill a missing `mu`."""
-    return deqa_soft_label(_filled_mu(mu, sub_scores, level_values), mos_std, sigma_min=sigma_min,
-                           level_values=level_values)
+    """`deqa_soft_label(mu, mos_std)`: DeQA-Score's label and its raw std (`sigma_min` does not apply: DeQA has
+    no floor); sub-scores only fill a missing `mu`."""
+    return deqa_soft_label(_filled_mu(mu, sub_scores, level_values), mos_std, level_values=level_values)
+
+
+def fuscore_mos_std_only_targets(mu: Optional[ArrayLike], sub_scores: Optional[ArrayLike] = None,
+                                 mos_std: Optional[ArrayLike] = None, sigma_min: float = 0.2,
+                                 level_values: Optional[ArrayLike] = None) -> Targets:
+    """`fuscore_soft_label(mu, None, mos_std)`: FuScore's label machinery with the spread from `mos_std` alone
+    (`sigma = max(sigma_min, mos_std)`); sub-scores only fill a missing `mu`."""
+    return fuscore_soft_label(_filled_mu(mu, sub_scores, level_values), None, mos_std, sigma_min=sigma_min,
+                              level_values=level_values)
+
+
+def _with_fuscore_sigma(q, mu, sub_scores, mos_std, sigma_min, level_values) -> Targets:
+    # No loss of a one-hot objective reads sigma; it is FuScore's so every batch keeps the same fields.
+    _, sigma = fuscore_soft_label(mu, sub_scores, mos_std, sigma_min=sigma_min, level_values=level_values)
+    return q, sigma
+
+
+def qalign_targets(mu: Optional[ArrayLike], sub_scores: Optional[ArrayLike] = None,
+                   mos_std: Optional[ArrayLike] = None, sigma_min: float = 0.2,
+                   level_values: Optional[ArrayLike] = None) -> Targets:
+    """`qalign_label(mu)` (equal-fifths bins), with `sigma` as `fuscore_targets` gives it."""
+    q = qalign_label(_filled_mu(mu, sub_scores, level_values), level_values)
+    return _with_fuscore_sigma(q, mu, sub_scores, mos_std, sigma_min, level_values)
 
 
 def onehot_targets(mu: Optional[ArrayLike], sub_scores: Optional[ArrayLike] = None,
                    mos_std: Optional[ArrayLike] = None, sigma_min: float = 0.2,
                    level_values: Optional[ArrayLike] = None) -> Targets:
-    """`onehot_label(mu)`, with `sigma` as `fuscore_targets` gives it (no loss here reads it; it keeps every batch's
-    fields the same)."""
-    filled = _filled_mu(mu, sub_scores, level_values)
-    _, sigma = fuscore_soft_label(mu, sub_scores, mos_std, sigma_min=sigma_min, level_values=level_values)
-    return onehot_label(filled, level_values), sigma
+    """`onehot_label(mu)` (the nearest level), with `sigma` as `fuscore_targets` gives it."""
+    q = onehot_label(_filled_mu(mu, sub_scores, level_values), level_values)
+    return _with_fuscore_sigma(q, mu, sub_scores, mos_std, sigma_min, level_values)

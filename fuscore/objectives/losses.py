@@ -26,6 +26,8 @@ __all__ = [
     "tripartite_loss",
     "fuscore_loss",
     "deqa_loss",
+    "qalign_loss",
+    "random_pair_mask",
     "onehot_loss",
     "scalar_loss",
     "level_log_probs",
@@ -263,26 +265,99 @@ def fuscore_loss(*, level_log_probs=None, score=None, score_std=None, soft_label
                            restrict_softmax=False, eps=eps)
 
 
-def deqa_loss(*, level_log_probs=None, score=None, score_std=None, soft_label=None, mu=None, sigma=None,
-              lambda_fidelity: float = 1.0, fixed_std: bool = False, eps: float = 1e-8, **_) -> dict[str, torch.Tensor]:
-    """`KL(q || p) + lambda_fidelity L_fid`, the fidelity term over every ordered pair `i != j` of the batch (no
-    within/cross split); terms `loss_dist`, `loss_fidelity`."""
-    _require("deqa", level_logits=level_log_probs, score=score, soft_label=soft_label, mu=mu, sigma=sigma)
-    if not fixed_std:
-        _require("deqa", score_std=score_std)
-    loss_dist = distribution_kl(soft_label, level_log_probs)
-    all_pairs = torch.ones(score.numel(), score.numel(), dtype=torch.bool, device=level_log_probs.device)
-    loss_fidelity = thurstone_fidelity(score, score_std, mu, sigma, all_pairs, fixed_std=fixed_std, eps=eps)
-    return {"loss": loss_dist + lambda_fidelity * loss_fidelity, "loss_dist": loss_dist, "loss_fidelity": loss_fidelity}
+# DeQA-Score's weights (scripts/train.sh): the fidelity term (--weight_rank), the next-token loss (--weight_next_token)
+# and the KL relative to it (--weight_softkl: the model adds the KL to the next-token loss before the 0.05 applies,
+# src/model/modeling_mplug_owl2.py, so the KL also carries 0.05, once per image of each pair).
+DEQA_RANK_WEIGHT = 1.0
+DEQA_NEXT_TOKEN_WEIGHT = 0.05
+DEQA_SOFTKL_WEIGHT = 1.0
+
+
+def random_pair_mask(batch_size: int, device=None) -> torch.Tensor:
+    """`(B, B)` mask pairing row `i` with row `i + B // 2` for `i < B // 2`: a randomly drawn batch read as
+    `B // 2` random image pairs (DeQA-Score's `item_A` and `item_B`); with an odd `B` the last row is unpaired."""
+    half = batch_size // 2
+    mask = torch.zeros(batch_size, batch_size, dtype=torch.bool, device=device)
+    rows = torch.arange(half, device=device)
+    mask[rows, rows + half] = True
+    return mask
+
+
+def _answer_ce(answer_nll: torch.Tensor, answer_tokens: torch.Tensor, rows: slice) -> torch.Tensor:
+    """Token mean of the answer-prefix NLL over `rows` (what `CrossEntropyLoss()` gives on those rows' labels)."""
+    nll, tokens = _float(answer_nll).reshape(-1)[rows], answer_tokens.reshape(-1)[rows]
+    return nll.sum() / tokens.sum().clamp_min(1).to(nll.dtype)
+
+
+def deqa_loss(*, level_log_probs=None, score=None, soft_label=None, mu=None, sigma=None, answer_nll=None,
+              answer_tokens=None, eps: float = 1e-8, **_) -> dict[str, torch.Tensor]:
+    """DeQA-Score's training loss (src/model/modeling_mplug_owl2.py `forward_pair` with scripts/train.sh's options).
+
+    The batch is randomly drawn (the record's `batches="random"`) and read as pairs: row `i` with row `i + B // 2`
+    (`random_pair_mask`), the first half as DeQA's `item_A`, the second as `item_B`. With `h` a half:
+
+        L = 1.0 * mean_pairs F  +  0.05 * sum_h (CE_h + 1.0 * KL_h)
+
+    * `F`: Thurstone fidelity with the predicted std fixed at 1 (`use_fix_std`), the target from the labels' raw std
+      (`sigma` as `deqa_targets` gives it, no floor); the score is the restricted-softmax expectation.
+    * `KL_h`: batch mean over the half of `KL(q || p)`, `p` the full-vocabulary softmax at the level tokens
+      (`level_log_probs` from `softmax="vocabulary"`), `q` the label as built (not renormalised).
+    * `CE_h`: the token mean, over the half, of the next-token NLL of the answer's other tokens: `answer_nll` `(B,)`
+      holds each row's summed NLL of its answer-prefix tokens and `answer_tokens` `(B,)` their number. DeQA's answer is
+      "The quality of the image is <level>." and its CE covers every answer token but the level word (whose position
+      the KL takes); FuScore's model reads the level at the end of its answer prefix, so the CE covers the answer
+      prefix, teacher-forced; the period and end-of-turn after the level word never reach FuScore's model.
+
+    `lambda_fidelity`, `fixed_std` and the within/cross weights do not apply: the weights are DeQA's. Terms:
+    `loss_kl` and `loss_ce_answer` (means over the batch), `loss_fidelity`.
+    """
+    _require("deqa", level_logits=level_log_probs, score=score, soft_label=soft_label, mu=mu, sigma=sigma,
+             answer_nll=answer_nll, answer_tokens=answer_tokens)
+    batch_size = score.numel()
+    halves = (slice(0, batch_size // 2), slice(batch_size // 2, batch_size))
+    kl = [distribution_kl(soft_label[h], level_log_probs[h]) for h in halves if h.stop > h.start]
+    ce = [_answer_ce(answer_nll, answer_tokens, h) for h in halves if h.stop > h.start]
+    loss_fidelity = thurstone_fidelity(score, None, mu, sigma, random_pair_mask(batch_size, level_log_probs.device),
+                                       fixed_std=True, eps=eps)
+    loss = DEQA_RANK_WEIGHT * loss_fidelity + DEQA_NEXT_TOKEN_WEIGHT * sum(
+        c + DEQA_SOFTKL_WEIGHT * k for c, k in zip(ce, kl))
+    return {"loss": loss, "loss_kl": distribution_kl(soft_label, level_log_probs).detach(),
+            "loss_ce_answer": _answer_ce(answer_nll, answer_tokens, slice(None)).detach(),
+            "loss_fidelity": loss_fidelity.detach()}
+
+
+def qalign_loss(*, level_log_probs=None, soft_label=None, answer_nll=None, answer_tokens=None,
+                **_) -> dict[str, torch.Tensor]:
+    """Q-Align's training loss: the next-token cross-entropy of its answer "The quality of the image is <level>.",
+    full-vocabulary softmax, one token mean over every answer token of the batch (plain supervised fine-tuning).
+
+    In FuScore's reading that is the answer-prefix tokens, teacher-forced (`answer_nll` `(B,)` summed per row,
+    `answer_tokens` `(B,)` their number), and the level word at the answer position, whose target is the one-hot
+    `soft_label` (`qalign_label`) and whose log-probability comes from the full-vocabulary softmax
+    (`level_log_probs` from `softmax="vocabulary"`); the period and end-of-turn after the level word never reach
+    FuScore's model. Terms: `loss_ce_level`, `loss_ce_answer` (token means of each part).
+    """
+    _require("qalign", level_logits=level_log_probs, soft_label=soft_label, answer_nll=answer_nll,
+             answer_tokens=answer_tokens)
+    target = _one_hot_target("qalign", soft_label.detach().to(level_log_probs.device))
+    level_nll = -level_log_probs.gather(-1, target[:, None]).squeeze(-1)
+    answer_sum, answer_count = _float(answer_nll).sum(), answer_tokens.sum().to(level_nll.dtype)
+    loss = (answer_sum + level_nll.sum()) / (answer_count + level_nll.numel())
+    return {"loss": loss, "loss_ce_level": level_nll.mean().detach(),
+            "loss_ce_answer": (answer_sum / answer_count.clamp_min(1)).detach()}
+
+
+def _one_hot_target(objective: str, target: torch.Tensor) -> torch.Tensor:
+    if not bool(((target == 0) | (target == 1)).all() and (target.sum(dim=-1) == 1).all()):
+        raise ValueError(f"objective={objective!r} needs one-hot `soft_label` rows (use `label_for_objective`).")
+    return target.argmax(dim=-1)
 
 
 def onehot_loss(*, level_log_probs=None, soft_label=None, **_) -> dict[str, torch.Tensor]:
     """Cross-entropy to the one-hot level; term `loss_ce`. Raises if `soft_label` is not one-hot."""
-    _require("onehot", level_logits=level_log_probs, soft_label=soft_label)
-    target = soft_label.detach().to(level_log_probs.device)
-    if not bool(((target == 0) | (target == 1)).all() and (target.sum(dim=-1) == 1).all()):
-        raise ValueError("objective='onehot' needs one-hot `soft_label` rows (use `label_for_objective`).")
-    loss_ce = F.nll_loss(level_log_probs, target.argmax(dim=-1))
+    _require("nearest_onehot", level_logits=level_log_probs, soft_label=soft_label)
+    target = _one_hot_target("nearest_onehot", soft_label.detach().to(level_log_probs.device))
+    loss_ce = F.nll_loss(level_log_probs, target)
     return {"loss": loss_ce, "loss_ce": loss_ce}
 
 

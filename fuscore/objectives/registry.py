@@ -11,6 +11,16 @@ loading read it instead of testing names:
     record.predict(outputs)     # [B] prediction that the evaluation correlates with the MOS
     record.softmax              # "levels" or "vocabulary": how the level logits become log-probabilities
     record.batches              # "pair_grouped" (PairGroupedBatchSampler) or "random" (randomly drawn batches)
+    record.answer_tokens        # True: the loss also needs the NLL of the answer-prefix tokens
+
+Peer baselines carry the peer's name only where they follow the peer's published code: `qalign` (Q-Align) and
+`deqa` (DeQA-Score). The project's own controlled variants are named for what they are: `fuscore_mos_std_only`,
+`nearest_onehot`, and `scalar`, a linear regression head on the answer-position hidden state of the same Qwen-VL
+model trained with MSE to the overall score on [1, 5]. `scalar` is not EVAFusion's reward model: that one encodes
+the fused, infrared and visible images with a frozen pretrained ViT-L/16-384, fuses the three patch sequences with a
+linear projection and a second ViT encoder of the same shape (randomly initialised and also frozen in its training
+script), and trains convolutional-MLP heads ending in a sigmoid with MSE on all five scores divided by 5 (one head
+shared by the five unless `--multi_heads`), plus an MSE on the artifact heatmap.
 """
 
 from __future__ import annotations
@@ -20,8 +30,9 @@ from typing import Callable, Literal, Optional, get_args
 
 import torch
 
-from .labels import ArrayLike, Targets, deqa_targets, fuscore_targets, onehot_targets
-from .losses import GroupIds, deqa_loss, fuscore_loss, level_log_probs, onehot_loss, scalar_loss
+from .labels import (ArrayLike, Targets, deqa_targets, fuscore_mos_std_only_targets, fuscore_targets, onehot_targets,
+                     qalign_targets)
+from .losses import GroupIds, deqa_loss, fuscore_loss, level_log_probs, onehot_loss, qalign_loss, scalar_loss
 
 
 __all__ = [
@@ -77,6 +88,9 @@ class Objective:
             (`PairGroupedBatchSampler`), or randomly drawn batches of the same size.
         terms (`tuple[str, ...]`): the names of the logged loss terms besides `loss`.
         description (`str`): one line for `--help` and the docs.
+        answer_tokens (`bool`, defaults to False): the loss also takes `answer_nll` and `answer_tokens` `(B,)`, the
+            summed next-token NLL of each row's answer-prefix tokens under the full-vocabulary softmax and their
+            number (the peers' next-token cross-entropy on the answer, `fuscore.training.answer_tokens`).
     """
 
     name: str
@@ -88,6 +102,7 @@ class Objective:
     batches: Batches
     terms: tuple[str, ...]
     description: str = ""
+    answer_tokens: bool = False
 
     def __post_init__(self):
         if self.softmax not in get_args(Softmax):
@@ -103,18 +118,32 @@ _RECORDS = (
         description="FuScore's tripartite objective: KL to the soft label + within- and cross-pair Thurstone "
                     "fidelity."),
     Objective(
-        name="deqa", label=deqa_targets, loss=deqa_loss, predict=expected_score, regression_head=False,
-        softmax="levels", batches="pair_grouped", terms=("loss_dist", "loss_fidelity"),
-        description="Ablation in DeQA-Score's shape: the label's spread from mos_std only, KL + fidelity over every "
-                    "pair of the batch."),
+        name="qalign", label=qalign_targets, loss=qalign_loss, predict=expected_score, regression_head=False,
+        softmax="vocabulary", batches="random", terms=("loss_ce_level", "loss_ce_answer"), answer_tokens=True,
+        description="Q-Align: one-hot on the equal-fifths level, next-token cross-entropy (full vocabulary) on the "
+                    "level word and the answer prefix, random batches."),
     Objective(
-        name="onehot", label=onehot_targets, loss=onehot_loss, predict=expected_score, regression_head=False,
+        name="deqa", label=deqa_targets, loss=deqa_loss, predict=expected_score, regression_head=False,
+        softmax="vocabulary", batches="random", terms=("loss_kl", "loss_ce_answer", "loss_fidelity"),
+        answer_tokens=True,
+        description="DeQA-Score: its soft label (untruncated-tail Gaussian, one correction, no renormalisation), "
+                    "fidelity on random pairs with the predicted std fixed + 0.05 x (full-vocabulary KL + answer "
+                    "cross-entropy)."),
+    Objective(
+        name="fuscore_mos_std_only", label=fuscore_mos_std_only_targets, loss=fuscore_loss, predict=expected_score,
+        regression_head=False, softmax="levels", batches="pair_grouped",
+        terms=("loss_dist", "loss_within", "loss_cross"),
+        description="Ablation: the tripartite objective with the label's spread from mos_std only (no sub-score "
+                    "agreement)."),
+    Objective(
+        name="nearest_onehot", label=onehot_targets, loss=onehot_loss, predict=expected_score, regression_head=False,
         softmax="levels", batches="pair_grouped", terms=("loss_ce",),
-        description="Ablation: cross-entropy to the nearest level (one-hot)."),
+        description="Ablation: cross-entropy (restricted softmax) to the nearest level, one-hot."),
     Objective(
         name="scalar", label=onehot_targets, loss=scalar_loss, predict=regression_output, regression_head=True,
         softmax="levels", batches="pair_grouped", terms=("loss_mse",),
-        description="Regression head on the answer-position hidden state, MSE to the score."),
+        description="Ablation: a linear regression head on the answer-position hidden state, MSE to the overall "
+                    "score (not EVAFusion's ViT-L regressor)."),
 )
 
 OBJECTIVE_REGISTRY: dict[str, Objective] = {record.name: record for record in _RECORDS}
@@ -144,8 +173,10 @@ def label_for_objective(
     """The `(soft_label, sigma)` a collator stores for `objective`, so `compute_objective` gets matching labels.
 
     Sub-scores fill a missing overall score for every objective. Per record: `"fuscore"` `fuscore_soft_label(mu,
-    sub_scores, mos_std)`; `"deqa"` `deqa_soft_label(mu, mos_std)`; `"onehot"` `onehot_label(mu)` with `sigma` as
-    for `"fuscore"`; `"scalar"` the same as `"onehot"` (its loss reads only `mu`; every batch keeps the same fields).
+    sub_scores, mos_std)`; `"qalign"` `qalign_label(mu)`; `"deqa"` `deqa_soft_label(mu, mos_std)` with the raw std;
+    `"fuscore_mos_std_only"` `fuscore_soft_label(mu, None, mos_std)`; `"nearest_onehot"` `onehot_label(mu)`;
+    `"scalar"` the same as `"nearest_onehot"` (its loss reads only `mu`; every batch keeps the same fields). The
+    one-hot objectives return `sigma` as `"fuscore"` does (no loss reads it).
     """
     return get_objective(objective).label(mu, sub_scores, mos_std, sigma_min=sigma_min, level_values=level_values)
 
@@ -167,20 +198,27 @@ def compute_objective(
     lambda_fidelity: float = 1.0,
     fixed_std: bool = False,
     softmax: Optional[Softmax] = None,
+    answer_nll: Optional[torch.Tensor] = None,
+    answer_tokens: Optional[torch.Tensor] = None,
     eps: float = 1e-8,
 ) -> dict[str, torch.Tensor]:
     """The training loss of one batch for `objective`; what `FuScoreTrainer.compute_loss` calls.
 
     Model outputs: `level_logits` `(B, L)`, `vocab_logits` `(B, V)` (only for the full-vocabulary softmax),
-    `score` `(B,)`, `score_std` `(B,)`, `regression` `(B,)`. Batch labels: `soft_label` `(B, L)` (from
-    `label_for_objective`, same level order as the logits), `mu` `(B,)`, `sigma` `(B,)`, `group_ids`
-    (`list[str]` or `LongTensor` `(B,)`). `softmax` overrides the record's softmax mode (`--full_vocab_softmax`).
+    `score` `(B,)`, `score_std` `(B,)`, `regression` `(B,)`, and for the records with `answer_tokens` the summed
+    NLL of each row's answer-prefix tokens `answer_nll` `(B,)` and their number `answer_tokens` `(B,)`. Batch
+    labels: `soft_label` `(B, L)` (from `label_for_objective`, same level order as the logits), `mu` `(B,)`,
+    `sigma` `(B,)`, `group_ids` (`list[str]` or `LongTensor` `(B,)`). `softmax` overrides the record's softmax mode
+    (`--full_vocab_softmax`).
 
-    * `"fuscore"`: `L_dist + lambda_within L_within + lambda_cross L_cross`; terms `loss_dist, loss_within,
-      loss_cross`; needs level_logits, score, score_std, soft_label, mu, sigma, group_ids.
-    * `"deqa"`: `KL(q_deqa || p) + lambda_fidelity L_fid` over all pairs of the batch; terms `loss_dist,
-      loss_fidelity`; needs level_logits, score, score_std, soft_label, mu, sigma.
-    * `"onehot"`: cross-entropy to the one-hot level; term `loss_ce`; needs level_logits and a one-hot soft_label.
+    * `"fuscore"`, `"fuscore_mos_std_only"`: `L_dist + lambda_within L_within + lambda_cross L_cross`; terms
+      `loss_dist, loss_within, loss_cross`; needs level_logits, score, score_std, soft_label, mu, sigma, group_ids.
+    * `"qalign"`: token-mean cross-entropy of the level word (full vocabulary) and the answer prefix; terms
+      `loss_ce_level, loss_ce_answer`; needs level_logits, vocab_logits, a one-hot soft_label, answer_nll/tokens.
+    * `"deqa"`: `F(random pairs, fixed std) + 0.05 sum_halves (CE + KL)` (`deqa_loss`); terms `loss_kl,
+      loss_ce_answer, loss_fidelity`; needs level_logits, vocab_logits, score, soft_label, mu, sigma,
+      answer_nll/tokens.
+    * `"nearest_onehot"`: cross-entropy to the one-hot level; term `loss_ce`; needs level_logits, a one-hot label.
     * `"scalar"`: `MSE(regression, mu)`; term `loss_mse`; needs regression, mu.
 
     `score_std` may be None with `fixed_std`. Returns a dict of scalar tensors; `loss` carries the gradient, the
@@ -190,4 +228,5 @@ def compute_objective(
     log_probs = level_log_probs(level_logits, vocab_logits, softmax or record.softmax)
     return record.loss(level_log_probs=log_probs, score=score, score_std=score_std, regression=regression,
                        soft_label=soft_label, mu=mu, sigma=sigma, group_ids=group_ids, lambda_within=lambda_within,
-                       lambda_cross=lambda_cross, lambda_fidelity=lambda_fidelity, fixed_std=fixed_std, eps=eps)
+                       lambda_cross=lambda_cross, lambda_fidelity=lambda_fidelity, fixed_std=fixed_std,
+                       answer_nll=answer_nll, answer_tokens=answer_tokens, eps=eps)

@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fuscore.objectives import label_for_objective, resolve_overall_score
+from fuscore.objectives import get_objective, label_for_objective, resolve_overall_score
 from configuration_fuscore import SUB_DIMENSIONS
+
+from .answer_tokens import answer_prefix_ids, answer_token_labels
 
 
 def pair_code(pair_id: str) -> int:
@@ -27,13 +29,14 @@ class FuScoreCollator:
     `mos_std` and the four sub-scores, all on [1, 5]; an element may also be a list of such rows (one source pair's
     group, as `SyntheticScenes` yields them), which is flattened. The batch carries `soft_label` `[B, L]` in the
     model's level order (from the objective's label builder), `mu`, `sigma` and `mos` `[B]`, and `group_ids` `[B]`
-    (stable codes of `pair_id`). Given a `position_model` (a FuScoreForQuality; `weightless_copy` makes one that
+    (stable codes of `pair_id`); for the objectives whose record has `answer_tokens` (the peers'), `answer_labels`
+    `[B, T]`, the answer prefix's token ids on their positions and -100 elsewhere. Given a `position_model` (a FuScoreForQuality; `weightless_copy` makes one that
     costs no memory), it also carries the batch's `position_ids` and `vision_inputs`
     (`FuScoreForQuality.position_inputs`), computed here on the CPU: inside the forward pass the base model would
     compute them on the GPU, with per-row loops that synchronise with it.
     """
 
-    label_keys = ("soft_label", "mu", "sigma", "group_ids", "mos")
+    label_keys = ("soft_label", "mu", "sigma", "group_ids", "mos", "answer_labels")
 
     def __init__(self, processor, level_values: Sequence[float], objective: str = "fuscore", sigma_min: float = 0.2,
                  dimension: str = "overall", position_model=None):
@@ -43,6 +46,7 @@ class FuScoreCollator:
         self.objective = objective
         self.sigma_min = sigma_min
         self.dimension = dimension
+        self.answer_ids = answer_prefix_ids(processor, dimension) if get_objective(objective).answer_tokens else None
 
     def __call__(self, rows: Sequence[Union[dict, Sequence[dict]]]):
         rows = [row for item in rows for row in (item if isinstance(item, (list, tuple)) else [item])]
@@ -66,6 +70,8 @@ class FuScoreCollator:
         batch["sigma"] = torch.as_tensor(np.asarray(sigma), dtype=torch.float32)
         batch["mos"] = batch["mu"].clone()
         batch["group_ids"] = torch.tensor([pair_code(row["pair_id"]) for row in rows], dtype=torch.long)
+        if self.answer_ids is not None:
+            batch["answer_labels"] = answer_token_labels(batch["input_ids"], batch["attention_mask"], self.answer_ids)
         return batch
 
 

@@ -19,6 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 from fuscore.atomic import atomic_folder
 from fuscore.objectives import compute_objective, get_objective
 
+from .answer_tokens import answer_token_nll, capture_last_hidden_state
 from .collator import FuScoreCollator, SyntheticScenes
 from .loading import named_write_errors
 from .sampling import EndlessBatchSampler, PairGroupedBatchSampler
@@ -87,7 +88,18 @@ class FuScoreTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = {key: inputs.pop(key) for key in FuScoreCollator.label_keys if key in inputs}
         softmax = self.softmax
-        outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary")
+        answer = {}
+        if self.objective.answer_tokens:
+            # The peers' next-token cross-entropy on the answer prefix, from the same forward pass's hidden states.
+            fuscore_model = self.accelerator.unwrap_model(model)
+            if hasattr(fuscore_model, "get_base_model"):  # peft
+                fuscore_model = fuscore_model.get_base_model()
+            with capture_last_hidden_state(fuscore_model) as captured:
+                outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary")
+            answer["answer_nll"], answer["answer_tokens"] = answer_token_nll(
+                fuscore_model, captured["hidden_states"], labels["answer_labels"])
+        else:
+            outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary")
         terms = compute_objective(
             self.objective,
             level_logits=outputs.level_logits,
@@ -103,6 +115,7 @@ class FuScoreTrainer(Trainer):
             lambda_cross=self.args.lambda_cross,
             fixed_std=self.args.fixed_std,
             softmax=softmax,
+            **answer,
         )
         self._last_terms = {name: value.detach() for name, value in terms.items() if name != "loss"}
         if model.training:

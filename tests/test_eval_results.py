@@ -1,0 +1,35 @@
+"""The Hub's `.eval_results/` entries rendered from a run's evaluation (fuscore.eval_results)."""
+
+import yaml
+
+from fuscore.eval_results import eval_results_entries, hub_dataset_id, write_eval_results
+
+
+METRICS = {"srcc": 0.81234, "plcc": 0.8, "srcc_within": 0.7, "pairwise_accuracy_within": 0.75, "runtime": 3.0}
+
+
+def test_one_file_per_metric_in_the_hub_format():
+    entries = eval_results_entries(METRICS, "HHOODD/EVAFusion_dataset", "overall", revision="abc123",
+                                   date="2026-12-01", source_url="https://example.org/run", notes="objective fuscore")
+    assert sorted(entries) == ["fuscore_pairwise_accuracy_within.yaml", "fuscore_plcc.yaml", "fuscore_srcc.yaml",
+                               "fuscore_srcc_within.yaml"]
+    [result] = entries["fuscore_srcc.yaml"]
+    assert result["dataset"] == {"id": "HHOODD/EVAFusion_dataset", "task_id": "overall", "revision": "abc123"}
+    assert result["value"] == 0.8123 and result["date"] == "2026-12-01"
+    assert result["source"] == {"url": "https://example.org/run"}
+    assert result["notes"].startswith("SRCC") and result["notes"].endswith("objective fuscore")
+
+
+def test_written_only_for_an_evaluation_on_a_hub_dataset(tmp_path):
+    hub = {"metrics": METRICS, "dataset": "HHOODD/EVAFusion_dataset", "synthetic": False, "objective": "deqa"}
+    written = write_eval_results(tmp_path, hub)
+    assert {path.name for path in written} == set(eval_results_entries(METRICS, "x/y"))
+    loaded = yaml.safe_load((tmp_path / ".eval_results" / "fuscore_plcc.yaml").read_text())
+    assert loaded == [{"dataset": {"id": "HHOODD/EVAFusion_dataset", "task_id": "default"}, "value": 0.8,
+                       "notes": "PLCC (Pearson) of the predicted overall score with the MOS; objective deqa"}]
+    synthetic = {"metrics": METRICS, "dataset": "synthetic (held-out seed 1000003)", "synthetic": True}
+    assert write_eval_results(tmp_path / "s", synthetic) == [] and not (tmp_path / "s").exists()
+    local = tmp_path / "my_table"
+    local.mkdir()
+    assert hub_dataset_id({"dataset": str(local)}) is None
+    assert hub_dataset_id({"dataset": "tables/held_out", "hub_dataset": "org/ivif-bench"}) == "org/ivif-bench"
