@@ -64,7 +64,7 @@ def main():
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on a GPU, 16 with --tiny")
     parser.add_argument("--workers", type=int, default=None, help="decoding workers (default: 4 on a GPU, 0 on the CPU)")
-    parser.add_argument("--chunk-sizes", default="512", help="comma-separated chunk sizes, one job row each")
+    parser.add_argument("--chunk-sizes", default="2048", help="comma-separated chunk sizes, one job row each")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="compile the model's blocks first (both rows)")
     parser.add_argument("--output", help="write the results as JSON here")

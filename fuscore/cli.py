@@ -368,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(rank)
     rank.set_defaults(run=rank_command)
 
+    commands.add_parser("reward-finetune", add_help=False, help=(
+        "worked example: fine-tune a small fusion network on VIFB with the FuScore reward "
+        "(`fuscore reward-finetune --help`)"))
     export = commands.add_parser("export", help="write a Hub-ready model folder", description=(
         "Write a folder ready to push as org/fuscore: merged weights, processor, remote code, custom pipeline, "
         "handler.py and a model card from fuscore_eval.json."))
@@ -390,6 +393,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from fuscore.scoring_job import ScoringJobError, StoppedByFirstProcess, parts_folder
     from processing_fuscore import ImageInputError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["reward-finetune"]:
+        # Its own parser (fuscore.reward_finetune), so `fuscore --help` needs no torch import.
+        from fuscore.reward_finetune import main as reward_finetune
+
+        return reward_finetune(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "rank" and not args.folder and (args.ir_dir or args.vis_dir):

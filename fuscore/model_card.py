@@ -99,4 +99,9 @@ Objective: `{evaluation.get('objective', 'unknown')}`, dimension: `{evaluation.g
 """
     path = folder / "README.md"
     write_text(path, "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body)
+    if evaluation:
+        # The Hub's current evaluation-results files beside model-index (only for an evaluation on a Hub dataset).
+        from fuscore.eval_results import write_eval_results
+
+        write_eval_results(folder, evaluation)
     return path

@@ -57,7 +57,7 @@ LOCK_FILE = "job.lock"
 PART_PATTERN = re.compile(r"^part-(?P<launch>[0-9a-f]+)-r(?P<rank>\d+)-(?P<seq>\d+)-n(?P<rows>\d+)\.parquet$")
 FAILED_PREFIX = "failed-"
 OUTPUT_FORMATS = (".parquet", ".csv", ".json")
-DEFAULT_CHUNK_SIZE = 512
+DEFAULT_CHUNK_SIZE = 2048
 ON_ERROR_CHOICES = ("stop", "skip")
 # The job settings that must agree between the command and the partial output it resumes.
 IDENTITY_FIELDS = ("model_revision", "dimensions", "level_words", "source")
