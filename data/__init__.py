@@ -7,7 +7,7 @@ file, `tables` loads and atomically saves tables (image folder or `save_to_disk`
 by `pair_id`, `importers` turns public layouts (VIFB, EVAFusion) into rating tables, `synthetic` is the embedded
 synthetic benchmark (labels by construction, never human ratings) and `cards` writes dataset cards. It builds on
 `datasets`, `huggingface_hub`, numpy, scipy and PIL, and from the project uses only `processing_fuscore.load_image`
-(the one image loader) and `fuscore.atomic` (the one writer). The trainer, the `fuscore` package (CLI, ranking),
+(the one image loader), `configuration_fuscore.SUB_DIMENSIONS` (the one list of sub-dimensions) and `fuscore.atomic` (the one writer). The trainer, the `fuscore` package (CLI, ranking),
 the benchmarks and the tests may import it; the Hub remote-code files (`*_fuscore.py` but `trainer_fuscore.py`)
 never do, as they must run where FuScore is not installed. Nothing is imported here: import the submodules.
 """

@@ -23,11 +23,11 @@ Optional extra columns (`EXTRA_FEATURES`) follow those, kept where a table has t
 from __future__ import annotations
 
 import datasets
+from configuration_fuscore import SUB_DIMENSIONS  # the one definition, shared with the model
 
 
 IMAGE_COLUMNS = ("fused", "ir", "vis")
 SOURCE_COLUMNS = ("ir", "vis")
-SUB_DIMENSIONS = ("thermal_retention", "texture_preservation", "artifacts", "sharpness")
 # Columns on the table's score scale: normalisation maps all of them with one range.
 SCORE_COLUMNS = ("mos", *SUB_DIMENSIONS)
 # `mos_std` is a spread, not a score: it is scaled, never shifted.

@@ -76,7 +76,7 @@ PROJECT_TOP_LEVEL = {"fuscore", "fuscore_data", "fuscore_metrics", "modeling_fus
                      "pipeline_fuscore", "trainer_fuscore", "scoring_fuscore", "configuration_fuscore", "app", "handler"}
 # What the package headers (data/__init__.py, evaluate_metrics/__init__.py) allow each folder to use from the project.
 ALLOWED_PROJECT_IMPORTS = {
-    "data": {"processing_fuscore", "fuscore.atomic"},
+    "data": {"configuration_fuscore", "processing_fuscore", "fuscore.atomic"},
     "evaluate_metrics": {"fuscore.atomic"},
     "evaluate_metrics/plcc_srcc": set(),  # evaluate.load copies these files alone
     "evaluate_metrics/ivif_metrics": set(),
