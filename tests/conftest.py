@@ -75,3 +75,38 @@ def random_images():
     rng = np.random.default_rng(0)
     # Different sizes, so batches mix visual-token counts and need padding.
     return [rng.integers(0, 256, (48 + 9 * i, 64 + 5 * (i % 3), 3), dtype=np.uint8) for i in range(8)]
+
+
+# Tests that took 5 s or more each on the project's 2-core machine (full suite with `-n 2`, 2026-12-01): clean-process
+# reloads, subprocess runs of the CLI, trainer or app servers, 50-request and 4-thread concurrency runs. They get the
+# `slow` marker here (beside the ones marked in their files), so `pytest -m "not slow"` is the quick subset and
+# `pytest` still runs everything. Names are test functions; parametrised cases share their function's name.
+SLOW_TESTS = {
+    "test_lora.py": {"test_merged_and_adapter_folders_load_in_a_clean_process"},
+    "test_app.py": {"test_started_from_another_folder_serves_the_shipped_model", "test_fifty_concurrent_requests_get_the_direct_scores"},
+    "test_modeling.py": {"test_save_and_load_in_a_clean_process_from_folder_and_offline_cache"},
+    "test_cli.py": {"test_score_with_loader_workers_and_compile", "test_missing_file_exits_2_naming_it_without_traceback"},
+    "test_export.py": {"test_export_loads_in_a_clean_process_from_folder_and_offline_cache",
+                       "test_the_shipped_demo_model_holds_no_code_and_its_export_loads_in_a_clean_process"},
+    "test_handler.py": {"test_fifty_concurrent_requests_get_the_direct_scores"},
+    "test_data_evafusion.py": {"test_trainer_trains_a_step_on_a_saved_evafusion_folder"},
+    "test_metrics_ivif.py": {"test_vifb_per_image_values_match_published"},
+    "test_metrics_plcc_srcc.py": {"test_evaluate_modules_load_offline"},
+    "test_reliability_inputs.py": {"test_animated_and_multi_page_images_are_refused_with_the_fix"},
+    "test_security.py": {"test_trainer_does_not_run_the_remote_code_of_a_base_checkpoint",
+                         "test_remote_code_imports_offline_as_a_hub_package", "test_remote_code_imports_offline_from_the_checkout",
+                         "test_a_saved_checkpoint_loads_and_scores_with_the_network_blocked",
+                         "test_the_projects_classes_never_run_a_model_folders_code"},
+    "test_trainer.py": {"test_compiled_blocks_train_like_eager_with_lora_and_checkpointing"},
+    "test_concurrency.py": {"test_four_threads_with_mixed_shapes_and_batch_sizes_get_the_serial_scores_exactly"},
+    "test_demo_scores_pinned.py": {"test_demo_scores_on_vifb_are_bit_identical_to_the_pinned_values"},
+    "test_qwen_tokenizer.py": {"test_from_base_on_a_folder_with_the_real_tokenizer"},
+    "test_app_browser.py": {"*"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = SLOW_TESTS.get(item.path.name, ())
+        if "*" in names or getattr(item, "originalname", item.name) in names:
+            item.add_marker(pytest.mark.slow)
