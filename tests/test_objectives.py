@@ -620,3 +620,10 @@ def test_the_objectives_package_imports_what_its_header_allows():
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
             found |= {name for name in names if name.split(".")[0] in project}
     assert found == {"configuration_fuscore"}
+
+
+def test_the_package_exports_every_public_name_of_its_modules():
+    import fuscore.objectives as objectives
+
+    missing = [name for name in objectives.__all__ if not hasattr(objectives, name)]
+    assert not missing, f"fuscore.objectives.__all__ names {missing}, which the package does not import"

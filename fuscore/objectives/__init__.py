@@ -16,6 +16,7 @@ the level values of the Hub layer (`configuration_fuscore`). It must not import 
 """
 
 from .labels import (
+    MeanCorrection,
     DEFAULT_LEVEL_VALUES,
     deqa_soft_label,
     deqa_targets,
@@ -57,39 +58,8 @@ from .registry import (
 )
 
 
-__all__ = [
-    "DEFAULT_LEVEL_VALUES",
-    "Objective",
-    "OBJECTIVE_REGISTRY",
-    "OBJECTIVES",
-    "ObjectiveName",
-    "Softmax",
-    "Batches",
-    "get_objective",
-    "label_for_objective",
-    "compute_objective",
-    "expected_score",
-    "regression_output",
-    "resolve_overall_score",
-    "fuscore_soft_label",
-    "deqa_soft_label",
-    "qalign_label",
-    "onehot_label",
-    "fuscore_targets",
-    "deqa_targets",
-    "fuscore_mos_std_only_targets",
-    "qalign_targets",
-    "onehot_targets",
-    "level_log_probs",
-    "distribution_kl",
-    "thurstone_fidelity",
-    "within_pair_mask",
-    "cross_pair_mask",
-    "tripartite_loss",
-    "fuscore_loss",
-    "deqa_loss",
-    "qalign_loss",
-    "random_pair_mask",
-    "onehot_loss",
-    "scalar_loss",
-]
+from . import labels, losses, registry
+
+
+# The public names are the submodules' own lists, so a new label, loss or record is exported once, where it is defined.
+__all__ = [*labels.__all__, *losses.__all__, *registry.__all__]

@@ -434,19 +434,12 @@ def qalign_label(mu: ArrayLike, level_values: Optional[ArrayLike] = None) -> Uni
     Returns:
         `(L,)` or `(N, L)` one-hot rows in the order of `level_values` (tensor if `mu` is a tensor, numpy otherwise).
     """
-    values = _level_values_np(level_values)
-    order = np.argsort(values)
-    sorted_values = values[order]
-    scalar_input = np.ndim(_to_numpy(mu)) == 0
-    mu_np = _check_range(np.atleast_1d(_to_numpy(mu)), values)
-    lo, hi = sorted_values[0], sorted_values[-1]
-    count = sorted_values.size
-    upper_edges = lo + np.arange(1, count) * (hi - lo) / count
+    def upper_edges(sorted_values):
+        lo, hi, count = sorted_values[0], sorted_values[-1], sorted_values.size
+        return lo + np.arange(1, count) * (hi - lo) / count + QALIGN_EDGE_TOLERANCE
+
     # side="left": the first bin whose upper edge (+ tolerance) is at or above mu.
-    index_sorted = np.searchsorted(upper_edges + QALIGN_EDGE_TOLERANCE, mu_np, side="left")
-    q = np.zeros((mu_np.size, values.size))
-    q[np.arange(mu_np.size), order[index_sorted]] = 1.0
-    return _like_input(q[0] if scalar_input else q, mu, False)
+    return _one_hot_in_bins(mu, level_values, upper_edges, side="left")
 
 
 def onehot_label(mu: ArrayLike, level_values: Optional[ArrayLike] = None) -> Union[np.ndarray, torch.Tensor]:
@@ -461,14 +454,18 @@ def onehot_label(mu: ArrayLike, level_values: Optional[ArrayLike] = None) -> Uni
     Returns:
         `(L,)` or `(N, L)` one-hot rows in the order of `level_values` (tensor if `mu` is a tensor, numpy otherwise).
     """
+    # side="right": a score exactly on a midpoint goes to the upper level (round half up).
+    return _one_hot_in_bins(mu, level_values, lambda v: (v[:-1] + v[1:]) / 2.0, side="right")
+
+
+def _one_hot_in_bins(mu: ArrayLike, level_values: Optional[ArrayLike], upper_edges, side: str):
+    """One-hot rows on the level whose bin holds `mu`; `upper_edges(sorted_values)` gives the bins' upper edges on the
+    ascending level values, `side` which bin a score on an edge joins (numpy's `searchsorted`)."""
     values = _level_values_np(level_values)
     order = np.argsort(values)
-    sorted_values = values[order]
     scalar_input = np.ndim(_to_numpy(mu)) == 0
     mu_np = _check_range(np.atleast_1d(_to_numpy(mu)), values)
-    midpoints = (sorted_values[:-1] + sorted_values[1:]) / 2.0
-    # side="right": a score exactly on a midpoint goes to the upper level (round half up).
-    index_sorted = np.searchsorted(midpoints, mu_np, side="right")
+    index_sorted = np.searchsorted(upper_edges(values[order]), mu_np, side=side)
     q = np.zeros((mu_np.size, values.size))
     q[np.arange(mu_np.size), order[index_sorted]] = 1.0
     return _like_input(q[0] if scalar_input else q, mu, False)
