@@ -72,7 +72,10 @@ def packed_vision_attention(module, query, key, value, attention_mask=None, scal
     image and block. Registered under a name containing "flash", this function receives the packed sequence with its
     `cu_seq_lens_q` instead (as flash-attention's varlen kernels do). When all segments have the same length, which
     the scoring engine arranges by batching images of equal visual-token count, the batch is reshaped to
-    `[images, heads, length, dim]` and attended in one call; otherwise it falls back to one call per segment.
+    `[images, heads, length, dim]` and attended in one call. Segments of different lengths (a batch that spans two
+    image sizes) go on a GPU to torch's variable-length flash attention (`torch.nn.attention.varlen.varlen_attn`, one
+    kernel over the packed sequence, no padding, and no shape-dependent Python under `torch.compile`); elsewhere, or
+    where that kernel is missing or does not take the inputs, to one call per segment.
 
     Args:
         query, key, value (`torch.Tensor` of shape `(1, heads, total_length, head_dim)`): the packed sequence.
@@ -88,12 +91,37 @@ def packed_vision_attention(module, query, key, value, attention_mask=None, scal
         q, k, v = (t[0].view(heads, segments, max_length_q, head_dim).transpose(0, 1) for t in (query, key, value))
         output = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
         return output.transpose(1, 2).reshape(1, total, heads, head_dim), None
+    if _takes_varlen(query, scaling):
+        q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [total, heads, dim]
+        output = _varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q)
+        return output.unsqueeze(0), None
+    return _attention_per_segment(query, key, value, cu_seq_lens_q, dropout, scaling), None
+
+
+@torch.compiler.disable
+def _attention_per_segment(query, key, value, cu_seq_lens_q, dropout, scaling):
+    """One `scaled_dot_product_attention` call per segment. Left to eager under `torch.compile` (a loop over a
+    batch's images would otherwise compile once for every number of images)."""
     lengths = (cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).tolist()
     outputs = [
         F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
         for q, k, v in zip(*(torch.split(t, lengths, dim=2) for t in (query, key, value)))
     ]
-    return torch.cat(outputs, dim=2).transpose(1, 2), None
+    return torch.cat(outputs, dim=2).transpose(1, 2)
+
+
+try:  # torch >= 2.10: flash attention over packed variable-length segments, a custom op that torch.compile traces.
+    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
+except ImportError:
+    _varlen_attn = None
+
+
+def _takes_varlen(query: torch.Tensor, scaling) -> bool:
+    """Whether `varlen_attn` runs these inputs: a CUDA tensor in half precision (flash attention's), head size up to
+    256, and the default 1/sqrt(head_dim) scaling (the argument for another one is not in every torch version)."""
+    head_dim = query.shape[-1]
+    return (_varlen_attn is not None and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16)
+            and head_dim <= 256 and (scaling is None or abs(scaling - head_dim**-0.5) < 1e-6))
 
 
 AttentionInterface.register(PACKED_VISION_ATTENTION, packed_vision_attention)
@@ -324,14 +352,27 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         for layer in list(layers)[len(layers) - self.uncheckpointed_layers :]:
             layer.gradient_checkpointing = False
 
-    def compile_blocks(self, vision_tower: bool = True, **compile_kwargs) -> "FuScoreForQuality":
+    def compile_blocks(self, vision_tower: bool = True, dynamic: Optional[bool] = True, **compile_kwargs) -> "FuScoreForQuality":
         """Compiles every decoder layer and vision block with `torch.compile` (regional compilation).
 
         Identical blocks share one compiled graph, so this costs one compilation per block type (4 to 14 s for
         Qwen3-VL-8B on an H100) rather than one of the whole model, and the Python around the blocks (image grids,
         position ids) stays eager. It fuses each block's normalisations, rotary embeddings and activations into a
         few kernels; `benchmarks/RESULTS_speed.md` has the measured effect. Calling it again is a no-op.
+
+        Args:
+            vision_tower: compile the vision blocks too.
+            dynamic: compile with symbolic sequence lengths (`torch.compile(dynamic=True)`), so that images of any
+                size and batches of any length run one compiled graph per block type and variant (vision block;
+                decoder layer with and without a padding mask; images of equal or of different lengths in a batch):
+                compile time is bounded and does not grow with the number of distinct image sizes. With
+                `dynamic=None` (torch's default) every new shape compiles again until torch marks it dynamic, and a
+                folder of real images of many sizes reaches dynamo's recompile limit (the decoder layers and the
+                vision blocks share one compiled function, `GradientCheckpointingLayer`'s), after which the blocks
+                run eager. `benchmarks/bench_mixed_sizes.py` measures both.
+            compile_kwargs: passed to `torch.compile` (`mode`, `fullgraph`, ...).
         """
+        compile_kwargs["dynamic"] = dynamic
         block_lists = [self.model.language_model.layers] + ([self.model.visual.blocks] if vision_tower else [])
         for blocks in block_lists:
             for block in blocks:
@@ -442,9 +483,10 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 made on the GPU), DataLoader processes on the CPU.
             return_details: return, per image, a dict `{dimension: {"score", "std", "probs"}}` instead of floats.
             progress: show a progress bar.
-            compile: first compile the decoder layers and vision blocks (`compile_blocks`). Worth it for large jobs
-                on a GPU (1.4x the eager model-only forward for Qwen3-VL-8B on an H100, `benchmarks/RESULTS_speed.md`); each new input
-                shape compiles once (seconds), and scores then differ from the eager ones at bf16 rounding level.
+            compile: first compile the decoder layers and vision blocks (`compile_blocks`, shape-stable: one
+                compilation per block type whatever the image sizes, seconds to tens of seconds once per process).
+                Worth it for large jobs on a GPU (`benchmarks/RESULTS_speed.md`); scores then differ from the eager
+                ones at bf16 rounding level.
 
         Several threads may score with one model at once: each call keeps its state to itself, and the scores are
         the ones a serial call gives.

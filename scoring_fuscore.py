@@ -88,6 +88,17 @@ def _single_threaded_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def plan_batches(processor, fused, dimensions, batch_size: int) -> tuple:
+    """The engine's batches: `(items, batches)`, items `(image index, dimension)` in input order, batches lists of
+    positions in `items`, sorted by the fused image's visual-token count (read from the file header, not decoded) so
+    that a batch holds images of one size wherever the sizes allow it and pads little."""
+    items = [(index, dimension) for dimension in dimensions for index in range(len(fused))]
+    sizes = [image_size(image) for image in fused]
+    tokens = [processor.num_visual_tokens(*size) if size else 0 for size in sizes]
+    order = sorted(range(len(items)), key=lambda position: (tokens[items[position][0]], position))
+    return items, [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overall",), batch_size=8, num_workers=0,
                  progress=False) -> dict:
     """Scores `fused` (a list of images) with `model` on each of `dimensions`.
@@ -119,11 +130,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     if processor.input_mode == "fused" and any(source is not None for source in ir + vis):
         warnings.warn("This model reads the fused image alone (input_mode 'fused'): the infrared and visible sources "
                       "given with it are ignored.", UserWarning, stacklevel=2)
-    items = [(index, dimension) for dimension in dimensions for index in range(len(fused))]
-    sizes = [image_size(image) for image in fused]
-    tokens = [processor.num_visual_tokens(*size) if size else 0 for size in sizes]
-    order = sorted(range(len(items)), key=lambda position: (tokens[items[position][0]], position))
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    items, batches = plan_batches(processor, fused, dimensions, batch_size)
     # On a GPU with a torchvision image processor, workers only decode (uint8) and the patches are made on the GPU.
     defer_pixels = model.device.type == "cuda" and processor.supports_device_preprocessing
     dataset = _ScoringDataset(processor, fused, ir, vis, items, defer_pixels=defer_pixels)
@@ -319,4 +326,4 @@ def _in_background_thread(iterable, depth: int = 2):
         thread.join(timeout=5)
 
 
-__all__ = ["score_images"]
+__all__ = ["plan_batches", "score_images"]

@@ -62,24 +62,28 @@ def qwen3_vl_8b_config(tokenizer):
     return AutoConfig.for_model("qwen3_vl", text_config=text, vision_config=vision, tie_word_embeddings=False, **ids)
 
 
-def image_processor_for(patch_size: int, side: int):
+def image_processor_for(patch_size: int, side: int = None, min_pixels: int = None, max_pixels: int = None):
+    """Qwen3-VL's image processor with every image resized to `side`x`side`, or kept at its native size within
+    [`min_pixels`, `max_pixels`]."""
     from transformers import Qwen2VLImageProcessor
 
-    kwargs = dict(patch_size=patch_size, merge_size=2, temporal_patch_size=2, min_pixels=side * side,
-                  max_pixels=side * side, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    kwargs = dict(patch_size=patch_size, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+                  min_pixels=min_pixels or side * side, max_pixels=max_pixels or side * side)
     return Qwen2VLImageProcessor(**kwargs)
 
 
-def write_images(folder: Path, count: int, side: int, seed: int = 0) -> list:
-    """Smooth random scenes saved as JPEG (decoding is part of the end-to-end cost)."""
+def write_images(folder: Path, count: int, side: int, seed: int = 0, height: int = None, prefix: str = "img") -> list:
+    """Smooth random scenes of `side`x`side` (or `side` wide and `height` high) saved as JPEG (decoding is part of
+    the end-to-end cost)."""
     rng = np.random.default_rng(seed)
+    width, height = side, height or side
     paths = []
     for index in range(count):
-        coarse = rng.integers(0, 256, (side // 16, side // 16, 3), dtype=np.uint8)
-        image = Image.fromarray(coarse).resize((side, side), Image.BICUBIC)
-        noise = rng.integers(-12, 13, (side, side, 3))
+        coarse = rng.integers(0, 256, (max(1, height // 16), max(1, width // 16), 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
+        noise = rng.integers(-12, 13, (height, width, 3))
         image = Image.fromarray(np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
-        path = folder / f"img_{index:04d}.jpg"
+        path = folder / f"{prefix}_{index:04d}.jpg"
         image.save(path, quality=92)
         paths.append(str(path))
     return paths

@@ -457,6 +457,47 @@ def test_compiled_blocks_score_like_eager_and_compile_once_per_block_type(random
     torch._dynamo.reset()
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_blocks_do_not_recompile_for_new_image_sizes(random_images):
+    """A folder of real images comes in many sizes: after the first sizes, new ones (batches of one size and batches
+    that mix sizes) run the graphs already compiled, and score as the eager model does."""
+    from torch._dynamo.utils import counters
+
+    model = build_tiny_model("qwen3_vl", seed=4, min_pixels=16 * 16, max_pixels=160 * 160)
+    crop = lambda sizes: [random_images[index % len(random_images)][:h, :w] for index, (w, h) in enumerate(sizes)]  # noqa: E731
+    # Batches of 3 over 7 sizes each time: batches of one size and batches that mix sizes, with and without padding.
+    first = crop([(64, 48), (64, 48), (96, 64), (112, 48), (96, 64), (64, 48), (32, 32), (48, 80)])
+    later = crop([(160, 128), (160, 128), (80, 80), (128, 32), (48, 48), (144, 96), (32, 96), (160, 64)])
+    torch._dynamo.reset()
+    counters.clear()
+    model.score(first, batch_size=3, compile=True)
+    graphs = counters["stats"]["unique_graphs"]
+    compiled = np.array(model.score(later, batch_size=3))
+    assert counters["stats"]["unique_graphs"] == graphs
+    torch._dynamo.reset()
+    for block in [*model.model.language_model.layers, *model.model.visual.blocks]:
+        block._compiled_call_impl, block._fuscore_compiled = None, False
+    np.testing.assert_allclose(compiled, model.score(later, batch_size=3), atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="variable-length flash attention runs on a GPU")
+def test_packed_vision_attention_on_segments_of_different_lengths_matches_the_loop():
+    """On a GPU, images of different sizes in one batch go to `varlen_attn`: the same output as one call each."""
+    import modeling_fuscore
+
+    torch.manual_seed(0)
+    lengths = [64, 196, 4, 300]
+    heads, dim = 4, 72
+    query, key, value = (torch.randn(1, heads, sum(lengths), dim, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    cu = torch.tensor([0, *np.cumsum(lengths)], device="cuda", dtype=torch.int32)
+    assert modeling_fuscore._takes_varlen(query, dim**-0.5)
+    packed, _ = modeling_fuscore.packed_vision_attention(None, query, key, value, scaling=dim**-0.5, cu_seq_lens_q=cu,
+                                                         max_length_q=max(lengths))
+    loop = torch.cat([torch.nn.functional.scaled_dot_product_attention(q, k, v) for q, k, v in
+                      zip(*(torch.split(t, lengths, dim=2) for t in (query, key, value)))], dim=2).transpose(1, 2)
+    torch.testing.assert_close(packed, loop, atol=2e-2, rtol=2e-2)
+
+
 def test_background_preparation_keeps_order_reraises_and_stops_early():
     """The GPU engine prepares batches in a thread: same items in the same order, the worker's own exception
     (e.g. a bad image's, naming the file) re-raised unchanged, and no thread left running after an early exit."""

@@ -1,0 +1,302 @@
+"""Scoring at the IVIF benchmarks' native image sizes with compilation on (issue 19, target 1).
+
+    python benchmarks/bench_mixed_sizes.py --vifb path/to/vifb --output results.json   # on a GPU, about 5 minutes
+    python benchmarks/bench_mixed_sizes.py --tiny                                       # on a CPU: the code paths, seconds
+
+The model is the Qwen3-VL-8B architecture at random init (throughput does not depend on the weights), bf16, sdpa, its
+image processor keeping every image at its native size within [128^2, 1280^2] pixels. The workload (`MIX`): 1,024
+fused images, 40% VIFB's own fused images (real files, its 9 native sizes, 320x240 to 768x276), 30% at MSRS's
+640x480, 20% at M3FD's 1024x768 and 10% at LLVIP's 1280x1024 (smooth random scenes as JPEG, since those datasets are
+not here), shuffled; in `fused_ir_vis` mode each sample adds its infrared and visible source (VIFB's own sources,
+scenes of the same size for the others). Rows, per mode, in this order:
+
+  * engine-first-pass: `model.score(..., compile=True)` on the mix in a process that has compiled nothing (no
+    inductor cache on the machine), compile time included: what a user who passes `--compile` gets;
+  * engine-second-pass: the same call again (compiled code in memory);
+  * engine-uniform-448: the same compiled engine on 1,024 448x448 images, the reference for achieved TFLOP/s;
+  * plain-forward: the base model's own batched forward (`logits_to_keep=1`), the processor serial in the loop and
+    the batches in input order, as a script over a folder would run it; on `--plain-images` of the mix;
+  * (fused mode only) engine-uniform-448-static: the same with `compile_blocks(dynamic=False)`, one compiled shape,
+    the previous default, to show what the shape-stable compilation costs at one size.
+
+Achieved TFLOP/s counts matmul FLOPs at each sample's real token counts (`bench_speed.count_flops_per_image`, every
+image's vision attention on its own), so padding lowers it. Padding: the decoder's pad tokens over the tokens it
+processes, over the engine's batches (`scoring_fuscore.plan_batches`); the vision tower packs its images and pads none.
+"""
+
+import argparse
+import contextlib
+import csv
+import json
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import transformers  # noqa: E402
+
+from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, image_processor_for,  # noqa: E402
+                         matmul_peak_tflops, synchronize, timed, write_images)
+from modeling_fuscore import FuScoreForQuality  # noqa: E402
+from scoring_fuscore import _to_device, plan_batches  # noqa: E402
+
+
+# (benchmark, share of the workload, native size or None for VIFB's own files)
+MIX = (("VIFB", 0.4, None), ("MSRS", 0.3, (640, 480)), ("M3FD", 0.2, (1024, 768)), ("LLVIP", 0.1, (1280, 1024)))
+TINY_SIZES = {"MSRS": (80, 60), "M3FD": (128, 96), "LLVIP": (160, 128)}
+MIN_PIXELS, MAX_PIXELS = 128 * 128, 1280 * 1280
+
+
+def vifb_samples(folder: Path) -> list:
+    """VIFB's (fused, ir, vis) file triples from its manifest.csv."""
+    manifest = folder / "manifest.csv"
+    if not manifest.is_file():
+        raise SystemExit(f"{manifest}: not found; pass --vifb the VIFB folder (manifest.csv with fused, ir, vis columns)")
+    with manifest.open(newline="") as handle:
+        return [tuple(str(folder / row[key]) for key in ("fused", "ir", "vis")) for row in csv.DictReader(handle)]
+
+
+def workload(folder: Path, vifb: list, count: int, tiny: bool, seed: int = 0) -> tuple:
+    """`count` (fused, ir, vis) samples following `MIX`, shuffled, and the count per benchmark."""
+    rng = random.Random(seed)
+    samples, counts = [], {}
+    for name, share, size in MIX:
+        wanted = round(share * count) if name != MIX[-1][0] else count - len(samples)
+        counts[name] = wanted
+        if size is None:
+            samples += [vifb[rng.randrange(len(vifb))] for _ in range(wanted)]
+            continue
+        width, height = TINY_SIZES[name] if tiny else size
+        triples = [write_images(folder, wanted, width, seed=seed + offset, height=height, prefix=f"{name}_{part}")
+                   for offset, part in enumerate(("fused", "ir", "vis"))]
+        samples += list(zip(*triples))
+    rng.shuffle(samples)
+    return samples, counts
+
+
+def tiny_vifb(folder: Path) -> list:
+    """Stand-in VIFB triples at three small sizes, for `--tiny` without the data."""
+    triples = []
+    for index, (width, height) in enumerate(((64, 48), (72, 54), (96, 40))):
+        parts = [write_images(folder, 4, width, seed=100 + index * 3 + offset, height=height, prefix=f"vifb{index}_{part}")
+                 for offset, part in enumerate(("fused", "ir", "vis"))]
+        triples += list(zip(*parts))
+    return triples
+
+
+class SampleCosts:
+    """Sequence length and matmul FLOPs of a sample at its real token counts (one `prepare_sample` per size)."""
+
+    def __init__(self, processor, config):
+        self.processor, self.config, self.cache = processor, config, {}
+
+    def __call__(self, sample) -> tuple:
+        from PIL import Image
+
+        images = sample if self.processor.input_mode == "fused_ir_vis" else sample[:1]
+        sizes = tuple(Image.open(path).size for path in images)
+        if sizes not in self.cache:
+            prepared = self.processor.prepare_sample(*sample) if self.processor.input_mode == "fused_ir_vis" \
+                else self.processor.prepare_sample(sample[0])
+            text = len(prepared["input_ids"])
+            patches = [int(grid.prod()) for grid in prepared["image_grid_thw"]]
+            flops = count_flops_per_image(self.config, text, 0)["text"]
+            flops += sum(count_flops_per_image(self.config, 0, count)["vision"] for count in patches)
+            self.cache[sizes] = (text, flops)
+        return self.cache[sizes]
+
+
+def decoder_padding(processor, samples, costs, batch_size: int) -> float:
+    """Pad tokens over the tokens the decoder processes, over the engine's own batches."""
+    _, batches = plan_batches(processor, [sample[0] for sample in samples], ["overall"], batch_size)
+    lengths = [costs(sample)[0] for sample in samples]
+    processed = padded = 0
+    for batch in batches:
+        longest = max(lengths[position] for position in batch)
+        processed += longest * len(batch)
+        padded += sum(longest - lengths[position] for position in batch)
+    return padded / processed
+
+
+@contextlib.contextmanager
+def eager_blocks(base):
+    """The base model's blocks without the compiled code `compile_blocks` gave them in place (kept, and put back)."""
+    blocks = list(base.model.language_model.layers) + list(base.model.visual.blocks)
+    compiled = [block._compiled_call_impl for block in blocks]
+    for block in blocks:
+        block._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for block, call in zip(blocks, compiled):
+            block._compiled_call_impl = call
+
+
+def score_call(model, samples, args):
+    fused = [sample[0] for sample in samples]
+    sources = {} if model.processor.input_mode == "fused" else {"ir": [s[1] for s in samples], "vis": [s[2] for s in samples]}
+    return model.score(fused, **sources, batch_size=args.batch_size, num_workers=args.workers, compile=True)
+
+
+def mode_rows(mode, base, fused_model, samples, uniform, args, device, dtype, peak, results, static_row):
+    """The rows of one input mode; `results[f"{mode}_{row}_..."]`."""
+    tokenizer = fused_model.processor.tokenizer
+    patch_size = base.config.vision_config.patch_size
+    # A FuScore forward switches the shared vision config to its packed attention, which a model built from the
+    # config would then ask transformers for by name: build the wrappers from the base model's own setting.
+    base.model.visual.config._attn_implementation = "sdpa"
+    model = FuScoreForQuality.from_base_model(
+        base, fused_model.config, tokenizer, image_processor_for(patch_size, min_pixels=args.min_pixels, max_pixels=args.max_pixels),
+        input_mode=mode).eval()
+    uniform_model = FuScoreForQuality.from_base_model(base, fused_model.config, tokenizer,
+                                                      image_processor_for(patch_size, args.side), input_mode=mode).eval()
+    costs, uniform_costs = SampleCosts(model.processor, base.config), SampleCosts(uniform_model.processor, base.config)
+    mix_flops = sum(costs(sample)[1] for sample in samples)
+    uniform_flops = sum(uniform_costs(sample)[1] for sample in uniform)
+    key = lambda row: f"{mode}_{row}"  # noqa: E731
+    results[key("samples")], results[key("uniform_samples")] = len(samples), len(uniform)
+    results[key("mix_tflop_per_sample")] = mix_flops / len(samples) / 1e12
+    results[key("decoder_padding_fraction")] = decoder_padding(model.processor, samples, costs, args.batch_size)
+    results[key("uniform_decoder_padding_fraction")] = decoder_padding(uniform_model.processor, uniform, uniform_costs, args.batch_size)
+    results[key("distinct_sizes")] = len(costs.cache)
+
+    def record(row, seconds, count, flops):
+        results[key(f"{row}_samples_s")] = count / seconds
+        results[key(f"{row}_tflops")] = flops / seconds / 1e12
+        results[key(f"{row}_fraction_of_peak")] = flops / seconds / 1e12 / peak
+        print(f"{mode} {row}: {count / seconds:.1f} samples/s, {flops / seconds / 1e12:.0f} TFLOP/s "
+              f"({flops / seconds / 1e12 / peak:.1%} of peak), {seconds:.1f} s", flush=True)
+
+    with torch.inference_mode():
+        seconds, first = timed(lambda: score_call(model, samples, args), device)
+        record("engine_first_pass", seconds, len(samples), mix_flops)
+        seconds, second = timed(lambda: score_call(model, samples, args), device)
+        record("engine_second_pass", seconds, len(samples), mix_flops)
+        results[key("first_vs_second_pass_max_abs_diff")] = float(np.abs(np.array(first) - np.array(second)).max())
+        score_call(uniform_model, uniform[: args.batch_size], args)
+        seconds, _ = timed(lambda: score_call(uniform_model, uniform, args), device)
+        record("engine_uniform", seconds, len(uniform), uniform_flops)
+
+    # The plain forward of the base model, on a subset of the mix in input order.
+    plain = samples[: args.plain_images]
+    plain_flops = sum(costs(sample)[1] for sample in plain)
+    level_ids = torch.tensor(model.config.level_token_ids, device=device)
+    values = torch.tensor(model.config.level_values, device=device)
+    base.model.visual.config._attn_implementation = "sdpa"  # the base model's own vision attention
+
+    def plain_forward(batch_samples):
+        images = {"fused": [s[0] for s in batch_samples]}
+        if mode == "fused_ir_vis":
+            images.update(ir=[s[1] for s in batch_samples], vis=[s[2] for s in batch_samples])
+        batch = _to_device(model.processor(**images), device)
+        batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        logits = base(**batch, logits_to_keep=1).logits[:, -1, level_ids].float()
+        return logits.softmax(-1) @ values
+
+    batches = [plain[start : start + args.batch_size] for start in range(0, len(plain), args.batch_size)]
+    with torch.inference_mode(), eager_blocks(base):
+        plain_forward(batches[0])
+        seconds, plain_scores = timed(lambda: torch.cat([plain_forward(batch) for batch in batches]), device)
+    record("plain_forward", seconds, len(plain), plain_flops)
+    results[key("engine_vs_plain_max_abs_diff")] = float(np.abs(np.array(second[: len(plain)]) - plain_scores.cpu().numpy()).max())
+
+    if static_row:
+        torch._dynamo.reset()
+        for block in list(base.model.language_model.layers) + list(base.model.visual.blocks):
+            block._fuscore_compiled = False
+        uniform_model.compile_blocks(dynamic=False)
+        with torch.inference_mode():
+            score_call(uniform_model, uniform[: args.batch_size], args)
+            seconds, _ = timed(lambda: score_call(uniform_model, uniform, args), device)
+        record("engine_uniform_static", seconds, len(uniform), uniform_flops)
+        torch._dynamo.reset()
+        for block in list(base.model.language_model.layers) + list(base.model.visual.blocks):
+            block._fuscore_compiled = False
+
+    ratio = lambda a, b: results[key(f"{a}_samples_s")] / results[key(f"{b}_samples_s")]  # noqa: E731
+    results[key("first_pass_over_plain")] = ratio("engine_first_pass", "plain_forward")
+    results[key("second_pass_over_plain")] = ratio("engine_second_pass", "plain_forward")
+    results[key("mix_tflops_over_uniform")] = results[key("engine_second_pass_tflops")] / results[key("engine_uniform_tflops")]
+
+
+def format_table(r: dict) -> str:
+    lines = [f"{r['device']} | torch {r['torch']} | transformers {r['transformers']} | {r['date']} | "
+             f"in-run matmul peak {r['matmul_peak_tflops']:.0f} TFLOP/s | batch {r['batch_size']}, {r['workers']} decoding threads",
+             "mix: " + ", ".join(f"{name} {count}" for name, count in r["mix_counts"].items()), ""]
+    for mode in r["modes"]:
+        key = lambda row: f"{mode}_{row}"  # noqa: E731
+        lines += [f"### {mode}: {r[key('samples')]} samples of the mix ({r[key('distinct_sizes')]} distinct size sets, "
+                  f"{r[key('mix_tflop_per_sample')]:.2f} TFLOP/sample), decoder padding {r[key('decoder_padding_fraction')]:.2%} "
+                  f"(uniform {r[key('uniform_decoder_padding_fraction')]:.2%})",
+                  "| row | samples/s | TFLOP/s | fraction of peak |", "|---|---|---|---|"]
+        for row in ("engine_first_pass", "engine_second_pass", "engine_uniform", "engine_uniform_static", "plain_forward"):
+            if key(f"{row}_samples_s") in r:
+                lines.append(f"| {row} | {r[key(f'{row}_samples_s')]:.1f} | {r[key(f'{row}_tflops')]:.0f} | "
+                             f"{r[key(f'{row}_fraction_of_peak')]:.1%} |")
+        lines += [f"first pass / plain forward {r[key('first_pass_over_plain')]:.2f}x (target 1.5x); second pass / plain "
+                  f"{r[key('second_pass_over_plain')]:.2f}x; mix TFLOP/s / uniform 448 {r[key('mix_tflops_over_uniform')]:.1%} "
+                  f"(target 90%); max |score diff| first vs second pass {r[key('first_vs_second_pass_max_abs_diff')]:.1e}, "
+                  f"engine vs plain {r[key('engine_vs_plain_max_abs_diff')]:.1e}", ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="toy size on the CPU (checks the code paths, seconds)")
+    parser.add_argument("--vifb", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "vifb"),
+                        help="VIFB folder with manifest.csv (its fused images and sources are read, never copied)")
+    parser.add_argument("--images", type=int, default=1024, help="samples of the mix in fused mode")
+    parser.add_argument("--ir-vis-images", type=int, default=512, help="samples of the mix in fused_ir_vis mode")
+    parser.add_argument("--plain-images", type=int, default=512, help="samples the plain forward runs on")
+    parser.add_argument("--modes", default="fused,fused_ir_vis")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--side", type=int, default=448, help="size of the uniform reference images")
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    if args.tiny:
+        args.images, args.ir_vis_images, args.plain_images, args.batch_size, args.workers, args.side = 20, 10, 8, 4, 0, 64
+    args.min_pixels, args.max_pixels = (32 * 32, 160 * 160) if args.tiny else (MIN_PIXELS, MAX_PIXELS)
+    # Every compilation from scratch, as on a machine that has compiled nothing: no on-disk inductor caches.
+    torch._inductor.config.fx_graph_cache = False
+    torch._functorch.config.enable_autograd_cache = False
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+               "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
+               "batch_size": args.batch_size, "workers": args.workers, "tokenizer": benchmark_tokenizer(args.tiny)[1],
+               "min_pixels": args.min_pixels, "max_pixels": args.max_pixels, "mix": [list(entry[:2]) for entry in MIX]}
+    results["matmul_peak_tflops"] = peak = matmul_peak_tflops(device, 8192 if device.type == "cuda" else 512)
+    folder = Path(tempfile.mkdtemp(prefix="fuscore_mixed_"))
+    vifb = tiny_vifb(folder) if args.tiny else vifb_samples(Path(args.vifb))
+    modes = [mode for mode in args.modes.split(",") if mode]
+    largest = max(args.images if "fused" in modes else 0, args.ir_vis_images if "fused_ir_vis" in modes else 0)
+    samples, counts = workload(folder, vifb, largest, args.tiny)
+    results["mix_counts"], results["modes"] = counts, modes
+    uniform_side = args.side
+    uniform = list(zip(*[write_images(folder, args.images, uniform_side, seed=50 + offset, prefix=f"uniform_{part}")
+                         for offset, part in enumerate(("fused", "ir", "vis"))]))
+    start = time.perf_counter()
+    base, fused_model, _ = build_models(args, device, dtype)
+    print(f"built the model in {time.perf_counter() - start:.1f} s; {len(samples)} samples: {counts}", flush=True)
+    for index, mode in enumerate(modes):
+        count = args.images if mode == "fused" else args.ir_vis_images
+        # Each mode's subset keeps the mix: the samples are shuffled, so a prefix follows it up to sampling noise.
+        mode_rows(mode, base, fused_model, samples[:count], uniform[: args.images if mode == "fused" else args.ir_vis_images],
+                  args, device, dtype, peak, results, static_row=(mode == "fused"))
+    print()
+    print(format_table(results))
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
