@@ -74,8 +74,8 @@ RESULTS_MD = REPO_ROOT / "benchmarks" / "RESULTS_ablation.md"
 PRESETS = {
     "cpu": dict(steps=300, hidden_size=64, layers=2, image_size=56, train_scenes=400, eval_scenes=64,
                 pairs_per_batch=4, images_per_pair=4, learning_rate=5e-4, warmup_steps=20, jobs=1, loader_workers=0),
-    "gpu": dict(steps=500, hidden_size=128, layers=2, image_size=112, train_scenes=800, eval_scenes=128,
-                pairs_per_batch=8, images_per_pair=4, learning_rate=1e-3, warmup_steps=50, jobs=8, loader_workers=1),
+    "gpu": dict(steps=400, hidden_size=128, layers=2, image_size=112, train_scenes=800, eval_scenes=128,
+                pairs_per_batch=8, images_per_pair=4, learning_rate=1e-3, warmup_steps=40, jobs=8, loader_workers=1),
 }
 
 
@@ -462,6 +462,8 @@ def verdict(differences: list, up: str = "helps", down: str = "hurts") -> str:
         return "too few seeds to tell"
     mean, sd = mean_sd(differences)
     standard_error = sd / math.sqrt(len(differences))
+    if mean == 0:  # identical in every seed (was 'hurts' when the spread was zero too)
+        return "no measurable difference"
     if standard_error == 0 or abs(mean) > 2 * standard_error:
         return up if mean > 0 else down
     return "no measurable difference"
