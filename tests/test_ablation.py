@@ -3,6 +3,7 @@
 The runs here use a stand-in runner (no training), so the tests check the bookkeeping, not the numbers."""
 
 import json
+import multiprocessing
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def fake_runner(args, objective, extra, seed, train, evaluation):
     value = 0.5 + 0.1 * seed + 0.01 * len(extra) + (0.05 if objective == "deqa" else 0.0)
     return {"srcc": value, "plcc": value, "srcc_within": value / 2, "pairwise_accuracy_within": 0.6,
             "train_seconds": 1.0, "train_cpu_seconds": 1.0, "eval_seconds": 0.5, "train_loss": 1.0,
-            "device": "cpu"}
+            "device": "cpu", "start_method": multiprocessing.get_start_method()}
 
 
 def failing_runner(args, objective, extra, seed, train, evaluation):
@@ -66,6 +67,8 @@ def test_parallel_jobs_merge_into_one_file_and_resume(tmp_path):
     keys = sorted((run["setting"], run["row"], run["seed"]) for run in saved["runs"])
     assert keys == sorted((s, r, 0) for s in ("standard", "close") for r in rows)  # each run once
     assert len(results["runs"]) == 6 and saved["jobs"] == 2
+    # In the spawned workers, DataLoader workers fork (spawned ones would re-import torch for every run).
+    assert {run["start_method"] for run in saved["runs"]} == {"fork"}
     deqa = next(run for run in saved["runs"] if run["row"] == "deqa")
     assert deqa["srcc"] == pytest.approx(0.55) and deqa["setup"] == ablation.setup_of(args)
     assert "| deqa (DeQA-Score) |" in (tmp_path / "out" / "RESULTS_ablation.md").read_text()
