@@ -97,11 +97,15 @@ Objective: `{evaluation.get('objective', 'unknown')}`, dimension: `{evaluation.g
 |---|---|
 {table}
 """
-    path = folder / "README.md"
-    write_text(path, "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body)
+    written = []
     if evaluation:
         # The Hub's current evaluation-results files beside model-index (only for an evaluation on a Hub dataset).
         from fuscore.eval_results import write_eval_results
 
-        write_eval_results(folder, evaluation)
+        written = write_eval_results(folder, evaluation)
+    if written:
+        body += ("\nThe same numbers in the Hub's evaluation-results format (shown on the model page and in the "
+                 "dataset's leaderboard): " + ", ".join(f"`.eval_results/{p.name}`" for p in written) + ".\n")
+    path = folder / "README.md"
+    write_text(path, "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body)
     return path

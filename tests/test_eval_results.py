@@ -33,3 +33,21 @@ def test_written_only_for_an_evaluation_on_a_hub_dataset(tmp_path):
     local.mkdir()
     assert hub_dataset_id({"dataset": str(local)}) is None
     assert hub_dataset_id({"dataset": "tables/held_out", "hub_dataset": "org/ivif-bench"}) == "org/ivif-bench"
+
+
+def test_the_model_card_lists_them_beside_model_index(tmp_path):
+    from fuscore.model_card import write_model_card
+
+    (tmp_path / "config.json").write_text("{}")
+    evaluation = {"metrics": METRICS, "dataset": "HHOODD/EVAFusion_dataset", "synthetic": False, "objective": "fuscore"}
+    card = write_model_card(tmp_path, evaluation, repo_id="org/fuscore").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    index = {m["type"]: m["value"] for m in header["model-index"][0]["results"][0]["metrics"]}
+    for name in ("plcc", "srcc"):
+        assert yaml.safe_load((tmp_path / ".eval_results" / f"fuscore_{name}.yaml").read_text())[0]["value"] == index[name]
+        assert f"`.eval_results/fuscore_{name}.yaml`" in card
+    synthetic = tmp_path / "synthetic"
+    synthetic.mkdir()
+    (synthetic / "config.json").write_text("{}")
+    card = write_model_card(synthetic, {"metrics": METRICS, "dataset": "synthetic", "synthetic": True}).read_text()
+    assert "model-index" in card and ".eval_results" not in card and not (synthetic / ".eval_results").exists()
