@@ -4,15 +4,16 @@
     python benchmarks/bench_fp8.py --vifb .vifb --output fp8.json    # VIFB elsewhere than ../shared/data/vifb
     python benchmarks/bench_fp8.py --tiny                            # on a CPU: the same code paths, toy size
 
-Part 1, speed at real size (Qwen3-VL-8B architecture at random init, 448 px JPEGs, batch 64, 1024 images; throughput
+Speed at real size (Qwen3-VL-8B architecture at random init, 448 px JPEGs, batch 64, 1024 images; throughput
 does not depend on the weights): the bf16 engine end to end (`model.score(..., compile=True)` from the files) against
 the float8 engine (`model.score(..., compile=True, fp8=True)`: row-wise dynamic float8 in the decoder's linear layers,
 vision tower and LM head in bf16), compilation excluded by a warm-up pass, the two engines timed in alternating
 rounds; the model-only forwards of both on the same prepared batches; the relative error of the level logits
 (||fp8 - bf16|| / ||bf16|| per image) and the score differences on those batches.
 
-Part 2, fidelity on trained weights: the shipped demo model (`fuscore/demo_model`, loaded in bf16) over VIFB's fused
-images (manifest.csv's `fused` column, or every image of the folder when there is no manifest), every dimension:
+Fidelity on trained weights (run first, being short; the JSON is written after each part): the shipped demo model
+(`fuscore/demo_model`, loaded in bf16) over VIFB's fused images (manifest.csv's `fused` column, or every image of the
+folder when there is no manifest), every dimension:
 Spearman's rank correlation of the float8 scores with the bf16 ones and their largest |difference|
 (targets: SRCC >= 0.995, max |difference| <= 0.05). On a GPU, also the same model loaded through transformers'
 `TorchAoConfig` route, against the in-place method.
@@ -319,17 +320,19 @@ def main():
     if device.type == "cpu":
         check_fallback(results)
         emulation = cpu_float8_emulation()
+    save = lambda: args.output and write_text(args.output, json.dumps(results, indent=2))  # noqa: E731
     with emulation:
-        speed_benchmark(args, device, results)
+        # The short fidelity part first, and the results written after each part: a failure in the long one keeps it.
         fidelity_benchmark(args, device, results)
+        save()
+        speed_benchmark(args, device, results)
+        save()
 
     print(f"\nsummary: fp8 / bf16 end to end {results['speedup_e2e']:.2f}x (target {TARGET_SPEEDUP}x), model only "
           f"{results['speedup_model']:.2f}x; level-logit relative error mean {results['level_logits_rel_error_mean']:.2e}, "
           f"max {results['level_logits_rel_error_max']:.2e}; demo model over {results['demo_images']} VIFB images: "
           f"SRCC min {results['demo_srcc_min']:.4f} (target {TARGET_SRCC}), max |diff| {results['demo_max_abs_diff']:.4f} "
           f"(target {TARGET_MAX_DIFF})" + (" [float8 emulated on the CPU: checks the code, not the GPU]" if device.type == "cpu" else ""))
-    if args.output:
-        write_text(args.output, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
