@@ -19,6 +19,7 @@ the folder's own copy of these files instead.
 import functools
 import inspect
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -381,6 +382,54 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                     block._fuscore_compiled = True
         return self
 
+    def quantize_fp8(self) -> bool:
+        """Opt-in float8 scoring on GPUs of compute capability 8.9 or later (Hopper: H100, H200; Ada).
+
+        The linear layers of the language model's decoder are quantized in place with torchao's row-wise dynamic
+        float8 (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`: e4m3 weights with one scale per
+        output row, activations quantized per row at run time). The vision tower, the embeddings and the LM head keep
+        their bf16 weights (`forward` reads the five level rows of the LM head directly). The speed comes with
+        `compile_blocks` (call either first): eager float8 is no faster than bf16, because the per-row activation
+        quantization runs as separate kernels until it is fused. `benchmarks/bench_fp8.py` measures speed and
+        fidelity; scores differ from the bf16 ones by more than bf16 rounding, so compare rankings, not digits.
+
+        On the CPU, on an older GPU, with weights that are not bfloat16 or without torchao (tested with 0.17), the
+        model keeps its bf16 path and a warning says why. Calling it again is a no-op. Quantization is for scoring
+        only (the float8 weights do not train).
+
+        To load a checkpoint directly in float8, transformers' own route does the same to the same layers:
+        `from_pretrained(folder, dtype=torch.bfloat16, device_map="cuda", quantization_config=TorchAoConfig(
+        Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), modules_to_not_convert=["lm_head",
+        "model.visual"]))`. This method is for a model already in memory (one built at random init, or loaded bf16).
+
+        Returns:
+            `True` when the decoder computes in float8 (from this call or an earlier one), `False` when it keeps bf16.
+        """
+        layers = self.model.language_model.layers
+        if getattr(layers, "_fuscore_fp8", False):
+            return True
+        reason = _fp8_unsupported_reason(next(layers.parameters()))
+        if reason is None:
+            try:
+                from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+            except Exception as error:  # not installed, or built for another torch
+                reason = (f"torchao could not be imported ({type(error).__name__}: {error}); install it with "
+                          "`pip install torchao` (0.17 tested)")
+        if reason is not None:
+            warnings.warn(f"FP8 scoring is not available: {reason}. The model keeps its bf16 path.", stacklevel=2)
+            return False
+        # A row's scale is its largest |value| / 448, so an all-zero row would quantize as 0/0 = NaN: the lower bound
+        # keeps padding tokens (a zero embedding) finite, which would otherwise reach every real token of their row
+        # through the masked attention values; a linear layer with an all-zero weight row stays in bf16.
+        # `set_inductor_config=False`: torchao would otherwise change torch's global compiler settings for every model
+        # in the process (and lengthen compilation with coordinate-descent tuning).
+        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), activation_value_lb=1e-12,
+                                                           set_inductor_config=False)
+        quantize_(layers, config, filter_fn=lambda module, name: isinstance(module, nn.Linear)
+                  and not bool(module.weight.detach().abs().amax(-1).eq(0).any()))
+        layers._fuscore_fp8 = True
+        return True
+
     def _select_vision_attention(self) -> None:
         if self.config.packed_vision_attention and self.model.visual.config._attn_implementation == "sdpa":
             self.model.visual.config._attn_implementation = PACKED_VISION_ATTENTION
@@ -470,6 +519,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         return_details: bool = False,
         progress: bool = False,
         compile: bool = False,
+        fp8: bool = False,
     ):
         """Scores fused images (with `scoring_fuscore.score_images`, the scoring engine).
 
@@ -487,6 +537,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 compilation per block type whatever the image sizes, seconds to tens of seconds once per process).
                 Worth it for large jobs on a GPU (`benchmarks/RESULTS_speed.md`); scores then differ from the eager
                 ones at bf16 rounding level.
+            fp8: first quantize the decoder's linear layers to float8 (`quantize_fp8`; GPUs of compute capability
+                8.9 or later, with torchao; elsewhere a warning and the bf16 path). Pays with `compile=True`.
 
         Several threads may score with one model at once: each call keeps its state to itself, and the scores are
         the ones a serial call gives.
@@ -499,6 +551,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         fused_list = [fused] if single else list(fused)
         processor = processor or self.get_processor()
         dimension_list = processor.resolve_dimensions(dimensions)
+        if fp8:
+            self.quantize_fp8()
         if compile:
             self.compile_blocks()
         results = score_images(self, processor, fused_list, ir, vis, dimension_list,
@@ -597,6 +651,21 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.processor is not None:
             self.processor.save_pretrained(save_directory)
+
+
+def _fp8_unsupported_reason(weight: torch.Tensor) -> Optional[str]:
+    """Why float8 scoring cannot run on the device and dtype of `weight` (a decoder weight), or `None` if it can."""
+    if weight.device.type != "cuda":
+        return (f"the model is on {weight.device.type}; float8 matmuls need an NVIDIA GPU of compute capability 8.9 or "
+                "later (Hopper such as H100/H200, or Ada): move the model there first")
+    capability = torch.cuda.get_device_capability(weight.device)
+    if capability < (8, 9):
+        return (f"{torch.cuda.get_device_name(weight.device)} has compute capability {capability[0]}.{capability[1]}; "
+                "float8 matmuls need 8.9 or later (Hopper such as H100/H200, or Ada)")
+    if weight.dtype != torch.bfloat16:
+        return (f"the decoder weights are {weight.dtype}; row-wise float8 quantizes bfloat16 weights (use a "
+                "bfloat16 checkpoint, or load the model with dtype=torch.bfloat16)")
+    return None
 
 
 _PROCESSOR_LOCK = threading.Lock()

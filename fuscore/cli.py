@@ -163,6 +163,8 @@ def _score_setup(args, state) -> tuple:
     device = args.device or (str(state.device) if state.num_processes > 1 else None)
     model = load_scoring_model(args.model, device)
     dimensions = _dimensions(args.dimensions, model)
+    if args.fp8:
+        model.quantize_fp8()  # warns and keeps bf16 where float8 cannot run
     if args.compile:
         model.compile_blocks()
     return output, source, model, dimensions
@@ -252,6 +254,8 @@ def rank_command(args) -> int:
         classical = ranking.classical_metrics(items, metrics=metrics, workers=args.workers)
         higher_is_better = HIGHER_IS_BETTER
 
+    if args.fp8:
+        model.quantize_fp8()
     if args.compile:
         model.compile_blocks()
     scores = ranking.score_benchmark(model, items, dimensions, batch_size=args.batch_size,
@@ -322,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: 0 on the CPU, up to 4 on a GPU)")
         sub.add_argument("--compile", action="store_true",
                          help="torch.compile the model's blocks first: faster for large jobs on a GPU (compiling takes seconds)")
+        sub.add_argument("--fp8", action="store_true",
+                         help="float8 decoder on a GPU of compute capability 8.9+ (H100, H200; needs torchao and a bf16 "
+                              "model); use with --compile for the speed-up; elsewhere a warning and the bf16 path")
 
     score = commands.add_parser("score", help="score fused images or a whole dataset", description=(
         "Score fused images: image files and folders, a manifest CSV (pair,method,fused[,ir,vis]), a rating table, or "

@@ -23,6 +23,10 @@ REMOTE_CODE_FILES = [name for name in conftest.REMOTE_CODE_FILES if (REPO_ROOT /
 # Besides the standard library, torch and transformers: Pillow, which the Qwen-VL image processors decode with (so
 # every transformers install that can run them has it), and tqdm, a hard requirement of transformers itself.
 ALLOWED_THIRD_PARTY = {"torch", "transformers", "PIL", "tqdm"}
+# Optional packages of opt-in features (torchao: `quantize_fp8`): only inside a function, in a `try` block, whose
+# handler keeps the model working without them. transformers' own import check for remote code skips `try` blocks, so
+# loading a folder never requires them.
+OPTIONAL_THIRD_PARTY = {"torchao"}
 PROJECT_TOP_LEVEL = set(conftest.PROJECT_MODULES) | {"data", "evaluate_metrics"}
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 # Trainer resume state inside checkpoint-N folders (optimizer.pt, rng_state.pth, training_args.bin) is the Trainer's
@@ -239,6 +243,12 @@ def remote_code_import_problems(source: str, filename: str) -> list:
     for node in ast.walk(tree):
         if isinstance(node, ast.Try) and _is_sibling_fallback(node):
             fallback_imports.add(id(node.handlers[0].body[0]))
+    guarded_in_function = set()
+    for function in ast.walk(tree):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for guard in ast.walk(function):
+                if isinstance(guard, ast.Try) and guard.handlers:
+                    guarded_in_function.update(id(node) for statement in guard.body for node in ast.walk(statement))
     problems = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -259,6 +269,8 @@ def remote_code_import_problems(source: str, filename: str) -> list:
             elif top in PROJECT_TOP_LEVEL:
                 if id(node) not in fallback_imports:
                     problems.append(f"line {node.lineno}: imports project module {module!r} outside the sibling fallback")
+            elif top in OPTIONAL_THIRD_PARTY and id(node) in guarded_in_function:
+                continue
             elif top not in sys.stdlib_module_names and top not in ALLOWED_THIRD_PARTY:
                 problems.append(f"line {node.lineno}: imports third-party {module!r}")
     return problems
@@ -283,9 +295,12 @@ def test_the_import_rule_catches_what_it_must():
         except ImportError:
             from processing_fuscore import B
         importlib.import_module("yaml")
+        import torchao
+        def f():
+            from torchao.quantization import quantize_
         """)
     problems = remote_code_import_problems(bad, "bad.py")
-    assert len(problems) == 6, problems
+    assert len(problems) == 8, problems
     good = textwrap.dedent("""
         import os, math
         import torch
@@ -294,6 +309,11 @@ def test_the_import_rule_catches_what_it_must():
             from .processing_fuscore import FuScoreProcessor
         except ImportError:
             from processing_fuscore import FuScoreProcessor
+        def f():
+            try:
+                from torchao.quantization import quantize_
+            except ImportError:
+                return None
         """)
     assert remote_code_import_problems(good, "good.py") == []
 

@@ -1,0 +1,172 @@
+"""Opt-in FP8 scoring (`FuScoreForQuality.quantize_fp8`, `score(..., fp8=True)`, `fuscore score --fp8`).
+
+The float8 kernels need a GPU of compute capability 8.9+; here the fallback, its messages and the CLI wiring are
+tested as they run, and the quantization itself with torchao's hardware assertion lifted (torch's CPU scaled matmul
+computes float8, slowly), as `benchmarks/bench_fp8.py --tiny` does.
+"""
+
+import json
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import modeling_fuscore
+from conftest import REPO_ROOT
+from fuscore.tiny import build_tiny_model
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(5)
+    return [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+
+
+@pytest.fixture
+def bf16_model():
+    return build_tiny_model("qwen3_vl", seed=3).to(torch.bfloat16).eval()
+
+
+def plain(model) -> bool:
+    return all(type(parameter) is torch.nn.Parameter for parameter in model.parameters())
+
+
+def test_on_the_cpu_the_model_keeps_its_bf16_path_and_says_why(bf16_model, images):
+    expected = bf16_model.score(images)
+    with pytest.warns(UserWarning, match=r"FP8 scoring is not available: the model is on cpu; .*compute capability 8\.9"):
+        assert bf16_model.quantize_fp8() is False
+    assert plain(bf16_model)
+    with pytest.warns(UserWarning, match="keeps its bf16 path"):
+        assert bf16_model.score(images, fp8=True) == expected
+
+
+def test_the_reason_names_an_old_gpu_a_float32_model_and_a_missing_torchao(bf16_model, monkeypatch):
+    cuda_weight = types.SimpleNamespace(device=torch.device("cuda:0"), dtype=torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    reason = modeling_fuscore._fp8_unsupported_reason(cuda_weight)
+    assert "NVIDIA A100-SXM4-80GB has compute capability 8.0" in reason and "8.9 or later" in reason
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert modeling_fuscore._fp8_unsupported_reason(cuda_weight) is None
+    cuda_weight.dtype = torch.float32
+    assert "torch.float32" in modeling_fuscore._fp8_unsupported_reason(cuda_weight)
+
+    monkeypatch.setattr(modeling_fuscore, "_fp8_unsupported_reason", lambda weight: None)
+    monkeypatch.setitem(sys.modules, "torchao", None)  # `import torchao...` now raises ImportError
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)
+    with pytest.warns(UserWarning, match=r"torchao could not be imported .*pip install torchao"):
+        assert bf16_model.quantize_fp8() is False
+    assert plain(bf16_model)
+
+
+def test_quantizes_the_decoder_linears_only_and_a_second_call_is_a_no_op(bf16_model, images, monkeypatch):
+    pytest.importorskip("torchao")
+    import torchao.quantization.quant_api as quant_api
+
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)
+    monkeypatch.setattr(modeling_fuscore, "_fp8_unsupported_reason", lambda weight: None)
+    expected = np.array(bf16_model.score(images))
+    head = bf16_model.lm_head.weight
+    head_values = head.detach().clone()
+    vision = {name: p.detach().clone() for name, p in bf16_model.model.visual.named_parameters()}
+
+    assert bf16_model.quantize_fp8() is True
+    linears = [m for m in bf16_model.model.language_model.layers.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m.weight).__name__ == "Float8Tensor" for m in linears)
+    assert bf16_model.lm_head.weight is head and type(head) is torch.nn.Parameter
+    torch.testing.assert_close(head, head_values, rtol=0, atol=0)
+    assert plain(bf16_model.model.visual) and plain(bf16_model.model.language_model.embed_tokens)
+    for name, p in bf16_model.model.visual.named_parameters():
+        torch.testing.assert_close(p, vision[name], rtol=0, atol=0)
+
+    weights = [m.weight for m in linears]
+    assert bf16_model.quantize_fp8() is True
+    assert all(m.weight is w for m, w in zip(linears, weights))
+    scores = np.array(bf16_model.score(images, fp8=True))
+    assert not np.array_equal(scores, expected)  # float8 ran
+    np.testing.assert_allclose(scores, expected, atol=0.05, rtol=0)
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    folder = tmp_path / "model"
+    build_tiny_model("qwen2_vl", seed=9).save_pretrained(folder)
+    image = tmp_path / "fused.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(image)
+    return folder, image
+
+
+def test_cli_fp8_quantizes_before_compiling_and_falls_back_on_the_cpu(saved_model, tmp_path, monkeypatch):
+    from fuscore.cli import build_parser, main
+
+    folder, image = saved_model
+    plain_output, fp8_output = tmp_path / "plain.csv", tmp_path / "fp8.csv"
+    arguments = ["score", str(image), "--model", str(folder), "--dimensions", "overall", "--device", "cpu"]
+    assert main(arguments + ["--output", str(plain_output)]) == 0
+    with pytest.warns(UserWarning, match="FP8 scoring is not available: the model is on cpu"):
+        assert main(arguments + ["--output", str(fp8_output), "--fp8"]) == 0
+    assert fp8_output.read_text() == plain_output.read_text()
+
+    calls = []
+    monkeypatch.setattr(modeling_fuscore.FuScoreForQuality, "quantize_fp8", lambda self: calls.append("fp8") or False)
+    monkeypatch.setattr(modeling_fuscore.FuScoreForQuality, "compile_blocks", lambda self, **kw: calls.append("compile") or self)
+    assert main(arguments + ["--output", str(tmp_path / "both.csv"), "--fp8", "--compile"]) == 0
+    assert calls == ["fp8", "compile"]
+    assert main(arguments + ["--output", str(tmp_path / "none.csv")]) == 0
+    assert calls == ["fp8", "compile"]
+    assert build_parser().parse_args(["rank", "--vifb", "--output-dir", str(tmp_path / "r"), "--fp8"]).fp8
+
+
+def test_bench_fp8_tiny_quantizes_scores_and_compares(tmp_path):
+    pytest.importorskip("torchao")
+    fused = tmp_path / "fused"
+    fused.mkdir()
+    rng = np.random.default_rng(2)
+    for index in range(6):
+        Image.fromarray(rng.integers(0, 256, (48 + 8 * index, 64, 3), dtype=np.uint8)).save(fused / f"m{index}.png")
+    output = tmp_path / "fp8.json"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_fp8.py"), "--tiny", "--vifb", str(fused),
+                             "--output", str(output)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    r = json.loads(output.read_text())
+    assert r["float8_emulated_on_cpu"] and r["fp8_applied"] and r["demo_fp8_applied"]
+    assert r["cpu_fallback_fp8_applied"] is False and "the model is on cpu" in r["cpu_fallback_fp8_message"]
+    assert 0 < r["level_logits_rel_error_mean"] <= r["level_logits_rel_error_max"] < 0.5
+    assert r["demo_images"] == 6 and set(r["demo_dimensions"]) >= {"overall", "sharpness"}
+    assert 0 < r["demo_max_abs_diff"] < 0.5
+    for key in ("speedup_e2e", "speedup_model", "engine_bf16_e2e_img_s", "engine_fp8_e2e_img_s", "model_fp8_img_s"):
+        assert r[key] > 0
+    assert "fp8 / bf16 engine end to end" in result.stdout and "SRCC" in result.stdout
+
+
+def test_padded_batches_and_zero_weight_rows_stay_finite(monkeypatch):
+    """Per-row scales of all-zero rows are 0, and 0/0 would make them NaN: padding tokens (a zero embedding) then
+    poison the attention of the whole row through masked values, and a zero weight row its output column."""
+    pytest.importorskip("torchao")
+    import torchao.quantization.quant_api as quant_api
+
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)
+    monkeypatch.setattr(modeling_fuscore, "_fp8_unsupported_reason", lambda weight: None)
+    model = build_tiny_model("qwen3_vl", seed=3).to(torch.bfloat16).eval()
+    pad = model.get_processor().tokenizer.pad_token_id
+    with torch.no_grad():
+        model.model.language_model.embed_tokens.weight[pad] = 0
+        model.model.language_model.layers[0].mlp.down_proj.weight[3] = 0
+    rng = np.random.default_rng(8)
+    images = [rng.integers(0, 256, (32 + 24 * i, 48 + 16 * i, 3), dtype=np.uint8) for i in range(4)]
+    expected = np.array(model.score(images, batch_size=4))
+    assert model.quantize_fp8()
+    assert type(model.model.language_model.layers[0].mlp.down_proj.weight) is torch.nn.Parameter  # kept in bf16
+    scores = np.array(model.score(images, batch_size=4))
+    assert np.isfinite(scores).all()
+    np.testing.assert_allclose(scores, expected, atol=0.05, rtol=0)
+
+
+def test_loading_the_remote_code_never_requires_torchao():
+    from transformers.dynamic_module_utils import get_imports
+
+    assert "torchao" not in get_imports(REPO_ROOT / "modeling_fuscore.py")
