@@ -19,7 +19,13 @@ Rows (all in one run, on one GPU, against an in-run bf16 matmul peak):
     unchecked for each K of `--uncheckpointed-layers`, and without checkpointing) against a plain loop with
     full-vocabulary logits and cross-entropy at equal batch (with and without checkpointing). The fused AdamW
     steps every `--grad-accumulation` batches on both sides. Each row runs once per round, in turn, and reports its
-    median round.
+    median round. Also: selective checkpointing inside each compiled layer keeping the MLP's gate/up outputs
+    (`--checkpointing_policy mlp`), and no torch checkpoint with the compiler recomputing under each activation
+    memory budget of `--memory-budgets` (`--activation_memory_budget B`);
+  * reward: `FuScoreReward` forward and backward to the pixels (bench_reward's step), with and without
+    checkpointing, on the same weights after the training rows (adapters removed).
+
+    python benchmarks/bench_speed.py --parts training --train-rows baseline_ckpt,fuscore_compiled_ckpt   # a subset
 """
 
 import argparse
