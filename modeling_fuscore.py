@@ -25,6 +25,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 from transformers import AttentionInterface, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -325,6 +326,13 @@ class FuScoreForQuality(FuScorePreTrainedModel):
     # How many of the last decoder layers keep their activations when activation checkpointing is on, instead of
     # recomputing them in the backward pass: memory for speed (see `_set_gradient_checkpointing`).
     uncheckpointed_layers: int = 0
+    # How the other decoder layers are checkpointed (read by `_set_gradient_checkpointing`, like the count above):
+    # `checkpointing_policy` None recomputes everything in the backward pass; a name in `CHECKPOINTING_POLICIES`
+    # saves the matmul outputs it names (selective activation checkpointing). `activation_memory_budget` b in [0, 1]
+    # (compiled decoder layers only) leaves the choice to the compiler: no torch.utils.checkpoint, AOT autograd's
+    # min-cut partitioner keeps a fraction b of what it would save by default (0: recompute all it can).
+    checkpointing_policy: Optional[str] = None
+    activation_memory_budget: Optional[float] = None
 
     def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs):
         """Checkpoints the decoder layers but the last `uncheckpointed_layers`, and the vision blocks only if the
@@ -343,7 +351,21 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         if not 0 <= self.uncheckpointed_layers <= len(layers):
             raise ValueError(f"uncheckpointed_layers={self.uncheckpointed_layers}: the language model has "
                              f"{len(layers)} decoder layers.")
+        policy, budget = self.checkpointing_policy, self.activation_memory_budget
+        if policy is not None and policy not in CHECKPOINTING_POLICIES:
+            raise ValueError(f"checkpointing_policy={policy!r}: known policies are {', '.join(CHECKPOINTING_POLICIES)}.")
+        if budget is not None:
+            if policy is not None:
+                raise ValueError("checkpointing_policy and activation_memory_budget exclude each other: the budget "
+                                 "leaves every choice of what to save to the compiler.")
+            if not 0.0 <= budget <= 1.0:
+                raise ValueError(f"activation_memory_budget={budget}: must lie in [0, 1].")
+            if enable and not all(getattr(layer, "_fuscore_compiled", False) for layer in layers):
+                raise ValueError("activation_memory_budget needs compiled decoder layers (call compile_blocks first): "
+                                 "the budget is the compiler's.")
         super()._set_gradient_checkpointing(enable, *args, **kwargs)
+        for layer in layers:  # back to the blocks' own compiled code (compile_blocks) before a new setting
+            _restore_block_call(layer)
         if not enable:
             return
         if not self.trains_vision_tower():
@@ -352,6 +374,40 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                     module.gradient_checkpointing = False
         for layer in list(layers)[len(layers) - self.uncheckpointed_layers :]:
             layer.gradient_checkpointing = False
+        if policy is None and budget is None:
+            return
+        for layer in list(layers)[: len(layers) - self.uncheckpointed_layers]:
+            if budget is not None:
+                mode = ("budget", float(budget))
+            elif getattr(layer, "_fuscore_compiled", False) and layer._compiled_call_impl is not None:
+                mode = ("policy", policy)
+            else:  # an eager layer: transformers' own checkpointing, with the policy's context
+                layer._gradient_checkpointing_func = functools.partial(
+                    torch.utils.checkpoint.checkpoint, use_reentrant=False, context_fn=self._policy_context(policy))
+                continue
+            # A compiled layer: the checkpoint goes inside the compiled region, where the policy sees the operations
+            # and the partitioner recomputes only what the backward pass needs; transformers' own wrapper, which
+            # would checkpoint the compiled code from outside, is switched off for it.
+            layer.gradient_checkpointing = False
+            _install_block_call(layer, self._training_call(mode))
+
+    def _policy_context(self, policy: str):
+        """The `context_fn` of torch.utils.checkpoint for a policy in `CHECKPOINTING_POLICIES`."""
+        from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+        return functools.partial(create_selective_checkpoint_contexts,
+                                 CHECKPOINTING_POLICIES[policy](self.model.language_model.config))
+
+    def _training_call(self, mode: tuple):
+        """One compiled function per training mode, shared by every decoder layer (one graph per mode)."""
+        calls = self.__dict__.setdefault("_fuscore_training_calls", {})
+        if mode not in calls:
+            kind, value = mode
+            if kind == "budget":
+                calls[mode] = torch.compile(_call_block, backend=memory_budget_backend(value))
+            else:
+                calls[mode] = torch.compile(functools.partial(_call_block_checkpointed, context_fn=self._policy_context(value)))
+        return calls[mode]
 
     def compile_blocks(self, vision_tower: bool = True, dynamic: Optional[bool] = True, **compile_kwargs) -> "FuScoreForQuality":
         """Compiles every decoder layer and vision block with `torch.compile` (regional compilation).
@@ -671,6 +727,70 @@ def _fp8_unsupported_reason(weight: torch.Tensor) -> Optional[str]:
 _PROCESSOR_LOCK = threading.Lock()
 
 FuScoreForQuality.register_for_auto_class("AutoModel")
+
+
+def _keep_mlp_gate_up(text_config):
+    """Selective-checkpointing policy: save the outputs of the MLP's gate and up projections (the frozen weights'
+    matmuls, recognised by their shape: hidden size in, intermediate size out; LoRA's rank-r matmuls differ), so the
+    recomputed forward skips two of the layer's largest matmuls; everything else is recomputed."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    hidden, intermediate = text_config.hidden_size, text_config.intermediate_size
+    aten = torch.ops.aten
+
+    def policy(ctx, op, *args, **kwargs):
+        if op in (aten.mm.default, aten.addmm.default):
+            left, right = args[-2], args[-1]
+            if left.shape[-1] == hidden and right.shape[-1] == intermediate:
+                return CheckpointPolicy.MUST_SAVE
+        return CheckpointPolicy.PREFER_RECOMPUTE
+
+    return policy
+
+
+CHECKPOINTING_POLICIES = {"mlp": _keep_mlp_gate_up}
+"""Selective activation checkpointing policies by name (`FuScoreForQuality.checkpointing_policy`): each maps the
+language model's config to a policy of `torch.utils.checkpoint.create_selective_checkpoint_contexts`."""
+
+
+def memory_budget_backend(budget: float):
+    """A `torch.compile` backend: inductor, with AOT autograd's partitioner under `activation_memory_budget=budget`
+    (torch._functorch.config) while it compiles, so that compiled functions with different budgets coexist in one
+    process (the global setting would be read by whichever compiles next)."""
+    from torch._functorch import config as functorch_config
+    from torch._inductor.compile_fx import compile_fx
+
+    def backend(graph_module, example_inputs):
+        with functorch_config.patch(activation_memory_budget=budget):
+            return compile_fx(graph_module, example_inputs)
+
+    backend.__name__ = f"inductor_activation_memory_budget_{budget:g}"
+    return backend
+
+
+def _call_block(block, *args, **kwargs):
+    return block._call_impl(*args, **kwargs)
+
+
+def _call_block_checkpointed(block, *args, context_fn, **kwargs):
+    if not (block.training and torch.is_grad_enabled()):  # as transformers' own wrapper: no backward, no checkpoint
+        return block._call_impl(*args, **kwargs)
+    return torch.utils.checkpoint.checkpoint(functools.partial(block._call_impl, **kwargs), *args, use_reentrant=False,
+                                             context_fn=context_fn)
+
+
+def _install_block_call(block, compiled_call) -> None:
+    """Runs `block` through `compiled_call(block, ...)` in place of the code `compile_blocks` gave it."""
+    if not getattr(block, "_fuscore_training_call", False):
+        block._fuscore_block_call = block._compiled_call_impl
+    block._compiled_call_impl = functools.partial(compiled_call, block)
+    block._fuscore_training_call = True
+
+
+def _restore_block_call(block) -> None:
+    if getattr(block, "_fuscore_training_call", False):
+        block._compiled_call_impl = block._fuscore_block_call
+        block._fuscore_training_call = False
 
 
 def register_auto_classes() -> None:

@@ -86,6 +86,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
                          f"has {layer_count} decoder layers.")
     # Read when the Trainer switches checkpointing on, at the start of training.
     fuscore_model.uncheckpointed_layers = training_args.uncheckpointed_layers
+    fuscore_model.checkpointing_policy = training_args.checkpointing_policy
+    fuscore_model.activation_memory_budget = training_args.activation_memory_budget
     if training_args.compile_blocks:
         # A trained vision tower stays eager under checkpointing: torch refuses to compile its blocks inside
         # checkpointing's recompute regions ("RNG ops in recompute regions"). A frozen one is never checkpointed.

@@ -56,6 +56,13 @@ def measure(step, device, steps: int, rounds: int, images_per_step: int) -> dict
     return result
 
 
+def reward_step(reward, images: torch.Tensor) -> torch.Tensor:
+    """One reward forward and backward to the input pixels (a fresh leaf copy of `images`); returns their gradient."""
+    pixels = images.clone().requires_grad_()
+    reward(pixels).sum().backward()
+    return pixels.grad
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="toy size on the CPU (checks the code paths, seconds)")
@@ -105,15 +112,10 @@ def main():
     reward = FuScoreReward(model)
     rows["reward_preprocess"] = measure(lambda: reward.inputs(images), device, args.steps, args.rounds, args.batch_size)
 
-    def reward_step(current):
-        pixels = images.clone().requires_grad_()
-        current(pixels).sum().backward()
-        return pixels.grad
-
-    rows["reward_fwd_bwd"] = measure(lambda: reward_step(reward), device, args.steps, args.rounds, args.batch_size)
+    rows["reward_fwd_bwd"] = measure(lambda: reward_step(reward, images), device, args.steps, args.rounds, args.batch_size)
     checkpointed = FuScoreReward(model, checkpointing=True)
-    rows["reward_fwd_bwd_checkpointed"] = measure(lambda: reward_step(checkpointed), device, args.steps, args.rounds,
-                                                  args.batch_size)
+    rows["reward_fwd_bwd_checkpointed"] = measure(lambda: reward_step(checkpointed, images), device, args.steps,
+                                                  args.rounds, args.batch_size)
     results["rows"] = rows
     engine = rows["engine_model"]["img_s"]
     for name, row in rows.items():

@@ -19,7 +19,13 @@ Rows (all in one run, on one GPU, against an in-run bf16 matmul peak):
     unchecked for each K of `--uncheckpointed-layers`, and without checkpointing) against a plain loop with
     full-vocabulary logits and cross-entropy at equal batch (with and without checkpointing). The fused AdamW
     steps every `--grad-accumulation` batches on both sides. Each row runs once per round, in turn, and reports its
-    median round.
+    median round. Also: selective checkpointing inside each compiled layer keeping the MLP's gate/up outputs
+    (`--checkpointing_policy mlp`), and no torch checkpoint with the compiler recomputing under each activation
+    memory budget of `--memory-budgets` (`--activation_memory_budget B`);
+  * reward: `FuScoreReward` forward and backward to the pixels (bench_reward's step), with and without
+    checkpointing, on the same weights after the training rows (adapters removed).
+
+    python benchmarks/bench_speed.py --parts training --train-rows baseline_ckpt,fuscore_compiled_ckpt   # a subset
 """
 
 import argparse
@@ -190,12 +196,25 @@ def build_models(args, device, dtype):
     return base, model.eval(), side
 
 
+def benchmark_workload(args, model, side: int, count: int, results: dict) -> tuple:
+    """`count` JPEG images of `side` px and the FLOPs per image at their sequence length (recorded in `results`)."""
+    tokenizer_name = benchmark_tokenizer(args.tiny)[1]
+    paths = write_images(Path(tempfile.mkdtemp(prefix="fuscore_bench_")), count, side)
+    sample = model.processor.prepare_sample(paths[0])
+    text_tokens, patches = len(sample["input_ids"]), int(sample["image_grid_thw"].prod())
+    flops = count_flops_per_image(model.config.base_config, text_tokens, patches)
+    results.update(sequence_length=text_tokens, vision_patches=patches, tflop_per_image=flops["total"] / 1e12,
+                   tokenizer=tokenizer_name)
+    print(f"sequence {text_tokens} tokens ({tokenizer_name} tokenizer), {patches} patches, "
+          f"{flops['total'] / 1e12:.2f} TFLOP/image", flush=True)
+    return paths, flops
+
+
 def scoring_benchmark(args, device, dtype, results: dict) -> tuple:
     """The scoring rows; returns the image paths and the FLOP counts for the training rows."""
     peak = results["matmul_peak_tflops"]
     start = time.perf_counter()
     base, model, side = build_models(args, device, dtype)
-    tokenizer_name = benchmark_tokenizer(args.tiny)[1]
     results["parameters_b"] = sum(p.numel() for p in base.parameters()) / 1e9
     print(f"built {results['parameters_b']:.2f} B parameters in {time.perf_counter() - start:.1f} s", flush=True)
     processor = model.processor
@@ -203,15 +222,7 @@ def scoring_benchmark(args, device, dtype, results: dict) -> tuple:
     level_ids = torch.tensor(config.level_token_ids, device=device)
     values = torch.tensor(config.level_values, device=device)
 
-    folder = Path(tempfile.mkdtemp(prefix="fuscore_bench_"))
-    paths = write_images(folder, args.images, side)
-    sample = processor.prepare_sample(paths[0])
-    text_tokens, patches = len(sample["input_ids"]), int(sample["image_grid_thw"].prod())
-    flops = count_flops_per_image(base.config, text_tokens, patches)
-    results.update(sequence_length=text_tokens, vision_patches=patches, tflop_per_image=flops["total"] / 1e12,
-                   tokenizer=tokenizer_name)
-    print(f"sequence {text_tokens} tokens ({tokenizer_name} tokenizer), {patches} patches, "
-          f"{flops['total'] / 1e12:.2f} TFLOP/image", flush=True)
+    paths, flops = benchmark_workload(args, model, side, args.images, results)
 
     def record(key, img_s):
         results[f"{key}_img_s"] = img_s
@@ -331,9 +342,14 @@ def scoring_benchmark(args, device, dtype, results: dict) -> tuple:
     return paths, flops
 
 
+PARTS = ("scoring", "training")
+REWARD_ROWS = ("reward_fwd_bwd", "reward_fwd_bwd_checkpointed")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="toy size on the CPU (checks the code paths, seconds)")
+    parser.add_argument("--parts", default="scoring,training", help="comma-separated parts to run: scoring, training")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--one-by-one-images", type=int, default=48)
@@ -344,31 +360,45 @@ def main():
                         help="micro-batches per optimizer step (configs/qwen3vl_8b_lora.yaml: 4)")
     parser.add_argument("--uncheckpointed-layers", default="8,12",
                         help="comma-separated counts of last decoder layers left unchecked, one training row each")
+    parser.add_argument("--memory-budgets", default="0,0.2,0.35",
+                        help="comma-separated activation memory budgets (compiler-chosen recomputation), one training "
+                             "row each")
+    parser.add_argument("--train-rows", default=None,
+                        help="comma-separated training rows to run (default: all); an unknown name lists the known ones")
     parser.add_argument("--train-rounds", type=int, default=4, help="rounds over all training rows (median reported)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args()
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    if not parts or set(parts) - set(PARTS):
+        parser.error(f"--parts {args.parts}: choose from {', '.join(PARTS)}")
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     if args.tiny:
         args.batch_size, args.images, args.one_by_one_images, args.reference_images = 4, 16, 4, 4
         args.workers, args.train_steps, args.train_rounds, args.grad_accumulation = 0, 2, 2, 2
-        args.uncheckpointed_layers = "1"
+        args.uncheckpointed_layers, args.memory_budgets = "1", "0.5"
+    if "training" in parts:
+        # Fail on a bad row name now, not after the scoring part.
+        train_row_names(args)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
                "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
-               "batch_size": args.batch_size, "images": args.images, "workers": args.workers}
+               "batch_size": args.batch_size, "images": args.images, "workers": args.workers, "parts": parts}
     results["matmul_peak_tflops"] = matmul_peak_tflops(device, 8192 if device.type == "cuda" else 512)
     peak = results["matmul_peak_tflops"]
     print(f"matmul peak: {peak:.1f} TFLOP/s", flush=True)
 
-    paths, flops = scoring_benchmark(args, device, dtype, results)
-    # Training on a fresh model: the scoring one (freed on return) has compiled vision blocks.
-    torch._dynamo.reset()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    results.update(train_benchmark(args, device, dtype, paths, flops, peak))
+    paths = flops = None
+    if "scoring" in parts:
+        paths, flops = scoring_benchmark(args, device, dtype, results)
+        # Training on a fresh model: the scoring one (freed on return) has compiled vision blocks.
+        torch._dynamo.reset()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if "training" in parts:
+        results.update(train_benchmark(args, device, dtype, paths, flops, peak, results))
 
     print()
     print(format_table(results))
@@ -376,14 +406,21 @@ def main():
         Path(args.output).write_text(json.dumps(results, indent=2))
 
 
-def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
-    """LoRA r=64 on the language model, 4 pairs x 4 images: FuScore objective vs a full-vocabulary CE loop."""
+def train_benchmark(args, device, dtype, paths, flops, peak, run_results: dict) -> dict:
+    """LoRA r=64 on the language model, 4 pairs x 4 images: FuScore objective vs a full-vocabulary CE loop; then
+    the reward path's forward and backward (`bench_reward`) on the same weights without the adapters."""
     from fuscore.lora import add_language_model_lora
 
-    base, model, _ = build_models(args, device, dtype)
+    selected = train_row_names(args)
+    start = time.perf_counter()
+    base, model, side = build_models(args, device, dtype)
+    run_results.setdefault("parameters_b", sum(p.numel() for p in base.parameters()) / 1e9)
+    print(f"built the training model in {time.perf_counter() - start:.1f} s", flush=True)
     processor = model.processor
     pairs, per_pair = 4, 4
     batch_size = pairs * per_pair
+    if paths is None:  # the scoring part did not run: the training batch's images only
+        paths, flops = benchmark_workload(args, model, side, batch_size, run_results)
     group_ids = torch.arange(pairs).repeat_interleave(per_pair).to(device)
     rng = np.random.default_rng(0)
     mu = rng.uniform(1, 5, batch_size)
@@ -458,38 +495,52 @@ def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
         if micro_batches % args.grad_accumulation == 0:
             optimizer.step(); optimizer.zero_grad(set_to_none=True)
 
-    # name: (step, checkpointing, uncheckpointed decoder layers, compiled decoder layers, compiled vision blocks,
-    #        extra FLOPs per sample)
+    # One entry per row: its step, how the layers are checkpointed (None: not at all; "plain": the base model's own,
+    # every block; "fuscore": FuScoreForQuality's), the last decoder layers left unchecked, compiled decoder layers and
+    # vision blocks, the selective-checkpointing policy or the compiler's activation memory budget
+    # (`FuScoreForQuality.checkpointing_policy` / `.activation_memory_budget`), and the extra FLOPs per sample.
+    def row(step, checkpointing, uncheckpointed=0, layers=False, vision=False, extra=0.0, policy=None, budget=None):
+        return dict(step=step, checkpointing=checkpointing, uncheckpointed=uncheckpointed, layers=layers,
+                    vision=vision, extra=extra, policy=policy, budget=budget)
+
     with_positions = lambda: fuscore_step(positions)  # noqa: E731
     configurations = {
         # The plain loop checkpoints every block, as a plain Trainer does with the base model.
-        "baseline_ckpt": (baseline_step, "plain", 0, False, False, 2 * head),
-        "baseline_nockpt": (baseline_step, None, 0, False, False, 2 * head),
+        "baseline_ckpt": row(baseline_step, "plain", extra=2 * head),
+        "baseline_nockpt": row(baseline_step, None, extra=2 * head),
         # FuScoreForQuality leaves its frozen vision tower unchecked (nothing back-propagates through it).
-        "fuscore_eager_ckpt": (fuscore_step, "fuscore", 0, False, False, 0.0),
-        "fuscore_compiled_layers_ckpt": (fuscore_step, "fuscore", 0, True, False, 0.0),
-        "fuscore_compiled_vision_ckpt": (fuscore_step, "fuscore", 0, True, True, 0.0),
+        "fuscore_eager_ckpt": row(fuscore_step, "fuscore"),
+        "fuscore_compiled_layers_ckpt": row(fuscore_step, "fuscore", layers=True),
+        "fuscore_compiled_vision_ckpt": row(fuscore_step, "fuscore", layers=True, vision=True),
         # trainer_fuscore.py --compile_blocks: its collator also computes the positions on the CPU.
-        "fuscore_compiled_ckpt": (with_positions, "fuscore", 0, True, True, 0.0),
+        "fuscore_compiled_ckpt": row(with_positions, "fuscore", layers=True, vision=True),
         # ... and --uncheckpointed_layers K.
-        **{f"fuscore_compiled_ckpt_keep{count}": (with_positions, "fuscore", count, True, True, 0.0)
+        **{f"fuscore_compiled_ckpt_keep{count}": row(with_positions, "fuscore", count, True, True)
            for count in uncheckpointed_counts(args)},
-        "fuscore_compiled_nockpt": (with_positions, None, 0, True, True, 0.0),
+        # ... and --checkpointing_policy mlp: the gate/up outputs saved, the checkpoint inside each compiled layer.
+        "fuscore_compiled_sac_mlp": row(with_positions, "fuscore", 0, True, True, policy="mlp"),
+        # ... and --activation_memory_budget B: no torch checkpoint, the compiler recomputes under the budget.
+        **{f"fuscore_compiled_budget{budget:g}": row(with_positions, "fuscore", 0, True, True, budget=budget)
+           for budget in memory_budgets(args)},
+        "fuscore_compiled_nockpt": row(with_positions, None, layers=True, vision=True),
     }
+    configurations = {name: config for name, config in configurations.items() if name in selected}
     rates = {name: [] for name in configurations}
     memory = {name: 0.0 for name in configurations}
-    for round_index in range(args.train_rounds):
-        for name, (step_fn, checkpointing, uncheckpointed, compiled_layers, compiled_vision, _) in configurations.items():
-            use_compiled(compiled_layers, compiled_vision)
+    for round_index in range(args.train_rounds if configurations else 0):
+        for name, config in configurations.items():
+            step_fn = config["step"]
+            # Back to the blocks' own compiled code (a selective or budgeted row replaces it while it runs).
+            peft_model.gradient_checkpointing_disable()
+            use_compiled(config["layers"], config["vision"])
             if step_fn is baseline_step:
                 # The base model's own vision attention: a FuScore forward switches the shared tower to its packed one.
                 base.model.visual.config._attn_implementation = "sdpa"
-            model.uncheckpointed_layers = uncheckpointed
-            if checkpointing:
-                enabled = base if checkpointing == "plain" else peft_model
+            model.uncheckpointed_layers = config["uncheckpointed"]
+            model.checkpointing_policy, model.activation_memory_budget = config["policy"], config["budget"]
+            if config["checkpointing"]:
+                enabled = base if config["checkpointing"] == "plain" else peft_model
                 enabled.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                peft_model.gradient_checkpointing_disable()
             for _ in range(2 if round_index == 0 else 1):  # warm-up; the first round also compiles
                 optimize(step_fn)
             if device.type == "cuda":
@@ -500,18 +551,83 @@ def train_benchmark(args, device, dtype, paths, flops, peak) -> dict:
             if device.type == "cuda":
                 memory[name] = max(memory[name], torch.cuda.max_memory_allocated() / 2**30)
             print(f"train round {round_index + 1} {name}: {rates[name][-1]:.2f} samples/s", flush=True)
+    peft_model.gradient_checkpointing_disable()
+    model.uncheckpointed_layers, model.checkpointing_policy, model.activation_memory_budget = 0, None, None
     results["train_grad_accumulation"], results["train_optimizer"] = args.grad_accumulation, "AdamW (fused)"
     results["train_uncheckpointed_layers"] = uncheckpointed_counts(args)
-    for name, (_, checkpointing, uncheckpointed, _, _, extra_flops) in configurations.items():
+    results["train_memory_budgets"] = memory_budgets(args)
+    results["train_rows"] = list(configurations)
+    for name, config in configurations.items():
         samples_s = float(np.median(rates[name]))
         results[f"train_{name}_samples_s"] = samples_s
         results[f"train_{name}_rounds_samples_s"] = rates[name]
-        executed = flops_per_sample(bool(checkpointing), uncheckpointed) + extra_flops
+        # A selective or budgeted row recomputes a part that is not counted here: its FLOPs are those without
+        # recomputation (a lower bound of what it executes).
+        full_recompute = bool(config["checkpointing"]) and config["policy"] is None and config["budget"] is None
+        executed = flops_per_sample(full_recompute, config["uncheckpointed"]) + config["extra"]
         results[f"train_{name}_fraction_of_peak"] = samples_s * executed / 1e12 / peak
         results[f"train_{name}_peak_gib"] = memory[name] if device.type == "cuda" else float("nan")
         print(f"train {name}: median {samples_s:.2f} samples/s ({results[f'train_{name}_fraction_of_peak']:.1%} of peak, "
               f"{results[f'train_{name}_peak_gib']:.1f} GiB), rounds " + ", ".join(f"{rate:.2f}" for rate in rates[name]), flush=True)
+
+    # The reward path (fuscore.reward.FuScoreReward, as benchmarks/bench_reward.py measures it): forward and backward
+    # to the pixels of `batch_size` images, eager, on the same weights with the adapters and the optimizer state gone.
+    reward_rows = [name for name in REWARD_ROWS if name in selected]
+    if reward_rows:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_reward import measure, reward_step  # here, not at the top: bench_reward imports this module
+
+        from fuscore.reward import FuScoreReward
+
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.state.clear()
+        use_compiled(False, False)
+        peft_model.disable_input_require_grads()
+        scorer = peft_model.unload()
+        images = torch.rand(batch_size, 3, side, side, device=device)
+        results["train_reward_rows"] = reward_rows
+        for name in reward_rows:
+            checkpointed = name.endswith("_checkpointed")
+            reward = FuScoreReward(scorer, checkpointing=checkpointed)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            row = measure(lambda: reward_step(reward, images), device, args.train_steps, args.train_rounds, batch_size)
+            # Executed FLOPs per image: the forward, the activation-gradient pass (about one forward: frozen weights
+            # need no weight gradients) and, checkpointed, the recomputed forward of every block.
+            executed = (3 if checkpointed else 2) * flops["total"]
+            results[f"train_{name}_samples_s"] = row["img_s"]
+            results[f"train_{name}_rounds_samples_s"] = row["img_s_rounds"]
+            results[f"train_{name}_fraction_of_peak"] = row["img_s"] * executed / 1e12 / peak
+            results[f"train_{name}_peak_gib"] = row["peak_gib"] if row["peak_gib"] is not None else float("nan")
+            print(f"train {name}: median {row['img_s']:.2f} images/s, rounds "
+                  + ", ".join(f"{rate:.2f}" for rate in row["img_s_rounds"]), flush=True)
+            if checkpointed:
+                scorer.gradient_checkpointing_disable()
     return results
+
+
+def train_row_names(args) -> list:
+    """The training rows `--train-rows` selects (all by default), in table order; unknown names fail, listing all."""
+    known = ["baseline_ckpt", "baseline_nockpt", "fuscore_eager_ckpt", "fuscore_compiled_layers_ckpt",
+             "fuscore_compiled_vision_ckpt", "fuscore_compiled_ckpt",
+             *(f"fuscore_compiled_ckpt_keep{count}" for count in uncheckpointed_counts(args)),
+             "fuscore_compiled_sac_mlp", *(f"fuscore_compiled_budget{budget:g}" for budget in memory_budgets(args)),
+             "fuscore_compiled_nockpt", *REWARD_ROWS]
+    if args.train_rows is None:
+        return known
+    wanted = [name.strip() for name in args.train_rows.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        raise SystemExit(f"--train-rows: unknown row(s) {', '.join(unknown) or '(none given)'}; known rows with these "
+                         f"--uncheckpointed-layers and --memory-budgets: {', '.join(known)}")
+    return [name for name in known if name in wanted]
+
+
+def memory_budgets(args) -> list:
+    budgets = [float(budget) for budget in str(args.memory_budgets).split(",") if budget.strip()]
+    if any(not 0.0 <= budget <= 1.0 for budget in budgets):
+        raise SystemExit(f"--memory-budgets {args.memory_budgets}: each must lie in [0, 1]")
+    return budgets
 
 
 def uncheckpointed_counts(args) -> list:
@@ -519,13 +635,22 @@ def uncheckpointed_counts(args) -> list:
 
 
 def format_table(r: dict) -> str:
-    ratio = lambda a, b: r[f"{a}_img_s"] / r[f"{b}_img_s"]  # noqa: E731
-    train_ratio = lambda a, b: r[f"train_{a}_samples_s"] / r[f"train_{b}_samples_s"]  # noqa: E731
     lines = [f"GPU/CPU: {r['device']} | torch {r['torch']} | transformers {r['transformers']} | {r['date']}",
              f"model {r['parameters_b']:.2f} B params, sequence {r['sequence_length']} tokens, {r['vision_patches']} patches, "
              f"{r['tflop_per_image']:.2f} TFLOP/image, {r['images']} images, batch {r['batch_size']} | "
-             f"in-run matmul peak {r['matmul_peak_tflops']:.0f} TFLOP/s",
-             "", "| scoring path | images/s | fraction of matmul peak |", "|---|---|---|"]
+             f"in-run matmul peak {r['matmul_peak_tflops']:.0f} TFLOP/s"]
+    if "engine_e2e_img_s" in r:
+        lines += scoring_table(r)
+    if "train_batch" in r:
+        lines += training_table(r)
+    if "profile" in r:
+        lines += ["", "compiled model-only forward profile (top operators by device time):", r["profile"]]
+    return "\n".join(lines)
+
+
+def scoring_table(r: dict) -> list:
+    ratio = lambda a, b: r[f"{a}_img_s"] / r[f"{b}_img_s"]  # noqa: E731
+    lines = ["", "| scoring path | images/s | fraction of matmul peak |", "|---|---|---|"]
     for label, key in (("generate, one at a time", "generate_1by1"),
                        (f"plain batched forward (b={r['batch_size']}), end to end", "batched_forward_e2e"),
                        ("plain batched forward, model only", "batched_forward_model"),
@@ -546,35 +671,57 @@ def format_table(r: dict) -> str:
                          f"{k.replace('_fraction_of_wall', '')} {v:.1%}" for k, v in r["engine_model_breakdown"].items()))
         lines.append("engine end to end, second pass under the profiler: " + ", ".join(
             f"{k.replace('_fraction_of_wall', '')} {v:.1%}" for k, v in r["engine_e2e_breakdown"].items()))
-    kept = r.get("train_uncheckpointed_layers", [])
-    lines += ["", f"| training (LoRA r=64, batch 4 pairs x 4 images, {r.get('train_optimizer', 'AdamW (foreach)')} every "
-                  f"{r.get('train_grad_accumulation', 1)} batches) | samples/s (median round) | rounds, min-max | "
-                  "fraction of peak | peak memory GiB |", "|---|---|---|---|---|"]
-    for label, key in (("plain loop, full-vocabulary logits + CE, activation checkpointing", "baseline_ckpt"),
-                       ("plain loop, full-vocabulary logits + CE, no checkpointing", "baseline_nockpt"),
-                       ("FuScore, eager, activation checkpointing", "fuscore_eager_ckpt"),
-                       ("FuScore, compiled decoder layers, activation checkpointing", "fuscore_compiled_layers_ckpt"),
-                       ("FuScore, compiled decoder layers and vision blocks, activation checkpointing", "fuscore_compiled_vision_ckpt"),
-                       ("**FuScore as `trainer_fuscore.py --compile_blocks` runs it: compiled decoder layers and vision blocks, "
-                        "positions computed on the CPU by the collator, activation checkpointing**", "fuscore_compiled_ckpt"),
-                       *((f"FuScore, as above, last {count} decoder layers unchecked (`--uncheckpointed_layers {count}`)",
-                          f"fuscore_compiled_ckpt_keep{count}") for count in kept),
-                       ("FuScore, as above, no checkpointing", "fuscore_compiled_nockpt")):
-        rounds = r[f"train_{key}_rounds_samples_s"]
-        lines.append(f"| {label} | {r[f'train_{key}_samples_s']:.2f} | {min(rounds):.2f}-{max(rounds):.2f} | "
-                     f"{r[f'train_{key}_fraction_of_peak']:.1%} | {r[f'train_{key}_peak_gib']:.1f} |")
-    lines += ["", f"training speed-up at equal settings: {train_ratio('fuscore_compiled_ckpt', 'baseline_ckpt'):.2f}x with "
-                  f"checkpointing of every decoder layer (target 2x), "
-                  f"{train_ratio('fuscore_compiled_nockpt', 'baseline_nockpt'):.2f}x without; FuScore without "
-                  f"checkpointing over the baseline with it: {train_ratio('fuscore_compiled_nockpt', 'baseline_ckpt'):.2f}x"]
-    for count in kept:
-        key = f"fuscore_compiled_ckpt_keep{count}"
-        lines.append(f"with the last {count} decoder layers unchecked: {train_ratio(key, 'baseline_ckpt'):.2f}x the "
-                     f"checkpointed baseline at {r[f'train_{key}_peak_gib']:.1f} GiB against its "
-                     f"{r['train_baseline_ckpt_peak_gib']:.1f} GiB")
-    if "profile" in r:
-        lines += ["", "compiled model-only forward profile (top operators by device time):", r["profile"]]
-    return "\n".join(lines)
+    return lines
+
+
+def training_labels(r: dict) -> list:
+    """(label, row key) of every training row in table order."""
+    return [("plain loop, full-vocabulary logits + CE, activation checkpointing", "baseline_ckpt"),
+            ("plain loop, full-vocabulary logits + CE, no checkpointing", "baseline_nockpt"),
+            ("FuScore, eager, activation checkpointing", "fuscore_eager_ckpt"),
+            ("FuScore, compiled decoder layers, activation checkpointing", "fuscore_compiled_layers_ckpt"),
+            ("FuScore, compiled decoder layers and vision blocks, activation checkpointing", "fuscore_compiled_vision_ckpt"),
+            ("**FuScore as `trainer_fuscore.py --compile_blocks` runs it: compiled decoder layers and vision blocks, "
+             "positions computed on the CPU by the collator, activation checkpointing**", "fuscore_compiled_ckpt"),
+            *((f"FuScore, as above, last {count} decoder layers unchecked (`--uncheckpointed_layers {count}`)",
+               f"fuscore_compiled_ckpt_keep{count}") for count in r.get("train_uncheckpointed_layers", [])),
+            ("FuScore, as above, selective checkpointing inside each compiled layer, gate/up outputs kept "
+             "(`--checkpointing_policy mlp`)*", "fuscore_compiled_sac_mlp"),
+            *((f"FuScore, as above, no torch checkpoint, the compiler recomputes under activation memory budget "
+               f"{budget:g} (`--activation_memory_budget {budget:g}`)*", f"fuscore_compiled_budget{budget:g}")
+              for budget in r.get("train_memory_budgets", [])),
+            ("FuScore, as above, no checkpointing", "fuscore_compiled_nockpt"),
+            ("reward path (`FuScoreReward`, eager, no adapters): forward + backward to the pixels", "reward_fwd_bwd"),
+            ("reward path, as above, decoder layers and vision blocks checkpointed", "reward_fwd_bwd_checkpointed")]
+
+
+def training_table(r: dict) -> list:
+    present = lambda key: f"train_{key}_samples_s" in r  # noqa: E731
+    train_ratio = lambda a, b: r[f"train_{a}_samples_s"] / r[f"train_{b}_samples_s"]  # noqa: E731
+    lines = ["", f"| training (LoRA r=64, batch 4 pairs x 4 images, {r.get('train_optimizer', 'AdamW (foreach)')} every "
+                 f"{r.get('train_grad_accumulation', 1)} batches) | samples/s (median round) | rounds, min-max | "
+                 "fraction of peak | peak memory GiB |", "|---|---|---|---|---|"]
+    for label, key in training_labels(r):
+        if present(key):
+            rounds = r[f"train_{key}_rounds_samples_s"]
+            lines.append(f"| {label} | {r[f'train_{key}_samples_s']:.2f} | {min(rounds):.2f}-{max(rounds):.2f} | "
+                         f"{r[f'train_{key}_fraction_of_peak']:.1%} | {r[f'train_{key}_peak_gib']:.1f} |")
+    lines += ["", "* FLOPs counted without the recomputation these rows do (the compiler decides it): a lower bound.",
+              "The reward rows are images/s of the reward (no optimizer); their FLOPs: forward, activation gradients "
+              "(about a forward) and, checkpointed, the recomputed forward."]
+    if present("fuscore_compiled_ckpt") and present("baseline_ckpt"):
+        line = (f"training speed-up at equal settings: {train_ratio('fuscore_compiled_ckpt', 'baseline_ckpt'):.2f}x with "
+                "checkpointing of every decoder layer (target 2x)")
+        if present("fuscore_compiled_nockpt") and present("baseline_nockpt"):
+            line += (f", {train_ratio('fuscore_compiled_nockpt', 'baseline_nockpt'):.2f}x without; FuScore without "
+                     f"checkpointing over the baseline with it: {train_ratio('fuscore_compiled_nockpt', 'baseline_ckpt'):.2f}x")
+        lines += ["", line]
+    if present("baseline_ckpt"):
+        for _, key in training_labels(r):
+            if key.startswith("fuscore_compiled_") and key != "fuscore_compiled_ckpt" and present(key):
+                lines.append(f"{key}: {train_ratio(key, 'baseline_ckpt'):.2f}x the checkpointed baseline at "
+                             f"{r[f'train_{key}_peak_gib']:.1f} GiB against its {r['train_baseline_ckpt_peak_gib']:.1f} GiB")
+    return lines
 
 
 if __name__ == "__main__":

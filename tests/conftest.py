@@ -104,6 +104,9 @@ SLOW_TESTS = {
     "test_demo_scores_pinned.py": {"test_demo_scores_on_vifb_are_bit_identical_to_the_pinned_values"},
     "test_qwen_tokenizer.py": {"test_from_base_on_a_folder_with_the_real_tokenizer"},
     "test_app_browser.py": {"*"},
+    "test_checkpointing.py": {"test_the_trainer_hands_the_policy_to_the_model",
+                              "test_compiled_selective_checkpointing_and_memory_budgets_keep_the_gradients",
+                              "test_bench_speed_tiny_runs_the_new_training_rows"},
 }
 
 

@@ -75,7 +75,8 @@ class FuScoreTrainingConfig(TrainingArguments):
         pairs_per_batch (`int`, defaults to 4), images_per_pair (`int`, defaults to 4): P source pairs x M fused
             images per batch and process.
         full_vocab_softmax (`bool`, defaults to False): the full-vocabulary softmax whatever the objective's own mode.
-        compile_blocks (`bool`), uncheckpointed_layers (`int`): speed settings, see their help.
+        compile_blocks (`bool`), uncheckpointed_layers (`int`), checkpointing_policy (`str`),
+            activation_memory_budget (`float`): speed settings, see their help.
     """
 
     objective: str = field(default="fuscore", metadata={"help": f"The training objective. {_OBJECTIVE_HELP}"})
@@ -97,6 +98,17 @@ class FuScoreTrainingConfig(TrainingArguments):
                 "recomputing them in the backward pass (FuScoreForQuality.uncheckpointed_layers). Each layer left "
                 "unchecked costs about 0.44 GiB for Qwen3-VL-8B at 16 images of 448 px and saves its recomputation; "
                 "benchmarks/RESULTS_speed.md has the measured trade."})
+    checkpointing_policy: Optional[str] = field(default=None, metadata={
+        "help": "With --gradient_checkpointing: selective activation checkpointing of the checkpointed decoder "
+                "layers (FuScoreForQuality.checkpointing_policy). 'mlp' keeps the outputs of the MLP's gate and up "
+                "projections and recomputes the rest: for Qwen3-VL-8B at 16 images of 448 px about 0.17 GiB more per "
+                "layer. With --compile_blocks the checkpoint runs inside each compiled layer. Unset: every "
+                "checkpointed layer recomputes everything."})
+    activation_memory_budget: Optional[float] = field(default=None, metadata={
+        "help": "With --gradient_checkpointing and --compile_blocks: the checkpointed decoder layers skip "
+                "torch.utils.checkpoint and the compiler decides what to recompute, keeping this fraction (0 to 1) of "
+                "the activations it would save without checkpointing (0: recompute all it can; "
+                "torch._functorch.config.activation_memory_budget). benchmarks/RESULTS_speed.md has the measured trade."})
     remove_unused_columns: bool = False  # the collator needs the raw image and score columns
 
     def __post_init__(self):
@@ -107,3 +119,21 @@ class FuScoreTrainingConfig(TrainingArguments):
         if self.uncheckpointed_layers and not self.gradient_checkpointing:
             raise ValueError("--uncheckpointed_layers needs --gradient_checkpointing: without checkpointing every "
                              "layer keeps its activations already.")
+        if self.checkpointing_policy is not None:
+            from modeling_fuscore import CHECKPOINTING_POLICIES
+
+            if self.checkpointing_policy not in CHECKPOINTING_POLICIES:
+                raise ValueError(f"--checkpointing_policy {self.checkpointing_policy}: known policies are "
+                                 f"{', '.join(CHECKPOINTING_POLICIES)}.")
+            if not self.gradient_checkpointing:
+                raise ValueError("--checkpointing_policy needs --gradient_checkpointing: it chooses what checkpointing "
+                                 "saves.")
+        if self.activation_memory_budget is not None:
+            if not 0.0 <= self.activation_memory_budget <= 1.0:
+                raise ValueError(f"--activation_memory_budget {self.activation_memory_budget}: must lie in [0, 1].")
+            if not (self.gradient_checkpointing and self.compile_blocks):
+                raise ValueError("--activation_memory_budget needs --gradient_checkpointing and --compile_blocks: it "
+                                 "hands the checkpointed layers' recomputation to the compiler.")
+            if self.checkpointing_policy is not None:
+                raise ValueError("--activation_memory_budget and --checkpointing_policy exclude each other: the budget "
+                                 "leaves every choice of what to save to the compiler.")
