@@ -10,14 +10,18 @@ fused images, 40% VIFB's own fused images (real files, its 9 native sizes, 320x2
 not here), shuffled; in `fused_ir_vis` mode each sample adds its infrared and visible source (VIFB's own sources,
 scenes of the same size for the others). Rows, per mode, in this order:
 
-  * engine-first-pass: `model.score(..., compile=True)` on the mix in a process that has compiled nothing (no
-    inductor cache on the machine), compile time included: what a user who passes `--compile` gets;
+  * engine-first-pass: `model.score(..., compile=True)` on the mix in a process that has compiled nothing (the
+    on-disk inductor caches switched off), compile time included: what a user who passes `--compile` gets. The
+    fused_ir_vis mode runs after the fused one, on the code that one compiled (plus any variant it adds);
   * engine-second-pass: the same call again (compiled code in memory);
   * engine-uniform-448: the same compiled engine on 1,024 448x448 images, the reference for achieved TFLOP/s;
   * plain-forward: the base model's own batched forward (`logits_to_keep=1`), the processor serial in the loop and
     the batches in input order, as a script over a folder would run it; on `--plain-images` of the mix;
-  * (fused mode only) engine-uniform-448-static: the same with `compile_blocks(dynamic=False)`, one compiled shape,
-    the previous default, to show what the shape-stable compilation costs at one size.
+  * (fused mode, last) engine-uniform-448-static: the same with `compile_blocks(dynamic=False)`, one compiled
+    shape, the previous default, to show what the shape-stable compilation costs at one size.
+
+In fused_ir_vis mode the synthetic scenes serve as their own sources (one file read three times: the sizes, not the
+content, set the cost); VIFB's samples bring their real sources.
 
 Achieved TFLOP/s counts matmul FLOPs at each sample's real token counts (`bench_speed.count_flops_per_image`, every
 image's vision attention on its own), so padding lowers it. Padding: the decoder's pad tokens over the tokens it
@@ -75,11 +79,21 @@ def workload(folder: Path, vifb: list, count: int, tiny: bool, seed: int = 0) ->
             samples += [vifb[rng.randrange(len(vifb))] for _ in range(wanted)]
             continue
         width, height = TINY_SIZES[name] if tiny else size
-        triples = [write_images(folder, wanted, width, seed=seed + offset, height=height, prefix=f"{name}_{part}")
-                   for offset, part in enumerate(("fused", "ir", "vis"))]
-        samples += list(zip(*triples))
+        # The scenes' content does not matter for speed, their size does: one file serves as fused, ir and vis.
+        samples += [(path, path, path) for path in scenes(folder, wanted, width, height, prefix=name)]
     rng.shuffle(samples)
     return samples, counts
+
+
+def scenes(folder: Path, count: int, width: int, height: int, prefix: str, seed: int = 0) -> list:
+    """`bench_speed.write_images` in 16 threads (PIL encodes without the GIL): the large scenes take a minute alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [(start, min(count, start + 64)) for start in range(0, count, 64)]
+    with ThreadPoolExecutor(16) as pool:
+        parts = pool.map(lambda chunk: write_images(folder, chunk[1] - chunk[0], width, seed=seed + chunk[0], height=height,
+                                                    prefix=f"{prefix}_{chunk[0]:05d}"), chunks)
+    return [path for part in parts for path in part]
 
 
 def tiny_vifb(folder: Path) -> list:
@@ -140,13 +154,23 @@ def eager_blocks(base):
             block._compiled_call_impl = call
 
 
+def left_padded(batch):
+    """The processor's right-padded batch padded on the left, as batched inference with a plain causal LM is run:
+    the last position of every row is then its answer position, which `logits_to_keep=1` reads."""
+    batch = dict(batch)
+    shifts = batch["attention_mask"].shape[1] - batch["attention_mask"].sum(-1)
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+        batch[key] = torch.stack([row.roll(int(shift)) for row, shift in zip(batch[key], shifts)])
+    return batch
+
+
 def score_call(model, samples, args):
     fused = [sample[0] for sample in samples]
     sources = {} if model.processor.input_mode == "fused" else {"ir": [s[1] for s in samples], "vis": [s[2] for s in samples]}
     return model.score(fused, **sources, batch_size=args.batch_size, num_workers=args.workers, compile=True)
 
 
-def mode_rows(mode, base, fused_model, samples, uniform, args, device, dtype, peak, results, static_row):
+def mode_rows(mode, base, fused_model, samples, uniform, args, device, dtype, peak, results):
     """The rows of one input mode; `results[f"{mode}_{row}_..."]`."""
     tokenizer = fused_model.processor.tokenizer
     patch_size = base.config.vision_config.patch_size
@@ -168,12 +192,7 @@ def mode_rows(mode, base, fused_model, samples, uniform, args, device, dtype, pe
     results[key("uniform_decoder_padding_fraction")] = decoder_padding(uniform_model.processor, uniform, uniform_costs, args.batch_size)
     results[key("distinct_sizes")] = len(costs.cache)
 
-    def record(row, seconds, count, flops):
-        results[key(f"{row}_samples_s")] = count / seconds
-        results[key(f"{row}_tflops")] = flops / seconds / 1e12
-        results[key(f"{row}_fraction_of_peak")] = flops / seconds / 1e12 / peak
-        print(f"{mode} {row}: {count / seconds:.1f} samples/s, {flops / seconds / 1e12:.0f} TFLOP/s "
-              f"({flops / seconds / 1e12 / peak:.1%} of peak), {seconds:.1f} s", flush=True)
+    record = lambda row, seconds, count, flops: record_row(results, key(row), seconds, count, flops, peak)  # noqa: E731
 
     with torch.inference_mode():
         seconds, first = timed(lambda: score_call(model, samples, args), device)
@@ -196,7 +215,7 @@ def mode_rows(mode, base, fused_model, samples, uniform, args, device, dtype, pe
         images = {"fused": [s[0] for s in batch_samples]}
         if mode == "fused_ir_vis":
             images.update(ir=[s[1] for s in batch_samples], vis=[s[2] for s in batch_samples])
-        batch = _to_device(model.processor(**images), device)
+        batch = _to_device(left_padded(model.processor(**images)), device)
         batch["pixel_values"] = batch["pixel_values"].to(dtype)
         logits = base(**batch, logits_to_keep=1).logits[:, -1, level_ids].float()
         return logits.softmax(-1) @ values
@@ -208,23 +227,37 @@ def mode_rows(mode, base, fused_model, samples, uniform, args, device, dtype, pe
     record("plain_forward", seconds, len(plain), plain_flops)
     results[key("engine_vs_plain_max_abs_diff")] = float(np.abs(np.array(second[: len(plain)]) - plain_scores.cpu().numpy()).max())
 
-    if static_row:
-        torch._dynamo.reset()
-        for block in list(base.model.language_model.layers) + list(base.model.visual.blocks):
-            block._fuscore_compiled = False
-        uniform_model.compile_blocks(dynamic=False)
-        with torch.inference_mode():
-            score_call(uniform_model, uniform[: args.batch_size], args)
-            seconds, _ = timed(lambda: score_call(uniform_model, uniform, args), device)
-        record("engine_uniform_static", seconds, len(uniform), uniform_flops)
-        torch._dynamo.reset()
-        for block in list(base.model.language_model.layers) + list(base.model.visual.blocks):
-            block._fuscore_compiled = False
-
     ratio = lambda a, b: results[key(f"{a}_samples_s")] / results[key(f"{b}_samples_s")]  # noqa: E731
     results[key("first_pass_over_plain")] = ratio("engine_first_pass", "plain_forward")
     results[key("second_pass_over_plain")] = ratio("engine_second_pass", "plain_forward")
     results[key("mix_tflops_over_uniform")] = results[key("engine_second_pass_tflops")] / results[key("engine_uniform_tflops")]
+
+
+def record_row(results: dict, key: str, seconds: float, count: int, flops: float, peak: float) -> None:
+    results[f"{key}_samples_s"] = count / seconds
+    results[f"{key}_tflops"] = flops / seconds / 1e12
+    results[f"{key}_fraction_of_peak"] = flops / seconds / 1e12 / peak
+    print(f"{key}: {count / seconds:.1f} samples/s, {flops / seconds / 1e12:.0f} TFLOP/s "
+          f"({flops / seconds / 1e12 / peak:.1%} of peak), {seconds:.1f} s", flush=True)
+
+
+def static_rows(base, fused_model, uniform, args, device, peak, results) -> None:
+    """The fused mode's uniform images with `compile_blocks(dynamic=False)`, one static shape (the previous
+    default); last, since it compiles the blocks again."""
+    torch._dynamo.reset()
+    for block in list(base.model.language_model.layers) + list(base.model.visual.blocks):
+        block._fuscore_compiled = False
+    base.model.visual.config._attn_implementation = "sdpa"
+    model = FuScoreForQuality.from_base_model(base, fused_model.config, fused_model.processor.tokenizer,
+                                              image_processor_for(base.config.vision_config.patch_size, args.side)).eval()
+    model.compile_blocks(dynamic=False)
+    flops = sum(SampleCosts(model.processor, base.config)(sample)[1] for sample in uniform)
+    with torch.inference_mode():
+        score_call(model, uniform[: args.batch_size], args)
+        seconds, _ = timed(lambda: score_call(model, uniform, args), device)
+    record_row(results, "fused_engine_uniform_static", seconds, len(uniform), flops, peak)
+    results["fused_static_over_dynamic_uniform"] = (results["fused_engine_uniform_static_samples_s"]
+                                                    / results["fused_engine_uniform_samples_s"])
 
 
 def format_table(r: dict) -> str:
@@ -241,6 +274,8 @@ def format_table(r: dict) -> str:
             if key(f"{row}_samples_s") in r:
                 lines.append(f"| {row} | {r[key(f'{row}_samples_s')]:.1f} | {r[key(f'{row}_tflops')]:.0f} | "
                              f"{r[key(f'{row}_fraction_of_peak')]:.1%} |")
+        if mode == "fused" and "fused_static_over_dynamic_uniform" in r:
+            lines.append(f"uniform 448 with one static compiled shape / shape-stable: {r['fused_static_over_dynamic_uniform']:.2f}x")
         lines += [f"first pass / plain forward {r[key('first_pass_over_plain')]:.2f}x (target 1.5x); second pass / plain "
                   f"{r[key('second_pass_over_plain')]:.2f}x; mix TFLOP/s / uniform 448 {r[key('mix_tflops_over_uniform')]:.1%} "
                   f"(target 90%); max |score diff| first vs second pass {r[key('first_vs_second_pass_max_abs_diff')]:.1e}, "
@@ -282,16 +317,20 @@ def main():
     samples, counts = workload(folder, vifb, largest, args.tiny)
     results["mix_counts"], results["modes"] = counts, modes
     uniform_side = args.side
-    uniform = list(zip(*[write_images(folder, args.images, uniform_side, seed=50 + offset, prefix=f"uniform_{part}")
-                         for offset, part in enumerate(("fused", "ir", "vis"))]))
+    uniform = [(path, path, path) for path in scenes(folder, args.images, uniform_side, uniform_side, "uniform", seed=50)]
     start = time.perf_counter()
     base, fused_model, _ = build_models(args, device, dtype)
     print(f"built the model in {time.perf_counter() - start:.1f} s; {len(samples)} samples: {counts}", flush=True)
+    # The static-shape row comes last (it compiles again); the modes after the first one run on the code it compiled.
+    modes = sorted(modes, key=lambda mode: mode != "fused")
     for index, mode in enumerate(modes):
         count = args.images if mode == "fused" else args.ir_vis_images
         # Each mode's subset keeps the mix: the samples are shuffled, so a prefix follows it up to sampling noise.
-        mode_rows(mode, base, fused_model, samples[:count], uniform[: args.images if mode == "fused" else args.ir_vis_images],
-                  args, device, dtype, peak, results, static_row=(mode == "fused"))
+        mode_rows(mode, base, fused_model, samples[:count], uniform[:count], args, device, dtype, peak, results)
+        if args.output:
+            Path(args.output).write_text(json.dumps(results, indent=2))
+    if "fused" in modes:
+        static_rows(base, fused_model, uniform[: args.images], args, device, peak, results)
     print()
     print(format_table(results))
     if args.output:
