@@ -74,10 +74,10 @@ def packed_vision_attention(module, query, key, value, attention_mask=None, scal
     image and block. Registered under a name containing "flash", this function receives the packed sequence with its
     `cu_seq_lens_q` instead (as flash-attention's varlen kernels do). When all segments have the same length, which
     the scoring engine arranges by batching images of equal visual-token count, the batch is reshaped to
-    `[images, heads, length, dim]` and attended in one call. Segments of different lengths (a batch that spans two
-    image sizes) go on a GPU to torch's variable-length flash attention (`torch.nn.attention.varlen.varlen_attn`, one
-    kernel over the packed sequence, no padding, and no shape-dependent Python under `torch.compile`); elsewhere, or
-    where that kernel is missing or does not take the inputs, to one call per segment.
+    `[images, heads, length, dim]` and attended in one call. On a GPU every batch, images of different sizes included,
+    goes to torch's variable-length flash attention instead (`torch.nn.attention.varlen.varlen_attn`: one kernel
+    over the packed sequence, no padding, and no shape-dependent Python under `torch.compile`); elsewhere, or where
+    that kernel is missing or does not take the inputs, segments of different lengths get one call each.
 
     Args:
         query, key, value (`torch.Tensor` of shape `(1, heads, total_length, head_dim)`): the packed sequence.
@@ -88,15 +88,17 @@ def packed_vision_attention(module, query, key, value, attention_mask=None, scal
     """
     _, heads, total, head_dim = query.shape
     segments = cu_seq_lens_q.numel() - 1
+    if _takes_varlen(query, scaling):
+        # On a GPU every batch takes this one kernel, equal lengths too: one compiled variant of the vision blocks
+        # instead of two, so a first pass compiles less.
+        q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [total, heads, dim]
+        output = _varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q)
+        return output.unsqueeze(0), None
     if max_length_q is not None and max_length_q * segments == total:
         # Equal segments: sum == total and max * count == total imply every segment has length max.
         q, k, v = (t[0].view(heads, segments, max_length_q, head_dim).transpose(0, 1) for t in (query, key, value))
         output = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
         return output.transpose(1, 2).reshape(1, total, heads, head_dim), None
-    if _takes_varlen(query, scaling):
-        q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [total, heads, dim]
-        output = _varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q)
-        return output.unsqueeze(0), None
     return _attention_per_segment(query, key, value, cu_seq_lens_q, dropout, scaling), None
 
 
@@ -247,6 +249,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         mm_token_type_ids: Optional[torch.IntTensor] = None,
         position_ids: Optional[torch.LongTensor] = None,
         vision_inputs: Optional[dict] = None,
+        right_padded: bool = False,
         return_vocab_logits: bool = False,
         return_answer_hidden_state: bool = False,
         **kwargs,
@@ -264,11 +267,17 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 model's multimodal RoPE ids, precomputed by `rope_position_ids`; computed by the base model otherwise.
             vision_inputs (`dict`, *optional*): the vision tower's position and segment inputs, precomputed by
                 `vision_tower_inputs`; the tower computes them itself when they are not given.
+            right_padded (`bool`): the batch is right-padded (as `FuScoreProcessor.collate` pads) and `position_ids`
+                are given: the decoder then runs without the padding mask, plain causal attention. A real token never
+                attends to the pads after it, and only the answer position is read, so the outputs are the masked
+                ones up to rounding; every batch takes one attention path (one compiled variant of the decoder
+                layers, and flash attention where a mask would rule it out). The scoring engine sets it on a GPU.
             return_vocab_logits (`bool`): also return full-vocabulary logits at the answer position (DeQA-style loss).
             return_answer_hidden_state (`bool`): also return the answer-position hidden state.
         """
         self._select_vision_attention()
-        base_inputs = dict(input_ids=input_ids, attention_mask=attention_mask, image_grid_thw=image_grid_thw,
+        decoder_mask = None if right_padded and position_ids is not None else attention_mask
+        base_inputs = dict(input_ids=input_ids, attention_mask=decoder_mask, image_grid_thw=image_grid_thw,
                            position_ids=position_ids)
         if mm_token_type_ids is not None:
             base_inputs["mm_token_type_ids"] = mm_token_type_ids

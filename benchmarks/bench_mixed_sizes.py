@@ -15,6 +15,8 @@ scenes of the same size for the others). Rows, per mode, in this order:
     fused_ir_vis mode runs after the fused one, on the code that one compiled (plus any variant it adds);
   * engine-second-pass: the same call again (compiled code in memory);
   * engine-uniform-448: the same compiled engine on 1,024 448x448 images, the reference for achieved TFLOP/s;
+  * (fused mode) engine-eager: the same engine with the compiled code switched off, and from it the number of
+    samples from which compiling pays;
   * plain-forward: the base model's own batched forward (`logits_to_keep=1`), the processor serial in the loop and
     the batches in input order, as a script over a folder would run it; on `--plain-images` of the mix;
   * (fused mode, last) engine-uniform-448-static: the same with `compile_blocks(dynamic=False)`, one compiled
@@ -203,6 +205,16 @@ def mode_rows(mode, base, fused_model, samples, uniform, args, device, dtype, pe
         score_call(uniform_model, uniform[: args.batch_size], args)
         seconds, _ = timed(lambda: score_call(uniform_model, uniform, args), device)
         record("engine_uniform", seconds, len(uniform), uniform_flops)
+        if mode == "fused":
+            with eager_blocks(base):
+                seconds, _ = timed(lambda: score_call(model, samples, args), device)
+            record("engine_eager", seconds, len(samples), mix_flops)
+            # Compiling pays from this many samples of the mix on: its cost over the time it saves per sample.
+            compile_seconds = (len(samples) / results[key("engine_first_pass_samples_s")]
+                               - len(samples) / results[key("engine_second_pass_samples_s")])
+            saved = 1 / results[key("engine_eager_samples_s")] - 1 / results[key("engine_second_pass_samples_s")]
+            results[key("compile_seconds")] = compile_seconds
+            results[key("compile_pays_from_samples")] = compile_seconds / saved if saved > 0 else float("inf")
 
     # The plain forward of the base model, on a subset of the mix in input order.
     plain = samples[: args.plain_images]
@@ -270,10 +282,15 @@ def format_table(r: dict) -> str:
                   f"{r[key('mix_tflop_per_sample')]:.2f} TFLOP/sample), decoder padding {r[key('decoder_padding_fraction')]:.2%} "
                   f"(uniform {r[key('uniform_decoder_padding_fraction')]:.2%})",
                   "| row | samples/s | TFLOP/s | fraction of peak |", "|---|---|---|---|"]
-        for row in ("engine_first_pass", "engine_second_pass", "engine_uniform", "engine_uniform_static", "plain_forward"):
+        for row in ("engine_first_pass", "engine_second_pass", "engine_eager", "engine_uniform", "engine_uniform_static",
+                    "plain_forward"):
             if key(f"{row}_samples_s") in r:
                 lines.append(f"| {row} | {r[key(f'{row}_samples_s')]:.1f} | {r[key(f'{row}_tflops')]:.0f} | "
                              f"{r[key(f'{row}_fraction_of_peak')]:.1%} |")
+        if key("compile_seconds") in r:
+            lines.append(f"compiling: {r[key('compile_seconds')]:.1f} s in the first pass; it pays from about "
+                         f"{r[key('compile_pays_from_samples')]:.0f} samples of this mix on (eager engine "
+                         f"{r[key('engine_eager_samples_s')] / r[key('plain_forward_samples_s')]:.2f}x the plain forward)")
         if mode == "fused" and "fused_static_over_dynamic_uniform" in r:
             lines.append(f"uniform 448 with one static compiled shape / shape-stable: {r['fused_static_over_dynamic_uniform']:.2f}x")
         lines += [f"first pass / plain forward {r[key('first_pass_over_plain')]:.2f}x (target 1.5x); second pass / plain "
@@ -295,6 +312,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--side", type=int, default=448, help="size of the uniform reference images")
+    parser.add_argument("--no-static", action="store_true", help="skip the static-shape row (it compiles again)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -329,7 +347,7 @@ def main():
         mode_rows(mode, base, fused_model, samples[:count], uniform[:count], args, device, dtype, peak, results)
         if args.output:
             Path(args.output).write_text(json.dumps(results, indent=2))
-    if "fused" in modes:
+    if "fused" in modes and not args.no_static:
         static_rows(base, fused_model, uniform[: args.images], args, device, peak, results)
     print()
     print(format_table(results))

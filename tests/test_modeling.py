@@ -212,6 +212,47 @@ def test_packed_vision_attention_matches_the_per_image_loop(family, random_image
         np.testing.assert_allclose(packed, looped, atol=1e-5, rtol=0)
 
 
+def test_batch_plan_keeps_sizes_apart_and_pads_under_the_limit(tiny_models):
+    """Sorted by visual tokens and cut at `batch_size`, a mix of sizes straddles them; the plan ends a batch early
+    instead, so that no batch pads by more than `MAX_BATCH_PADDING`, and same-size items still fill whole batches."""
+    from PIL import Image
+
+    from scoring_fuscore import MAX_BATCH_PADDING, plan_batches
+
+    processor = tiny_models["qwen2_vl"].processor
+    sizes = [(56, 56)] * 7 + [(112, 112)] * 5 + [(112, 84)] * 6 + [(84, 84)] * 3
+    images = [Image.new("RGB", size) for size in sizes]
+    items, batches = plan_batches(processor, images, ["overall", "sharpness"], batch_size=4)
+    tokens = [processor.num_visual_tokens(*sizes[index]) for index, _ in items]
+    assert sorted(position for batch in batches for position in batch) == list(range(len(items)))
+    assert all(len(batch) <= 4 for batch in batches)
+    for batch in batches:
+        counts = [tokens[position] for position in batch]
+        assert max(counts) * len(counts) - sum(counts) <= MAX_BATCH_PADDING * max(counts) * len(counts)
+    # Items of one size, 14 of the 56x56 (7 images x 2 dimensions), fill batches of 4: 4, 4, 4, 2.
+    small = [batch for batch in batches if tokens[batch[0]] == tokens[0]]
+    assert [len(batch) for batch in small] == [4, 4, 4, 2]
+    # Without the limit the same plan straddles sizes.
+    _, straddling = plan_batches(processor, images, ["overall", "sharpness"], batch_size=4, max_padding=1.0)
+    assert any(len({tokens[position] for position in batch}) > 1 for batch in straddling)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_right_padded_batches_score_alike_without_the_decoder_mask(tiny_models, random_images, family):
+    """`right_padded=True` (the engine's setting on a GPU) drops the decoder's padding mask: causal attention keeps
+    the pads after each row's answer out of its computation, so the outputs equal the masked ones."""
+    model = tiny_models[family]
+    images = [random_images[0][:40, :40], random_images[1], random_images[2][:36, :120]]
+    batch = model.processor.collate([model.processor.prepare_sample(image) for image in images])
+    assert (batch["attention_mask"] == 0).any()  # the batch is padded
+    batch = {**batch, **model.position_inputs(batch)}
+    with torch.no_grad():
+        masked = model(**batch)
+        unmasked = model(**batch, right_padded=True)
+    torch.testing.assert_close(unmasked.level_logits, masked.level_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(unmasked.score, masked.score, atol=1e-6, rtol=0)
+
+
 def test_deferred_pixels_give_the_same_batch(tiny_models, random_images):
     """Workers may ship uint8 images and leave patching to `collate` (on the GPU there): same inputs either way."""
     processor = tiny_models["qwen3_vl"].processor
