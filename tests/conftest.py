@@ -84,6 +84,7 @@ def random_images():
 SLOW_TESTS = {
     "test_lora.py": {"test_merged_and_adapter_folders_load_in_a_clean_process"},
     "test_app.py": {"test_started_from_another_folder_serves_the_shipped_model", "test_fifty_concurrent_requests_get_the_direct_scores"},
+    "test_bench_mixed_sizes.py": {"test_tiny_mixed_sizes_run_scores_like_the_plain_forward_without_padding"},
     "test_modeling.py": {"test_save_and_load_in_a_clean_process_from_folder_and_offline_cache",
                          "test_compiled_blocks_do_not_recompile_for_new_image_sizes"},
     "test_cli.py": {"test_score_with_loader_workers_and_compile", "test_missing_file_exits_2_naming_it_without_traceback"},
