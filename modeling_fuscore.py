@@ -74,10 +74,10 @@ def packed_vision_attention(module, query, key, value, attention_mask=None, scal
     image and block. Registered under a name containing "flash", this function receives the packed sequence with its
     `cu_seq_lens_q` instead (as flash-attention's varlen kernels do). When all segments have the same length, which
     the scoring engine arranges by batching images of equal visual-token count, the batch is reshaped to
-    `[images, heads, length, dim]` and attended in one call. On a GPU every batch, images of different sizes included,
-    goes to torch's variable-length flash attention instead (`torch.nn.attention.varlen.varlen_attn`: one kernel
-    over the packed sequence, no padding, and no shape-dependent Python under `torch.compile`); elsewhere, or where
-    that kernel is missing or does not take the inputs, segments of different lengths get one call each.
+    `[images, heads, length, dim]` and attended in one call. Segments of different lengths (a batch that spans two
+    image sizes) go on a GPU to torch's variable-length flash attention (`torch.nn.attention.varlen.varlen_attn`, one
+    kernel over the packed sequence, no padding, and no shape-dependent Python under `torch.compile`); elsewhere, or
+    where that kernel is missing or does not take the inputs, to one call per segment.
 
     Args:
         query, key, value (`torch.Tensor` of shape `(1, heads, total_length, head_dim)`): the packed sequence.
@@ -88,17 +88,17 @@ def packed_vision_attention(module, query, key, value, attention_mask=None, scal
     """
     _, heads, total, head_dim = query.shape
     segments = cu_seq_lens_q.numel() - 1
-    if _takes_varlen(query, scaling):
-        # On a GPU every batch takes this one kernel, equal lengths too: one compiled variant of the vision blocks
-        # instead of two, so a first pass compiles less.
-        q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [total, heads, dim]
-        output = _varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q)
-        return output.unsqueeze(0), None
     if max_length_q is not None and max_length_q * segments == total:
         # Equal segments: sum == total and max * count == total imply every segment has length max.
         q, k, v = (t[0].view(heads, segments, max_length_q, head_dim).transpose(0, 1) for t in (query, key, value))
         output = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
         return output.transpose(1, 2).reshape(1, total, heads, head_dim), None
+    if _takes_varlen(query, scaling):
+        # Batched sdpa stays for equal lengths: on one H200 the varlen kernel for every batch cost 11% of the engine's
+        # rate on uniform 448 px images (18% with the sources), for one compiled variant less (RESULTS_speed.md).
+        q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [total, heads, dim]
+        output = _varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q)
+        return output.unsqueeze(0), None
     return _attention_per_segment(query, key, value, cu_seq_lens_q, dropout, scaling), None
 
 
@@ -429,13 +429,15 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         Args:
             vision_tower: compile the vision blocks too.
             dynamic: compile with symbolic sequence lengths (`torch.compile(dynamic=True)`), so that images of any
-                size and batches of any length run one compiled graph per block type and variant (vision block;
-                decoder layer with and without a padding mask; images of equal or of different lengths in a batch):
-                compile time is bounded and does not grow with the number of distinct image sizes. With
-                `dynamic=None` (torch's default) every new shape compiles again until torch marks it dynamic, and a
-                folder of real images of many sizes reaches dynamo's recompile limit (the decoder layers and the
-                vision blocks share one compiled function, `GradientCheckpointingLayer`'s), after which the blocks
-                run eager. `benchmarks/bench_mixed_sizes.py` measures both.
+                size and batches of any length run one compiled graph per block type and variant (vision block with
+                the images of a batch of equal or of different lengths; decoder layer without a padding mask, as the
+                engine runs it on a GPU, or with one): compile time is bounded and does not grow with the number of
+                distinct image sizes (Qwen3-VL-8B architecture on one H200, compiled from nothing: 32 s for four
+                variants, 18.6 s for two, `benchmarks/RESULTS_speed.md`). With `dynamic=None` (torch's default) every new
+                shape compiles again until torch marks it dynamic, and a folder of real images of many sizes reaches
+                dynamo's recompile limit (the decoder layers and the vision blocks share one compiled function,
+                `GradientCheckpointingLayer`'s), after which the blocks run eager; `dynamic=False` compiles each
+                shape. `benchmarks/bench_mixed_sizes.py` measures the shape-stable and the one-static-shape cases.
             compile_kwargs: passed to `torch.compile` (`mode`, `fullgraph`, ...).
         """
         compile_kwargs["dynamic"] = dynamic
