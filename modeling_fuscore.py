@@ -47,9 +47,9 @@ try:
 except ImportError:
     from processing_fuscore import FuScoreProcessor
 try:
-    from .scoring_fuscore import score_images
+    from .scoring_fuscore import compile_pays, score_images
 except ImportError:
-    from scoring_fuscore import score_images
+    from scoring_fuscore import compile_pays, score_images
 
 
 PACKED_VISION_ATTENTION = "fuscore_packed_flash_sdpa"
@@ -585,7 +585,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         num_workers: int = 0,
         return_details: bool = False,
         progress: bool = False,
-        compile: bool = False,
+        compile: Union[bool, str] = False,
         fp8: bool = False,
     ):
         """Scores fused images (with `scoring_fuscore.score_images`, the scoring engine).
@@ -600,10 +600,12 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 made on the GPU), DataLoader processes on the CPU.
             return_details: return, per image, a dict `{dimension: {"score", "std", "probs"}}` instead of floats.
             progress: show a progress bar.
-            compile: first compile the decoder layers and vision blocks (`compile_blocks`, shape-stable: one
-                compilation per block type whatever the image sizes, seconds to tens of seconds once per process).
-                Worth it for large jobs on a GPU (`benchmarks/RESULTS_speed.md`); scores then differ from the eager
-                ones at bf16 rounding level.
+            compile: `True`: first compile the decoder layers and vision blocks (`compile_blocks`, shape-stable:
+                one compilation per block type whatever the image sizes, 19-32 s once per process for Qwen3-VL-8B on
+                an H200); scores then differ from the eager ones at bf16 rounding level. `"auto"`: compile only
+                where it pays for this job (`scoring_fuscore.compile_pays`: on a GPU, from about 1.5 million visual
+                tokens for an 8B decoder, 3,300 images of the VIFB/MSRS/M3FD/LLVIP mix; measured in
+                `benchmarks/RESULTS_speed.md`), else score eagerly.
             fp8: first quantize the decoder's linear layers to float8 (`quantize_fp8`; GPUs of compute capability
                 8.9 or later, with torchao; elsewhere a warning and the bf16 path). Pays with `compile=True`.
 
@@ -618,8 +620,12 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         fused_list = [fused] if single else list(fused)
         processor = processor or self.get_processor()
         dimension_list = processor.resolve_dimensions(dimensions)
+        if compile not in (True, False, "auto"):
+            raise ValueError(f"compile must be True, False or 'auto', got {compile!r}.")
         if fp8:
             self.quantize_fp8()
+        if compile == "auto":
+            compile = compile_pays(self, processor, fused_list, len(dimension_list))
         if compile:
             self.compile_blocks()
         results = score_images(self, processor, fused_list, ir, vis, dimension_list,

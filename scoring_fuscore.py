@@ -122,6 +122,39 @@ def plan_batches(processor, fused, dimensions, batch_size: int, max_padding: flo
     return items, batches
 
 
+# Compiling the blocks (`compile_blocks`) pays for a job once the time it saves exceeds its own cost. Measured on one
+# H200 with the Qwen3-VL-8B architecture, 1,024 images of a mix of VIFB, MSRS, M3FD and LLVIP sizes
+# (benchmarks/RESULTS_speed.md): 18.6 s to compile in a process that had compiled nothing, then 53.0 samples/s
+# against the eager engine's 40.8: it paid from about 3,300 images of 450 visual tokens on average, 1.5 million
+# visual tokens. The time saved per token grows with the decoder's size and the compile time does not, so the
+# threshold scales with the decoder's parameters (Qwen3-VL-8B's decoder layers: 6.95 B).
+COMPILE_PAYS_FROM_VISUAL_TOKENS = 1_500_000
+REFERENCE_DECODER_PARAMETERS = 6.95e9
+
+
+def compile_pays(model, processor, images, dimensions: int = 1, total=None) -> bool:
+    """Whether compiling `model`'s blocks pays for scoring `images` (their sizes read from the file headers) on
+    `dimensions` dimensions: on a GPU, when the job's visual tokens reach `COMPILE_PAYS_FROM_VISUAL_TOKENS`, scaled
+    by the decoder's size. `total`: the job's number of images when `images` are a sample of it (None: all of them;
+    with no sample at all the job is taken to be large). Never on the CPU, where it was not measured. A model
+    already compiled gives True (compiling again is free)."""
+    layers = model.model.language_model.layers
+    if all(getattr(layer, "_fuscore_compiled", False) for layer in layers):
+        return True
+    if model.device.type != "cuda":
+        return False
+    images = list(images)
+    if not images:
+        return True
+    counts = [processor.num_visual_tokens(*size) for size in map(image_size, images) if size]
+    if not counts:
+        return True
+    per_sample = 3 if processor.input_mode == "fused_ir_vis" else 1  # the sources are as large as the fused image
+    tokens = sum(counts) / len(counts) * (total or len(images)) * dimensions * per_sample
+    decoder_parameters = sum(parameter.numel() for parameter in layers.parameters())
+    return tokens >= COMPILE_PAYS_FROM_VISUAL_TOKENS * REFERENCE_DECODER_PARAMETERS / decoder_parameters
+
+
 def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overall",), batch_size=8, num_workers=0,
                  progress=False) -> dict:
     """Scores `fused` (a list of images) with `model` on each of `dimensions`.
@@ -352,4 +385,4 @@ def _in_background_thread(iterable, depth: int = 2):
         thread.join(timeout=5)
 
 
-__all__ = ["MAX_BATCH_PADDING", "plan_batches", "score_images"]
+__all__ = ["COMPILE_PAYS_FROM_VISUAL_TOKENS", "MAX_BATCH_PADDING", "compile_pays", "plan_batches", "score_images"]

@@ -521,6 +521,37 @@ def test_compiled_blocks_do_not_recompile_for_new_image_sizes(random_images):
     np.testing.assert_allclose(compiled, model.score(later, batch_size=3), atol=1e-5, rtol=0)
 
 
+def test_compile_auto_compiles_only_jobs_where_it_pays(monkeypatch):
+    """`compile="auto"`: on a GPU, from `COMPILE_PAYS_FROM_VISUAL_TOKENS` scaled by the decoder's size; never on the
+    CPU; a model already compiled counts as paid. Checked on the rule's arithmetic with the device faked as CUDA."""
+    from PIL import Image
+
+    import scoring_fuscore
+    from fuscore.cli import build_parser
+
+    model = build_tiny_model("qwen2_vl", seed=1)
+    processor = model.processor
+    image = Image.new("RGB", (112, 112))
+    assert not scoring_fuscore.compile_pays(model, processor, [image] * 10_000)  # the CPU: never
+    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda")))
+    decoder = sum(parameter.numel() for parameter in model.model.language_model.layers.parameters())
+    threshold = scoring_fuscore.COMPILE_PAYS_FROM_VISUAL_TOKENS * scoring_fuscore.REFERENCE_DECODER_PARAMETERS / decoder
+    per_image = processor.num_visual_tokens(112, 112)
+    needed = int(np.ceil(threshold / per_image))
+    # A sample of the job stands for its `total` images; each dimension is one more pass over them.
+    assert scoring_fuscore.compile_pays(model, processor, [image] * 4, total=needed)
+    assert not scoring_fuscore.compile_pays(model, processor, [image] * 4, total=needed - 1)
+    assert scoring_fuscore.compile_pays(model, processor, [image] * 4, dimensions=5, total=int(np.ceil(needed / 5)))
+    assert scoring_fuscore.compile_pays(model, processor, [])  # sizes unknown: taken to be a large job
+    for layer in model.model.language_model.layers:
+        layer._fuscore_compiled = True
+    assert scoring_fuscore.compile_pays(model, processor, [image])
+    with pytest.raises(ValueError, match="compile must be True, False or 'auto'"):
+        model.score([image], compile="yes")
+    parse = lambda *extra: build_parser().parse_args(["score", "a.png", *extra]).compile  # noqa: E731
+    assert (parse(), parse("--compile"), parse("--compile", "auto")) == (None, "always", "auto")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="variable-length flash attention runs on a GPU")
 def test_packed_vision_attention_on_segments_of_different_lengths_matches_the_loop():
     """On a GPU, images of different sizes in one batch go to `varlen_attn`: the same output as one call each."""
