@@ -183,8 +183,11 @@ def test_compiled_selective_checkpointing_and_memory_budgets_keep_the_gradients(
         layers = model.model.language_model.layers
         assert not any(layer.gradient_checkpointing for layer in layers)  # torch's checkpoint is inside or gone
         assert all(layer._fuscore_training_call for layer in layers)
-        # One graph for the decoder layers' training call, one for the vision blocks (the first batch's only).
-        assert counters["stats"]["unique_graphs"] == 2, (name, dict(counters["stats"]))
+        # One compiled graph of the decoder layers' training call, shared by every layer; the vision blocks'
+        # graphs from compile_blocks come beside it.
+        if "budget" in name:
+            assert len(torch._dynamo.eval_frame._debug_get_cache_entry_list(modeling_fuscore._call_block.__code__)) == 1
+        assert counters["stats"]["unique_graphs"] <= 3, (name, dict(counters["stats"]))
         model.gradient_checkpointing_disable()  # back to the blocks' own compiled code
         assert not any(layer._fuscore_training_call for layer in layers)
     torch._dynamo.reset()
