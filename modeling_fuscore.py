@@ -47,9 +47,9 @@ try:
 except ImportError:
     from processing_fuscore import FuScoreProcessor
 try:
-    from .scoring_fuscore import compile_pays, score_images
+    from .scoring_fuscore import score_images
 except ImportError:
-    from scoring_fuscore import compile_pays, score_images
+    from scoring_fuscore import score_images
 
 
 PACKED_VISION_ATTENTION = "fuscore_packed_flash_sdpa"
@@ -620,16 +620,10 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         fused_list = [fused] if single else list(fused)
         processor = processor or self.get_processor()
         dimension_list = processor.resolve_dimensions(dimensions)
-        if compile not in (True, False, "auto"):
-            raise ValueError(f"compile must be True, False or 'auto', got {compile!r}.")
         if fp8:
             self.quantize_fp8()
-        if compile == "auto":
-            compile = compile_pays(self, processor, fused_list, len(dimension_list))
-        if compile:
-            self.compile_blocks()
-        results = score_images(self, processor, fused_list, ir, vis, dimension_list,
-                               batch_size=batch_size, num_workers=num_workers, progress=progress)
+        results = score_images(self, processor, fused_list, ir, vis, dimension_list, batch_size=batch_size,
+                               num_workers=num_workers, progress=progress, compile=compile)
         if return_details:
             details = [
                 {dim: {"score": results[dim]["score"][i], "std": results[dim]["std"][i], "probs": results[dim]["probs"][i]}

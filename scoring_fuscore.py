@@ -92,20 +92,23 @@ def _single_threaded_worker(worker_id: int) -> None:
 MAX_BATCH_PADDING = 0.03
 
 
-def plan_batches(processor, fused, dimensions, batch_size: int, max_padding: float = MAX_BATCH_PADDING) -> tuple:
-    """The engine's batches: `(items, batches)`, items `(image index, dimension)` in input order, batches lists of
-    positions in `items`.
+def image_tokens(processor, images) -> list:
+    """Each image's visual-token count under `processor`, from its size (read from the file header, not decoded);
+    0 where the size cannot be read without decoding."""
+    return [processor.num_visual_tokens(*size) if size else 0 for size in map(image_size, images)]
 
-    Items are sorted by the fused image's visual-token count (read from the file header, not decoded) and cut into
-    batches of `batch_size`; a batch also ends early where the next, larger image would pad its smaller ones by more
-    than `max_padding` of the batch's visual tokens. A job of a few sizes then runs batches of one size each, plus
-    one short batch per size at most, instead of batches that straddle two sizes and pad the smaller images to the
-    larger (4.4% of the decoder's tokens on a mix of VIFB, MSRS, M3FD and LLVIP sizes in batches of 32, 16% with the
-    sources, `benchmarks/RESULTS_speed.md`).
+
+def plan_batches(tokens, dimensions, batch_size: int, max_padding: float = MAX_BATCH_PADDING) -> tuple:
+    """The engine's batches: `(items, batches)`, items `(image index, dimension)` in input order, batches lists of
+    positions in `items`; `tokens` are the fused images' visual-token counts (`image_tokens`).
+
+    Items are sorted by visual-token count and cut into batches of `batch_size`; a batch also ends early where the
+    next, larger image would pad its smaller ones by more than `max_padding` of the batch's visual tokens. A job of
+    a few sizes then runs batches of one size each, plus one short batch per size at most, instead of batches that
+    straddle two sizes and pad the smaller images to the larger (4.4% of the decoder's tokens on a mix of VIFB, MSRS,
+    M3FD and LLVIP sizes in batches of 32, 16% with the sources, `benchmarks/RESULTS_speed.md`).
     """
-    items = [(index, dimension) for dimension in dimensions for index in range(len(fused))]
-    sizes = [image_size(image) for image in fused]
-    tokens = [processor.num_visual_tokens(*size) if size else 0 for size in sizes]
+    items = [(index, dimension) for dimension in dimensions for index in range(len(tokens))]
     order = sorted(range(len(items)), key=lambda position: (tokens[items[position][0]], position))
     batches, batch, batch_tokens = [], [], 0
     for position in order:
@@ -132,31 +135,28 @@ COMPILE_PAYS_FROM_VISUAL_TOKENS = 1_500_000
 REFERENCE_DECODER_PARAMETERS = 6.95e9
 
 
-def compile_pays(model, processor, images, dimensions: int = 1, total=None) -> bool:
-    """Whether compiling `model`'s blocks pays for scoring `images` (their sizes read from the file headers) on
-    `dimensions` dimensions: on a GPU, when the job's visual tokens reach `COMPILE_PAYS_FROM_VISUAL_TOKENS`, scaled
-    by the decoder's size. `total`: the job's number of images when `images` are a sample of it (None: all of them;
-    with no sample at all the job is taken to be large). Never on the CPU, where it was not measured. A model
+def compile_pays(model, processor, tokens, dimensions: int = 1) -> bool:
+    """Whether compiling `model`'s blocks pays for a job of fused images with visual-token counts `tokens`
+    (`image_tokens`) on `dimensions` dimensions: on a GPU, when the job's visual tokens (the sources' too, taken to
+    be as large as the fused image) reach `COMPILE_PAYS_FROM_VISUAL_TOKENS`, scaled by the decoder's size. A job
+    whose sizes are unknown (no counts) is taken to be large. Never on the CPU, where it was not measured. A model
     already compiled gives True (compiling again is free)."""
     layers = model.model.language_model.layers
     if all(getattr(layer, "_fuscore_compiled", False) for layer in layers):
         return True
     if model.device.type != "cuda":
         return False
-    images = list(images)
-    if not images:
+    known = [count for count in tokens if count]
+    if not known:
         return True
-    counts = [processor.num_visual_tokens(*size) for size in map(image_size, images) if size]
-    if not counts:
-        return True
-    per_sample = 3 if processor.input_mode == "fused_ir_vis" else 1  # the sources are as large as the fused image
-    tokens = sum(counts) / len(counts) * (total or len(images)) * dimensions * per_sample
+    per_sample = 3 if processor.input_mode == "fused_ir_vis" else 1
+    job = sum(known) / len(known) * len(tokens) * dimensions * per_sample
     decoder_parameters = sum(parameter.numel() for parameter in layers.parameters())
-    return tokens >= COMPILE_PAYS_FROM_VISUAL_TOKENS * REFERENCE_DECODER_PARAMETERS / decoder_parameters
+    return job >= COMPILE_PAYS_FROM_VISUAL_TOKENS * REFERENCE_DECODER_PARAMETERS / decoder_parameters
 
 
 def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overall",), batch_size=8, num_workers=0,
-                 progress=False) -> dict:
+                 progress=False, compile=False) -> dict:
     """Scores `fused` (a list of images) with `model` on each of `dimensions`.
 
     Items (image x dimension) are sorted by visual-token count so each batch pads little, decoded by `num_workers`
@@ -173,6 +173,8 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         batch_size: items per forward pass.
         num_workers: decoding workers (threads on a GPU, DataLoader processes on the CPU).
         progress: show a progress bar.
+        compile: `True`: compile the model's blocks first (`compile_blocks`); `"auto"`: where `compile_pays` says
+            it pays for this job; `False`: as the model is.
 
     Returns:
         In input order, `{dimension: {"score": [...], "std": [...], "probs": [[...], ...]}}`.
@@ -186,7 +188,14 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     if processor.input_mode == "fused" and any(source is not None for source in ir + vis):
         warnings.warn("This model reads the fused image alone (input_mode 'fused'): the infrared and visible sources "
                       "given with it are ignored.", UserWarning, stacklevel=2)
-    items, batches = plan_batches(processor, fused, dimensions, batch_size)
+    if compile not in (True, False, "auto"):
+        raise ValueError(f"compile must be True, False or 'auto', got {compile!r}.")
+    tokens = image_tokens(processor, fused)
+    items, batches = plan_batches(tokens, dimensions, batch_size)
+    if compile == "auto":
+        compile = compile_pays(model, processor, tokens, len(dimensions))
+    if compile:
+        model.compile_blocks()
     # On a GPU with a torchvision image processor, workers only decode (uint8) and the patches are made on the GPU.
     defer_pixels = model.device.type == "cuda" and processor.supports_device_preprocessing
     dataset = _ScoringDataset(processor, fused, ir, vis, items, defer_pixels=defer_pixels)
@@ -385,4 +394,5 @@ def _in_background_thread(iterable, depth: int = 2):
         thread.join(timeout=5)
 
 
-__all__ = ["COMPILE_PAYS_FROM_VISUAL_TOKENS", "MAX_BATCH_PADDING", "compile_pays", "plan_batches", "score_images"]
+__all__ = ["COMPILE_PAYS_FROM_VISUAL_TOKENS", "MAX_BATCH_PADDING", "compile_pays", "image_tokens", "plan_batches",
+           "score_images"]

@@ -52,7 +52,7 @@ import transformers  # noqa: E402
 from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, image_processor_for,  # noqa: E402
                          matmul_peak_tflops, synchronize, timed, write_images)
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
-from scoring_fuscore import _to_device, plan_batches  # noqa: E402
+from scoring_fuscore import _to_device, image_tokens, plan_batches  # noqa: E402
 
 
 # (benchmark, share of the workload, native size or None for VIFB's own files)
@@ -132,7 +132,7 @@ class SampleCosts:
 
 def decoder_padding(processor, samples, costs, batch_size: int) -> float:
     """Pad tokens over the tokens the decoder processes, over the engine's own batches."""
-    _, batches = plan_batches(processor, [sample[0] for sample in samples], ["overall"], batch_size)
+    _, batches = plan_batches(image_tokens(processor, [sample[0] for sample in samples]), ["overall"], batch_size)
     lengths = [costs(sample)[0] for sample in samples]
     processed = padded = 0
     for batch in batches:

@@ -173,9 +173,11 @@ def _score_setup(args, state) -> tuple:
 
 def _compile_if_asked(args, model, images, dimensions: int) -> None:
     """`--compile` (always) or `--compile auto` (where `scoring_fuscore.compile_pays` says it pays for `images`)."""
-    from scoring_fuscore import compile_pays
+    from scoring_fuscore import compile_pays, image_tokens
 
-    if args.compile == "always" or (args.compile == "auto" and compile_pays(model, model.get_processor(), images, dimensions)):
+    processor = model.get_processor()
+    if args.compile == "always" or (args.compile == "auto"
+                                    and compile_pays(model, processor, image_tokens(processor, images), dimensions)):
         model.compile_blocks()
 
 

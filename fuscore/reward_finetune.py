@@ -148,25 +148,36 @@ def _probed(step: int, settings, probe, curve: list) -> None:
         curve.append([step, probe()])
 
 
+def _fine_tune(net, settings, pairs, generator, step, progress, probe, probe_curve) -> list:
+    """The loop both methods share: `settings.steps` times a batch of random crops and `step(optimizer, ir, vis)`,
+    which updates `net` and returns the batch's mean reward; probes every `settings.probe_every` steps and at the
+    end, and ticks `progress`."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    rewards = []
+    for index in range(settings.steps):
+        _probed(index, settings, probe, probe_curve)
+        ir, vis = random_crops(pairs, settings.batch_pairs, settings.crop, generator)
+        rewards.append(step(optimizer, ir, vis))
+        if progress is not None:
+            progress.update(1)
+    _probed(settings.steps, settings, probe, probe_curve)
+    return rewards
+
+
 def finetune_direct(net, reward, pairs, settings, generator, progress=None, probe=None, probe_curve=None) -> list:
     """`loss = -reward_weight * mean FuScore reward + fidelity`; returns the mean reward per step (and appends
     `[step, probe()]` to `probe_curve` every `settings.probe_every` steps)."""
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
-    rewards = []
-    for step in range(settings.steps):
-        _probed(step, settings, probe, probe_curve)
-        ir, vis = random_crops(pairs, settings.batch_pairs, settings.crop, generator)
+
+    def step(optimizer, ir, vis):
         fused_y = torch.sigmoid(net.logits(ir, vis))
         r = reward(compose_rgb(fused_y, vis))
         loss = -settings.reward_weight * r.mean() + _fidelity(fused_y, ir, vis, settings)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        rewards.append(r.mean().item())
-        if progress is not None:
-            progress.update(1)
-    _probed(settings.steps, settings, probe, probe_curve)
-    return rewards
+        return r.mean().item()
+
+    return _fine_tune(net, settings, pairs, generator, step, progress, probe, probe_curve)
 
 
 def finetune_group(net, reward, pairs, settings, generator, progress=None, probe=None, probe_curve=None) -> list:
@@ -176,12 +187,9 @@ def finetune_group(net, reward, pairs, settings, generator, progress=None, probe
     `sigmoid(z)`); `group_size` candidates per crop are scored, their group advantages computed, and
     `policy_steps` clipped policy-gradient updates made on that group (with the fidelity loss on the policy mean).
     """
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
-    rewards = []
     size = settings.group_size
-    for step in range(settings.steps):
-        _probed(step, settings, probe, probe_curve)
-        ir, vis = random_crops(pairs, settings.batch_pairs, settings.crop, generator)
+
+    def step(optimizer, ir, vis):
         with torch.no_grad():
             mean = net.logits(ir, vis)
             noise = torch.randn((mean.shape[0], size) + mean.shape[1:], generator=generator)
@@ -198,11 +206,9 @@ def finetune_group(net, reward, pairs, settings, generator, progress=None, probe
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        rewards.append(r.mean().item())
-        if progress is not None:
-            progress.update(1)
-    _probed(settings.steps, settings, probe, probe_curve)
-    return rewards
+        return r.mean().item()
+
+    return _fine_tune(net, settings, pairs, generator, step, progress, probe, probe_curve)
 
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:

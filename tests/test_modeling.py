@@ -217,12 +217,12 @@ def test_batch_plan_keeps_sizes_apart_and_pads_under_the_limit(tiny_models):
     instead, so that no batch pads by more than `MAX_BATCH_PADDING`, and same-size items still fill whole batches."""
     from PIL import Image
 
-    from scoring_fuscore import MAX_BATCH_PADDING, plan_batches
+    from scoring_fuscore import MAX_BATCH_PADDING, image_tokens, plan_batches
 
     processor = tiny_models["qwen2_vl"].processor
     sizes = [(56, 56)] * 7 + [(112, 112)] * 5 + [(112, 84)] * 6 + [(84, 84)] * 3
     images = [Image.new("RGB", size) for size in sizes]
-    items, batches = plan_batches(processor, images, ["overall", "sharpness"], batch_size=4)
+    items, batches = plan_batches(image_tokens(processor, images), ["overall", "sharpness"], batch_size=4)
     tokens = [processor.num_visual_tokens(*sizes[index]) for index, _ in items]
     assert sorted(position for batch in batches for position in batch) == list(range(len(items)))
     assert all(len(batch) <= 4 for batch in batches)
@@ -233,7 +233,7 @@ def test_batch_plan_keeps_sizes_apart_and_pads_under_the_limit(tiny_models):
     small = [batch for batch in batches if tokens[batch[0]] == tokens[0]]
     assert [len(batch) for batch in small] == [4, 4, 4, 2]
     # Without the limit the same plan straddles sizes.
-    _, straddling = plan_batches(processor, images, ["overall", "sharpness"], batch_size=4, max_padding=1.0)
+    _, straddling = plan_batches(image_tokens(processor, images), ["overall", "sharpness"], batch_size=4, max_padding=1.0)
     assert any(len({tokens[position] for position in batch}) > 1 for batch in straddling)
 
 
@@ -532,20 +532,25 @@ def test_compile_auto_compiles_only_jobs_where_it_pays(monkeypatch):
     model = build_tiny_model("qwen2_vl", seed=1)
     processor = model.processor
     image = Image.new("RGB", (112, 112))
-    assert not scoring_fuscore.compile_pays(model, processor, [image] * 10_000)  # the CPU: never
-    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda")))
-    decoder = sum(parameter.numel() for parameter in model.model.language_model.layers.parameters())
-    threshold = scoring_fuscore.COMPILE_PAYS_FROM_VISUAL_TOKENS * scoring_fuscore.REFERENCE_DECODER_PARAMETERS / decoder
     per_image = processor.num_visual_tokens(112, 112)
-    needed = int(np.ceil(threshold / per_image))
-    # A sample of the job stands for its `total` images; each dimension is one more pass over them.
-    assert scoring_fuscore.compile_pays(model, processor, [image] * 4, total=needed)
-    assert not scoring_fuscore.compile_pays(model, processor, [image] * 4, total=needed - 1)
-    assert scoring_fuscore.compile_pays(model, processor, [image] * 4, dimensions=5, total=int(np.ceil(needed / 5)))
+    assert scoring_fuscore.image_tokens(processor, [image, image]) == [per_image, per_image]
+    assert not scoring_fuscore.compile_pays(model, processor, [per_image] * 10_000)  # the CPU: never
+    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda")))
+    # The 8B threshold, scaled to this tiny decoder, would need billions of images: lower it so that 100 images of
+    # this size are exactly enough at this decoder size, and check the rule at that edge.
+    decoder = sum(parameter.numel() for parameter in model.model.language_model.layers.parameters())
+    monkeypatch.setattr(scoring_fuscore, "COMPILE_PAYS_FROM_VISUAL_TOKENS",
+                        100 * per_image * decoder / scoring_fuscore.REFERENCE_DECODER_PARAMETERS)
+    needed = 100
+    assert scoring_fuscore.compile_pays(model, processor, [per_image] * needed)
+    assert not scoring_fuscore.compile_pays(model, processor, [per_image] * (needed - 1))
+    # Each dimension is one more pass over the images; an image whose size is unknown counts as the mean of the rest.
+    assert scoring_fuscore.compile_pays(model, processor, [per_image] * int(np.ceil(needed / 5)), dimensions=5)
+    assert scoring_fuscore.compile_pays(model, processor, [per_image] * (needed - 1) + [0])
     assert scoring_fuscore.compile_pays(model, processor, [])  # sizes unknown: taken to be a large job
     for layer in model.model.language_model.layers:
         layer._fuscore_compiled = True
-    assert scoring_fuscore.compile_pays(model, processor, [image])
+    assert scoring_fuscore.compile_pays(model, processor, [per_image])
     with pytest.raises(ValueError, match="compile must be True, False or 'auto'"):
         model.score([image], compile="yes")
     parse = lambda *extra: build_parser().parse_args(["score", "a.png", *extra]).compile  # noqa: E731
