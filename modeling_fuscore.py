@@ -18,6 +18,7 @@ the folder's own copy of these files instead.
 
 import functools
 import inspect
+import re
 import threading
 import warnings
 from dataclasses import dataclass
@@ -77,7 +78,10 @@ def packed_vision_attention(module, query, key, value, attention_mask=None, scal
     `[images, heads, length, dim]` and attended in one call. Segments of different lengths (a batch that spans two
     image sizes) go on a GPU to torch's variable-length flash attention (`torch.nn.attention.varlen.varlen_attn`, one
     kernel over the packed sequence, no padding, and no shape-dependent Python under `torch.compile`); elsewhere, or
-    where that kernel is missing or does not take the inputs, to one call per segment.
+    where that kernel is missing or does not take the inputs, to one call per segment. Without gradients and
+    dropout (scoring) the three are one custom operator (`torch.library.custom_op`) that picks its kernel on the
+    concrete lengths, so a compiled vision block has one graph for batches of equal and of unequal lengths instead
+    of one each; training takes the same kernels as traced code.
 
     Args:
         query, key, value (`torch.Tensor` of shape `(1, heads, total_length, head_dim)`): the packed sequence.
@@ -86,20 +90,49 @@ def packed_vision_attention(module, query, key, value, attention_mask=None, scal
     Returns:
         `(attn_output, None)` with `attn_output` of shape `(1, total_length, heads, head_dim)`.
     """
+    if dropout == 0.0 and not (query.requires_grad or key.requires_grad or value.requires_grad):
+        # Scoring: one opaque operator whatever the segment lengths, so that a compiled vision block keeps one graph
+        # for batches of equal and of unequal lengths (the choice of kernel is made inside, on concrete values).
+        length = -1 if max_length_q is None else max_length_q
+        return getattr(torch.ops.fuscore, _PACKED_OP)(query, key, value, cu_seq_lens_q, length, scaling), None
+    return _packed_attention(query, key, value, cu_seq_lens_q, max_length_q, dropout, scaling), None
+
+
+def _packed_attention(query, key, value, cu_seq_lens_q, max_length_q, dropout, scaling):
+    """`packed_vision_attention`'s kernels: batched sdpa for equal segments, `varlen_attn` for unequal ones on a GPU,
+    one call per segment elsewhere; `[1, total_length, heads, head_dim]`."""
     _, heads, total, head_dim = query.shape
     segments = cu_seq_lens_q.numel() - 1
     if max_length_q is not None and max_length_q * segments == total:
         # Equal segments: sum == total and max * count == total imply every segment has length max.
         q, k, v = (t[0].view(heads, segments, max_length_q, head_dim).transpose(0, 1) for t in (query, key, value))
         output = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
-        return output.transpose(1, 2).reshape(1, total, heads, head_dim), None
-    if _takes_varlen(query, scaling):
+        return output.transpose(1, 2).reshape(1, total, heads, head_dim)
+    if max_length_q is not None and _takes_varlen(query, scaling):
         # Batched sdpa stays for equal lengths: on one H200 the varlen kernel for every batch cost 11% of the engine's
-        # rate on uniform 448 px images (18% with the sources), for one compiled variant less (RESULTS_speed.md).
+        # rate on uniform 448 px images (18% with the sources) (RESULTS_speed.md).
         q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [total, heads, dim]
-        output = _varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q)
-        return output.unsqueeze(0), None
-    return _attention_per_segment(query, key, value, cu_seq_lens_q, dropout, scaling), None
+        return _varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q).unsqueeze(0)
+    return _attention_per_segment(query, key, value, cu_seq_lens_q, dropout, scaling)
+
+
+def _packed_vision_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seq_lens: torch.Tensor,
+                                max_length: int, scale: Optional[float]) -> torch.Tensor:
+    """`_packed_attention` without dropout, as one operator for `torch.compile` (`max_length` -1: not known)."""
+    return _packed_attention(query, key, value, cu_seq_lens, None if max_length < 0 else max_length, 0.0, scale).contiguous()
+
+
+def _packed_vision_attention_shape(query, key, value, cu_seq_lens, max_length, scale):
+    _, heads, total, head_dim = query.shape
+    return query.new_empty((1, total, heads, head_dim))
+
+
+# One operator per copy of this file: `trust_remote_code` imports it again under another module name, and a reload
+# would register the same name twice.
+_PACKED_OP = "packed_vision_attention_" + re.sub(r"\W", "_", __name__)
+if not hasattr(torch.ops.fuscore, _PACKED_OP):
+    torch.library.custom_op(f"fuscore::{_PACKED_OP}", _packed_vision_attention_op, mutates_args=()).register_fake(
+        _packed_vision_attention_shape)
 
 
 @torch.compiler.disable

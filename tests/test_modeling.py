@@ -521,6 +521,45 @@ def test_compiled_blocks_do_not_recompile_for_new_image_sizes(random_images):
     np.testing.assert_allclose(compiled, model.score(later, batch_size=3), atol=1e-5, rtol=0)
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_vision_blocks_keep_one_graph_for_equal_and_unequal_image_lengths():
+    """Scoring's vision attention is one operator whatever the images' lengths (its kernel is chosen inside): a
+    compiled vision block traces one graph, without breaks, for batches of one size and batches that mix sizes,
+    and computes what the eager block does."""
+    from torch._dynamo.utils import counters
+
+    model = build_tiny_model("qwen3_vl", seed=4).eval()
+    model._select_vision_attention()
+    visual = model.model.visual
+    config = visual.config
+    per_patch = config.in_channels * config.temporal_patch_size * config.patch_size**2
+
+    def run(grids):
+        grid = torch.tensor(grids)
+        pixels = torch.randn(int(grid.prod(-1).sum()), per_patch, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            return visual(pixels, grid_thw=grid).pooler_output
+
+    # Equal lengths, unequal lengths, equal again, unequal again (totals chosen apart from the tower's widths, which
+    # dynamo's duck sizing would otherwise tie a length to).
+    batches = [[[1, 4, 6], [1, 4, 6]], [[1, 4, 6], [1, 8, 4]], [[1, 6, 6]] * 3, [[1, 2, 4], [1, 6, 8], [1, 4, 4]]]
+    eager = [run(grids) for grids in batches]
+    torch._dynamo.reset()
+    counters.clear()
+    for block in visual.blocks:
+        block.compile(dynamic=True)
+    try:
+        compiled = [run(grids) for grids in batches]
+        assert counters["stats"]["unique_graphs"] == 1
+        assert not counters["graph_break"]
+    finally:
+        for block in visual.blocks:
+            block._compiled_call_impl = None
+        torch._dynamo.reset()
+    for expected, actual in zip(eager, compiled):
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
 def test_compile_auto_compiles_only_jobs_where_it_pays(monkeypatch):
     """`compile="auto"`: on a GPU, from `COMPILE_PAYS_FROM_VISUAL_TOKENS` scaled by the decoder's size; never on the
     CPU; a model already compiled counts as paid. Checked on the rule's arithmetic with the device faked as CUDA."""
