@@ -164,6 +164,29 @@ def _takes_varlen(query: torch.Tensor, scaling) -> bool:
 AttentionInterface.register(PACKED_VISION_ATTENTION, packed_vision_attention)
 
 
+class PatchConv3d(nn.Conv3d):
+    """The Qwen-VL vision towers' patch embedding (`patch_embed.proj`): a `Conv3d` whose kernel and stride are one
+    whole patch, applied to inputs of exactly one patch each, which is one matrix product `[patches, C*T*P*P] x
+    [C*T*P*P, hidden]`. On a GPU it is computed as that product (`patch_matmul`): on one H200 (torch 2.11, bf16) cuDNN
+    ran the convolution as an implicit-GEMM kernel at about 9 TFLOP/s, 10-12 ms of a 64-image batch of 448 px (2-4%
+    of the scoring forward, `benchmarks/RESULTS_speed.md`). The CPU keeps the convolution (its results bit for bit,
+    which `tests/test_demo_scores_pinned.py` pins). Same parameters and state-dict keys; other shapes convolve."""
+
+    def one_patch_each(self, input: torch.Tensor) -> bool:
+        return (input.dim() == 5 and tuple(input.shape[2:]) == tuple(self.kernel_size)
+                and tuple(self.stride) == tuple(self.kernel_size) and self.groups == 1 and not any(self.padding)
+                and tuple(self.dilation) == (1, 1, 1))
+
+    def patch_matmul(self, input: torch.Tensor) -> torch.Tensor:
+        output = F.linear(input.flatten(1), self.weight.flatten(1), self.bias)
+        return output.view(*output.shape, 1, 1, 1)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.is_cuda and self.one_patch_each(input):
+            return self.patch_matmul(input)
+        return super().forward(input)
+
+
 @dataclass
 class FuScoreOutput(ModelOutput):
     r"""
@@ -531,8 +554,12 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         return True
 
     def _select_vision_attention(self) -> None:
-        if self.config.packed_vision_attention and self.model.visual.config._attn_implementation == "sdpa":
-            self.model.visual.config._attn_implementation = PACKED_VISION_ATTENTION
+        visual = self.model.visual
+        if self.config.packed_vision_attention and visual.config._attn_implementation == "sdpa":
+            visual.config._attn_implementation = PACKED_VISION_ATTENTION
+        proj = getattr(getattr(visual, "patch_embed", None), "proj", None)
+        if type(proj) is nn.Conv3d:  # same parameters and state-dict keys, computed as the matmul it is
+            proj.__class__ = PatchConv3d
 
     def vision_tower_inputs(self, image_grid_thw: torch.LongTensor) -> dict:
         """The vision tower's rotary position ids, attention segments and position-embedding interpolation for a
@@ -856,6 +883,6 @@ if not __package__:
 __all__ = [
     "DEFAULT_LEVEL_VALUES", "DEFAULT_LEVEL_WORDS", "DEFAULT_PROMPTS", "DIMENSIONS", "SUB_DIMENSIONS",
     "SUPPORTED_BASE_MODEL_TYPES", "FuScoreConfig", "FuScoreForQuality", "FuScoreOutput", "FuScorePreTrainedModel",
-    "FuScoreProcessor", "default_prompts", "register_auto_classes", "resolve_dimensions", "resolve_level_token_ids",
-    "score_images",
+    "FuScoreProcessor", "PatchConv3d", "default_prompts", "register_auto_classes", "resolve_dimensions",
+    "resolve_level_token_ids", "score_images",
 ]

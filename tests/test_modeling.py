@@ -521,6 +521,36 @@ def test_compiled_blocks_do_not_recompile_for_new_image_sizes(random_images):
     np.testing.assert_allclose(compiled, model.score(later, batch_size=3), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
+def test_patch_embedding_runs_as_a_matmul_with_the_convolutions_outputs_and_keys(family, random_images):
+    """The vision tower's patch embedding (a Conv3d of one patch per input) is one matrix product, computed as such
+    on a GPU: the same embeddings as the convolution, the same parameters and state-dict keys; the CPU and other
+    shapes keep the convolution itself."""
+    from modeling_fuscore import PatchConv3d
+
+    model = build_tiny_model(family, seed=2).eval()
+    keys = list(model.state_dict())
+    batch = model.processor([image[:48, :64] for image in random_images[:2]])
+    proj = model.model.visual.patch_embed.proj
+    assert type(proj) is torch.nn.Conv3d
+    with torch.no_grad():
+        before = model(**batch)
+        after = model(**batch)
+    assert type(proj) is PatchConv3d and isinstance(proj, torch.nn.Conv3d)
+    assert list(model.state_dict()) == keys
+    assert torch.equal(after.level_logits, before.level_logits)  # the CPU: the convolution, bit for bit
+    patches = batch["pixel_values"].view(-1, proj.in_channels, *proj.kernel_size)
+    larger = torch.randn(1, proj.in_channels, proj.kernel_size[0], 2 * proj.kernel_size[1], 2 * proj.kernel_size[2])
+    assert proj.one_patch_each(patches) and not proj.one_patch_each(larger)
+    with torch.no_grad():
+        convolved = torch.nn.Conv3d.forward(proj, patches)
+        torch.testing.assert_close(proj.patch_matmul(patches), convolved, atol=1e-5, rtol=1e-5)
+        assert torch.equal(proj(patches), convolved)
+        if torch.cuda.is_available():
+            proj.cuda()
+            torch.testing.assert_close(proj(patches.cuda()).cpu(), convolved, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_vision_blocks_keep_one_graph_for_equal_and_unequal_image_lengths():
     """Scoring's vision attention is one operator whatever the images' lengths (its kernel is chosen inside): a
