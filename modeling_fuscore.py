@@ -661,10 +661,10 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             return_details: return, per image, a dict `{dimension: {"score", "std", "probs"}}` instead of floats.
             progress: show a progress bar.
             compile: `True`: first compile the decoder layers and vision blocks (`compile_blocks`, shape-stable:
-                one compilation per block type whatever the image sizes, 19-32 s once per process for Qwen3-VL-8B on
-                an H200); scores then differ from the eager ones at bf16 rounding level. `"auto"`: compile only
-                where it pays for this job (`scoring_fuscore.compile_pays`: on a GPU, from about 1.5 million visual
-                tokens for an 8B decoder, 3,300 images of the VIFB/MSRS/M3FD/LLVIP mix; measured in
+                one compilation per block type whatever the image sizes, about 16 s once per process for Qwen3-VL-8B
+                on an H200); scores then differ from the eager ones at bf16 rounding level. `"auto"`: compile only
+                where it pays for this job (`scoring_fuscore.compile_pays`: on a GPU, from about 1.4 million visual
+                tokens for an 8B decoder, 3,000 images of the VIFB/MSRS/M3FD/LLVIP mix; measured in
                 `benchmarks/RESULTS_speed.md`), else score eagerly.
             fp8: first quantize the decoder's linear layers to float8 (`quantize_fp8`; GPUs of compute capability
                 8.9 or later, with torchao; elsewhere a warning and the bf16 path). Pays with `compile=True`.

@@ -127,11 +127,11 @@ def plan_batches(tokens, dimensions, batch_size: int, max_padding: float = MAX_B
 
 # Compiling the blocks (`compile_blocks`) pays for a job once the time it saves exceeds its own cost. Measured on one
 # H200 with the Qwen3-VL-8B architecture, 1,024 images of a mix of VIFB, MSRS, M3FD and LLVIP sizes
-# (benchmarks/RESULTS_speed.md): 18.6 s to compile in a process that had compiled nothing, then 53.0 samples/s
-# against the eager engine's 40.8: it paid from about 3,300 images of 450 visual tokens on average, 1.5 million
+# (benchmarks/RESULTS_speed.md, run 3): 16.1 s to compile in a process that had compiled nothing, then 57.9 samples/s
+# against the eager engine's 44.3: it paid from about 3,040 images of 450 visual tokens on average, 1.4 million
 # visual tokens. The time saved per token grows with the decoder's size and the compile time does not, so the
 # threshold scales with the decoder's parameters (Qwen3-VL-8B's decoder layers: 6.95 B).
-COMPILE_PAYS_FROM_VISUAL_TOKENS = 1_500_000
+COMPILE_PAYS_FROM_VISUAL_TOKENS = 1_400_000
 REFERENCE_DECODER_PARAMETERS = 6.95e9
 
 

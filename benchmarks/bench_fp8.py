@@ -48,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import transformers  # noqa: E402
 
 import modeling_fuscore  # noqa: E402
-from bench_speed import benchmark_tokenizer, build_models, count_flops_per_image, matmul_peak_tflops, timed, write_images  # noqa: E402
+from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, kernel_breakdown,  # noqa: E402
+                         matmul_peak_tflops, timed, write_images)
 from fuscore.atomic import write_text  # noqa: E402
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
 from scoring_fuscore import _to_device  # noqa: E402
@@ -160,6 +161,15 @@ def speed_benchmark(args, device, results: dict) -> None:
     for name in engines:
         results[f"engine_{name}_rounds_img_s"] = rates[name]
         record(f"engine_{name}_e2e", float(np.median(rates[name])))
+    if args.profile_images:
+        # Where the end-to-end time goes beyond the model: device time by kernel class and the GPU's idle fraction
+        # over one profiled engine pass of each kind.
+        for name in engines:
+            activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            with torch.inference_mode(), torch.profiler.profile(activities=activities) as profiler:
+                seconds, _ = timed(lambda: score(name, paths[: args.profile_images]), device)
+            results[f"engine_{name}_e2e_profile"] = kernel_breakdown(profiler, seconds) if device.type == "cuda" else {}
+            print(f"{name} engine profile over {args.profile_images} images: {results[f'engine_{name}_e2e_profile']}", flush=True)
     e2e_diff = np.abs(np.array(scores["fp8"]) - np.array(scores["bf16"]))
     results.update(engine_e2e_score_max_abs_diff=float(e2e_diff.max()), engine_e2e_score_mean_abs_diff=float(e2e_diff.mean()))
 
@@ -286,6 +296,8 @@ def main():
     parser.add_argument("--workers", type=int, default=4, help="decoding threads of the engine (the CLI's default on a GPU)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating timed rounds of the two engines (median)")
     parser.add_argument("--model-batches", type=int, default=8, help="prepared batches for the model-only rows and logits")
+    parser.add_argument("--profile-images", type=int, default=256, help="images of one profiled engine pass per kind "
+                                                                         "(device time by kernel class, GPU idle; 0: none)")
     parser.add_argument("--eager", action="store_true", help="score without compile_blocks (the tiny run's default)")
     parser.add_argument("--compile", action="store_true", help="with --tiny: compile on the CPU too (a minute or more)")
     parser.add_argument("--vifb", default=str(DEFAULT_VIFB), help="VIFB's folder (manifest.csv + fused images), or a "
@@ -296,7 +308,7 @@ def main():
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     if args.tiny:
-        args.batch_size, args.images, args.workers, args.rounds, args.model_batches = 4, 8, 0, 1, 2
+        args.batch_size, args.images, args.workers, args.rounds, args.model_batches, args.profile_images = 4, 8, 0, 1, 2, 4
         args.eager = args.eager or not args.compile
         args.vifb_limit = 8 if args.vifb_limit is None else args.vifb_limit
     args.vifb_limit = args.vifb_limit or 0

@@ -335,9 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="workers that decode images while the model runs: threads on a GPU, processes on the CPU "
                               "(default: 0 on the CPU, up to 4 on a GPU)")
         sub.add_argument("--compile", nargs="?", const="always", default=None, choices=("always", "auto"),
-                         help="torch.compile the model's blocks first (19-32 s once for an 8B model on an H200; then "
+                         help="torch.compile the model's blocks first (about 16 s once for an 8B model on an H200; then "
                               "1.3x the eager engine on mixed sizes); '--compile auto': only where that pays for this "
-                              "job on a GPU (from about 1.5 million visual tokens at 8B, 3,300 mixed IVIF images)")
+                              "job on a GPU (from about 1.4 million visual tokens at 8B, 3,000 mixed IVIF images)")
         sub.add_argument("--fp8", action="store_true",
                          help="float8 decoder on a GPU of compute capability 8.9+ (H100, H200; needs torchao and a bf16 "
                               "model); use with --compile for the speed-up; elsewhere a warning and the bf16 path")
