@@ -100,7 +100,7 @@ def classify(name: str) -> str:
 
 
 def profile_batch(model, batch, device) -> dict:
-    """Device time of one forward by kernel class (fractions of the forward's wall time) and the ten costliest."""
+    """Device time of one forward by kernel class (fractions of the forward's wall time) and the fifteen costliest."""
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch.profiler.profile(activities=activities) as profiler:
         seconds, _ = timed(lambda: model(**batch), device)
