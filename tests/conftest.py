@@ -100,7 +100,7 @@ SLOW_TESTS = {
                          "test_a_saved_checkpoint_loads_and_scores_with_the_network_blocked",
                          "test_the_projects_classes_never_run_a_model_folders_code"},
     "test_trainer.py": {"test_compiled_blocks_train_like_eager_with_lora_and_checkpointing"},
-    "test_fp8.py": {"test_bench_fp8_tiny_quantizes_scores_and_compares"},
+    "test_fp8.py": {"test_bench_fp8_tiny_quantizes_scores_and_compares", "test_fp8_variants_tiny_quantizes_each_variant_and_profiles_it"},
     "test_concurrency.py": {"test_four_threads_with_mixed_shapes_and_batch_sizes_get_the_serial_scores_exactly"},
     "test_demo_scores_pinned.py": {"test_demo_scores_on_vifb_are_bit_identical_to_the_pinned_values"},
     "test_qwen_tokenizer.py": {"test_from_base_on_a_folder_with_the_real_tokenizer"},

@@ -28,4 +28,9 @@ def test_tiny_mixed_sizes_run_scores_like_the_plain_forward_without_padding(tmp_
         for row in ("engine_first_pass", "engine_second_pass", "engine_uniform", "plain_forward"):
             assert results[f"{mode}_{row}_samples_s"] > 0
     assert results["fused_engine_eager_samples_s"] > 0 and results["fused_engine_uniform_static_samples_s"] > 0
+    # `--compile auto` on the CPU scores eagerly; the forced first pass compiled the blocks, and dynamo's metrics
+    # name each compiled frame.
+    assert results["fused_auto_compiles"] is False and results["fused_engine_auto_first_pass_samples_s"] > 0
+    compiles = [entry for entry in results["fused_first_pass_compiles"] if entry["ops"]]
+    assert compiles and all(entry["seconds"] > 0 for entry in compiles)
     assert "first pass / plain forward" in done.stdout

@@ -143,6 +143,41 @@ def test_bench_fp8_tiny_quantizes_scores_and_compares(tmp_path):
     assert "fp8 / bf16 engine end to end" in result.stdout and "SRCC" in result.stdout
 
 
+def test_fp8_variants_tiny_quantizes_each_variant_and_profiles_it(tmp_path):
+    """benchmarks/fp8_variants.py --tiny: every variant quantizes the layers it names (float8 emulated on the CPU),
+    is timed and profiled against bf16, and the demo model's fidelity is measured for the ones whose numerics differ."""
+    pytest.importorskip("torchao")
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import fp8_variants
+
+    fused = tmp_path / "fused"
+    fused.mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 256, (48 + 8 * index, 64, 3), dtype=np.uint8)).save(fused / f"m{index}.png")
+    output = tmp_path / "variants.json"
+    names = ["decoder", "decoder_mlp", "decoder_vision_blocks"]
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "fp8_variants.py"), "--tiny", "--vifb", str(fused),
+                             "--variants", ",".join(names), "--output", str(output)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    r = json.loads(output.read_text())
+    assert set(r["variants"]) == {"bf16", *names} and set(r["demo"]) == set(names)
+    for name in names:
+        row = r["variants"][name]
+        assert row["img_s"] > 0 and row["speedup_model"] > 0 and 0 < row["level_logits_rel_error_mean"] < 0.5
+        assert row["profile"]["top_kernels"] and r["demo"][name]["srcc_min"] <= 1
+    # Each variant quantized what it names: the MLP alone errs less than the whole decoder, the vision tower adds to it.
+    errors = {name: r["variants"][name]["level_logits_rel_error_mean"] for name in names}
+    assert errors["decoder_mlp"] < errors["decoder"] < errors["decoder_vision_blocks"]
+    model = build_tiny_model("qwen3_vl", seed=0).to(torch.bfloat16)
+    with fp8_variants.cpu_float8_emulation():
+        fp8_variants.quantize_variant(model, "decoder_mlp")
+    kinds = {name: type(module.weight).__name__ for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    assert kinds["model.language_model.layers.0.mlp.down_proj"] == "Float8Tensor"
+    assert kinds["model.language_model.layers.0.self_attn.q_proj"] == "Parameter"
+    assert kinds["model.visual.blocks.0.mlp.linear_fc1"] == "Parameter"
+
+
 def test_padded_batches_and_zero_weight_rows_stay_finite(monkeypatch):
     """Per-row scales of all-zero rows are 0, and 0/0 would make them NaN: padding tokens (a zero embedding) then
     poison the attention of the whole row through masked values, and a zero weight row its output column."""
