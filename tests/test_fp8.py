@@ -121,13 +121,18 @@ def test_cli_fp8_quantizes_before_compiling_and_falls_back_on_the_cpu(saved_mode
     assert build_parser().parse_args(["rank", "--vifb", "--output-dir", str(tmp_path / "r"), "--fp8"]).fp8
 
 
+def fused_images(folder, count: int, seed: int):
+    """A folder of `count` random PNGs of different heights, as the benchmarks' `--vifb` folder of fused images."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 256, (48 + 8 * index, 64, 3), dtype=np.uint8)).save(folder / f"m{index}.png")
+    return folder
+
+
 def test_bench_fp8_tiny_quantizes_scores_and_compares(tmp_path):
     pytest.importorskip("torchao")
-    fused = tmp_path / "fused"
-    fused.mkdir()
-    rng = np.random.default_rng(2)
-    for index in range(6):
-        Image.fromarray(rng.integers(0, 256, (48 + 8 * index, 64, 3), dtype=np.uint8)).save(fused / f"m{index}.png")
+    fused = fused_images(tmp_path / "fused", 6, seed=2)
     output = tmp_path / "fp8.json"
     result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_fp8.py"), "--tiny", "--vifb", str(fused),
                              "--output", str(output)], capture_output=True, text=True, timeout=600)
@@ -150,11 +155,7 @@ def test_fp8_variants_tiny_quantizes_each_variant_and_profiles_it(tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     import fp8_variants
 
-    fused = tmp_path / "fused"
-    fused.mkdir()
-    rng = np.random.default_rng(3)
-    for index in range(4):
-        Image.fromarray(rng.integers(0, 256, (48 + 8 * index, 64, 3), dtype=np.uint8)).save(fused / f"m{index}.png")
+    fused = fused_images(tmp_path / "fused", 4, seed=3)
     output = tmp_path / "variants.json"
     names = ["decoder", "decoder_mlp", "decoder_vision_blocks"]
     result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "fp8_variants.py"), "--tiny", "--vifb", str(fused),
