@@ -33,7 +33,6 @@ import csv
 import json
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -49,7 +48,7 @@ import transformers  # noqa: E402
 
 import modeling_fuscore  # noqa: E402
 from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, kernel_breakdown,  # noqa: E402
-                         matmul_peak_tflops, timed, write_images)
+                         matmul_peak_tflops, scratch_folder, timed, write_images)
 from fuscore.atomic import write_text  # noqa: E402
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
 from scoring_fuscore import _to_device  # noqa: E402
@@ -119,7 +118,7 @@ def speed_benchmark(args, device, results: dict) -> None:
     print(f"built {results['parameters_b']:.2f} B parameters and a copy in {time.perf_counter() - start:.1f} s", flush=True)
     peak = results["matmul_peak_tflops"]
 
-    folder = Path(tempfile.mkdtemp(prefix="fuscore_bench_fp8_"))
+    folder = scratch_folder("fuscore_bench_fp8_")
     paths = write_images(folder, args.images, side)
     processor = model.processor
     sample = processor.prepare_sample(paths[0])

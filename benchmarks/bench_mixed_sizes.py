@@ -39,7 +39,6 @@ import json
 import platform
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transformers  # noqa: E402
 
 from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, image_processor_for,  # noqa: E402
-                         matmul_peak_tflops, synchronize, timed, write_images)
+                         matmul_peak_tflops, scratch_folder, timed, write_images)
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
 from scoring_fuscore import _to_device, compile_pays, image_tokens, plan_batches  # noqa: E402
 
@@ -357,7 +356,7 @@ def main():
                "batch_size": args.batch_size, "workers": args.workers, "tokenizer": benchmark_tokenizer(args.tiny)[1],
                "min_pixels": args.min_pixels, "max_pixels": args.max_pixels, "mix": [list(entry[:2]) for entry in MIX]}
     results["matmul_peak_tflops"] = peak = matmul_peak_tflops(device, 8192 if device.type == "cuda" else 512)
-    folder = Path(tempfile.mkdtemp(prefix="fuscore_mixed_"))
+    folder = scratch_folder("fuscore_mixed_")
     vifb = tiny_vifb(folder) if args.tiny else vifb_samples(Path(args.vifb))
     modes = [mode for mode in args.modes.split(",") if mode]
     largest = max(args.images if "fused" in modes else 0, args.ir_vis_images if "fused_ir_vis" in modes else 0)

@@ -19,7 +19,6 @@ import json
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transformers  # noqa: E402
 
-from bench_speed import build_models, synchronize, write_images  # noqa: E402
+from bench_speed import build_models, scratch_folder, synchronize, write_images  # noqa: E402
 from fuscore.reward import FuScoreReward  # noqa: E402
 from scoring_fuscore import _to_device  # noqa: E402
 
@@ -92,7 +91,7 @@ def main():
     rows = {}
 
     # --- the plain inference engine -------------------------------------------------------------------------------
-    folder = Path(tempfile.mkdtemp(prefix="fuscore_bench_reward_"))
+    folder = scratch_folder("fuscore_bench_reward_")
     paths = write_images(folder, args.batch_size * args.steps, side)
     rows["engine_e2e"] = measure(lambda: model.score(paths, batch_size=args.batch_size, num_workers=args.workers),
                                  device, 1, args.rounds, len(paths))

@@ -20,7 +20,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import transformers  # noqa: E402
 
-from bench_speed import build_models, write_images  # noqa: E402
+from bench_speed import build_models, scratch_folder, write_images  # noqa: E402
 from fuscore.scoring_job import files_source, run_scoring_job  # noqa: E402
 
 
@@ -81,7 +80,7 @@ def main():
     _, model, side = build_models(argparse.Namespace(tiny=args.tiny), device, dtype)
     if args.compile:
         model.compile_blocks()
-    folder = Path(tempfile.mkdtemp(prefix="fuscore_bench_job_"))
+    folder = scratch_folder("fuscore_bench_job_")
     try:
         start = time.perf_counter()
         (folder / "images").mkdir()

@@ -29,10 +29,12 @@ Rows (all in one run, on one GPU, against an in-run bf16 matmul peak):
 """
 
 import argparse
+import atexit
 import copy
 import functools
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -76,6 +78,13 @@ def image_processor_for(patch_size: int, side: int = None, min_pixels: int = Non
     kwargs = dict(patch_size=patch_size, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
                   min_pixels=min_pixels or side * side, max_pixels=max_pixels or side * side)
     return Qwen2VLImageProcessor(**kwargs)
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A new temporary folder for a benchmark's images, removed when the process exits (normally or by an exception)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def write_images(folder: Path, count: int, side: int, seed: int = 0, height: int = None, prefix: str = "img") -> list:
@@ -199,7 +208,7 @@ def build_models(args, device, dtype):
 def benchmark_workload(args, model, side: int, count: int, results: dict) -> tuple:
     """`count` JPEG images of `side` px and the FLOPs per image at their sequence length (recorded in `results`)."""
     tokenizer_name = benchmark_tokenizer(args.tiny)[1]
-    paths = write_images(Path(tempfile.mkdtemp(prefix="fuscore_bench_")), count, side)
+    paths = write_images(scratch_folder("fuscore_bench_"), count, side)
     sample = model.processor.prepare_sample(paths[0])
     text_tokens, patches = len(sample["input_ids"]), int(sample["image_grid_thw"].prod())
     flops = count_flops_per_image(model.config.base_config, text_tokens, patches)

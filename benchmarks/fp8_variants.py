@@ -30,7 +30,6 @@ import copy
 import json
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -45,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import transformers  # noqa: E402
 
 from bench_fp8 import DEFAULT_VIFB, DEMO_MODEL, cpu_float8_emulation, relative_errors, vifb_fused_images  # noqa: E402
-from bench_speed import build_models, count_flops_per_image, matmul_peak_tflops, timed, write_images  # noqa: E402
+from bench_speed import (build_models, count_flops_per_image, matmul_peak_tflops, scratch_folder, timed,  # noqa: E402
+                         write_images)
 from fuscore.atomic import write_text  # noqa: E402
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
 from scoring_fuscore import _to_device  # noqa: E402
@@ -125,7 +125,7 @@ def speed_part(args, device, results: dict) -> None:
     base, model, side = build_models(args, device, dtype)
     base_config = base.config
     del base
-    folder = Path(tempfile.mkdtemp(prefix="fuscore_fp8_variants_"))
+    folder = scratch_folder("fuscore_fp8_variants_")
     paths = write_images(folder, args.batch_size * args.batches, side)
     processor = model.processor
     sample = processor.prepare_sample(paths[0])

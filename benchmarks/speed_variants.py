@@ -17,7 +17,6 @@ everything else, and idle gaps); and the training step with and without activati
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transformers  # noqa: E402
 from bench_speed import (count_flops_per_image, image_processor_for, kernel_breakdown, matmul_peak_tflops,  # noqa: E402
-                         qwen3_vl_8b_config, timed, write_images)
+                         qwen3_vl_8b_config, scratch_folder, timed, write_images)
 from transformers import AutoModelForImageTextToText  # noqa: E402
 
 from fuscore.objectives import compute_objective, label_for_objective  # noqa: E402
@@ -56,7 +55,7 @@ def build(args, device, dtype):
 def scoring_part(args, device, dtype, results):
     base, model, side = build(args, device, dtype)
     processor = model.processor
-    folder = Path(tempfile.mkdtemp(prefix="fuscore_variants_"))
+    folder = scratch_folder("fuscore_variants_")
     paths = write_images(folder, args.images, side)
     sample = processor.prepare_sample(paths[0])
     flops = count_flops_per_image(base.config, len(sample["input_ids"]), int(sample["image_grid_thw"].prod()))
@@ -257,7 +256,7 @@ def loader_only(processor, paths, args, results):
 
 def engine_part(args, device, dtype, results):
     base, model, side = build(args, device, dtype)
-    folder = Path(tempfile.mkdtemp(prefix="fuscore_variants_"))
+    folder = scratch_folder("fuscore_variants_")
     paths = write_images(folder, args.images, side)
     loader_only(model.processor, paths, args, results)
     model.compile_blocks()
@@ -327,7 +326,7 @@ def training_part(args, device, dtype, results):
 
     base, model, side = build(args, device, dtype)
     processor = model.processor
-    folder = Path(tempfile.mkdtemp(prefix="fuscore_variants_"))
+    folder = scratch_folder("fuscore_variants_")
     pairs, per_pair = 4, 4
     batch_size = pairs * per_pair
     paths = write_images(folder, batch_size, side)
