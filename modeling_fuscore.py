@@ -331,7 +331,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             return_vocab_logits (`bool`): also return full-vocabulary logits at the answer position (DeQA-style loss).
             return_answer_hidden_state (`bool`): also return the answer-position hidden state.
         """
-        self._select_vision_attention()
+        self._prepare_vision_tower()
         decoder_mask = None if right_padded and position_ids is not None else attention_mask
         base_inputs = dict(input_ids=input_ids, attention_mask=decoder_mask, image_grid_thw=image_grid_thw,
                            position_ids=position_ids)
@@ -417,17 +417,10 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             raise ValueError(f"uncheckpointed_layers={self.uncheckpointed_layers}: the language model has "
                              f"{len(layers)} decoder layers.")
         policy, budget = self.checkpointing_policy, self.activation_memory_budget
-        if policy is not None and policy not in CHECKPOINTING_POLICIES:
-            raise ValueError(f"checkpointing_policy={policy!r}: known policies are {', '.join(CHECKPOINTING_POLICIES)}.")
-        if budget is not None:
-            if policy is not None:
-                raise ValueError("checkpointing_policy and activation_memory_budget exclude each other: the budget "
-                                 "leaves every choice of what to save to the compiler.")
-            if not 0.0 <= budget <= 1.0:
-                raise ValueError(f"activation_memory_budget={budget}: must lie in [0, 1].")
-            if enable and not all(getattr(layer, "_fuscore_compiled", False) for layer in layers):
-                raise ValueError("activation_memory_budget needs compiled decoder layers (call compile_blocks first): "
-                                 "the budget is the compiler's.")
+        check_checkpointing_settings(policy, budget)
+        if budget is not None and enable and not all(getattr(layer, "_fuscore_compiled", False) for layer in layers):
+            raise ValueError("activation_memory_budget needs compiled decoder layers (call compile_blocks first): "
+                             "the budget is the compiler's.")
         super()._set_gradient_checkpointing(enable, *args, **kwargs)
         for layer in layers:  # back to the blocks' own compiled code (compile_blocks) before a new setting
             _restore_block_call(layer)
@@ -485,11 +478,12 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         Args:
             vision_tower: compile the vision blocks too.
             dynamic: compile with symbolic sequence lengths (`torch.compile(dynamic=True)`), so that images of any
-                size and batches of any length run one compiled graph per block type and variant (vision block with
-                the images of a batch of equal or of different lengths; decoder layer without a padding mask, as the
+                size and batches of any length run one compiled graph per block type and variant (in scoring, one
+                vision block whatever the images' lengths, and the decoder layer without a padding mask, as the
                 engine runs it on a GPU, or with one): compile time is bounded and does not grow with the number of
-                distinct image sizes (Qwen3-VL-8B architecture on one H200, compiled from nothing: 32 s for four
-                variants, 18.6 s for two, `benchmarks/RESULTS_speed.md`). With `dynamic=None` (torch's default) every new
+                distinct image sizes (Qwen3-VL-8B architecture on one H200, compiled from nothing: 16.1 s for the
+                vision block and the unmasked decoder layer, `benchmarks/RESULTS_speed.md`). With `dynamic=None`
+                (torch's default) every new
                 shape compiles again until torch marks it dynamic, and a folder of real images of many sizes reaches
                 dynamo's recompile limit (the decoder layers and the vision blocks share one compiled function,
                 `GradientCheckpointingLayer`'s), after which the blocks run eager; `dynamic=False` compiles each
@@ -553,7 +547,9 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         layers._fuscore_fp8 = True
         return True
 
-    def _select_vision_attention(self) -> None:
+    def _prepare_vision_tower(self) -> None:
+        """Once per model (cheap checks after that): the packed vision attention in place of sdpa's per-image loop,
+        and the patch embedding as a `PatchConv3d`."""
         visual = self.model.visual
         if self.config.packed_vision_attention and visual.config._attn_implementation == "sdpa":
             visual.config._attn_implementation = PACKED_VISION_ATTENTION
@@ -574,7 +570,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         from transformers import vision_utils
         from transformers.utils.generic import get_max_seqlen
 
-        self._select_vision_attention()  # the segment lengths it needs depend on the attention implementation
+        self._prepare_vision_tower()  # the segment lengths it needs depend on the attention implementation
         visual = self.model.visual
         merge_size = visual.spatial_merge_size
         inputs = {"position_ids": vision_utils.get_vision_position_ids(image_grid_thw, merge_size)}
@@ -824,6 +820,21 @@ CHECKPOINTING_POLICIES = {"mlp": _keep_mlp_gate_up}
 language model's config to a policy of `torch.utils.checkpoint.create_selective_checkpoint_contexts`."""
 
 
+def check_checkpointing_settings(policy: Optional[str], budget: Optional[float],
+                                 names: tuple = ("checkpointing_policy", "activation_memory_budget")) -> None:
+    """Raises `ValueError` for a `checkpointing_policy` not in `CHECKPOINTING_POLICIES`, an `activation_memory_budget`
+    outside [0, 1], or both set; `names` are the two settings as the caller's user knows them (the trainer's flags)."""
+    if policy is not None and policy not in CHECKPOINTING_POLICIES:
+        raise ValueError(f"{names[0]}={policy!r}: known policies are {', '.join(CHECKPOINTING_POLICIES)}.")
+    if budget is None:
+        return
+    if policy is not None:
+        raise ValueError(f"{names[0]} and {names[1]} exclude each other: the budget leaves every choice of what to "
+                         "save to the compiler.")
+    if not 0.0 <= budget <= 1.0:
+        raise ValueError(f"{names[1]}={budget}: must lie in [0, 1].")
+
+
 def memory_budget_backend(budget: float):
     """A `torch.compile` backend: inductor, with AOT autograd's partitioner under `activation_memory_budget=budget`
     (torch._functorch.config) while it compiles, so that compiled functions with different budgets coexist in one
@@ -883,6 +894,6 @@ if not __package__:
 __all__ = [
     "DEFAULT_LEVEL_VALUES", "DEFAULT_LEVEL_WORDS", "DEFAULT_PROMPTS", "DIMENSIONS", "SUB_DIMENSIONS",
     "SUPPORTED_BASE_MODEL_TYPES", "FuScoreConfig", "FuScoreForQuality", "FuScoreOutput", "FuScorePreTrainedModel",
-    "FuScoreProcessor", "PatchConv3d", "default_prompts", "register_auto_classes", "resolve_dimensions",
+    "FuScoreProcessor", "PatchConv3d", "check_checkpointing_settings", "default_prompts", "register_auto_classes", "resolve_dimensions",
     "resolve_level_token_ids", "score_images",
 ]

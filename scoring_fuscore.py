@@ -155,6 +155,19 @@ def compile_pays(model, processor, tokens, dimensions: int = 1) -> bool:
     return job >= COMPILE_PAYS_FROM_VISUAL_TOKENS * REFERENCE_DECODER_PARAMETERS / decoder_parameters
 
 
+def compile_for_job(model, processor, tokens, dimensions: int, compile) -> bool:
+    """Compiles `model`'s blocks (`compile_blocks`) for a job of fused images with visual-token counts `tokens` on
+    `dimensions` dimensions as `compile` asks: `True` always, `"auto"` where `compile_pays`, `False` never. Returns
+    whether the blocks were compiled for it."""
+    if compile not in (True, False, "auto"):
+        raise ValueError(f"compile must be True, False or 'auto', got {compile!r}.")
+    if compile == "auto":
+        compile = compile_pays(model, processor, tokens, dimensions)
+    if compile:
+        model.compile_blocks()
+    return compile
+
+
 def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overall",), batch_size=8, num_workers=0,
                  progress=False, compile=False) -> dict:
     """Scores `fused` (a list of images) with `model` on each of `dimensions`.
@@ -174,7 +187,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         num_workers: decoding workers (threads on a GPU, DataLoader processes on the CPU).
         progress: show a progress bar.
         compile: `True`: compile the model's blocks first (`compile_blocks`); `"auto"`: where `compile_pays` says
-            it pays for this job; `False`: as the model is.
+            it pays for this job; `False`: as the model is (`compile_for_job`).
 
     Returns:
         In input order, `{dimension: {"score": [...], "std": [...], "probs": [[...], ...]}}`.
@@ -188,14 +201,9 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     if processor.input_mode == "fused" and any(source is not None for source in ir + vis):
         warnings.warn("This model reads the fused image alone (input_mode 'fused'): the infrared and visible sources "
                       "given with it are ignored.", UserWarning, stacklevel=2)
-    if compile not in (True, False, "auto"):
-        raise ValueError(f"compile must be True, False or 'auto', got {compile!r}.")
     tokens = image_tokens(processor, fused)
+    compile_for_job(model, processor, tokens, len(dimensions), compile)
     items, batches = plan_batches(tokens, dimensions, batch_size)
-    if compile == "auto":
-        compile = compile_pays(model, processor, tokens, len(dimensions))
-    if compile:
-        model.compile_blocks()
     # On a GPU with a torchvision image processor, workers only decode (uint8) and the patches are made on the GPU.
     defer_pixels = model.device.type == "cuda" and processor.supports_device_preprocessing
     dataset = _ScoringDataset(processor, fused, ir, vis, items, defer_pixels=defer_pixels)
@@ -394,5 +402,5 @@ def _in_background_thread(iterable, depth: int = 2):
         thread.join(timeout=5)
 
 
-__all__ = ["COMPILE_PAYS_FROM_VISUAL_TOKENS", "MAX_BATCH_PADDING", "compile_pays", "image_tokens", "plan_batches",
-           "score_images"]
+__all__ = ["COMPILE_PAYS_FROM_VISUAL_TOKENS", "MAX_BATCH_PADDING", "compile_for_job", "compile_pays", "image_tokens",
+           "plan_batches", "score_images"]

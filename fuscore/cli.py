@@ -172,13 +172,13 @@ def _score_setup(args, state) -> tuple:
 
 
 def _compile_if_asked(args, model, images, dimensions: int) -> None:
-    """`--compile` (always) or `--compile auto` (where `scoring_fuscore.compile_pays` says it pays for `images`)."""
-    from scoring_fuscore import compile_pays, image_tokens
+    """`--compile` (always) or `--compile auto` (where it pays for `images`: `scoring_fuscore.compile_for_job`)."""
+    from scoring_fuscore import compile_for_job, image_tokens
 
-    processor = model.get_processor()
-    if args.compile == "always" or (args.compile == "auto"
-                                    and compile_pays(model, processor, image_tokens(processor, images), dimensions)):
-        model.compile_blocks()
+    if args.compile is not None:
+        processor = model.get_processor()
+        tokens = image_tokens(processor, images) if args.compile == "auto" else []
+        compile_for_job(model, processor, tokens, dimensions, True if args.compile == "always" else "auto")
 
 
 def score_command(args) -> int:

@@ -166,7 +166,7 @@ def test_fp8_variants_tiny_quantizes_each_variant_and_profiles_it(tmp_path):
     for name in names:
         row = r["variants"][name]
         assert row["img_s"] > 0 and row["speedup_model"] > 0 and 0 < row["level_logits_rel_error_mean"] < 0.5
-        assert row["profile"]["top_kernels"] and r["demo"][name]["srcc_min"] <= 1
+        assert row["profile"]["top_kernels"] and 0 < r["demo"][name]["max_abs_diff"] < 0.5  # float8 ran, and close
     # Each variant quantized what it names: the MLP alone errs less than the whole decoder, the vision tower adds to it.
     errors = {name: r["variants"][name]["level_logits_rel_error_mean"] for name in names}
     assert errors["decoder_mlp"] < errors["decoder"] < errors["decoder_vision_blocks"]

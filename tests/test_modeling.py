@@ -559,7 +559,7 @@ def test_compiled_vision_blocks_keep_one_graph_for_equal_and_unequal_image_lengt
     from torch._dynamo.utils import counters
 
     model = build_tiny_model("qwen3_vl", seed=4).eval()
-    model._select_vision_attention()
+    model._prepare_vision_tower()
     visual = model.model.visual
     config = visual.config
     per_patch = config.in_channels * config.temporal_patch_size * config.patch_size**2

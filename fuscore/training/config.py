@@ -119,21 +119,12 @@ class FuScoreTrainingConfig(TrainingArguments):
         if self.uncheckpointed_layers and not self.gradient_checkpointing:
             raise ValueError("--uncheckpointed_layers needs --gradient_checkpointing: without checkpointing every "
                              "layer keeps its activations already.")
-        if self.checkpointing_policy is not None:
-            from modeling_fuscore import CHECKPOINTING_POLICIES
+        from modeling_fuscore import check_checkpointing_settings
 
-            if self.checkpointing_policy not in CHECKPOINTING_POLICIES:
-                raise ValueError(f"--checkpointing_policy {self.checkpointing_policy}: known policies are "
-                                 f"{', '.join(CHECKPOINTING_POLICIES)}.")
-            if not self.gradient_checkpointing:
-                raise ValueError("--checkpointing_policy needs --gradient_checkpointing: it chooses what checkpointing "
-                                 "saves.")
-        if self.activation_memory_budget is not None:
-            if not 0.0 <= self.activation_memory_budget <= 1.0:
-                raise ValueError(f"--activation_memory_budget {self.activation_memory_budget}: must lie in [0, 1].")
-            if not (self.gradient_checkpointing and self.compile_blocks):
-                raise ValueError("--activation_memory_budget needs --gradient_checkpointing and --compile_blocks: it "
-                                 "hands the checkpointed layers' recomputation to the compiler.")
-            if self.checkpointing_policy is not None:
-                raise ValueError("--activation_memory_budget and --checkpointing_policy exclude each other: the budget "
-                                 "leaves every choice of what to save to the compiler.")
+        if self.checkpointing_policy is not None and not self.gradient_checkpointing:
+            raise ValueError("--checkpointing_policy needs --gradient_checkpointing: it chooses what checkpointing saves.")
+        if self.activation_memory_budget is not None and not (self.gradient_checkpointing and self.compile_blocks):
+            raise ValueError("--activation_memory_budget needs --gradient_checkpointing and --compile_blocks: it hands "
+                             "the checkpointed layers' recomputation to the compiler.")
+        check_checkpointing_settings(self.checkpointing_policy, self.activation_memory_budget,
+                                     names=("--checkpointing_policy", "--activation_memory_budget"))
