@@ -627,3 +627,18 @@ def test_the_package_exports_every_public_name_of_its_modules():
 
     missing = [name for name in objectives.__all__ if not hasattr(objectives, name)]
     assert not missing, f"fuscore.objectives.__all__ names {missing}, which the package does not import"
+
+
+def test_mos_standard_error():
+    """mos_std / sqrt(raters), in the input's kind; missing spreads and bad rater counts are refused."""
+    np.testing.assert_allclose(objectives.mos_standard_error(np.array([1.2, 0.0]), 9), [0.4, 0.0])
+    assert objectives.mos_standard_error(0.8, 4) == pytest.approx(0.4)
+    tensor = objectives.mos_standard_error(torch.tensor([2.0]), 16)
+    assert isinstance(tensor, torch.Tensor) and tensor.item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="missing"):
+        objectives.mos_standard_error([1.0, float("nan")], 24)
+    with pytest.raises(ValueError, match="non-negative"):
+        objectives.mos_standard_error([-0.1], 24)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="num_raters"):
+            objectives.mos_standard_error([1.0], bad)

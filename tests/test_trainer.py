@@ -3,6 +3,7 @@ evaluation through the Trainer's loop, saving."""
 
 import itertools
 import json
+import math
 import shutil
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 import trainer_fuscore
 from fuscore.objectives import fuscore_soft_label
 from fuscore.training.collator import FuScoreCollator, weightless_copy
+from fuscore.training.config import FuScoreTrainingConfig
 from fuscore.training.loading import load_model, load_tables, plain_model_from_state_dict
 from fuscore.tiny import build_tiny_model
 from fuscore_data.synthetic import SyntheticIVIF
@@ -58,6 +60,27 @@ def test_collator_labels_follow_the_model_level_order():
     np.testing.assert_allclose(batch["soft_label"][0].numpy(), expected, atol=1e-6)
     assert batch["group_ids"].unique().numel() == 1, "one scene: one source-pair code"
     assert batch["input_ids"].shape[0] == 3
+
+
+def test_pair_target_raters_sets_the_thurstone_spread_to_the_mos_standard_error():
+    """Off by default (sigma is the soft label's spread); with `pair_target_raters=n` sigma is mos_std / sqrt(n) and
+    the soft label is unchanged; a row without mos_std is named; the config refuses it for a peer's objective."""
+    model = build_tiny_model("qwen2_vl")
+    rows = SyntheticIVIF(image_size=56, seed=3).group(0, 3)
+    default = FuScoreCollator(model.processor, model.config.level_values)(rows)
+    sem = FuScoreCollator(model.processor, model.config.level_values, pair_target_raters=24)(rows)
+    mos_std = torch.tensor([row["mos_std"] for row in rows])
+    torch.testing.assert_close(sem["sigma"], mos_std / math.sqrt(24))
+    assert bool((default["sigma"] > sem["sigma"]).all())  # the label's spread includes mos_std itself
+    torch.testing.assert_close(sem["soft_label"], default["soft_label"])
+    rows[1]["mos_std"] = None
+    with pytest.raises(ValueError, match="needs every row's mos_std.*method"):
+        FuScoreCollator(model.processor, model.config.level_values, pair_target_raters=24)(rows)
+    with pytest.raises(ValueError, match="num_raters"):
+        FuScoreCollator(model.processor, model.config.level_values, pair_target_raters=0)
+    with pytest.raises(ValueError, match="deqa"):
+        FuScoreTrainingConfig(output_dir="unused", objective="deqa", pair_target_raters=24)
+    assert FuScoreTrainingConfig(output_dir="unused").pair_target_raters is None
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])

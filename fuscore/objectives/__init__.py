@@ -23,6 +23,7 @@ from .labels import (
     fuscore_mos_std_only_targets,
     fuscore_soft_label,
     fuscore_targets,
+    mos_standard_error,
     onehot_label,
     onehot_targets,
     qalign_label,

@@ -5,13 +5,13 @@ synthetic scenes of the endless synthetic stream."""
 import copy
 import math
 import zlib
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fuscore.objectives import get_objective, label_for_objective, resolve_overall_score
+from fuscore.objectives import get_objective, label_for_objective, mos_standard_error, resolve_overall_score
 from configuration_fuscore import SUB_DIMENSIONS
 
 from .answer_tokens import answer_prefix_ids, answer_token_labels
@@ -39,8 +39,11 @@ class FuScoreCollator:
     label_keys = ("soft_label", "mu", "sigma", "group_ids", "mos", "answer_labels")
 
     def __init__(self, processor, level_values: Sequence[float], objective: str = "fuscore", sigma_min: float = 0.2,
-                 dimension: str = "overall", position_model=None):
+                 dimension: str = "overall", position_model=None, pair_target_raters: Optional[int] = None):
         self.processor = processor
+        if pair_target_raters is not None:
+            mos_standard_error(1.0, pair_target_raters)  # a bad number of raters fails here, not at the first batch
+        self.pair_target_raters = pair_target_raters
         self.position_model = position_model
         self.level_values = list(level_values)
         self.objective = objective
@@ -50,11 +53,7 @@ class FuScoreCollator:
 
     def __call__(self, rows: Sequence[Union[dict, Sequence[dict]]]):
         rows = [row for item in rows for row in (item if isinstance(item, (list, tuple)) else [item])]
-        samples = [
-            self.processor.prepare_sample(row["fused"], row.get("ir"), row.get("vis"), self.dimension,
-                                          source=f"pair {row.get('pair_id')!r}, method {row.get('method')!r}")
-            for row in rows
-        ]
+        samples = self.prepare_samples(rows)
         # A plain dict: accelerate moves a BatchFeature with its own `.to()`, which leaves nested tensors behind.
         batch = dict(self.processor.collate(samples))
         if self.position_model is not None:
@@ -67,12 +66,27 @@ class FuScoreCollator:
         filled_mu = resolve_overall_score(mu, sub_scores, self.level_values)
         batch["soft_label"] = torch.as_tensor(np.asarray(soft_label), dtype=torch.float32)
         batch["mu"] = torch.as_tensor(filled_mu, dtype=torch.float32)
+        if self.pair_target_raters is not None:
+            missing = [f"pair {row.get('pair_id')!r}, method {row.get('method')!r}" for row in rows
+                       if math.isnan(_optional_float(row.get("mos_std")))]
+            if missing:
+                raise ValueError(f"pair_target_raters={self.pair_target_raters} needs every row's mos_std; missing for "
+                                 f"{', '.join(missing[:3])}{' and others' if len(missing) > 3 else ''}.")
+            sigma = mos_standard_error(mos_std, self.pair_target_raters)
         batch["sigma"] = torch.as_tensor(np.asarray(sigma), dtype=torch.float32)
         batch["mos"] = batch["mu"].clone()
         batch["group_ids"] = torch.tensor([pair_code(row["pair_id"]) for row in rows], dtype=torch.long)
         if self.answer_ids is not None:
             batch["answer_labels"] = answer_token_labels(batch["input_ids"], batch["attention_mask"], self.answer_ids)
         return batch
+
+    def prepare_samples(self, rows: Sequence[dict]) -> list:
+        """The processor's sample (`prepare_sample`: token ids and image patches) of each row."""
+        return [
+            self.processor.prepare_sample(row["fused"], row.get("ir"), row.get("vis"), self.dimension,
+                                          source=f"pair {row.get('pair_id')!r}, method {row.get('method')!r}")
+            for row in rows
+        ]
 
 
 def weightless_copy(model):

@@ -72,6 +72,9 @@ class FuScoreTrainingConfig(TrainingArguments):
             terms within and across source pairs.
         fixed_std (`bool`, defaults to False): Thurstone terms with sd = 1 instead of the predicted spread.
         sigma_min (`float`, defaults to 0.2): floor of the soft label's spread.
+        pair_target_raters (`int`, *optional*): an option of ours, off by default: the Thurstone targets' spread is
+            the MOS standard error `mos_std / sqrt(pair_target_raters)` instead of the soft label's spread
+            (`fuscore.objectives.mos_standard_error`); every training row then needs `mos_std`.
         pairs_per_batch (`int`, defaults to 4), images_per_pair (`int`, defaults to 4): P source pairs x M fused
             images per batch and process.
         full_vocab_softmax (`bool`, defaults to False): the full-vocabulary softmax whatever the objective's own mode.
@@ -84,6 +87,9 @@ class FuScoreTrainingConfig(TrainingArguments):
     lambda_cross: float = field(default=0.5, metadata={"help": "Weight of the cross-source-pair Thurstone term."})
     fixed_std: bool = field(default=False, metadata={"help": "Thurstone terms with sd=1 instead of the predicted std."})
     sigma_min: float = field(default=0.2, metadata={"help": "Floor of the soft label's spread."})
+    pair_target_raters: Optional[int] = field(default=None, metadata={
+        "help": "Ours, off by default: the Thurstone targets' spread is the MOS standard error mos_std / "
+                "sqrt(pair_target_raters) (the raters behind each MOS) instead of the soft label's spread."})
     pairs_per_batch: int = field(default=4, metadata={"help": "P: source pairs per batch (per process)."})
     images_per_pair: int = field(default=4, metadata={"help": "M: fused images of each source pair per batch."})
     full_vocab_softmax: bool = field(default=False, metadata={"help": "KL on the full-vocabulary softmax (DeQA-Score variant)."})
@@ -114,6 +120,11 @@ class FuScoreTrainingConfig(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         get_objective(self.objective)  # an unknown name fails here, listing the known ones
+        if self.pair_target_raters is not None and self.pair_target_raters < 1:
+            raise ValueError(f"--pair_target_raters {self.pair_target_raters}: must be at least 1 (raters per MOS).")
+        if self.pair_target_raters is not None and "loss_within" not in get_objective(self.objective).terms:
+            raise ValueError(f"--pair_target_raters applies to FuScore's Thurstone terms; objective "
+                             f"{self.objective!r} has none (a peer's objective keeps its published targets).")
         if self.uncheckpointed_layers < 0:
             raise ValueError(f"--uncheckpointed_layers {self.uncheckpointed_layers}: must be 0 or more.")
         if self.uncheckpointed_layers and not self.gradient_checkpointing:
