@@ -1,134 +1,176 @@
-"""benchmarks/ablation.py: presets, resume, parallel workers with one writer, the deadline, rendering.
-
-The runs here use a stand-in runner (no training), so the tests check the bookkeeping, not the numbers."""
+"""benchmarks/ablation.py (issue 32): the declared analysis, the bookkeeping (one writer, resume, deadline, failures,
+published results left alone) and, at toy size on the CPU, the whole pipeline from tables to the results page."""
 
 import json
-import multiprocessing
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-import ablation  # noqa: E402  (importable by name, so spawned workers can unpickle its functions)
-
-TINY = ["--image-size", "32", "--train-scenes", "2", "--eval-scenes", "1", "--images-per-scene", "2", "--steps", "3"]
+import ablation  # noqa: E402
 
 
-def fake_runner(args, objective, extra, seed, train, evaluation):
-    """Stands in for `run_one`: a number that depends on the row and seed, and a check that the tables arrived."""
-    assert len(train) == args.train_scenes * args.images_per_scene
-    assert len(evaluation) == args.eval_scenes * args.images_per_scene
-    assert "ir" not in train.column_names  # the models read the fused image only
-    value = 0.5 + 0.1 * seed + 0.01 * len(extra) + (0.05 if objective == "deqa" else 0.0)
-    return {"srcc": value, "plcc": value, "srcc_within": value / 2, "pairwise_accuracy_within": 0.6,
-            "train_seconds": 1.0, "train_cpu_seconds": 1.0, "eval_seconds": 0.5, "train_loss": 1.0,
-            "device": "cpu", "start_method": multiprocessing.get_start_method()}
-
-
-def failing_runner(args, objective, extra, seed, train, evaluation):
-    if objective == "scalar":
-        raise RuntimeError("scalar broke")
-    return fake_runner(args, objective, extra, seed, train, evaluation)
-
-
-def _args(tmp_path, *extra):
-    return ablation.parse_args([*TINY, "--results", str(tmp_path / "r.json"), "--output", str(tmp_path / "R.md"),
-                                "--output-dir", str(tmp_path / "out"), *extra])
-
-
-def test_presets_and_overrides():
-    cpu = ablation.parse_args([])
-    gpu = ablation.parse_args(["--preset", "gpu", "--steps", "7"])
-    assert (cpu.hidden_size, cpu.jobs, cpu.steps) == (64, 1, 300)
-    assert (gpu.hidden_size, gpu.image_size, gpu.jobs, gpu.steps) == (128, 112, 8, 7)
-    assert ablation.setup_of(gpu)["steps"] == 7
+def test_presets_meet_the_design_and_published_results_need_publish(tmp_path):
+    gpu = ablation.parse_args([])
+    assert gpu.eval_scenes >= ablation.MIN_EVAL_SCENES and len(gpu.seeds) == 8 and gpu.settings == ["close", "standard"]
+    assert len(ablation.ROWS) == 9 and Path(gpu.output) == ablation.DEFAULT_OUTPUT
+    assert ablation.output_paths(gpu) == [(ablation.DEFAULT_OUTPUT / "results_ablation.json",
+                                           ablation.DEFAULT_OUTPUT / "RESULTS_ablation.md")]
+    with pytest.raises(SystemExit):  # the tracked results are replaced only on request
+        ablation.parse_args(["--output", str(REPO_ROOT / "benchmarks")])
+    published = ablation.parse_args(["--output", str(tmp_path), "--publish"])
+    assert (ablation.RESULTS_JSON, ablation.RESULTS_MD) in ablation.output_paths(published)
     with pytest.raises(SystemExit):
         ablation.parse_args(["--jobs", "0"])
 
 
-def test_pending_runs_are_seed_major_and_skip_kept_runs(tmp_path):
-    args = _args(tmp_path, "--seeds", "0", "1", "--rows", "fuscore", "qalign")
-    kept = [{"setting": "standard", "row": "fuscore", "seed": 0}]
-    todo = ablation.pending_runs(args, kept)
-    assert todo[:3] == [("standard", "qalign", 0), ("close", "fuscore", 0), ("close", "qalign", 0)]
-    assert all(seed == 1 for *_, seed in todo[3:]) and len(todo) == 7
+def test_pending_runs_demo_first_then_seed_major(tmp_path):
+    args = ablation.parse_args(["--output", str(tmp_path), "--seeds", "0", "1", "--rows", "demo", "kl_only",
+                                "kl_within"])
+    todo = ablation.pending_runs(args, [{"setting": "close", "row": "kl_only", "seed": 0}])
+    assert todo[:2] == [("close", "demo", 0), ("standard", "demo", 0)]
+    assert todo[2:5] == [("close", "kl_within", 0), ("standard", "kl_only", 0), ("standard", "kl_within", 0)]
+    assert all(seed == 1 for *_, seed in todo[5:]) and len(todo) == 9
 
 
-@pytest.mark.slow  # two spawned worker processes import transformers: about 15 s on 2 cores
-def test_parallel_jobs_merge_into_one_file_and_resume(tmp_path):
-    rows = ["fuscore", "fuscore_no_within", "deqa"]
-    args = _args(tmp_path, "--jobs", "2", "--seeds", "0", "--rows", *rows)
-    results = ablation.run_all(args, runner=fake_runner)
-    saved = json.loads((tmp_path / "r.json").read_text())
-    assert saved == json.loads((tmp_path / "out" / "results_ablation.json").read_text())
-    keys = sorted((run["setting"], run["row"], run["seed"]) for run in saved["runs"])
-    assert keys == sorted((s, r, 0) for s in ("standard", "close") for r in rows)  # each run once
-    assert len(results["runs"]) == 6 and saved["jobs"] == 2
-    # In the spawned workers, DataLoader workers fork (spawned ones would re-import torch for every run).
-    assert {run["start_method"] for run in saved["runs"]} == {"fork"}
-    deqa = next(run for run in saved["runs"] if run["row"] == "deqa")
-    assert deqa["srcc"] == pytest.approx(0.55) and deqa["setup"] == ablation.setup_of(args)
-    assert "| deqa (DeQA-Score) |" in (tmp_path / "out" / "RESULTS_ablation.md").read_text()
-
-    # --resume keeps those six and adds only seed 1; another setup (other steps) would keep nothing.
-    resumed = ablation.run_all(_args(tmp_path, "--seeds", "0", "1", "--rows", *rows, "--resume"),
-                               runner=fake_runner)
-    assert len(resumed["runs"]) == 12 and resumed["runs"][:6] == saved["runs"]
-    other = ablation.run_all(_args(tmp_path, "--seeds", "0", "--rows", "fuscore", "--resume", "--steps", "4"),
-                             runner=fake_runner)
-    assert [run["setup"]["steps"] for run in other["runs"]] == [4, 4]
+def test_paired_t_interval_by_hand():
+    """The old run's close-setting differences: t = -2.03 on 2 df, p = 0.18 (issue 32's audit)."""
+    result = ablation.paired_t(np.array([-0.0647, -0.1679, -0.0254]), comparisons=17)
+    assert result["t"] == pytest.approx(-2.03, abs=0.01) and result["p"] == pytest.approx(0.18, abs=0.005)
+    mean, half = -0.086, 4.302653 * np.std([-0.0647, -0.1679, -0.0254], ddof=1) / np.sqrt(3)
+    assert (result["low"], result["high"]) == pytest.approx((mean - half, mean + half), abs=1e-4)
+    assert result["p_adjusted"] == pytest.approx(min(1.0, 17 * result["p"]))
+    assert ablation.paired_t(np.zeros(4))["p"] == 1.0
 
 
-def test_deadline_starts_nothing_that_would_end_late(tmp_path, capsys):
-    results = ablation.run_all(_args(tmp_path, "--seeds", "0", "--rows", "fuscore", "--deadline", "0"),
-                               runner=fake_runner)
-    assert results["runs"] == []
-    assert "not started before --deadline" in capsys.readouterr().out
-
-
-def test_a_failing_run_is_named_and_the_others_are_saved(tmp_path):
-    with pytest.raises(SystemExit, match="scalar"):
-        ablation.run_all(_args(tmp_path, "--seeds", "0", "--settings", "close", "--rows", "fuscore", "scalar"),
-                         runner=failing_runner)
-    saved = json.loads((tmp_path / "r.json").read_text())
-    assert [run["row"] for run in saved["runs"]] == ["fuscore"]
-
-
-def _runs(device="NVIDIA H200"):
-    setup = ablation.setup_of(ablation.parse_args(["--preset", "gpu"]))
+def _results(effect: float, noise: float, seeds=range(8)) -> dict:
+    """Fake runs: every row's accuracy is 0.7 + a per-seed offset; kl_within adds `effect` (+ noise per seed)."""
+    rng = np.random.default_rng(0)
+    setup = ablation.setup_of(ablation.parse_args([]))
     runs = []
-    for seed, (with_term, without) in enumerate(((0.40, 0.30), (0.42, 0.31), (0.45, 0.33))):
-        for row, value in (("fuscore", with_term), ("fuscore_no_within", without), ("fuscore_no_cross", with_term)):
-            runs.append({"setting": "close", "row": row, "seed": seed, "setup": setup, "srcc": value, "plcc": value,
-                         "srcc_within": value, "pairwise_accuracy_within": 0.5 + value / 2, "train_seconds": 40.0,
-                         "device": device})
-    return {"runs": runs, "jobs": 8, "wall_seconds": 400.0}
+    for setting in ablation.SETTINGS:
+        runs.append({"setting": setting, "row": "demo", "seed": 0, "setup": setup, "accuracy_truth": 0.7,
+                     "srcc_within_truth": 0.5, "srcc_truth": 0.8, "accuracy_mos": 0.65, "mean_pred_sd": 1.0,
+                     "device": "NVIDIA H100 80GB HBM3"})
+        for seed in seeds:
+            offset = 0.01 * seed
+            for row in ablation.ROWS:
+                value = 0.7 + offset + (effect + noise * rng.standard_normal() if row == "kl_within" else 0.0)
+                runs.append({"setting": setting, "row": row, "seed": seed, "setup": setup, "accuracy_truth": value,
+                             "srcc_within_truth": value - 0.2, "srcc_truth": value + 0.1, "accuracy_mos": value - 0.05,
+                             "mean_pred_sd": 1.1, "train_loss_dist": 0.3, "train_loss_within": 0.01,
+                             "train_loss_cross": 0.02, "device": "NVIDIA H100 80GB HBM3"})
+    return {"runs": runs, "jobs": 12, "wall_seconds": 400.0, "date": "2026-12-06",
+            "versions": {"torch": "2.11", "transformers": "5.17.0", "python": "3.11"},
+            "tables": {setting: {"images": 3072, "scenes": 512, "pairs_within": 7680, "mos_accuracy_truth": 0.86,
+                                 "mos_srcc_within_truth": 0.79, "mos_srcc_truth": 0.95, "median_mos_std": 1.1}
+                       for setting in ablation.SETTINGS}}
 
 
-def test_render_states_the_machine_and_the_verdicts():
-    text = ablation.render(_runs())
-    assert "on one NVIDIA H200 GPU, 8 trainings at once" in text and "no GPU" not in text
-    assert "6.7 min for the whole command" in text
-    assert "| fuscore (KL + within + cross) | 0.423 ± 0.025 |" in text
-    assert "| close | within-pair | 0.110 ± 0.010 | 0.110 ± 0.010 |" in text
-    lines = [line for line in text.splitlines() if line.startswith("| close | within-pair")]
-    assert lines[0].endswith("| helps |")
-    assert next(line for line in text.splitlines() if line.startswith("| close | cross-pair")).endswith(
-        "| no measurable difference |")
-    assert "still to be run" not in text
-    cpu = ablation.render(_runs(device="cpu"))
-    assert "no GPU" in cpu and "still to be run" in cpu
+def test_analysis_states_only_what_the_interval_carries():
+    helped = ablation.analysis(_results(effect=0.02, noise=0.002))
+    assert helped["comparisons"] == len(ablation.SECONDARY) == 17 and len(helped["secondary"]) == 17
+    assert helped["primary"]["n"] == 8 and helped["primary"]["low"] > 0
+    assert "**raised**" in ablation.primary_sentence(helped["primary"])
+    assert "**lowered**" in ablation.primary_sentence(ablation.analysis(_results(-0.02, 0.002))["primary"])
+    unclear = ablation.analysis(_results(effect=0.0, noise=0.01))["primary"]
+    assert unclear["low"] < 0 < unclear["high"]
+    assert "**no difference was found**" in ablation.primary_sentence(unclear)
+    text = ablation.render(_results(effect=0.02, noise=0.002))
+    assert "on NVIDIA H100 80GB HBM3 GPU, 12 runs at a time; torch 2.11, transformers 5.17.0" in text
+    assert "## Secondary contrasts (17 comparisons, Bonferroni)" in text
+    assert "| `standard` | KL + within − KL only |" in text and "86.0% of them like the truth" in text
+    assert "Below the design's" not in text and "| demo checkpoint, not fine-tuned |" in text
 
 
-def test_render_only_reads_a_results_file(tmp_path):
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps(_runs()))
-    ablation.main(["--render-only", "--results", str(path), "--output", str(tmp_path / "R.md"),
-                   "--output-dir", str(tmp_path / "out")])
-    assert (tmp_path / "R.md").read_text() == (tmp_path / "out" / "RESULTS_ablation.md").read_text()
-    path.write_text("{")
-    with pytest.raises(SystemExit, match="not valid JSON"):
-        ablation.main(["--render-only", "--results", str(path), "--output", str(tmp_path / "R.md")])
+# A stand-in for run_one and for the tables: the bookkeeping without training.
+def fake_runner(args, row, seed, setting_paths, cache):
+    assert setting_paths == {"train": "train-table", "eval": "eval-table"}
+    value = 0.7 + 0.01 * seed + (0.02 if row == "kl_within" else 0.0)
+    return {"accuracy_truth": value, "srcc_within_truth": value, "srcc_truth": value, "accuracy_mos": value,
+            "mean_pred_sd": 1.0, "train_seconds": 1.0, "eval_seconds": 0.5, "device": "cpu"}
+
+
+def failing_runner(args, row, seed, setting_paths, cache):
+    if row == "kl_cross":
+        raise RuntimeError("kl_cross broke")
+    return fake_runner(args, row, seed, setting_paths, cache)
+
+
+@pytest.fixture
+def no_tables(monkeypatch):
+    monkeypatch.setattr(ablation, "build_tables", lambda args, folder, settings: {
+        setting: {"train": "train-table", "eval": "eval-table"} for setting in settings})
+    monkeypatch.setattr(ablation, "load_split", lambda path, truth_labels=False: path)
+    monkeypatch.setattr(ablation, "table_facts", lambda table: _results(0, 0)["tables"]["close"])
+
+
+def _args(tmp_path, *extra):
+    return ablation.parse_args(["--preset", "tiny", "--output", str(tmp_path / "out"), *extra])
+
+
+def test_results_after_every_run_resume_and_published_files_untouched(tmp_path, no_tables):
+    published = {path: path.read_bytes() for path in (ablation.RESULTS_JSON, ablation.RESULTS_MD)}
+    args = _args(tmp_path, "--settings", "close", "--rows", "kl_only", "kl_within", "--seeds", "0")
+    ablation.run_all(args, runner=fake_runner)
+    saved = json.loads((tmp_path / "out" / "results_ablation.json").read_text())
+    assert sorted(run["row"] for run in saved["runs"]) == ["kl_only", "kl_within"]
+    assert "# Does the within-pair Thurstone term help?" in (tmp_path / "out" / "RESULTS_ablation.md").read_text()
+    # --resume keeps those two and adds seed 1 and the other setting (a shard run later).
+    resumed = ablation.run_all(_args(tmp_path, "--rows", "kl_only", "kl_within", "--seeds", "0", "1", "--resume"),
+                               runner=fake_runner)
+    assert len(resumed["runs"]) == 8 and resumed["runs"][:2] == saved["runs"]
+    assert {path: path.read_bytes() for path in published} == published  # never written without --publish
+
+
+def test_deadline_and_failures_keep_what_finished(tmp_path, no_tables, capsys):
+    results = ablation.run_all(_args(tmp_path, "--settings", "close", "--rows", "kl_only", "--deadline", "0"),
+                               runner=fake_runner)
+    assert results["runs"] == [] and "not started before --deadline" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="kl_cross"):
+        ablation.run_all(_args(tmp_path, "--settings", "close", "--rows", "kl_only", "kl_cross", "--seeds", "0"),
+                         runner=failing_runner)
+    saved = json.loads((tmp_path / "out" / "results_ablation.json").read_text())
+    assert [run["row"] for run in saved["runs"]] == ["kl_only"]
+
+
+def test_truth_labels_replace_only_the_mos(tmp_path):
+    import datasets
+
+    from fuscore_data.synthetic import SyntheticIVIF, overall_score
+
+    table = SyntheticIVIF(image_size=32, seed=5).table(2, 3).remove_columns(["ir", "vis", "fused"])
+    table.save_to_disk(str(tmp_path / "t"))
+    plain, truth = ablation.load_split(str(tmp_path / "t")), ablation.load_split(str(tmp_path / "t"), truth_labels=True)
+    assert plain["row"] == [0, 1, 2, 3, 4, 5] and plain["mos"] == table["mos"]
+    subs = np.array([[row[name] for name in ("thermal_retention", "texture_preservation", "artifacts", "sharpness")]
+                     for row in table])
+    np.testing.assert_allclose(truth["mos"], overall_score(subs), atol=1e-5)
+    assert truth["mos_std"] == plain["mos_std"] and not np.allclose(truth["mos"], plain["mos"])
+    assert isinstance(truth, datasets.Dataset)
+
+
+def test_tiny_pipeline_end_to_end(tmp_path):
+    """Tables, cached patches, fine-tuning the demo checkpoint (KL only, KL + within, the truth arm), the scoring
+    against the truth and the analysis, at toy size on the CPU (about 40 s on 2 shared cores)."""
+    ablation.main(["--preset", "tiny", "--output", str(tmp_path / "out"), "--settings", "close", "--rows", "demo",
+                   "kl_only", "kl_within", "truth_kl_within"])
+    saved = json.loads((tmp_path / "out" / "results_ablation.json").read_text())
+    runs = {(run["row"], run["seed"]): run for run in saved["runs"]}
+    assert set(runs) == {("demo", 0), *((row, seed) for row in ("kl_only", "kl_within", "truth_kl_within")
+                                        for seed in (0, 1))}
+    tuned = runs[("kl_within", 0)]
+    assert 0 <= tuned["accuracy_truth"] <= 1 and tuned["mean_pred_sd"] > 0
+    assert [entry["step"] for entry in tuned["train_log"]] == [1, 2]
+    assert {"loss_dist", "loss_within", "loss_cross"} <= set(tuned["train_log"][-1])
+    assert {"eval_loss_dist", "eval_loss_within", "eval_loss_cross"} <= set(tuned)
+    # The weights differ, the batches are the same: the first logged losses match term by term, not in total.
+    assert tuned["train_log"][0]["loss_within"] == pytest.approx(runs[("kl_only", 0)]["train_log"][0]["loss_within"])
+    assert tuned["train_log"][0]["loss"] > runs[("kl_only", 0)]["train_log"][0]["loss"]
+    assert runs[("demo", 0)]["train_log"] == [] and saved["tables"]["close"]["scenes"] == 3
+    text = (tmp_path / "out" / "RESULTS_ablation.md").read_text()
+    assert "## Primary result" in text and "2 paired seeds" in text and "Below the design's 512" in text
