@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -201,6 +202,7 @@ def _table_chunk(model: str, image_size: int, seed: int, shared_degradation, sta
     from fuscore_data.synthetic import SyntheticIVIF
     from modeling_fuscore import FuScoreForQuality
 
+    torch.set_num_threads(1)  # one of many chunk processes: threads of their own only oversubscribe the cores
     generator = SyntheticIVIF(image_size=image_size, seed=seed, shared_degradation=shared_degradation,
                               num_raters=raters)
     table = generator.table(count, images_per_scene, start_scene=start).remove_columns(["ir", "vis"])
@@ -272,6 +274,10 @@ def build_tables(args, folder: Path, settings=None) -> dict:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        # Single-threaded children (OpenMP and BLAS read these at import): with a thread pool each, 16 processes
+        # oversubscribed a 16-core H100 machine and building the tables took 501 s (2026-12-06).
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[name] = "1"
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             chunks = list(pool.map(_table_chunk_star, [chunk for *_, chunk in parts]))
     else:
