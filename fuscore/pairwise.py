@@ -36,7 +36,8 @@ from typing import NamedTuple, Optional, Union
 
 import numpy as np
 import torch
-from scipy import optimize
+from scipy import optimize, sparse
+from scipy.sparse import csgraph
 
 from configuration_fuscore import DEFAULT_LEVEL_VALUES
 
@@ -143,6 +144,9 @@ class DavidsonFit:
         log_likelihood: at the fit.
         n_comparisons: total (possibly fractional) number of comparisons.
         converged: what the optimiser reported.
+        finite: whether the maximum-likelihood estimate is finite. False when some group of methods won every
+            comparison against the others (its strengths grow without bound: the fit stops at large values whose
+            order is still the ranking, but whose size means nothing) or when every comparison was a tie.
     """
 
     methods: list
@@ -151,6 +155,7 @@ class DavidsonFit:
     log_likelihood: float
     n_comparisons: float
     converged: bool
+    finite: bool = True
 
     def ranking(self) -> list:
         """`(method, strength)` from the best method down (equal strengths keep the methods' order)."""
@@ -206,9 +211,9 @@ def fit_davidson(wins, ties=None, methods: Optional[Sequence[Hashable]] = None, 
             were never compared with the others (the comparison graph is not connected: their strengths cannot be
             put on one scale).
 
-    A method that won every comparison it took part in has no finite maximum-likelihood strength; the optimiser then
-    stops at a large strength with `converged` possibly False. Expected counts (`comparison_counts`' default) never
-    hit this, as every Thurstone probability is positive.
+    A group of methods that won every comparison against the others has no finite maximum-likelihood strength; the
+    fit then stops at large strengths and says so (`finite=False`). Expected counts (`comparison_counts`' default)
+    never hit this, as every Thurstone probability is positive.
     """
     wins = np.asarray(wins, dtype=np.float64)
     m = wins.shape[0] if wins.ndim == 2 else 0
@@ -225,18 +230,17 @@ def fit_davidson(wins, ties=None, methods: Optional[Sequence[Hashable]] = None, 
     wins, ties = wins.copy(), ties.copy()
     np.fill_diagonal(wins, 0.0)  # a method against itself says nothing
     np.fill_diagonal(ties, 0.0)
-    compared = (wins + wins.T + ties) > 0
-    reached, frontier = {0}, [0]
-    while frontier:
-        node = frontier.pop()
-        for other in np.flatnonzero(compared[node]):
-            if int(other) not in reached:
-                reached.add(int(other))
-                frontier.append(int(other))
-    if len(reached) < m:
-        apart = [methods[k] for k in range(m) if k not in reached]
+    _, component = csgraph.connected_components(sparse.csr_matrix(wins + wins.T + ties > 0), connection="weak")
+    if component.max() > 0:
+        apart = [methods[k] for k in range(m) if component[k] != component[0]]
         raise ValueError(f"Methods {apart} were never compared, directly or through others, with {methods[0]!r}; "
                          "their strengths cannot be put on one scale.")
+    # The maximum-likelihood strengths are finite exactly when every group of methods did not win against the rest at
+    # least once (lost or tied): the graph "i beat or tied j" is strongly connected (Ford, 1957, for Bradley-Terry; a
+    # tie joins both ways). A finite tie parameter also needs a comparison that was not a tie.
+    not_lost = (wins.T + ties) > 0  # [i, j]: i lost to or tied with j at least once
+    strong, _ = csgraph.connected_components(sparse.csr_matrix(not_lost), connection="strong")
+    finite = strong == 1 and bool(wins.sum() > 0)
     fit_tie = bool(ties.sum() > 0)
     start = np.zeros(m - 1 + fit_tie)
     result = optimize.minimize(_negative_log_likelihood, start, args=(wins, ties, fit_tie), jac=True,
@@ -249,6 +253,7 @@ def fit_davidson(wins, ties=None, methods: Optional[Sequence[Hashable]] = None, 
         log_likelihood=float(-result.fun),
         n_comparisons=float(np.triu(wins + wins.T + ties, k=1).sum()),
         converged=bool(result.success),
+        finite=finite,
     )
 
 

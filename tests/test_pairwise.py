@@ -114,6 +114,16 @@ def test_davidson_fit_solves_its_score_equations():
     assert win + tie + loss == pytest.approx(1.0) and fit.probabilities("A", "C") == pytest.approx((win, tie, loss))
 
 
+def test_davidson_says_when_the_estimate_is_not_finite():
+    # A beat B and C every time: its strength has no finite maximum; B and C lost and tied among themselves.
+    fit = fit_davidson([[0, 3, 3], [0, 0, 2], [0, 1, 0]], [[0, 0, 0], [0, 0, 1], [0, 1, 0]], ["A", "B", "C"])
+    assert not fit.finite and fit.ranking()[0][0] == "A"
+    # One tie of A with B is enough: A can no longer run away.
+    assert fit_davidson([[0, 3, 3], [0, 0, 2], [0, 1, 0]], [[0, 1, 0], [1, 0, 1], [0, 1, 0]]).finite
+    assert not fit_davidson([[0, 0], [0, 0]], [[0, 2], [2, 0]]).finite  # only ties: nu has no finite maximum
+    assert fit_davidson([[0, 6], [2, 0]], [[0, 4], [4, 0]]).finite
+
+
 def test_davidson_refuses_what_it_cannot_fit():
     with pytest.raises(ValueError, match=r"\['C', 'D'\] were never compared"):
         fit_davidson([[0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], methods=["A", "B", "C", "D"])
