@@ -33,6 +33,10 @@ def test_stored_maps_are_grey_over_255():
     rgb = Image.fromarray(np.stack([grey] * 3, axis=-1))  # a grey map saved as RGB reads the same
     np.testing.assert_allclose(artifact_map_array(rgb), expected, atol=1 / 255)
     assert artifact_map_array(np.array([[[0.5, 0.25]]])).tolist() == [[0.5, 0.25]]
+    sixteen = Image.fromarray(np.array([[0, 65535], [13107, 26214]], dtype=np.uint16))
+    np.testing.assert_allclose(artifact_map_array(sixteen), expected, atol=1e-6)
+    np.testing.assert_allclose(artifact_map_array(Image.fromarray(expected.astype(np.float32))), expected,
+                               atol=1e-7)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         artifact_map_array(np.array([[0.5, 1.5]]))
     with pytest.raises(ValueError, match="2-D"):

@@ -38,14 +38,17 @@ def artifact_map_array(image) -> np.ndarray:
     """A map as float32 `(H, W)` in [0, 1].
 
     A PIL image is converted to grey ("L") and divided by 255, as EVAFusion reads its `artifact_heatmap`
-    (`convert("L")`, then `ToTensor`); a uint8 array is divided by 255; a float array is taken as it is and must lie
-    in [0, 1]. A `(1, H, W)` or `(H, W, 1)` array is squeezed.
+    (`convert("L")`, then `ToTensor`); a 16-bit grey image is divided by 65535 and a float ("F") one taken as it is;
+    a uint8 array is divided by 255; a float array is taken as it is and must lie in [0, 1]. A `(1, H, W)` or
+    `(H, W, 1)` array is squeezed.
 
     Raises:
         ValueError: not two-dimensional, not finite, or a float map outside [0, 1].
     """
     if hasattr(image, "getbands"):
-        image = np.asarray(image.convert("L"))
+        if image.mode.startswith("I;16") or image.mode == "I":  # 16-bit grey: its own full scale
+            return artifact_map_array(np.asarray(image, dtype=np.float32) / 65535.0)
+        image = np.asarray(image if image.mode == "F" else image.convert("L"))
     array = np.asarray(image)
     if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
         array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:-1])
