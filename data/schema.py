@@ -17,7 +17,7 @@ Optional extra columns (`EXTRA_FEATURES`) follow those, kept where a table has t
 
 | column | feature | notes |
 |---|---|---|
-| `artifact_heatmap` | `datasets.Image()` | EVAFusion's grey map of where the fused image shows artifacts, may be None |
+| `artifact_heatmap` | `datasets.Image()` | grey map of where the fused image shows artifacts (255 / white: artifact), as EVAFusion ships and the synthetic benchmark makes with `local_artifacts=True`; may be None (no map known; an all-black map says "no artifact") |
 """
 
 from __future__ import annotations

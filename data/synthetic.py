@@ -15,7 +15,9 @@ use this generator. Everything is made from a seed, in milliseconds per image:
 3. **Degradations** (`Degradation`): blur, additive noise, JPEG re-compression (blocking
    and ringing), contrast loss and thermal suppression (warm targets pulled towards their
    visible appearance), applied with explicit parameters (`render`) or random strengths
-   (`sample_degradation`).
+   (`sample_degradation`). Optionally (`SyntheticIVIF(local_artifacts=True)`), localised
+   artifacts (`LocalArtifact`: blocking, halo, noise, ghosting, saturation) are planted too and
+   an artifact map (`artifact_heatmap`) marks where each image shows artifacts.
 4. **Scores by construction** (`render`): the four sub-scores are measured with oracle
    knowledge the model never sees (target masks, the noise-free sources, the undegraded
    fusion) and mapped to [1, 5] (higher is better):
@@ -62,7 +64,7 @@ from PIL import Image
 from scipy import ndimage
 
 from .cards import SYNTHETIC_STATEMENT
-from .schema import RATING_FEATURES, SUB_DIMENSIONS
+from .schema import EXTRA_FEATURES, RATING_FEATURES, SUB_DIMENSIONS
 
 
 # Every length in pixels below is for a 112-px image and scales with the image size, so a
@@ -454,6 +456,91 @@ def _jittered(degradation: Degradation, amount: float, rng: np.random.Generator)
     )
 
 
+LOCAL_ARTIFACT_KINDS = ("blocking", "halo", "noise", "ghosting", "saturation")
+"""Localised artifacts of real fusion results that `LocalArtifact` plants: blocking and ringing from heavy compression
+of one region, halos (overshoot) at strong edges, noise, ghosting from a misregistered infrared source, and a clipped,
+saturated region."""
+# A pixel of a planted halo or ghost is marked where it moved the luminance by at least this much (about 8 grey levels).
+PLANTED_CHANGE_VISIBLE = 0.03
+# An 8 x 8 block of a compressed region is marked where its mean absolute luminance change reaches this.
+PLANTED_BLOCK_VISIBLE = 0.01
+# With maps on, the generator's other artifacts are marked too: the unexplained high-pass residual (global noise, JPEG,
+# passed-through sensor noise) where its local RMS (5 px window at 112 px) reaches this, and the method's overshoot
+# outside the sources' envelope where it reaches OVERSHOOT_VISIBLE.
+RESIDUAL_VISIBLE = 0.03
+OVERSHOOT_VISIBLE = 0.02
+
+
+@dataclass(frozen=True)
+class LocalArtifact:
+    """One localised artifact to plant in a fused image (`render(..., local_artifacts=...)`).
+
+    Position and size are fractions of the image side, so an artifact is the same at 112 and 224 px. The region is
+    the disc of `radius` around the centre (blocking: the 8-px-aligned square around it). `strength` in [0, 1] sets:
+
+    * `blocking`: JPEG re-compression of the region at quality `round(12 - 9 strength)` (3..12);
+    * `halo`: unsharp-mask overshoot, `(1 + 3 strength) (y - blur(y, 1.5 px))` added inside the region;
+    * `noise`: Gaussian luminance noise of sigma `0.04 + 0.1 strength` (its field drawn from `seed`);
+    * `ghosting`: the infrared source shifted by `3 + 5 strength` px towards `angle` (radians, 0 = right, pi/2 = down)
+      and blended in at `0.35 + 0.3 strength`, as a misregistered source leaves a displaced copy of its edges;
+    * `saturation`: a brightness boost that clips `40 + 50 strength` % of the region to white (that quantile of its
+      luminance from the top pushed 0.05 past 1).
+    """
+
+    kind: str
+    center_y: float
+    center_x: float
+    radius: float
+    strength: float
+    angle: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in LOCAL_ARTIFACT_KINDS:
+            raise ValueError(f"Unknown local artifact {self.kind!r}; choose one of {list(LOCAL_ARTIFACT_KINDS)}.")
+        for name in ("center_y", "center_x", "strength"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if not 0 < self.radius <= 0.5:
+            raise ValueError(f"radius must be in (0, 0.5] (a fraction of the image side), got {self.radius}.")
+
+    def tag(self) -> str:
+        """e.g. `halo0.62`."""
+        return f"{self.kind}{self.strength:.2f}"
+
+
+def sample_local_artifacts(rng: np.random.Generator, scene: Scene, probability: float = 0.75,
+                           max_count: int = 3) -> tuple[LocalArtifact, ...]:
+    """Random localised artifacts for one fused image: none with probability `1 - probability`, else 1 to
+    `max_count` of different kinds at strengths uniform in [0.2, 1], regions of radius 8-16 % of the side.
+
+    Halos are centred on a strong edge of the sources (the top 5 % of their gradient), ghosts on a warm target (where
+    a misregistered infrared image shows most), the others anywhere away from the border.
+    """
+    if rng.random() >= probability:
+        return ()
+    count = int(rng.integers(1, max_count + 1))
+    kinds = [LOCAL_ARTIFACT_KINDS[k] for k in rng.choice(len(LOCAL_ARTIFACT_KINDS), size=count, replace=False)]
+    size = scene.size
+    edges = np.maximum(_gradient_magnitude(scene.ir), _gradient_magnitude(scene.vis_clean_y))
+    strong = np.argwhere(edges >= np.quantile(edges, 0.95))
+    artifacts = []
+    for kind in kinds:
+        strength = round(float(rng.uniform(0.2, 1.0)), 2)
+        radius = round(float(rng.uniform(0.08, 0.16)), 3)
+        angle = round(float(rng.uniform(0.0, 2 * np.pi)), 3)
+        seed = int(rng.integers(2**31))
+        y, x = rng.uniform(0.2, 0.8, size=2)
+        pick = int(rng.integers(1 << 30))
+        if kind == "halo" and len(strong):
+            y, x = (strong[pick % len(strong)] + 1.0) / size
+        elif kind == "ghosting" and scene.num_targets:
+            y, x = (np.array(ndimage.center_of_mass(scene.targets == 1 + pick % scene.num_targets)) + 0.5) / size
+        artifacts.append(LocalArtifact(kind, round(float(np.clip(y, 0, 1)), 3), round(float(np.clip(x, 0, 1)), 3),
+                                       radius, strength, angle, seed))
+    return tuple(artifacts)
+
+
 @dataclass(frozen=True)
 class Rendering:
     """One fused image with its constructed sub-scores.
@@ -467,9 +554,16 @@ class Rendering:
     degradation: Degradation
     scores: dict[str, float]
     measurements: dict[str, float] = field(default_factory=dict)
+    local_artifacts: tuple = ()  # the planted `LocalArtifact`s
+    planted_masks: tuple = ()  # one (H, W) bool mask per planted artifact: where it is marked
+    artifact_map: np.ndarray | None = None  # (H, W) uint8, 255 where the image shows an artifact (with maps on)
 
     def fused_image(self) -> Image.Image:
         return Image.fromarray(self.fused, mode="RGB")
+
+    def artifact_map_image(self) -> Image.Image | None:
+        """The artifact map as a grey image (0 clean, 255 artifact), or None without maps."""
+        return None if self.artifact_map is None else Image.fromarray(self.artifact_map, mode="L")
 
 
 def render(
@@ -477,6 +571,8 @@ def render(
     method: str,
     degradation: Degradation = Degradation(),
     rng: np.random.Generator | None = None,
+    local_artifacts: Sequence[LocalArtifact] = (),
+    artifact_map: bool = False,
 ) -> Rendering:
     """Fuse `scene` with `method`, apply `degradation`, and score the result by construction.
 
@@ -494,6 +590,16 @@ def render(
 
     `rng` draws the injected noise (default: a fixed generator, so a call with explicit
     parameters is reproducible).
+
+    `local_artifacts` are planted last, into the shown image (after noise and JPEG); like noise and
+    compression they count only as artifacts, by the same rule: the high-pass residual the clean
+    sources do not explain and the 8-px blockiness of `_artifact_level`. With `artifact_map` (implied by `local_artifacts`)
+    the rendering carries the artifact map: each planted artifact's mask (noise: its disc; blocking:
+    the 8 x 8 blocks it visibly changed; halo and ghosting: the disc's pixels it moved by at least
+    `PLANTED_CHANGE_VISIBLE`, grown by 1 px; saturation: the disc's pixels pushed past white), and
+    the other artifacts the score counts where they are visible (`RESIDUAL_VISIBLE`,
+    `OVERSHOOT_VISIBLE`). Without either, nothing changes: the same image and scores as before
+    maps existed.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     scale = scene.scale
@@ -515,6 +621,15 @@ def render(
         shown_rgb = _jpeg(shown_rgb, degradation.jpeg_quality)
     clean_y = _luma(clean_rgb.astype(np.float32) / 255.0)
     shown_y = clean_y if shown_rgb is clean_rgb else _luma(shown_rgb.astype(np.float32) / 255.0)
+    local_artifacts = tuple(local_artifacts)
+    masks, artifact_map_array = (), None
+    if local_artifacts or artifact_map:
+        artifact_map_array = _visible_artifacts(shown_y, clean_y, fused_clean, scene)
+    if local_artifacts:
+        shown_rgb, masks = _plant(shown_rgb, scene, local_artifacts)
+        shown_y = _luma(shown_rgb.astype(np.float32) / 255.0)
+        for mask in masks:
+            artifact_map_array |= mask
 
     measurements = {
         "thermal_retention": _thermal_contrast_ratio(content, scene),
@@ -523,7 +638,9 @@ def render(
         "sharpness": float(_gradient_magnitude(clean).mean() / max(scene.reference_gradient, 1e-6)),
     }
     scores = {name: _to_scale(value, *SCORE_ANCHORS[name]) for name, value in measurements.items()}
-    return Rendering(fused=shown_rgb, method=method, degradation=degradation, scores=scores, measurements=measurements)
+    return Rendering(fused=shown_rgb, method=method, degradation=degradation, scores=scores, measurements=measurements,
+                     local_artifacts=local_artifacts, planted_masks=masks,
+                     artifact_map=None if artifact_map_array is None else artifact_map_array.astype(np.uint8) * 255)
 
 
 def overall_score(sub_scores: np.ndarray) -> np.ndarray:
@@ -554,6 +671,14 @@ class SyntheticIVIF:
             [1 - j, 1 + j]. Their qualities are then close and their order within the pair is set
             by the fusion method and small strength differences: method-level ordering is hard
             (the "close" setting of benchmarks/ablation.py).
+        local_artifacts: False (the default): the images and scores of before maps existed, seed for
+            seed. True: each fused image also gets localised artifacts (`sample_local_artifacts`: none
+            for a quarter of the images, else 1-3 of blocking, halo, noise, ghosting, saturation),
+            drawn from a stream of their own (`default_rng([seed, scene_index, 1])`), so the scenes,
+            methods and degradations stay those of the same seed without them; they lower the
+            artifacts score (and through it the overall truth and the simulated ratings), `method`
+            names them (e.g. `+halo0.62`), and the table gains the `artifact_heatmap` column: a grey
+            map, 255 where the image shows an artifact (`render`'s `artifact_map`).
 
     A group's row `j` depends only on (seed, scene_index, j): asking for more images of a
     scene appends rows without changing the earlier ones. Within a group the methods are
@@ -570,6 +695,7 @@ class SyntheticIVIF:
         num_raters: int = 24,
         night_fraction: float = 0.35,
         shared_degradation: float | None = None,
+        local_artifacts: bool = False,
     ):
         unknown = [m for m in methods if m not in FUSION_METHODS]
         if unknown or not methods:
@@ -590,6 +716,7 @@ class SyntheticIVIF:
         self.num_raters = int(num_raters)
         self.night_fraction = float(night_fraction)
         self.shared_degradation = None if shared_degradation is None else float(shared_degradation)
+        self.local_artifacts = bool(local_artifacts)
 
     def pair_id(self, scene_index: int) -> str:
         return f"syn-{self.seed}-{scene_index}"
@@ -614,19 +741,22 @@ class SyntheticIVIF:
         rows, used_names = [], set()
         # Drawn before the rows, so asking for more images still appends rows without changing the earlier ones.
         shared = None if self.shared_degradation is None else sample_degradation(rng)
+        # Their own stream: with local artifacts on, everything else is drawn as with them off.
+        artifact_rng = np.random.default_rng([self.seed, scene_index, 1]) if self.local_artifacts else None
         for j in range(num_images):
             method = self.methods[order[j % len(self.methods)]]
             if shared is None:
                 degradation = sample_degradation(rng)
             else:
                 degradation = _jittered(shared, self.shared_degradation, rng)
-            rendering = render(scene, method, degradation, rng)
+            planted = sample_local_artifacts(artifact_rng, scene) if self.local_artifacts else ()
+            rendering = render(scene, method, degradation, rng, planted, artifact_map=self.local_artifacts)
             sub_scores = np.array([rendering.scores[name] for name in SUB_DIMENSIONS])
             truth = float(overall_score(sub_scores))
             spread = float(np.sqrt(np.mean((sub_scores - truth) ** 2)))
             noise = rng.normal(0.0, RATER_NOISE_BASE + RATER_NOISE_PER_SPREAD * spread, size=self.num_raters)
             ratings = np.clip(truth + rater_bias + noise, 1.0, 5.0)
-            name = "+".join(filter(None, (method, degradation.tag())))
+            name = "+".join(filter(None, (method, degradation.tag(), *(a.tag() for a in planted))))
             if name in used_names:  # the same method twice without degradation in one group
                 name = f"{name}#{j}"
             used_names.add(name)
@@ -640,6 +770,7 @@ class SyntheticIVIF:
                     "mos": round(float(ratings.mean()), 4),
                     "mos_std": round(float(ratings.std(ddof=1)), 4),
                     **{k: round(float(v), 4) for k, v in rendering.scores.items()},
+                    **({"artifact_heatmap": rendering.artifact_map_image()} if self.local_artifacts else {}),
                 }
             )
         return rows
@@ -665,9 +796,10 @@ class SyntheticIVIF:
 
         if num_scenes < 1:
             raise ValueError(f"num_scenes must be >= 1, got {num_scenes}.")
-        info = datasets.DatasetInfo(
-            description=synthetic_description(self), license="apache-2.0", features=RATING_FEATURES
-        )
+        features = RATING_FEATURES
+        if self.local_artifacts:
+            features = datasets.Features({**RATING_FEATURES, "artifact_heatmap": EXTRA_FEATURES["artifact_heatmap"]})
+        info = datasets.DatasetInfo(description=synthetic_description(self), license="apache-2.0", features=features)
         chunk_scenes = 64
         chunks = []
         for first in range(start_scene, start_scene + num_scenes, chunk_scenes):
@@ -677,7 +809,7 @@ class SyntheticIVIF:
                 # The sources are shared by the group's rows: encode them once, not once per row.
                 sources = {name: {"bytes": _png_bytes(group[0][name]), "path": None} for name in ("ir", "vis")}
                 rows += [{**row, **sources} for row in group]
-            chunks.append(datasets.Dataset.from_list(rows, features=RATING_FEATURES))
+            chunks.append(datasets.Dataset.from_list(rows, features=features))
         return datasets.concatenate_datasets(chunks, info=info)
 
     def _scene_and_rng(self, scene_index: int) -> tuple[Scene, np.random.Generator]:
@@ -692,6 +824,7 @@ class SyntheticIVIF:
             f"SyntheticIVIF(image_size={self.image_size}, seed={self.seed}, methods={self.methods}, "
             f"num_raters={self.num_raters}, night_fraction={self.night_fraction}"
             + ("" if self.shared_degradation is None else f", shared_degradation={self.shared_degradation}")
+            + (", local_artifacts=True" if self.local_artifacts else "")
             + ")"
         )
 
@@ -736,6 +869,11 @@ def synthetic_description(generator) -> str:
             f"scene's images and noise N(0, s^2), s = {RATER_NOISE_BASE} + "
             f"{RATER_NOISE_PER_SPREAD} x the RMS distance of the sub-scores from the overall truth, "
             "ratings clipped to [1, 5].",
+            *(["", "Localised artifacts (blocking and ringing from compressing one region, halos at strong "
+                "edges, noise, ghosting from a misregistered infrared source, a saturated region) are planted in "
+                "three quarters of the images and lower the artifacts score like the other artifacts; "
+                "`artifact_heatmap` marks where each image shows an artifact (255), planted or not."]
+              if getattr(generator, "local_artifacts", False) else []),
             "",
             "Use it to exercise and demonstrate the FuScore pipeline; results on it say nothing "
             "about agreement with human judgement of real fused images.",
@@ -927,3 +1065,70 @@ def _blockiness(y: np.ndarray) -> float:
 def _to_scale(value: float, at_one: float, at_five: float) -> float:
     position = (value - at_one) / (at_five - at_one)
     return float(1.0 + 4.0 * np.clip(position, 0.0, 1.0))
+
+
+def _visible_artifacts(shown_y: np.ndarray, clean_y: np.ndarray, fused_clean: np.ndarray, scene: Scene) -> np.ndarray:
+    """Where the artifacts `_artifact_level` counts are visible: the unexplained high-pass residual (noise, JPEG,
+    passed-through sensor noise) with a local RMS of at least `RESIDUAL_VISIBLE`, and the method's own overshoot of at
+    least `OVERSHOOT_VISIBLE`. Bool (H, W)."""
+    difference = shown_y - clean_y
+    residual = difference - _blur(difference, 2.0 * scene.scale)
+    window = max(3, 2 * round(2 * scene.scale) + 1)
+    visible = ndimage.uniform_filter(residual * residual, size=window) >= RESIDUAL_VISIBLE**2  # local mean square
+    low, high = scene.envelope
+    overshoot = np.maximum(fused_clean - high, 0.0) + np.maximum(low - fused_clean, 0.0)
+    return visible | (overshoot >= OVERSHOOT_VISIBLE)
+
+
+def _plant(rgb: np.ndarray, scene: Scene, artifacts: Sequence[LocalArtifact]) -> tuple[np.ndarray, tuple]:
+    """Plant `artifacts` in order into the uint8 RGB image; return it and one bool mask per artifact."""
+    size_y, size_x = rgb.shape[:2]
+    yy = (np.arange(size_y, dtype=np.float32)[:, None] + 0.5) / size_y
+    xx = (np.arange(size_x, dtype=np.float32)[None, :] + 0.5) / size_x
+    scale = scene.scale
+    masks = []
+    for artifact in artifacts:
+        image = rgb.astype(np.float32) / 255.0
+        y = _luma(image)
+        chroma = image - y[..., None]
+        disc = (yy - artifact.center_y) ** 2 + (xx - artifact.center_x) ** 2 <= artifact.radius**2
+        u = artifact.strength
+        if artifact.kind == "blocking":
+            top, bottom = (int(np.floor((artifact.center_y - artifact.radius) * size_y / 8)) * 8,
+                           int(np.ceil((artifact.center_y + artifact.radius) * size_y / 8)) * 8)
+            left, right = (int(np.floor((artifact.center_x - artifact.radius) * size_x / 8)) * 8,
+                           int(np.ceil((artifact.center_x + artifact.radius) * size_x / 8)) * 8)
+            top, left = max(top, 0), max(left, 0)
+            compressed = _jpeg(rgb, int(round(12 - 9 * u)))
+            region = np.zeros((size_y, size_x), dtype=bool)
+            region[top:bottom, left:right] = True
+            rgb = np.where(region[..., None], compressed, rgb)
+            change = np.abs(_luma(rgb.astype(np.float32) / 255.0) - y)
+            blocks_y, blocks_x = -(-size_y // 8), -(-size_x // 8)
+            padded = np.pad(change, ((0, blocks_y * 8 - size_y), (0, blocks_x * 8 - size_x)))
+            block_change = padded.reshape(blocks_y, 8, blocks_x, 8).mean(axis=(1, 3))
+            marked = np.repeat(np.repeat(block_change >= PLANTED_BLOCK_VISIBLE, 8, 0), 8, 1)[:size_y, :size_x]
+            masks.append(marked & region)
+            continue
+        if artifact.kind == "noise":
+            delta = (0.04 + 0.1 * u) * np.random.default_rng(artifact.seed).standard_normal(y.shape, dtype=np.float32)
+            mask = disc
+        elif artifact.kind == "halo":
+            delta = (1.0 + 3.0 * u) * (y - _blur(y, 1.5 * scale))
+            mask = None
+        elif artifact.kind == "ghosting":
+            distance = (3.0 + 5.0 * u) * scale
+            shifted = ndimage.shift(scene.ir, (distance * np.sin(artifact.angle), distance * np.cos(artifact.angle)),
+                                    order=1, mode="nearest")
+            delta = (0.35 + 0.3 * u) * (shifted - scene.ir)
+            mask = None
+        else:  # saturation
+            boost = 1.0 - float(np.quantile(y[disc], 0.6 - 0.5 * u)) + 0.05 if disc.any() else 0.0
+            delta = np.full_like(y, boost)
+            mask = disc & (y + boost >= 1.0)
+        delta = np.where(disc, delta, 0.0).astype(np.float32)
+        if mask is None:
+            mask = disc & ndimage.binary_dilation(np.abs(delta) >= PLANTED_CHANGE_VISIBLE)
+        rgb = _to_uint8((y + delta)[..., None] + chroma)
+        masks.append(mask)
+    return rgb, tuple(masks)

@@ -4,6 +4,7 @@
     reward = FuScoreReward(model, weights=EVAFUSION_WEIGHTS)        # the four sub-dimensions, EVAFusion's weights
     r = reward(fused)                                               # fused: [B, C, H, W] in [0, 1] -> r: [B]
     (-r.mean()).backward()                                          # gradients reach the fused pixels
+    evafusion_reward(scores, artifact_map)                          # EVAFusion's reward, map-weighted artifacts
 
 The images never leave their device: `FuScoreProcessor.tensor_inputs` resizes, normalises and patchifies them with
 torch operations under the image processor's own rules, and the model's differentiable `forward` (not `score`, which
@@ -30,9 +31,67 @@ from scoring_fuscore import _to_device
 # EVAFusion (Liu et al., "Bridging Human Evaluation to Infrared and Visible Image Fusion", CVPR 2026) fine-tunes its
 # fusion network with the weighted sum of its reward model's four sub-scores, read from its released
 # `reward_final.py` (github.com/ALKA-Wind/EVAFusion): thermal retention 1.0, texture preservation 2.0, artifacts 0.5,
-# sharpness 2.0, the overall score unused. There the artifacts weight is also multiplied by 1 + the fraction of its
-# predicted artifact heat map above 0.5; FuScore predicts no heat map, so that factor is left out (taken as 1).
+# sharpness 2.0, the overall score unused. There the artifacts weight is also multiplied by 1 + the share of its
+# predicted artifact heat map at or above 0.5: `evafusion_reward` applies that factor given a map; without a map
+# (`FuScoreReward` with these weights) it is left out (taken as 1).
 EVAFUSION_WEIGHTS = {"thermal_retention": 1.0, "texture_preservation": 2.0, "artifacts": 0.5, "sharpness": 2.0}
+EVAFUSION_WHITE_THRESHOLD = 0.5  # a map pixel at or above it counts as "white" (an artifact)
+
+
+def white_ratio(artifact_map: torch.Tensor, threshold: float = EVAFUSION_WHITE_THRESHOLD) -> torch.Tensor:
+    """The share of each map's pixels at or above `threshold` (`>=`, as EVAFusion's `compute_white_ratio_batch`).
+
+    A hard threshold has no useful gradient (zero almost everywhere, undefined at the threshold), so, as in EVAFusion,
+    the ratio is a constant of the reward: it is computed without gradient and the reward's gradient flows through
+    the scores only.
+
+    Args:
+        artifact_map (`torch.Tensor` of shape `(B, H, W)` or `(B, 1, H, W)`): maps in [0, 1].
+    Returns:
+        `torch.Tensor` of shape `(B,)`, float32, in [0, 1], detached.
+    """
+    if artifact_map.ndim == 4 and artifact_map.shape[1] == 1:
+        artifact_map = artifact_map[:, 0]
+    if artifact_map.ndim != 3 or artifact_map[0].numel() == 0:
+        raise ValueError(f"artifact_map must be [B, H, W] or [B, 1, H, W], got shape {tuple(artifact_map.shape)}.")
+    with torch.no_grad():
+        return (artifact_map.detach() >= threshold).flatten(1).float().mean(dim=1)
+
+
+def evafusion_reward(scores: Mapping[str, torch.Tensor], artifact_map: torch.Tensor,
+                     threshold: float = EVAFUSION_WHITE_THRESHOLD) -> torch.Tensor:
+    """EVAFusion's fine-tuning reward, exactly: `0.5 (1 + w) A + 2 T + 1 Th + 2 S` per image.
+
+    `A`, `T`, `Th`, `S` are the artifacts, texture preservation, thermal retention and sharpness scores and `w` the
+    `white_ratio` of the image's predicted artifact map (share of pixels `>= threshold`, no gradient). The weights
+    are `EVAFUSION_WEIGHTS`, unnormalised, and the overall score is not used (EVAFusion's `reward_final.py`, whose
+    loss is `-0.5 * mean(reward)`). A larger artifact area raises the weight of the artifacts score, whose gradient
+    then pushes harder towards fewer artifacts; the map itself gets no gradient.
+
+    EVAFusion's reward model regresses each score divided by 5 (its labels are out of 5), so its rewards are on that
+    scale: pass FuScore's [1, 5] scores divided by 5 to reproduce its values (the reward is linear in the scores, so
+    undivided scores give 5 times the reward and the same gradient directions). EVAFusion computes `w` on its
+    384 x 384 output map; pass the map at the resolution it should be counted on.
+
+    Args:
+        scores: `{"artifacts", "texture_preservation", "thermal_retention", "sharpness"}` -> `(B,)` tensors (extra
+            keys, such as "overall", are ignored).
+        artifact_map (`torch.Tensor` of shape `(B, H, W)` or `(B, 1, H, W)`): predicted maps in [0, 1].
+        threshold (`float`, defaults to 0.5): EVAFusion's.
+    Returns:
+        `torch.Tensor` of shape `(B,)`, differentiable w.r.t. the scores.
+    """
+    missing = [name for name in EVAFUSION_WEIGHTS if name not in scores]
+    if missing:
+        raise ValueError(f"evafusion_reward needs the scores {missing} (given: {sorted(scores)}).")
+    artifacts = scores["artifacts"]
+    ratio = white_ratio(artifact_map, threshold).to(artifacts.device)
+    if ratio.shape != artifacts.reshape(-1).shape:
+        raise ValueError(f"{ratio.numel()} maps for {artifacts.numel()} artifacts scores.")
+    reward = EVAFUSION_WEIGHTS["artifacts"] * (1.0 + ratio.to(artifacts.dtype)) * artifacts.reshape(-1)
+    for name in ("texture_preservation", "thermal_retention", "sharpness"):
+        reward = reward + EVAFUSION_WEIGHTS[name] * scores[name].reshape(-1)
+    return reward
 
 
 class FuScoreReward(nn.Module):
@@ -172,4 +231,5 @@ def clipped_policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adva
     return -surrogate.mean()
 
 
-__all__ = ["EVAFUSION_WEIGHTS", "FuScoreReward", "SUB_DIMENSIONS", "clipped_policy_loss", "group_advantages"]
+__all__ = ["EVAFUSION_WEIGHTS", "EVAFUSION_WHITE_THRESHOLD", "FuScoreReward", "SUB_DIMENSIONS", "clipped_policy_loss",
+           "evafusion_reward", "group_advantages", "white_ratio"]

@@ -80,6 +80,7 @@ ALLOWED_PROJECT_IMPORTS = {
     "evaluate_metrics": {"fuscore.atomic"},
     "evaluate_metrics/plcc_srcc": set(),  # evaluate.load copies these files alone
     "evaluate_metrics/ivif_metrics": set(),
+    "evaluate_metrics/map_metrics": set(),
 }
 
 

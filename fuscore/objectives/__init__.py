@@ -6,7 +6,8 @@ per objective.
 What lives here: `labels` builds the per-image targets in float64 numpy (the FuScore soft label, a discretised
 Gaussian whose width comes from the sub-score agreement and the raters' spread, and the baselines' labels);
 `losses` holds the torch losses (the distributional KL, Thurstone fidelity within and across source pairs, the
-tripartite sum, the baselines' losses and the two softmax modes); `registry` holds one frozen `Objective` record per
+tripartite sum, the baselines' losses and the two softmax modes); `maps` holds the artifact-map term (a table's map
+pooled to the patch grid, and the MSE against the map head's per-patch probabilities); `registry` holds one frozen `Objective` record per
 objective (its label builder, its loss, what it predicts, whether it needs a regression head, its softmax mode and
 whether it wants pair-grouped or randomly drawn batches) and the two entry points `label_for_objective` and
 `compute_objective`. Nothing here reads files, models or processes: it is pure math on arrays, so anything may import
@@ -44,6 +45,7 @@ from .losses import (
     tripartite_loss,
     within_pair_mask,
 )
+from .maps import artifact_map_array, map_loss, map_targets, pool_map_to_grid
 from .registry import (
     OBJECTIVE_REGISTRY,
     OBJECTIVES,
@@ -59,8 +61,8 @@ from .registry import (
 )
 
 
-from . import labels, losses, registry
+from . import labels, losses, maps, registry
 
 
 # The public names are the submodules' own lists, so a new label, loss or record is exported once, where it is defined.
-__all__ = [*labels.__all__, *losses.__all__, *registry.__all__]
+__all__ = [*labels.__all__, *losses.__all__, *maps.__all__, *registry.__all__]
