@@ -9,6 +9,7 @@ package and the command line import these names from here.
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 from transformers import PreTrainedConfig
@@ -18,7 +19,60 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-SUPPORTED_BASE_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """The parts of a base family's chat template that a one-turn rating prompt meets (`FuScoreProcessor.build_prompt`).
+
+    Args:
+        system_turn: what the template writes before the user turn of a conversation that has no system message.
+        assistant_prefix: what it writes after `<|im_start|>assistant\n` for the generation prompt, with thinking off
+            (`enable_thinking=False`) where the template has the switch.
+    """
+
+    system_turn: str = ""
+    assistant_prefix: str = ""
+
+    def to_dict(self) -> dict:
+        return {"system_turn": self.system_turn, "assistant_prefix": self.assistant_prefix}
+
+
+@dataclass(frozen=True)
+class BaseFamily:
+    """What FuScore needs to know about one supported base family; the one place where families differ."""
+
+    model_type: str
+    name: str
+    example: str
+    chat_format: ChatFormat
+
+
+# Qwen2-VL and Qwen2.5-VL open a conversation without a system message with a default one, and FuScore keeps it: the
+# prompt is then exactly what `apply_chat_template` gives, the conversations these bases were tuned on (tested
+# against their templates in tests/test_chat_templates.py). Qwen3.5 and Qwen3.6 think by default; FuScore reads the
+# answer straight away, so its prompt is the template's with thinking off: an empty think block opens the turn.
+_QWEN2_SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+_NO_THINKING = "<think>\n\n</think>\n\n"
+BASE_FAMILIES = {family.model_type: family for family in (
+    BaseFamily("qwen2_vl", "Qwen2-VL", "Qwen/Qwen2-VL-7B-Instruct", ChatFormat(system_turn=_QWEN2_SYSTEM)),
+    BaseFamily("qwen2_5_vl", "Qwen2.5-VL", "Qwen/Qwen2.5-VL-7B-Instruct", ChatFormat(system_turn=_QWEN2_SYSTEM)),
+    BaseFamily("qwen3_vl", "Qwen3-VL", "Qwen/Qwen3-VL-8B-Instruct", ChatFormat()),
+    BaseFamily("qwen3_vl_moe", "Qwen3-VL-MoE", "Qwen/Qwen3-VL-30B-A3B-Instruct", ChatFormat()),
+    BaseFamily("qwen3_5", "Qwen3.5 / Qwen3.6", "Qwen/Qwen3.5-9B", ChatFormat(assistant_prefix=_NO_THINKING)),
+    BaseFamily("qwen3_5_moe", "Qwen3.5-MoE / Qwen3.6-MoE", "Qwen/Qwen3.5-35B-A3B",
+               ChatFormat(assistant_prefix=_NO_THINKING)),
+)}
+SUPPORTED_BASE_MODEL_TYPES = tuple(BASE_FAMILIES)
+# Folders saved before the chat format was recorded: their prompts had no system turn and no think block.
+LEGACY_CHAT_FORMAT = ChatFormat()
+
+
+def chat_format(model_type: str) -> ChatFormat:
+    """The chat format of a supported base family (`BASE_FAMILIES`)."""
+    if model_type not in BASE_FAMILIES:
+        raise ValueError(f"FuScore wraps {', '.join(SUPPORTED_BASE_MODEL_TYPES)} models; got {model_type!r}.")
+    return BASE_FAMILIES[model_type].chat_format
 
 # The rating levels, best first: the order of `level_words`, `level_values`, the model's level logits and the
 # probabilities every score reports.
@@ -143,7 +197,7 @@ class FuScoreConfig(PreTrainedConfig):
 
     Args:
         base_config (`dict` or `PreTrainedConfig`):
-            The Qwen-VL base model's configuration (`model_type` `qwen2_vl`, `qwen2_5_vl` or `qwen3_vl`).
+            The base model's configuration (a `model_type` of `SUPPORTED_BASE_MODEL_TYPES`).
         level_words (`list[str]`, defaults to `["excellent", "good", "fair", "poor", "bad"]`):
             The rating words read at the answer position, each a single token in its leading-space form.
         level_values (`list[float]`, defaults to `[5, 4, 3, 2, 1]`):
@@ -203,6 +257,7 @@ class FuScoreConfig(PreTrainedConfig):
 FuScoreConfig.register_for_auto_class()
 
 __all__ = [
+    "BASE_FAMILIES", "BaseFamily", "ChatFormat", "LEGACY_CHAT_FORMAT", "chat_format",
     "DEFAULT_LEVEL_VALUES", "DEFAULT_LEVEL_WORDS", "DEFAULT_PROMPTS", "DIMENSIONS", "FuScoreConfig", "INPUT_MODES",
     "LEVELS", "OVERALL", "SUB_DIMENSIONS", "SUPPORTED_BASE_MODEL_TYPES", "check_input_mode", "default_prompts",
     "resolve_dimensions", "resolve_level_token_ids",

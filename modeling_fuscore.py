@@ -36,12 +36,14 @@ from transformers.utils import ModelOutput
 try:  # Hub remote code: the sibling files are part of the same dynamic module package.
     from .configuration_fuscore import (
         DEFAULT_LEVEL_VALUES, DEFAULT_LEVEL_WORDS, DEFAULT_PROMPTS, DIMENSIONS, SUB_DIMENSIONS,
-        SUPPORTED_BASE_MODEL_TYPES, FuScoreConfig, default_prompts, resolve_dimensions, resolve_level_token_ids,
+        SUPPORTED_BASE_MODEL_TYPES, FuScoreConfig, chat_format, default_prompts, resolve_dimensions,
+        resolve_level_token_ids,
     )
 except ImportError:  # A checkout or an installed FuScore: the siblings are top-level modules.
     from configuration_fuscore import (
         DEFAULT_LEVEL_VALUES, DEFAULT_LEVEL_WORDS, DEFAULT_PROMPTS, DIMENSIONS, SUB_DIMENSIONS,
-        SUPPORTED_BASE_MODEL_TYPES, FuScoreConfig, default_prompts, resolve_dimensions, resolve_level_token_ids,
+        SUPPORTED_BASE_MODEL_TYPES, FuScoreConfig, chat_format, default_prompts, resolve_dimensions,
+        resolve_level_token_ids,
     )
 try:
     from .processing_fuscore import FuScoreProcessor
@@ -743,7 +745,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
     def from_base_model(cls, base_model, config: FuScoreConfig, tokenizer, image_processor, prompts: Optional[dict] = None,
                         input_mode: str = "fused") -> "FuScoreForQuality":
         """Wraps an instantiated Qwen-VL `...ForConditionalGeneration` (weights shared, not copied), with a processor
-        of `prompts` (default: the built-in ones for `input_mode`) and `input_mode`."""
+        of `prompts` (default: the built-in ones for `input_mode`), `input_mode` and the base family's chat format."""
         config.level_token_ids = resolve_level_token_ids(tokenizer, config.level_words)
         with torch.device("meta"):
             model = cls(config)
@@ -751,7 +753,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         model.lm_head = base_model.lm_head
         if model.regression_head is not None:
             model.add_regression_head()
-        model.processor = FuScoreProcessor(image_processor, tokenizer, prompts=prompts, input_mode=input_mode)
+        model.processor = FuScoreProcessor(image_processor, tokenizer, prompts=prompts, input_mode=input_mode,
+                                           chat_format=chat_format(config.base_config.model_type))
         model.config._name_or_path = getattr(base_model.config, "_name_or_path", "")
         return model
 

@@ -5,12 +5,13 @@ This file is Hub remote code (`AutoProcessor.from_pretrained(..., trust_remote_c
 only the standard library, PIL, torch, transformers and its sibling `configuration_fuscore.py`.
 
 The processor turns a fused image (optionally with its infrared and visible sources) and a rating dimension
-into the inputs of a Qwen-VL model:
+into the inputs of a Qwen-VL model, as the base's chat template writes a one-turn conversation (`chat_format`: the
+default system turn of Qwen2-VL and Qwen2.5-VL, the empty think block of Qwen3.5 with thinking off):
 
-    <|im_start|>user
+    {system turn}<|im_start|>user
     <|vision_start|><|image_pad|>...<|vision_end|>{question}<|im_end|>
     <|im_start|>assistant
-    {answer prefix}
+    {assistant prefix}{answer prefix}
 
 The model reads the level word that would follow the answer prefix (" excellent", " good", ...).
 """
@@ -29,9 +30,13 @@ from transformers.processing_utils import ProcessorMixin
 
 
 try:  # Hub remote code: the sibling file is part of the same dynamic module package.
-    from .configuration_fuscore import INPUT_MODES, check_input_mode, default_prompts, resolve_dimensions
+    from .configuration_fuscore import (
+        INPUT_MODES, LEGACY_CHAT_FORMAT, ChatFormat, check_input_mode, default_prompts, resolve_dimensions,
+    )
 except ImportError:  # A checkout or an installed FuScore: the sibling is a top-level module.
-    from configuration_fuscore import INPUT_MODES, check_input_mode, default_prompts, resolve_dimensions
+    from configuration_fuscore import (
+        INPUT_MODES, LEGACY_CHAT_FORMAT, ChatFormat, check_input_mode, default_prompts, resolve_dimensions,
+    )
 
 ImageLike = Union[str, os.PathLike, bytes, Image.Image, Any]
 
@@ -253,15 +258,22 @@ class FuScoreProcessor(ProcessorMixin):
         prompts (`dict[str, dict[str, str]]`, *optional*): per dimension, a `question` and the `answer` prefix that
             the level word completes. Defaults to FuScore's built-in prompts for `input_mode`.
         input_mode (`str`): `"fused"` (the fused image alone) or `"fused_ir_vis"` (fused, infrared, visible).
+        chat_format (`dict` or `ChatFormat`, *optional*): the base family's `system_turn` and `assistant_prefix`
+            (`configuration_fuscore.BASE_FAMILIES`); `from_base` sets the family's. A folder saved without one
+            reads none of either (`LEGACY_CHAT_FORMAT`), as FuScore wrote its prompts before it recorded them.
     """
 
     image_token = "<|image_pad|>"
     vision_start_token = "<|vision_start|>"
     vision_end_token = "<|vision_end|>"
 
-    def __init__(self, image_processor=None, tokenizer=None, prompts=None, input_mode="fused", chat_template=None, **kwargs):
+    def __init__(self, image_processor=None, tokenizer=None, prompts=None, input_mode="fused", chat_template=None,
+                 chat_format=None, **kwargs):
         self.input_mode = check_input_mode(input_mode)
         self.prompts = dict(prompts) if prompts is not None else default_prompts(input_mode)
+        if isinstance(chat_format, dict):
+            chat_format = ChatFormat(**chat_format)
+        self.chat_format = (chat_format or LEGACY_CHAT_FORMAT).to_dict()  # a dict: saved in processor_config.json
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
@@ -285,7 +297,9 @@ class FuScoreProcessor(ProcessorMixin):
         images = "".join(
             f"{self.vision_start_token}{self.image_token * count}{self.vision_end_token}" for count in image_token_counts
         )
-        return f"<|im_start|>user\n{images}{prompt['question']}<|im_end|>\n<|im_start|>assistant\n{prompt['answer']}"
+        system_turn, assistant_prefix = self.chat_format["system_turn"], self.chat_format["assistant_prefix"]
+        return (f"{system_turn}<|im_start|>user\n{images}{prompt['question']}<|im_end|>\n<|im_start|>assistant\n"
+                f"{assistant_prefix}{prompt['answer']}")
 
     # ------------------------------------------------------------------ images
     @property
