@@ -53,8 +53,8 @@ VOCAB_SIZES = {family: 248320 if family in QWEN3_5_FAMILIES else 151936 for fami
 PATCH_SIZES = {"qwen2_vl": 14, "qwen2_5_vl": 14, "qwen3_vl": 16, "qwen3_vl_moe": 16, "qwen3_5": 16, "qwen3_5_moe": 16}
 # The overall prompt for one 448x448 fused image, counted with the real tokenizer: 256 visual tokens for the
 # patch-14 families and 196 for the patch-16 ones, plus 32 text and special tokens; Qwen2-VL and Qwen2.5-VL add
-# their default system turn (10 tokens), Qwen3.5 its empty think block (4 tokens).
-OVERALL_TOKENS_448 = {"qwen2_vl": 298, "qwen2_5_vl": 298, "qwen3_vl": 228, "qwen3_vl_moe": 228, "qwen3_5": 232,
+# their default system turn (11 tokens), Qwen3.5 its empty think block (4 tokens).
+OVERALL_TOKENS_448 = {"qwen2_vl": 299, "qwen2_5_vl": 299, "qwen3_vl": 228, "qwen3_vl_moe": 228, "qwen3_5": 232,
                       "qwen3_5_moe": 232}
 
 
