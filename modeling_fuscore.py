@@ -805,7 +805,12 @@ def _keep_mlp_gate_up(text_config):
     recomputed forward skips two of the layer's largest matmuls; everything else is recomputed."""
     from torch.utils.checkpoint import CheckpointPolicy
 
-    hidden, intermediate = text_config.hidden_size, text_config.intermediate_size
+    # A MoE language model (Qwen3.5-MoE) has no dense MLP: its shared expert's projections are the ones saved.
+    intermediate = getattr(text_config, "intermediate_size", None) or getattr(text_config, "shared_expert_intermediate_size", None)
+    if intermediate is None:
+        raise ValueError("checkpointing_policy 'mlp' saves the outputs of a dense MLP or a shared expert; this language "
+                         f"model ({text_config.model_type}) has neither.")
+    hidden = text_config.hidden_size
     aten = torch.ops.aten
 
     def policy(ctx, op, *args, **kwargs):

@@ -8,6 +8,8 @@ gradients, FSDP auto-wrap, the prompt against the real chat template and tokeniz
 layer kinds, padding that must not reach the Gated DeltaNet state from either side, and the Qwen3.5 recipes run end to
 end at toy size."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,35 @@ def test_qwen3_5_recipes_run_end_to_end_at_toy_size(recipe, tmp_path):
     assert reloaded.get_processor().chat_format["assistant_prefix"] == "<think>\n\n</think>\n\n"
     score = reloaded.score(np.random.default_rng(1).integers(0, 256, (56, 56, 3), dtype=np.uint8))
     assert 1 <= score <= 5
+
+
+@pytest.mark.parametrize("family", ["qwen3_5", "qwen3_vl_moe"])
+def test_scoring_job_and_export_on_the_family(family, tmp_path):
+    """`fuscore score` (the scoring job: chunks, parquet) and `fuscore export` on a saved model of the family; the
+    exported folder loads in a clean process with trust_remote_code and scores as the job did."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from conftest import run_clean_python
+    from fuscore.cli import main
+
+    folder = tmp_path / "model"
+    build_tiny_model(family, seed=6).save_pretrained(folder)
+    rng = np.random.default_rng(2)
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(5):
+        Image.fromarray(rng.integers(0, 256, (40 + 8 * (index % 2), 48, 3), dtype=np.uint8)).save(images / f"{index}.png")
+    output = tmp_path / "scores.parquet"
+    assert main(["score", str(images), "--model", str(folder), "--chunk-size", "2", "--output", str(output)]) == 0
+    rows = pq.read_table(output).to_pylist()
+    assert len(rows) == 5 and all(row["error"] is None and 1 <= row["overall"] <= 5 for row in rows)
+
+    exported = tmp_path / "exported"
+    assert main(["export", str(folder), "--output-dir", str(exported), "--cache-repo-id", f"org/{family}-test"]) == 0
+    paths = [row["path"] for row in rows]
+    script = ("import json\nfrom transformers import AutoModel\n"
+              f"model = AutoModel.from_pretrained({str(exported)!r}, trust_remote_code=True)\n"
+              f"print(json.dumps(model.score({paths!r})))\n")
+    scores = run_clean_python(script, tmp_path)
+    assert scores == pytest.approx([row["overall"] for row in rows], abs=1e-5)
