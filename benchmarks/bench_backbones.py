@@ -18,8 +18,9 @@ its ~70 GB of bf16 weights fit the GPU (else its row says so). Per architecture 
 
 Each row reports samples/s and the peak GPU memory of its pass. The variants: `fla` (transformers picks
 flash-linear-attention's `chunk_gated_delta_rule` when the `fla` package imports; `causal-conv1d` is used too where
-installed) and `torch` (the same run in a child process in which `fla` cannot be imported: transformers' PyTorch
-fallback). transformers chooses the kernel when it imports the model file, so each variant is its own process. The
+installed) and `torch` (a child process in which `fla` cannot be imported: transformers' PyTorch fallback; where fla
+is installed, only `--torch-architectures` and their uncompiled rows, to stay within 8 minutes on one H100).
+transformers chooses the kernel when it imports the model file, so each variant is its own process. The
 JSON (`--output`) holds every row, the machine and the versions; a short table is printed last.
 """
 
@@ -40,7 +41,12 @@ if "--no-fla" in sys.argv:  # before transformers is imported: it picks the Gate
 
 import torch  # noqa: E402
 
-# The public config.json files' text and vision dimensions (Qwen/Qwen3.5-2B, Qwen/Qwen3.5-9B, Qwen/Qwen3.5-35B-A3B).
+# The public config.json files' text and vision dimensions (Qwen/Qwen3.5-2B, Qwen/Qwen3.5-9B, Qwen/Qwen3.5-35B-A3B),
+# read from public copies of them (no Hub access here): 9B's text dimensions and 35B-A3B's (as Qwen3.6-35B-A3B's,
+# the same architecture) in full; 2B's layers, widths, 3:1 layer pattern and vision tower (24 blocks of 1024), with
+# its head counts and MLP width as in its 0.8B sibling's scaled config (8 heads, 2 key-value heads, 16 linear value
+# heads; MLP 6144). All share rope theta 1e7, partial rotary 0.25, mrope [11, 11, 10], vocabulary 248,320; the small
+# ones tie their embeddings, 9B and up do not.
 _VISION_27 = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16)
 _VISION_24 = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16)
 _LINEAR = dict(linear_conv_kernel_dim=4, linear_key_head_dim=128, linear_value_head_dim=128, linear_num_key_heads=16)
@@ -138,10 +144,18 @@ def run_variant(args) -> dict:
 
     device = torch.device("cpu" if args.tiny else "cuda")
     dtype = torch.float32 if args.tiny else torch.bfloat16
-    kernel = modeling_qwen3_5.torch_chunk_gated_delta_rule
-    variant = {"kernels": "torch" if args.no_fla else "fla",
-               "chunk_gated_delta_rule": f"{getattr(kernel, '__module__', '?')}.{getattr(kernel, '__name__', '?')}",
-               "architectures": {}}
+    import importlib.metadata
+
+    fla = sys.modules.get("fla")  # imported by transformers when the model file chose its kernels
+    variant = {"kernels": "torch" if args.no_fla else "fla", "fla_imported": fla is not None, "architectures": {}}
+    for package in ("flash-linear-attention", "fla-core", "causal-conv1d"):
+        try:
+            variant[f"{package}_version"] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            variant[f"{package}_version"] = None
+    if not args.no_fla and fla is None:
+        variant["warning"] = "fla did not import: this variant ran transformers' PyTorch fallback too"
+    del modeling_qwen3_5  # imported above only so that the kernel choice is made before any model is built
     tokenizer, tokenizer_name = tokenizer_for(args.tiny)
     variant["tokenizer"] = tokenizer_name
     side = 64 if args.tiny else 448
@@ -163,6 +177,7 @@ def run_variant(args) -> dict:
             torch.cuda.empty_cache()
             continue
         row["parameters_billion"] = sum(parameter.numel() for parameter in base.parameters()) / 1e9
+        row["experts_implementation"] = getattr(base.config.get_text_config(), "_experts_implementation", None)
         fuscore_config = FuScoreConfig(base_config=base.config)
         patch = config.vision_config.patch_size
         models = {kind: FuScoreForQuality.from_base_model(base, fuscore_config, tokenizer, processor).eval()
@@ -233,6 +248,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="toy size on the CPU (checks the code paths)")
     parser.add_argument("--architectures", default="qwen3_5_2b,qwen3_5_9b,qwen3_5_35b_a3b")
+    parser.add_argument("--torch-architectures", default="qwen3_5_2b,qwen3_5_9b",
+                        help="architectures of the PyTorch-fallback variant (uncompiled rows only: the 8-minute budget)")
     parser.add_argument("--vifb", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "vifb"))
     parser.add_argument("--images", type=int, default=256, help="images per engine row (448 px, and of the mix)")
     parser.add_argument("--plain-images", type=int, default=128, help="images per plain-forward row")
@@ -260,10 +277,12 @@ def main():
     scratch = Path(os.environ.get("TMPDIR", "/tmp"))
     for kernel in kernels:
         out = scratch / f"fuscore_backbones_{os.getpid()}_{kernel}.json"
-        command = [sys.executable, __file__, "--variant-output", str(out), "--architectures", args.architectures,
+        fallback = kernel == "torch" and len(kernels) > 1  # the comparison rows; all rows where fla is missing
+        architectures = args.torch_architectures if fallback else args.architectures
+        command = [sys.executable, __file__, "--variant-output", str(out), "--architectures", architectures,
                    "--vifb", args.vifb, "--images", str(args.images), "--plain-images", str(args.plain_images),
                    "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
-        command += ["--tiny"] * args.tiny + ["--no-compile"] * args.no_compile + ["--no-fla"] * (kernel == "torch")
+        command += ["--tiny"] * args.tiny + ["--no-compile"] * (args.no_compile or fallback) + ["--no-fla"] * (kernel == "torch")
         print(f"== {kernel} kernels", flush=True)
         finished = subprocess.run(command)
         if finished.returncode != 0 or not out.is_file():
