@@ -5,7 +5,8 @@ This file is Hub remote code (`AutoModel.from_pretrained(..., trust_remote_code=
 standard library, torch, transformers and its siblings `configuration_fuscore.py` (the configuration and the shared
 facts), `processing_fuscore.py` (the processor) and `scoring_fuscore.py` (the scoring engine behind `score`).
 
-A Qwen-VL model (Qwen2-VL, Qwen2.5-VL or Qwen3-VL) reads a fused image and a rating prompt that ends in an answer
+A Qwen vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, Qwen3.5/3.6 or Qwen3.5/3.6-MoE:
+`configuration_fuscore.BASE_FAMILIES`) reads a fused image and a rating prompt that ends in an answer
 prefix ("The overall quality of the fused image is"). At that answer position the LM head rows of the five level
 words (" excellent", " good", " fair", " poor", " bad" -> 5..1) give five logits; their softmax `p` is the level
 distribution, the score is `s = sum_l p_l v_l` in [1, 5] and the uncertainty is `sqrt(sum_l p_l (v_l - s)^2)`.
@@ -225,7 +226,7 @@ class FuScorePreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     # No `_no_split_modules` of our own: `post_init` collects the wrapped Qwen-VL model's (its decoder layer and vision
-    # block). Listing all three families here would name classes absent from the model, and FSDP's transformer
+    # block). Listing every family's here would name classes absent from the model, and FSDP's transformer
     # auto-wrap, which falls back to this list, refuses names it cannot find.
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -567,7 +568,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         several synchronisations, during which the GPU waits. The scoring engine calls this on the CPU copy of the
         grid while the GPU is still busy with the previous batch. The tower's own helpers
         (`transformers.vision_utils`) do the work with the tower's own settings, so the values are exactly the ones
-        it would compute (tested for all three families).
+        it would compute (tested for every supported family).
         """
         from transformers import vision_utils
         from transformers.utils.generic import get_max_seqlen
