@@ -169,7 +169,7 @@ def compile_for_job(model, processor, tokens, dimensions: int, compile) -> bool:
 
 
 def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overall",), batch_size=8, num_workers=0,
-                 progress=False, compile=False) -> dict:
+                 progress=False, compile=False, on_batch=None) -> dict:
     """Scores `fused` (a list of images) with `model` on each of `dimensions`.
 
     Items (image x dimension) are sorted by visual-token count so each batch pads little, decoded by `num_workers`
@@ -188,6 +188,9 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         progress: show a progress bar.
         compile: `True`: compile the model's blocks first (`compile_blocks`); `"auto"`: where `compile_pays` says
             it pays for this job; `False`: as the model is (`compile_for_job`).
+        on_batch: called after each batch with the images it completed (every dimension scored), as
+            `[(index, {dimension: {"score", "std", "probs"}}), ...]` (a scoring job's progress and what it keeps
+            when interrupted).
 
     Returns:
         In input order, `{dimension: {"score": [...], "std": [...], "probs": [[...], ...]}}`.
@@ -227,6 +230,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         )
 
     results = {dim: {"score": [None] * len(fused), "std": [None] * len(fused), "probs": [None] * len(fused)} for dim in dimensions}
+    dimensions_left = [len(dimensions)] * len(fused)
     on_gpu = model.device.type == "cuda"
 
     def start_copy(output):
@@ -250,6 +254,11 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
             results[dimension]["score"][index] = scores[row]
             results[dimension]["std"][index] = stds[row]
             results[dimension]["probs"][index] = probs[row]
+            dimensions_left[index] -= 1
+        if on_batch is not None:
+            completed = sorted({items[position][0] for position in positions if dimensions_left[items[position][0]] == 0})
+            on_batch([(index, {dim: {name: results[dim][name][index] for name in ("score", "std", "probs")}
+                                for dim in dimensions}) for index in completed])
 
     def prepare(item):
         batch, positions = item

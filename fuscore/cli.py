@@ -200,7 +200,10 @@ def score_command(args) -> int:
     if not result.complete:  # another process merges the output
         return 0
     if output is not None:
-        note = f" ({result.n_reused} of them scored by an earlier run)" if result.n_reused else ""
+        notes = [f"{result.n_reused} of them scored by an earlier run"] if result.n_reused else []
+        if result.n_rescored:
+            notes.append(f"{result.n_rescored} scored again: their images changed since an earlier run scored them")
+        note = f" ({'; '.join(notes)})" if notes else ""
         print(f"Wrote {result.n_items} scores to {output}{note}", file=sys.stderr)
         if result.dropped:
             print(f"fuscore score: {result.dropped} scores of an earlier run were left out: their items are no longer "

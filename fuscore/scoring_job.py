@@ -49,13 +49,14 @@ from fuscore import atomic
 from fuscore.ranking import IMAGE_EXTENSIONS, list_images
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rows carry their images' content (content_stat, content_sha256)
 METADATA_KEY = b"fuscore"
 PARTS_SUFFIX = ".parts"
 JOB_FILE = "job.json"
 LOCK_FILE = "job.lock"
 PART_PATTERN = re.compile(r"^part-(?P<launch>[0-9a-f]+)-r(?P<rank>\d+)-(?P<seq>\d+)-n(?P<rows>\d+)\.parquet$")
 FAILED_PREFIX = "failed-"
+FINISHED_PREFIX = "finished-"
 OUTPUT_FORMATS = (".parquet", ".csv", ".json")
 DEFAULT_CHUNK_SIZE = 2048
 ON_ERROR_CHOICES = ("stop", "skip")
@@ -513,7 +514,74 @@ def _scores_schema(source_columns: Sequence, dimensions: Sequence[str]) -> pa.Sc
     for dim in dimensions:
         fields += [pa.field(dim, pa.float64()), pa.field(f"{dim}_std", pa.float64()),
                    pa.field(f"{dim}_probs", pa.list_(pa.float64()))]
+    fields += [pa.field("content_stat", pa.string()), pa.field("content_sha256", pa.string())]
     return pa.schema(fields + [pa.field("error", pa.string())])
+
+
+# =================================================================================================== content
+def _stat_text(image) -> Optional[str]:
+    """Size and modification time of an image file (cheap to compare), None when `image` is not a file."""
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            info = os.stat(image)
+        except OSError:
+            return "missing"
+        return f"{info.st_size}:{info.st_mtime_ns}"
+    return None
+
+
+def _image_digest(image, digest) -> None:
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        digest.update(b"bytes:")
+        digest.update(image)
+    elif isinstance(image, (str, os.PathLike)):
+        try:
+            with open(image, "rb") as handle:
+                digest.update(b"file:")
+                for piece in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(piece)
+        except OSError:
+            digest.update(b"missing")
+    else:
+        digest.update(b"none")
+
+
+def content_stat(item: JobItem) -> Optional[str]:
+    """The sizes and modification times of the item's image files, or None when one of its images is not a file
+    (bytes of a dataset row: only their hash tells whether they changed)."""
+    stats = []
+    for image in (item.fused, item.ir, item.vis):
+        if image is None:
+            stats.append("-")
+            continue
+        stat = _stat_text(image)
+        if stat is None:
+            return None
+        stats.append(stat)
+    return "|".join(stats)
+
+
+def content_sha256(item: JobItem) -> Optional[str]:
+    """SHA-256 of the bytes of the item's images (fused, infrared, visible): what a done item is keyed by, so an
+    image re-written under the same name is scored again. None for images given as decoded values (no bytes)."""
+    digest = hashlib.sha256()
+    for image in (item.fused, item.ir, item.vis):
+        if image is not None and not isinstance(image, (bytes, bytearray, memoryview, str, os.PathLike)):
+            return None
+        _image_digest(image, digest)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _unchanged(item: JobItem, row: dict) -> bool:
+    """Whether `item`'s images are those an earlier row scored: the same sizes and modification times, or, when
+    these differ (a copy, a `touch`) or cannot be compared (bytes), the same SHA-256 of the bytes."""
+    if row.get("content_sha256") is None:
+        return True  # a row of images without bytes (decoded values): nothing to compare
+    stat = content_stat(item)
+    if stat is not None and stat == row.get("content_stat"):
+        return True
+    return content_sha256(item) == row["content_sha256"]
 
 
 def _error_text(item: JobItem, error: Exception) -> str:
@@ -536,22 +604,31 @@ def _first_image_error(model, item: JobItem) -> Optional[str]:
 
 
 def score_chunk(model, items: Sequence[JobItem], dimensions: Sequence[str], *, batch_size: int = 8,
-                num_workers: int = 0, on_error: str = "stop") -> list:
+                num_workers: int = 0, on_error: str = "stop", on_batch: Optional[Callable] = None) -> list:
     """`(detail or None, error or None)` per item, in order. Scores come from one `model.score` call; when an image
     is bad, the bad items are found (their images loaded one by one) and the others scored again without them, so
     one bad image never costs the rest of the chunk. Under `on_error="stop"` the first bad item raises
-    `ImageInputError` naming it."""
+    `ImageInputError` naming it. `on_batch([(position in items, detail), ...])` is called after each batch with the
+    items it completed."""
     from processing_fuscore import ImageInputError
+    from scoring_fuscore import score_images
 
-    def score(selected, workers):
-        return model.score([item.fused for item in selected], ir=[item.ir for item in selected],
-                           vis=[item.vis for item in selected], dimensions=list(dimensions), batch_size=batch_size,
-                           num_workers=workers, return_details=True)
+    def score(positions, workers):
+        selected = [items[position] for position in positions]
+        report = None
+        if on_batch is not None:
+            def report(completed):
+                on_batch([(positions[index], detail) for index, detail in completed])
+        results = score_images(model, model.get_processor(), [item.fused for item in selected],
+                               [item.ir for item in selected], [item.vis for item in selected], list(dimensions),
+                               batch_size=batch_size, num_workers=workers, on_batch=report)
+        return [{dim: {name: results[dim][name][index] for name in ("score", "std", "probs")} for dim in dimensions}
+                for index in range(len(selected))]
 
     if not items:
         return []
     try:
-        return [(detail, None) for detail in score(items, num_workers)]
+        return [(detail, None) for detail in score(range(len(items)), num_workers)]
     except ImageInputError:
         pass
     results = [None] * len(items)
@@ -563,12 +640,12 @@ def score_chunk(model, items: Sequence[JobItem], dimensions: Sequence[str], *, b
             results[index] = (None, error)
     good = [index for index in range(len(items)) if results[index] is None]
     try:
-        for index, detail in zip(good, score([items[i] for i in good], num_workers) if good else []):
+        for index, detail in zip(good, score(good, num_workers) if good else []):
             results[index] = (detail, None)
     except ImageInputError:  # a failure the images alone do not show (e.g. sources not registered): one by one
         for index in good:
             try:
-                results[index] = (score([items[index]], 0)[0], None)
+                results[index] = (score([index], 0)[0], None)
             except ImageInputError as error:
                 if on_error == "stop":
                     raise ImageInputError(_error_text(items[index], error)) from None
@@ -576,11 +653,18 @@ def score_chunk(model, items: Sequence[JobItem], dimensions: Sequence[str], *, b
     return results
 
 
-def _chunk_table(items: Sequence[JobItem], results: Sequence, schema: pa.Schema, dimensions: Sequence[str]) -> pa.Table:
+def _chunk_table(items: Sequence[JobItem], results: Sequence, schema: pa.Schema, dimensions: Sequence[str],
+                 contents: Optional[Sequence] = None) -> pa.Table:
+    """The rows of a scored chunk; `contents` holds each item's `(content_stat, content_sha256)` taken before it was
+    scored (a re-write during the scoring then makes the next run score it again)."""
     data = {name: [] for name in schema.names}
-    source_names = [name for name in schema.names[1:] if name != "error" and not _is_score_column(name, dimensions)]
-    for item, (detail, error) in zip(items, results):
+    source_names = [name for name in schema.names[1:] if name not in ("error", "content_stat", "content_sha256")
+                    and not _is_score_column(name, dimensions)]
+    contents = contents or [(None, None)] * len(items)
+    for item, (detail, error), (stat, sha) in zip(items, results, contents):
         data["key"].append(item.key)
+        data["content_stat"].append(stat)
+        data["content_sha256"].append(sha)
         for name in source_names:
             data[name].append(item.columns.get(name))
         for dim in dimensions:
@@ -628,6 +712,7 @@ class JobResult:
     n_failed: int = 0
     n_scored: int = 0  # by this process in this run
     n_reused: int = 0  # items an earlier run had scored (not scored again)
+    n_rescored: int = 0  # items an earlier run had scored whose images changed since: scored again by this run
     failures: list = field(default_factory=list)  # (name or key, error), input order
     table: Optional[pa.Table] = None
     dropped: int = 0  # rows of an earlier run whose items are no longer in the source
@@ -699,7 +784,7 @@ def _read_rows(path: Path, columns: Optional[list] = None) -> pa.Table:
 
 
 def _read_keys(path: Path) -> pa.Table:
-    return _read_rows(path, columns=["key", "error"])
+    return _read_rows(path, columns=["key", "error", "content_stat", "content_sha256"])
 
 
 def _lock(parts: Path):
@@ -749,7 +834,7 @@ def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> d
                 raise ScoringJobError(f"{problem}. Resume it with the same model, dimensions and source, or pass "
                                       f"--overwrite to discard its {count} scores and start again.")
             atomic.remove_stale_temporaries(parts)
-            for stale in parts.glob(FAILED_PREFIX + "*"):
+            for stale in [*parts.glob(FAILED_PREFIX + "*"), *parts.glob(FINISHED_PREFIX + "*")]:
                 stale.unlink()
         else:
             with atomic.atomic_folder(parts) as staging:
@@ -773,7 +858,13 @@ def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> d
     for lock in locks[:-1]:
         if lock is not None:
             lock.close()
-    return {"launch": uuid.uuid4().hex[:12], "reuse": reuse, "error": None, "lock": locks[-1]}
+    return {"launch": new_launch_id(), "reuse": reuse, "error": None, "lock": locks[-1]}
+
+
+def new_launch_id() -> str:
+    """A launch's id: the time in nanoseconds (16 hex digits) and 4 random ones, so chunk files sort by launch in
+    the order the launches started, and a newer row of an item replaces an older one."""
+    return f"{time.time_ns():016x}{uuid.uuid4().hex[:4]}"
 
 
 def _broadcast(state, value):
@@ -786,15 +877,14 @@ def _broadcast(state, value):
     return holder[0]
 
 
-def _done_keys(parts: Path, output: Path, reuse: bool) -> set:
-    tables = [_read_keys(path) for path in _part_files(parts)]
-    if reuse:
-        tables.append(_read_keys(output))
-    done = set()
-    for table in tables:
-        keys, errors = table.column("key").to_pylist(), table.column("error").to_pylist()
-        done.update(key for key, error in zip(keys, errors) if error is None)
-    return done
+def _done_rows(parts: Path, output: Path, reuse: bool) -> dict:
+    """key -> the content columns of the item's newest row, for the items whose newest row has scores."""
+    tables = ([_read_keys(output)] if reuse else []) + [_read_keys(path) for path in _part_files(parts)]
+    newest = {}
+    for table in tables:  # oldest first: the earlier output, then the chunks in launch order
+        for row in table.to_pylist():
+            newest[row["key"]] = row
+    return {key: row for key, row in newest.items() if row["error"] is None}
 
 
 class _Progress:
@@ -803,7 +893,7 @@ class _Progress:
 
     def __init__(self, enabled: bool, total: Optional[int], initial: int, parts: Optional[Path], launch: str, poll: bool):
         self.bar = None
-        self.parts, self.launch, self.initial, self.own = parts, launch, initial, 0
+        self.parts, self.launch, self.initial, self.own, self.pending = parts, launch, initial, 0, 0
         self._stop = threading.Event()
         self._thread = None
         if enabled:
@@ -828,13 +918,26 @@ class _Progress:
                 count = self._count()
             except OSError:
                 continue
-            self.bar.n = self.initial + count
+            self.bar.n = self.initial + count + self.pending
             self.bar.refresh()
 
-    def advance(self, rows: int):
+    def advance(self, rows: int, pending: bool = False):
+        """`rows` more items scored by this process; `pending`: not yet in a chunk file (scored batch by batch)."""
         self.own += rows
+        if pending:
+            self.pending += rows
         if self.bar is not None and self._thread is None:
             self.bar.update(rows)
+
+    def written(self, rows: int):
+        """`rows` of the pending items are now in a chunk file (the bar counts them there)."""
+        self.pending -= rows
+
+    def rescore(self):
+        """An item counted as done by an earlier run is scored again (its image changed)."""
+        self.initial -= 1
+        if self.bar is not None and self._thread is None:
+            self.bar.update(-1)
 
     def close(self):
         if self._thread is not None:
@@ -875,15 +978,23 @@ def run_scoring_job(model, source: ItemSource, dimensions: Sequence[str], output
         bar = _Progress(progress, source.total, 0, None, "", poll=False)
         try:
             for _, chunk in _chunks(source.iter_items(lambda position, key: True), chunk_size):
-                results = score_chunk(model, chunk, dimensions, batch_size=batch_size, num_workers=num_workers, on_error=on_error)
+                counted = set()
+
+                def on_batch(completed):
+                    fresh = {index for index, _ in completed} - counted
+                    counted.update(fresh)
+                    bar.advance(len(fresh))
+
+                results = score_chunk(model, chunk, dimensions, batch_size=batch_size, num_workers=num_workers,
+                                      on_error=on_error, on_batch=on_batch)
                 tables.append(_chunk_table(chunk, results, schema, dimensions))
-                bar.advance(len(chunk))
+                bar.advance(len(chunk) - len(counted))
         finally:
             bar.close()
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         table = table.replace_schema_metadata({METADATA_KEY: json.dumps(description)})
         failures = _failures(table)
-        return JobResult(None, True, table.num_rows, len(failures), table.num_rows, 0, failures, table)
+        return JobResult(None, True, table.num_rows, len(failures), n_scored=table.num_rows, failures=failures, table=table)
 
     output = Path(output)
     parts = parts_folder(output)
@@ -916,52 +1027,86 @@ def _run_shard(model, source: ItemSource, dimensions: Sequence[str], *, output: 
     main = rank == 0
     launch = plan["launch"]
 
-    done = _done_keys(parts, output, plan["reuse"])
+    done = _done_rows(parts, output, plan["reuse"])
 
     def own(position: int, key: str) -> bool:
-        return owner_of(position // chunk_size, world) == rank and key not in done
+        return owner_of(position // chunk_size, world) == rank
+
+    def needed(item: JobItem) -> bool:
+        row = done.get(item.key)
+        if row is None:
+            return True
+        if _unchanged(item, row):
+            return False
+        bar.rescore()  # its image changed since it was scored: it is scored again
+        return True
 
     if getattr(source, "streaming", False):  # counting the stream's keys would read it once more
         initial = len(done) if source.total is None else min(len(done), source.total)
     else:
-        initial = len(done.intersection(source.keys()))
+        initial = len(set(done).intersection(source.keys()))
     bar = _Progress(progress and main, source.total, initial, parts, launch, poll=world > 1)
     scored = 0
     try:
-        for sequence, (_, chunk) in enumerate(_chunks(source.iter_items(own), chunk_size)):
+        items = (item for item in source.iter_items(own) if needed(item))
+        for sequence, (_, chunk) in enumerate(_chunks(items, chunk_size)):
+            contents = [(content_stat(item), content_sha256(item)) for item in chunk]
+            finished = {}  # position in the chunk -> scores, batch by batch: what an interrupt keeps
+
+            def on_batch(completed):
+                for index, detail in completed:
+                    if index not in finished:
+                        finished[index] = detail
+                        bar.advance(1, pending=True)
+
+            name = f"part-{launch}-r{rank:05d}-{sequence:06d}-n{{rows}}.parquet"
             try:
-                results = score_chunk(model, chunk, dimensions, batch_size=batch_size, num_workers=num_workers, on_error=on_error)
-            except ImageInputError as error:
-                if world > 1:
+                results = score_chunk(model, chunk, dimensions, batch_size=batch_size, num_workers=num_workers,
+                                      on_error=on_error, on_batch=on_batch)
+            except BaseException as error:  # Ctrl-C, a bad image under "stop": the batches scored so far are kept
+                if finished and (parts / JOB_FILE).is_file():
+                    kept = sorted(finished)
+                    table = _chunk_table([chunk[i] for i in kept], [(finished[i], None) for i in kept], schema,
+                                         dimensions, [contents[i] for i in kept])
+                    _write_table(parts / name.format(rows=len(kept)), table)
+                    bar.written(len(kept))
+                if isinstance(error, ImageInputError) and world > 1:
                     atomic.write_text(parts / f"{FAILED_PREFIX}{launch}-r{rank:05d}.txt", str(error))
                 raise
-            table = _chunk_table(chunk, results, schema, dimensions)
-            _write_table(parts / f"part-{launch}-r{rank:05d}-{sequence:06d}-n{len(chunk)}.parquet", table)
+            table = _chunk_table(chunk, results, schema, dimensions, contents)
+            _check_parts(parts)
+            _write_table(parts / name.format(rows=len(chunk)), table)
             scored += len(chunk)
-            bar.advance(len(chunk))
+            bar.advance(len(chunk) - len(finished))
+            bar.written(len(finished))
         if not main:
+            _check_parts(parts)
+            atomic.write_text(parts / f"{FINISHED_PREFIX}{launch}-r{rank:05d}", "")
             return JobResult(output, False, n_scored=scored)
         all_keys = source.keys()
-        _wait_for_rows(parts, launch, all_keys, done, poll_seconds)
+        _wait_for_processes(parts, launch, world, poll_seconds)
     finally:
         bar.close()
-    result = _merge(output, parts, all_keys, plan["reuse"], description, schema)
-    result.n_scored, result.n_reused = scored, initial
+    result = _merge(output, parts, all_keys, plan["reuse"], description, schema, launch)
+    result.n_scored = scored
     return result
 
 
-def _wait_for_rows(parts: Path, launch: str, keys: Sequence[str], done: set, poll_seconds: float) -> None:
-    """Until every key has a row (the other processes write theirs), or one of them reports that it stopped."""
-    missing = set(keys) - done
-    seen = set()
-    while True:
-        if not parts.is_dir():
-            raise ScoringJobError(f"{parts} was removed while the job ran; run the command again.")
-        for path in _part_files(parts):
-            if path.name not in seen and PART_PATTERN.match(path.name)["launch"] == launch:
-                seen.add(path.name)
-                missing.difference_update(_read_keys(path).column("key").to_pylist())
-        if not missing:
+def _check_parts(parts: Path) -> None:
+    """The job folder is still there (a job whose folder was removed while it ran stops instead of writing chunks
+    that no relaunch would trust; its lock went with the folder)."""
+    if not (parts / JOB_FILE).is_file():
+        raise ScoringJobError(f"{parts} was removed while the job ran, with the chunks scored so far; run the command "
+                              "again to score them again.")
+
+
+def _wait_for_processes(parts: Path, launch: str, world: int, poll_seconds: float) -> None:
+    """On the first process: until every other process of this launch says it wrote its last chunk, or one of them
+    reports that it stopped. One process waits for nothing (the merge then names any item without a row)."""
+    while world > 1:
+        _check_parts(parts)
+        finished = list(parts.glob(f"{FINISHED_PREFIX}{launch}-*"))
+        if len(finished) >= world - 1:
             return
         failed = sorted(parts.glob(f"{FAILED_PREFIX}{launch}-*"))
         if failed:
@@ -975,30 +1120,38 @@ def _failures(table: pa.Table) -> list:
     return [(key, error) for key, error in zip(keys, errors) if error is not None]
 
 
-def _merge(output: Path, parts: Path, keys: Sequence[str], reuse: bool, description: dict, schema: pa.Schema) -> JobResult:
-    """Every key's row (a scored row before a failed one), in input order, written to `output`; the parts go."""
-    tables = [_read_rows(path) for path in _part_files(parts)]
-    if reuse:
-        tables.insert(0, _read_rows(output))
+def _merge(output: Path, parts: Path, keys: Sequence[str], reuse: bool, description: dict, schema: pa.Schema,
+           this_launch: str) -> JobResult:
+    """Every key's newest row (the earlier output's rows first, then the chunks in launch order), in input order,
+    written to `output`; the parts go. Counts the items this launch scored again after an earlier run had scored
+    them (their images changed) and those it took from earlier runs."""
+    files = [path for path in _part_files(parts)]
+    launches = ([None] if reuse else []) + [PART_PATTERN.match(path.name)["launch"] for path in files]
+    tables = ([_read_rows(output)] if reuse else []) + [_read_rows(path) for path in files]
     tables = [table.replace_schema_metadata(None).select(schema.names).cast(schema) for table in tables]
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     row_keys, errors = table.column("key").to_pylist(), table.column("error").to_pylist()
-    best = {}
+    row_launches = [launch for launch, part in zip(launches, tables) for _ in range(part.num_rows)]
+    best, rescored = {}, set()
     for row, (key, error) in enumerate(zip(row_keys, errors)):
-        if key not in best or (error is None and errors[best[key]] is not None):
-            best[key] = row
+        if key in best and errors[best[key]] is None and row_launches[row] == this_launch and row_launches[best[key]] != this_launch:
+            rescored.add(key)
+        best[key] = row
     missing = [key for key in keys if key not in best]
     if missing:
         raise ScoringJobError(f"{parts}: no result for {len(missing)} items (e.g. {missing[0]}); run the same command again.")
     merged = table.take(pa.array([best[key] for key in keys], type=pa.int64()))
     wanted = set(keys)
     dropped = sum(1 for key in best if key not in wanted)
+    reused = sum(1 for key in keys if row_launches[best[key]] != this_launch)
+    rescored = len(rescored & wanted)
     failures = _failures(merged)
     description = {**description, "n_items": merged.num_rows, "n_failed": len(failures)}
     merged = merged.replace_schema_metadata({METADATA_KEY: json.dumps(description)})
     write_scores(output, merged)
     shutil.rmtree(parts, ignore_errors=True)
-    return JobResult(output, True, merged.num_rows, len(failures), failures=failures, table=merged, dropped=dropped)
+    return JobResult(output, True, merged.num_rows, len(failures), failures=failures, table=merged, dropped=dropped,
+                     n_reused=reused, n_rescored=rescored)
 
 
 # =================================================================================================== writing

@@ -104,7 +104,7 @@ def test_folder_to_parquet_loads_with_datasets_and_equals_model_score(models, tm
 
     loaded = datasets.load_dataset("parquet", data_files=str(output), split="train")
     assert loaded.column_names == ["key", "path", "overall", "overall_std", "overall_probs", "sharpness",
-                                   "sharpness_std", "sharpness_probs", "error"]
+                                   "sharpness_std", "sharpness_probs", "content_stat", "content_sha256", "error"]
     assert loaded["path"] == [str(p) for p in paths]
     assert loaded["key"] == [os.path.abspath(p) for p in paths]
     assert loaded["error"] == [None] * 10
