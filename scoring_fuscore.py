@@ -294,6 +294,14 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
                 pending = (copy, positions)
             if pending is not None:
                 store(*pending)
+                pending = None
+    except BaseException:
+        if pending is not None and on_batch is not None:  # interrupted: the last batch that ran is reported too
+            try:
+                store(*pending)
+            except Exception:  # the batch's results cannot be read (the error being raised says why)
+                pass
+        raise
     finally:
         if hasattr(prepared, "close"):
             prepared.close()

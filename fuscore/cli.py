@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from fuscore.export import ExportInputError
-    from fuscore.scoring_job import ScoringJobError, StoppedByFirstProcess, parts_folder
+    from fuscore.scoring_job import ScoringJobError, StoppedByFirstProcess, parts_folder, scored_rows
     from processing_fuscore import ImageInputError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -438,7 +438,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         saved = ""
         if args.command == "score" and args.output and parts_folder(args.output).is_dir():
-            saved = f"; the chunks scored so far are in {parts_folder(args.output)}: run the same command to go on"
+            kept = scored_rows(parts_folder(args.output))
+            saved = (f"; the {kept} items scored so far are kept in {parts_folder(args.output)}: run the same command "
+                     "to go on" if kept else "; nothing was scored yet")
         print(f"\nfuscore {args.command}: interrupted{saved}.", file=sys.stderr)
         return INTERRUPTED_EXIT
 

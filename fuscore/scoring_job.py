@@ -9,10 +9,17 @@ A job is a list of items in input order with stable keys: the absolute path of e
 image files, a manifest CSV), ``<split>/<row>`` for a `datasets` dataset. The input is cut into chunks of
 ``chunk_size`` consecutive items; chunk i belongs to process i mod N of an `accelerate launch` or `torchrun` (accelerate's
 ``PartialState`` gives the index and N), so the split is deterministic and needs no scheduler. Each chunk is scored by
-one call of the model's public ``score(..., return_details=True)`` and appended to ``<output>.parts/`` as a Parquet
-file written whole under a temporary name and renamed into place (`fuscore.atomic`). A relaunch, with any process
-count, reads the keys already there and scores only the rest. Once every item has a row, the first process merges the
-chunks in input order into the output and removes the parts folder.
+one call of the scoring engine (``scoring_fuscore.score_images``, what ``model.score`` runs) and appended to
+``<output>.parts/`` as a Parquet file written whole under a temporary name and renamed into place (`fuscore.atomic`).
+The progress bar moves with each batch; an interrupt (Ctrl-C) writes the batches of the current chunk scored so far.
+A relaunch, with any process count, reads the rows already there and scores only the rest. Once every item has a row,
+the first process merges the chunks in input order into the output (a key's newest row wins) and removes the parts
+folder; a process whose job folder was removed while it ran stops with an error.
+
+Done items are keyed by content: each row holds ``content_stat`` (size and modification time of each image file) and
+``content_sha256`` (SHA-256 of the images' bytes). A relaunch, or a second run into the same output, keeps an earlier
+row when the files' sizes and times are unchanged or, when they differ, their bytes' hash is; an image re-written under
+the same name (a fusion network's outputs each epoch) is scored again, and the job says how many were.
 
 The engine's scores change in their last bit with the other images of a batch (on the CPU), so chunks, not processes,
 fix the batches: a job gives the same scores bit for bit with 1 or N processes. Under ``on_error="skip"`` a bad image
@@ -768,6 +775,11 @@ def _part_files(parts: Path) -> list:
     return sorted(path for path in parts.iterdir() if PART_PATTERN.match(path.name))
 
 
+def scored_rows(parts: Path) -> int:
+    """How many rows the chunk files of a job folder hold (what an interrupted job keeps)."""
+    return sum(int(PART_PATTERN.match(path.name)["rows"]) for path in _part_files(parts))
+
+
 def _write_table(path: Path, table: pa.Table) -> None:
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
@@ -830,7 +842,7 @@ def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> d
                 raise ScoringJobError(f"{job_file} is damaged ({error}); pass --overwrite to start the job again.") from None
             problem = _mismatch(started, description, f"The partial output {parts}")
             if problem:
-                count = sum(int(PART_PATTERN.match(p.name)["rows"]) for p in _part_files(parts))
+                count = scored_rows(parts)
                 raise ScoringJobError(f"{problem}. Resume it with the same model, dimensions and source, or pass "
                                       f"--overwrite to discard its {count} scores and start again.")
             atomic.remove_stale_temporaries(parts)

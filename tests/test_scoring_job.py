@@ -512,7 +512,131 @@ def test_ctrl_c_keeps_the_chunks_and_says_how_to_go_on(models, tmp_path):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
-    assert "interrupted" in stderr and "run the same command to go on" in stderr and "Traceback" not in stderr
+    assert "interrupted" in stderr and "items scored so far are kept" in stderr and "run the same command to go on" in stderr and "Traceback" not in stderr
     assert len(list(parts.glob("part-*.parquet"))) >= 3
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
     assert result.returncode == 0 and len(_rows(output)) == 90
+
+
+# ------------------------------------------------------------------------------------------- reliability (issue 26)
+def test_an_image_rewritten_under_its_name_is_scored_again_and_equals_a_fresh_job(models, tmp_path, capsys):
+    """Items are keyed by content: a fusion network's outputs re-written under the same names are scored again (a
+    relaunch into the same output equals a fresh job, bit for bit), a copy or `touch` that keeps the bytes is not."""
+    paths = _write_images(tmp_path / "images", 4)
+    output = tmp_path / "scores.parquet"
+    command = ["score", str(tmp_path / "images"), "--model", str(models[0]), "--dimensions", "overall",
+               "--chunk-size", "4", "--output", str(output)]
+    assert main(command) == 0
+    before = _rows(output)
+    _write_images(tmp_path / "images", 4, seed=9)  # new content, same names
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "4 scored again: their images changed" in capsys.readouterr().err
+    fresh = tmp_path / "fresh.parquet"
+    assert main(command[:-1] + [str(fresh)]) == 0
+    after = _rows(output)
+    assert [row["overall"] for row in after] == [row["overall"] for row in _rows(fresh)]
+    assert all(a["overall"] != b["overall"] for a, b in zip(after, before))
+
+    os.utime(paths[2], ns=(1, 1))  # same bytes, another modification time: the hash confirms nothing changed
+    capsys.readouterr()
+    assert main(command) == 0
+    error = capsys.readouterr().err
+    assert "(4 of them scored by an earlier run)" in error and "scored again" not in error
+    assert _rows(output) == after
+
+
+def test_a_rewritten_image_in_a_partial_output_is_scored_again(models, tmp_path):
+    from fuscore.scoring_job import files_source, run_scoring_job
+
+    paths = _write_images(tmp_path / "images", 3)
+    model = load_saved(models[0])
+    output = tmp_path / "scores.parquet"
+    source = files_source([str(tmp_path / "images")])
+
+    def score_two_chunks_then_stop(*args, **kwargs):
+        if len(list(parts_folder(output).glob("part-*"))) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    import fuscore.scoring_job as scoring_job
+
+    original = scoring_job.score_chunk
+    scoring_job.score_chunk = score_two_chunks_then_stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_scoring_job(model, source, ["overall"], output, chunk_size=1, progress=False)
+    finally:
+        scoring_job.score_chunk = original
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(paths[0])  # changed after it was scored
+    result = run_scoring_job(model, files_source([str(tmp_path / "images")]), ["overall"], output, chunk_size=1,
+                             progress=False)
+    assert (result.n_rescored, result.n_reused, result.n_scored) == (1, 1, 2)
+    fresh = run_scoring_job(model, files_source([str(tmp_path / "images")]), ["overall"], tmp_path / "fresh.parquet",
+                            chunk_size=1, progress=False)
+    assert result.table.column("overall").to_pylist() == fresh.table.column("overall").to_pylist()
+
+
+def test_progress_is_per_batch_and_an_interrupt_keeps_the_batches_scored(models, tmp_path, monkeypatch):
+    """One chunk of 6 images in batches of 2: the bar moves after each batch, and Ctrl-C during the third batch
+    keeps the four images scored (a relaunch scores the other two and equals an uninterrupted job's rows)."""
+    import fuscore.scoring_job as scoring_job
+    from fuscore.scoring_job import files_source, run_scoring_job
+
+    _write_images(tmp_path / "images", 6)
+    model = load_saved(models[0])
+    output = tmp_path / "scores.parquet"
+    steps = []
+    original_advance = scoring_job._Progress.advance
+    monkeypatch.setattr(scoring_job._Progress, "advance",
+                        lambda self, rows, pending=False: (steps.append(rows), original_advance(self, rows, pending)))
+    calls = []
+
+    def interrupt_third_batch(module, args, kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    handle = model.register_forward_pre_hook(interrupt_third_batch, with_kwargs=True)
+    with pytest.raises(KeyboardInterrupt):
+        run_scoring_job(model, files_source([str(tmp_path / "images")]), ["overall"], output, batch_size=2, progress=True)
+    handle.remove()
+    assert steps == [1, 1, 1, 1], "the bar moves with each batch of the chunk"
+    kept = [pq.read_table(path).num_rows for path in parts_folder(output).glob("part-*.parquet")]
+    assert kept == [4]
+    result = run_scoring_job(model, files_source([str(tmp_path / "images")]), ["overall"], output, batch_size=2,
+                             progress=False)
+    assert (result.n_reused, result.n_scored, result.n_items) == (4, 2, 6)
+
+
+def test_a_removed_job_folder_or_chunk_file_stops_the_job_instead_of_waiting(models, tmp_path):
+    import shutil
+
+    import fuscore.scoring_job as scoring_job
+    from fuscore.scoring_job import ScoringJobError, files_source, run_scoring_job
+
+    _write_images(tmp_path / "images", 3)
+    model = load_saved(models[0])
+    original = scoring_job.score_chunk
+    for case in ("folder", "chunk"):
+        output = tmp_path / f"{case}.parquet"
+        parts = parts_folder(output)
+
+        def remove_midway(*args, **kwargs):
+            written = sorted(parts.glob("part-*"))
+            if len(written) == 1:
+                shutil.rmtree(parts) if case == "folder" else written[0].unlink()
+            return original(*args, **kwargs)
+
+        scoring_job.score_chunk = remove_midway
+        try:
+            with pytest.raises(ScoringJobError) as error:
+                run_scoring_job(model, files_source([str(tmp_path / "images")]), ["overall"], output, chunk_size=1,
+                                progress=False)
+        finally:
+            scoring_job.score_chunk = original
+        message = str(error.value)
+        assert ("was removed while the job ran" in message) if case == "folder" else ("no result for 1 items" in message)
+        # The relaunch scores what was lost.
+        assert run_scoring_job(model, files_source([str(tmp_path / "images")]), ["overall"], output, chunk_size=1,
+                               progress=False).n_items == 3
