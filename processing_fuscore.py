@@ -66,28 +66,60 @@ def _describe(image: Any, source: Optional[str]) -> str:
     return f"<{type(image).__name__}>"
 
 
-def _stretch_to_uint8(values: torch.Tensor) -> torch.Tensor:
-    """Linear stretch of high-bit-depth data (e.g. raw 16-bit thermal counts) from its own range to 0..255.
+# Said once per process when an image's contrast is changed (`_intensities_to_uint8`): the rule is load_image's.
+HIGH_BIT_DEPTH_NOTE = (
+    "FuScore stretched a high-bit-depth image (values beyond 0..255) linearly from its own range to 0..255, as "
+    "load_image does for raw infrared counts: the scored contrast is the stretched one. Convert the image to 8 bits "
+    "yourself to score it otherwise."
+)
+_SIXTEEN_BIT = (0.0, 65535.0)
 
-    Raw infrared frames rarely use the full 16-bit range, so dividing by 257 would render most of them black.
+
+def _intensities_to_uint8(values: torch.Tensor, type_range: Optional[tuple], name: str) -> torch.Tensor:
+    """8-bit intensities from integer or high-bit-depth data (a float64 tensor), by one rule:
+
+    - integer values that all fit 0..255 are an 8-bit picture: kept as they are (an 8-bit image held in a wider type
+      scores as the uint8 image does);
+    - otherwise the values are stretched linearly from their own range to 0..255 (raw 16-bit thermal counts rarely
+      use the type's full range, so dividing by 257 would render most of them black), with a warning
+      (`HIGH_BIT_DEPTH_NOTE`, once per process);
+    - a constant image beyond 0..255 has no range to stretch: it is mapped from the type's full range (0..65535 for
+      16-bit data, and for any value that fits it; the type's own range otherwise), so all-white 65535 is white.
+      Without a type range (32-bit float images) such an image is refused.
     """
-    low, high = values.min(), values.max()
-    if high <= low:
-        return torch.zeros(values.shape, dtype=torch.uint8)
-    return ((values - low) * (255.0 / (high - low))).round().to(torch.uint8)
+    low, high = values.min().item(), values.max().item()
+    if low >= 0 and high <= 255 and bool((values == values.round()).all()):
+        return values.round().to(torch.uint8)
+    if high > low:
+        warnings.warn(HIGH_BIT_DEPTH_NOTE, UserWarning, stacklevel=4)
+        return ((values - low) * (255.0 / (high - low))).round().to(torch.uint8)
+    if type_range is None:
+        raise ImageInputError(f"{name}: a constant floating-point image of value {low:.6g}, outside [0, 1]: FuScore "
+                              "cannot tell what brightness it stands for. Scale it to [0, 1] or pass 8-bit data.")
+    if _SIXTEEN_BIT[0] <= low <= _SIXTEEN_BIT[1]:
+        type_range = _SIXTEEN_BIT
+    bottom, top = type_range
+    return ((values - bottom) * (255.0 / (top - bottom))).round().clamp(0, 255).to(torch.uint8)
 
 
 def _to_rgb(image: Image.Image, name: str) -> Image.Image:
-    """Converts every PIL mode to 8-bit RGB: grey replicated, alpha composited on black, 16-bit stretched."""
+    """Converts every PIL mode to 8-bit RGB: grey replicated, alpha composited on black, 16-bit and 32-bit grey by
+    `_intensities_to_uint8`'s rule (32-bit float in [0, 1] scaled by 255, as float arrays are)."""
     if image.mode == "RGB":
         return image
     if image.mode.startswith("I") or image.mode == "F":
-        wide = image.convert("F")  # every integer mode converts losslessly enough to 32-bit float for a stretch
+        wide = image.convert("F")  # every integer mode converts losslessly enough to 32-bit float
         values = torch.frombuffer(bytearray(wide.tobytes()), dtype=torch.float32).reshape(image.height, image.width)
         if not torch.isfinite(values).all():
             raise ImageInputError(f"{name}: the image holds NaN or infinite values.")
-        stretched = _stretch_to_uint8(values.double())
-        return Image.frombytes("L", image.size, stretched.numpy().tobytes()).convert("RGB")
+        values = values.double()
+        if image.mode == "F" and values.min() >= 0 and values.max() <= 1:
+            grey = (values * 255).round().to(torch.uint8)
+        else:
+            type_range = None if image.mode == "F" else (_SIXTEEN_BIT if image.mode.startswith("I;16") else
+                                                         (-2.0 ** 31, 2.0 ** 31 - 1))
+            grey = _intensities_to_uint8(values, type_range, name)
+        return Image.frombytes("L", image.size, grey.numpy().tobytes()).convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
     if image.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
@@ -103,9 +135,12 @@ def _to_rgb(image: Image.Image, name: str) -> Image.Image:
 def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image:
     """Opens and checks one input image and returns it as 8-bit RGB.
 
-    Accepts a path, encoded bytes, a PIL image, or an HxW[xC] array (numpy or torch; uint8, uint16 or float in
-    [0, 1]). Grey images are replicated to three channels, 16-bit and 32-bit images are stretched from their own
-    range to 0..255, palette and alpha images are composited on black, CMYK/YCbCr/HSV are converted to RGB.
+    Accepts a path, encoded bytes, a PIL image, or an HxW[xC] array (numpy or torch; any integer type, or float in
+    [0, 1]). Grey images are replicated to three channels, palette and alpha images are composited on black,
+    CMYK/YCbCr/HSV are converted to RGB. Integer data (arrays of any integer type, 16-bit and 32-bit images) whose
+    values all fit 0..255 is an 8-bit picture and is kept as it is; data with values beyond 0..255 is stretched
+    linearly from its own range to 0..255, with a warning (`HIGH_BIT_DEPTH_NOTE`), and a constant image beyond
+    0..255 is mapped from its type's full range (0..65535 for 16-bit data): see `_intensities_to_uint8`.
     A file's or PIL image's EXIF orientation is applied, so the image is scored as viewers display it (a phone photo
     stored sideways with orientation 6 is turned upright); arrays have no EXIF and are taken as they are. Animated
     and multi-page images are refused (which frame to score is the caller's choice); a multi-picture JPEG (MPO) is
@@ -240,7 +275,8 @@ def _array_to_pil_checked(array: Any, name: str) -> Image.Image:
             )
         tensor = (tensor * 255).round().to(torch.uint8)
     elif tensor.dtype != torch.uint8:
-        tensor = _stretch_to_uint8(tensor.to(torch.float64))
+        info = torch.iinfo(tensor.dtype)
+        tensor = _intensities_to_uint8(tensor.to(torch.float64), (float(info.min), float(info.max)), name)
     mode = "L" if tensor.ndim == 2 else ("RGB" if tensor.shape[-1] == 3 else "RGBA")
     height, width = tensor.shape[0], tensor.shape[1]
     return Image.frombytes(mode, (width, height), tensor.contiguous().numpy().tobytes())

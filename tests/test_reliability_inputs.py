@@ -130,16 +130,65 @@ def test_one_bad_file_in_a_scoring_list_is_named_not_its_neighbours(tmp_path, ti
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_sixteen_bit_grey_is_stretched_from_its_own_range():
+def test_sixteen_bit_grey_is_stretched_from_its_own_range_with_a_warning():
     values = np.linspace(1000, 3000, 32 * 40).reshape(32, 40).astype(np.uint16)  # a raw thermal frame's narrow range
     for image in (Image.fromarray(values), values, torch.from_numpy(values.astype(np.int32))):
-        rgb = np.asarray(load_image(image))
+        with pytest.warns(UserWarning, match="stretched a high-bit-depth image"):
+            rgb = np.asarray(load_image(image))
         assert rgb.shape == (32, 40, 3) and rgb.dtype == np.uint8
         assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()  # grey stays grey
         assert rgb.min() == 0 and rgb.max() == 255  # not rendered black by a /257
         assert (np.diff(rgb[..., 0].reshape(-1).astype(int)) >= 0).all()  # monotone in the raw values
     constant = np.full((20, 20), 4242, dtype=np.uint16)
-    assert np.asarray(load_image(constant)).max() == 0  # no range: a flat image, not a division by zero
+    assert (np.asarray(load_image(constant)) == 17).all()  # no range: the 16-bit range's 4242 / 65535 * 255
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_constant_sixteen_bit_images_use_the_full_sixteen_bit_range(tiny_models, recwarn):
+    """A constant 16-bit image has no range to stretch: all-white 65535 is white (and scores as 8-bit white does),
+    from an array, a PIL image or a 16-bit PNG file, of any integer type."""
+    white8 = np.full((32, 32), 255, np.uint8)
+    for value, grey in ((65535, 255), (0, 0), (32768, 128)):
+        array = np.full((32, 32), value, np.uint16)
+        for image in (array, array.astype(np.int32), array.astype(np.int64), Image.fromarray(array),
+                      _png_bytes(Image.fromarray(array))):
+            assert (np.asarray(load_image(image)) == grey).all(), (value, type(image))
+    model = tiny_models["qwen2_vl"]
+    assert model.score(np.full((32, 32), 65535, np.uint16)) == model.score(white8)
+    assert not [w for w in recwarn if "high-bit-depth" in str(w.message)], "nothing was stretched"
+
+
+def test_an_eight_bit_picture_in_a_wider_integer_type_scores_as_the_uint8_picture(tiny_models, recwarn):
+    """Integer arrays whose values fit 0..255 are 8-bit pictures: their contrast is kept, not stretched."""
+    rng = np.random.default_rng(0)
+    pictures = {"full": rng.integers(0, 256, (32, 40, 3), dtype=np.uint8),
+                "low contrast": rng.integers(100, 140, (32, 40), dtype=np.uint8)}
+    model = tiny_models["qwen2_vl"]
+    for label, picture in pictures.items():
+        expected = np.asarray(load_image(picture))
+        reference = model.score(picture)
+        for dtype in (np.int64, np.int32, np.int16, np.uint16, np.uint32):
+            wide = picture.astype(dtype)
+            for image in (wide, torch.from_numpy(wide.astype(np.int64))):
+                assert (np.asarray(load_image(image)) == expected).all(), (label, dtype)
+            assert model.score(wide) == reference, (label, dtype)
+    grey16 = Image.fromarray(pictures["low contrast"].astype(np.uint16))  # a 16-bit PNG holding 8-bit values
+    assert (np.asarray(load_image(_png_bytes(grey16)))[..., 0] == pictures["low contrast"]).all()
+    assert not [w for w in recwarn if "high-bit-depth" in str(w.message)]
+
+
+def test_float_images_in_unit_range_scale_and_others_stretch_or_are_refused():
+    ramp = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    assert (np.asarray(load_image(Image.fromarray(ramp, mode="F")))[..., 0] == np.round(ramp * 255)).all()
+    with pytest.warns(UserWarning, match="high-bit-depth"):
+        assert np.asarray(load_image(Image.fromarray(ramp * 1000 - 20, mode="F"))).max() == 255
+    with pytest.raises(ImageInputError, match="constant floating-point image of value 300"):
+        load_image(Image.fromarray(np.full((32, 32), 300, np.float32), mode="F"), source="flat.tif")
 
 
 def test_rgba_and_palette_transparency_are_composited_on_black():
