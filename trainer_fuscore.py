@@ -30,10 +30,13 @@ from fuscore.objectives import get_objective
 from fuscore.training.collator import FuScoreCollator, SyntheticScenes, weightless_copy
 from fuscore.training.config import DEMO_CONFIG, DataArguments, FuScoreTrainingConfig, ModelArguments
 from fuscore.training.loading import (
+    check_resume_settings,
     check_tables,
+    load_finished_run,
     load_model,
     load_tables,
     resolve_resume_checkpoint,
+    run_settings,
     save_final_model,
 )
 from fuscore.training.trainer import FuScoreTrainer
@@ -78,6 +81,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     objective = get_objective(training_args.objective)
     # Before any work: a named checkpoint must be complete, and `last` passes over incomplete ones.
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    # ...and this run's settings must be the checkpoint's where they decide what is trained (else refused).
+    resume_plan = check_resume_settings(resume, model_args, data_args, training_args) if resume else None
     model = load_model(model_args, regression_head=objective.regression_head)
     fuscore_model = model.get_base_model() if hasattr(model, "get_base_model") else model
     layer_count = len(fuscore_model.model.language_model.layers)
@@ -105,12 +110,17 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
                                pair_target_raters=training_args.pair_target_raters)
     trainer = FuScoreTrainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
                              data_collator=collator, processing_class=processor)
+    trainer.run_settings = run_settings(model_args, data_args, training_args)
     output_dir = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
         for stale in remove_stale_temporaries(output_dir):  # left by a run killed while it saved
             logger.warning("Removed %s, left half-written by an interrupted run.", stale)
         if training_args.resume_from_checkpoint:
             print(f"resuming from {resume}" if resume else f"no complete checkpoint in {output_dir}: training from the start")
+        for note in (resume_plan or {}).get("notes", []):
+            print(f"resume: {note}")
+        if resume_plan and resume_plan["trained"]:
+            print(f"resume: {resume} holds the whole run (step {resume_plan['step']}): no further step is trained")
     trainer.accelerator.wait_for_everyone()
 
     if trainer.is_fsdp_enabled:
@@ -119,7 +129,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
         before = {}
     else:
         before = trainer.evaluate(metric_key_prefix="before")
-    train_output = trainer.train(resume_from_checkpoint=resume)
+    if resume_plan and resume_plan["trained"]:
+        train_output = load_finished_run(trainer, resume)
+    else:
+        train_output = trainer.train(resume_from_checkpoint=resume)
     after = trainer.evaluate(metric_key_prefix="eval")
 
     final_dir = output_dir / "final"

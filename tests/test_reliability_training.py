@@ -126,9 +126,51 @@ def test_resuming_mid_epoch_continues_the_same_batches_to_the_same_weights(refer
     assert [b["mu"] for b in resumed["batches"]] == [b["mu"] for b in reference["batches"][step:]]
     np.testing.assert_allclose([b["loss"] for b in resumed["batches"]], [b["loss"] for b in reference["batches"][step:]],
                                rtol=1e-5, atol=1e-7)
-    assert _max_difference(resumed["weights"], reference["weights"]) < 1e-6
+    # Bit for bit on the CPU: the same weights, hence the same evaluation.
+    assert all(torch.equal(resumed["weights"][key], reference["weights"][key]) for key in reference["weights"])
     for name in ("eval_srcc", "eval_plcc", "eval_rmse", "eval_srcc_within"):
-        assert resumed["after"][name] == pytest.approx(reference["after"][name], abs=1e-6), name
+        assert resumed["after"][name] == reference["after"][name], name
+
+
+def test_resuming_from_the_last_step_trains_no_further_step(reference, tmp_path, capsys):
+    """A run killed during its final save holds checkpoint-<max_steps>: resuming from it trains nothing more (the
+    Trainer alone would train a step past max_steps and write checkpoint-9) and ends with the uninterrupted run's
+    model and evaluation, bit for bit."""
+    output_dir = tmp_path / "killed_in_final_save"
+    resumed = _train(output_dir, "--save_strategy", "steps", "--save_steps", "1", "--resume_from_checkpoint",
+                     str(reference["output_dir"] / "checkpoint-8"))
+    assert resumed["batches"] == []
+    assert not [entry.name for entry in output_dir.iterdir() if entry.name.startswith("checkpoint-")]
+    assert "holds the whole run (step 8): no further step is trained" in capsys.readouterr().out
+    assert all(torch.equal(resumed["weights"][key], reference["weights"][key]) for key in reference["weights"])
+    for name in ("eval_srcc", "eval_plcc", "eval_rmse", "eval_srcc_within"):
+        assert resumed["after"][name] == reference["after"][name], name
+
+
+@pytest.mark.parametrize("change, refused", [
+    (["--learning_rate", "0.01"], "--learning_rate 0.001 -> 0.01"),
+    (["--pairs_per_batch", "3"], "--pairs_per_batch 2 -> 3"),
+    (["--seed", "6"], "--seed 5 -> 6"),
+    (["--max_steps", "2"], "has already trained 4 steps"),
+])
+def test_a_resume_with_settings_that_change_the_trajectory_is_refused(reference, tmp_path, change, refused):
+    with pytest.raises(ValueError, match="Cannot resume|already trained") as error:
+        trainer_fuscore.main(RUN + ["--output_dir", str(tmp_path / "out"), "--resume_from_checkpoint",
+                                    str(reference["output_dir"] / "checkpoint-4"), *change])
+    assert refused in str(error.value)
+    assert not (tmp_path / "out" / "final").exists()
+
+
+def test_a_resume_applies_and_names_the_settings_that_keep_the_trajectory(reference, tmp_path, capsys):
+    resumed = _train(tmp_path / "out", "--save_strategy", "no", "--logging_steps", "2", "--resume_from_checkpoint",
+                     str(reference["output_dir"] / "checkpoint-4"))
+    out = capsys.readouterr().out
+    assert "resume: --logging_steps 1 -> 2 (applied" in out and "--save_strategy \"steps\" -> \"no\" (applied" in out
+    assert all(torch.equal(resumed["weights"][key], reference["weights"][key]) for key in reference["weights"])
+    longer = _train(tmp_path / "longer", "--save_strategy", "no", "--max_steps", "10", "--resume_from_checkpoint",
+                    str(reference["output_dir"] / "checkpoint-4"))
+    assert len(longer["batches"]) == 6
+    assert "resume: --max_steps 8 -> 10 (applied: training continues" in capsys.readouterr().out
 
 
 def test_resuming_with_the_last_checkpoint_keyword(reference, tmp_path):
@@ -138,7 +180,7 @@ def test_resuming_with_the_last_checkpoint_keyword(reference, tmp_path):
     shutil.copytree(reference["output_dir"] / "checkpoint-5", output_dir / "checkpoint-5")
     resumed = _train(output_dir, "--save_strategy", "no", "--resume_from_checkpoint", "last")
     assert [b["groups"] for b in resumed["batches"]] == [b["groups"] for b in reference["batches"][5:]]
-    assert _max_difference(resumed["weights"], reference["weights"]) < 1e-6
+    assert all(torch.equal(resumed["weights"][key], reference["weights"][key]) for key in reference["weights"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

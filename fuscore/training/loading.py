@@ -271,6 +271,121 @@ def resolve_resume_checkpoint(resume_from_checkpoint, output_dir) -> Optional[st
     return str(resume_from_checkpoint)
 
 
+# What a checkpoint records of the run that wrote it (beside trainer_state.json), read back on resume.
+RUN_SETTINGS_NAME = "fuscore_run_settings.json"
+# Settings that decide the trajectory: a resumed run with another value would equal no uninterrupted run (the
+# checkpoint's optimizer and scheduler states hold the old ones; the batches would change), so a change is refused.
+TRAJECTORY_SETTINGS = {
+    "model": ("model_name_or_path", "input_mode", "dtype", "use_lora", "lora_r", "lora_alpha", "lora_dropout",
+              "min_pixels", "max_pixels"),
+    "data": ("train_table", "eval_table", "eval_fraction", "score_range", "dimension", "synthetic_seed",
+             "synthetic_eval_seed", "synthetic_train_scenes", "synthetic_eval_scenes", "synthetic_images_per_scene",
+             "synthetic_image_size", "synthetic_stream"),
+    "training": ("learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay",
+                 "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "optim", "optim_args",
+                 "optim_target_modules", "seed", "data_seed", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "pairs_per_batch", "images_per_pair", "objective", "sigma_min",
+                 "lambda_within", "lambda_cross", "fixed_std", "full_vocab_softmax", "label_smoothing_factor",
+                 "train_sampling_strategy", "dataloader_drop_last", "average_tokens_across_devices",
+                 "neftune_noise_alpha", "bf16", "fp16"),
+}
+# How long the run goes: a longer run continues the checkpoint's (applied, and said: the learning-rate schedule then
+# spans the new length); one that ends before the checkpoint's step is refused.
+LENGTH_SETTINGS = ("max_steps", "num_train_epochs")
+# Bookkeeping that differs between any two launches: not compared.
+UNCOMPARED_SETTINGS = ("resume_from_checkpoint", "local_rank", "hub_token")
+
+
+def run_settings(model_args, data_args, training_args) -> dict:
+    """The run's settings as JSON-ready values, `{"model": ..., "data": ..., "training": ...}`."""
+    import dataclasses
+
+    def plain(values: dict) -> dict:
+        return json.loads(json.dumps(values, default=str))
+
+    return {"model": plain(dataclasses.asdict(model_args)), "data": plain(dataclasses.asdict(data_args)),
+            "training": plain(training_args.to_dict())}
+
+
+def _same(old, new) -> bool:
+    numbers = (int, float)
+    if isinstance(old, numbers) and isinstance(new, numbers) and not isinstance(old, bool) and not isinstance(new, bool):
+        return float(old) == float(new)  # the Trainer keeps some step counts as floats (1.0 for 1)
+    return old == new
+
+
+def _shown(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return json.dumps(value)
+
+
+def check_resume_settings(checkpoint, model_args, data_args, training_args) -> dict:
+    """What a resume from `checkpoint` does with this run's settings, checked before any work.
+
+    Returns `{"notes": [...], "trained": bool}`: the settings that differ from the checkpoint's run and are applied
+    (said in `notes`), and whether the checkpoint already holds the whole run (its step is the run's last: the
+    resumed run then trains no further step and its model is the checkpoint's, as an uninterrupted run's is).
+    Raises ValueError naming each trajectory setting that differs, or a run that ends before the checkpoint's step.
+    """
+    checkpoint = Path(checkpoint)
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    step = int(state["global_step"])
+    planned = int(state.get("max_steps") or 0)
+    notes, refused = [], []
+    record = checkpoint / RUN_SETTINGS_NAME
+    if not record.is_file():
+        notes.append(f"{checkpoint} records no settings ({RUN_SETTINGS_NAME}, written since 2026-12-06): they were "
+                     "not compared with this run's")
+        old = None
+    else:
+        try:
+            old = json.loads(record.read_text())
+        except ValueError as error:
+            raise ValueError(f"{record} is damaged ({error}); it records the settings the checkpoint was trained "
+                             "with. Resume from another checkpoint.") from None
+    now = run_settings(model_args, data_args, training_args)
+    length_changed = False
+    if old is not None:
+        for group, values in now.items():
+            for name, value in values.items():
+                if name in UNCOMPARED_SETTINGS or name not in old.get(group, {}) or _same(old[group][name], value):
+                    continue
+                change = f"--{name} {_shown(old[group][name])} -> {_shown(value)}"
+                if name in TRAJECTORY_SETTINGS.get(group, ()):
+                    refused.append(change)
+                elif name in LENGTH_SETTINGS:
+                    length_changed = True
+                    notes.append(f"{change} (applied: training continues to the new length; the learning-rate schedule "
+                                 "now spans it, so the run equals no uninterrupted run of either length)")
+                else:
+                    notes.append(f"{change} (applied: it does not change what is trained)")
+    if refused:
+        raise ValueError(f"Cannot resume from {checkpoint} with other training settings: {'; '.join(refused)}. The "
+                         "checkpoint's optimizer, schedule and batches belong to its own settings, so the resumed run "
+                         "would equal no uninterrupted one. Resume with the checkpoint's values, or start a new run "
+                         f"(another --output_dir) from its weights with --model_name_or_path {checkpoint}.")
+    target = training_args.max_steps if training_args.max_steps > 0 else (planned if not length_changed else 0)
+    if target and step > target:
+        raise ValueError(f"--max_steps {target}: the checkpoint {checkpoint} has already trained {step} steps. Resume "
+                         f"with --max_steps {step} or more, or start a new run from an earlier checkpoint.")
+    return {"notes": notes, "trained": bool(target) and step >= target, "step": step}
+
+
+def load_finished_run(trainer, checkpoint):
+    """For a checkpoint that holds the whole run (`check_resume_settings(...)["trained"]`): its weights and trainer
+    state, and the `TrainOutput` of a run that trains no further step. (The Trainer would train one more step from
+    it, past `max_steps`.)"""
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return TrainOutput(trainer.state.global_step, losses[-1] if losses else float("nan"),
+                       {"train_steps_this_run": 0, "resumed_at_step": trainer.state.global_step})
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The final folder
 # ---------------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 metrics (DESIGN.md section 4), in the shape of trl's `RewardTrainer`."""
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from fuscore.objectives import compute_objective, get_objective
 
 from .answer_tokens import answer_token_nll, capture_last_hidden_state
 from .collator import FuScoreCollator, SyntheticScenes
-from .loading import named_write_errors
+from .loading import RUN_SETTINGS_NAME, named_write_errors
 from .sampling import EndlessBatchSampler, PairGroupedBatchSampler
 
 
@@ -58,6 +59,7 @@ class FuScoreTrainer(Trainer):
         self._term_count = 0
         self._last_terms: dict[str, torch.Tensor] = {}
         self._checkpoint_staging = None
+        self.run_settings = None  # the run's settings (`loading.run_settings`), recorded in each checkpoint
 
     @property
     def softmax(self) -> str:
@@ -205,6 +207,8 @@ class FuScoreTrainer(Trainer):
             self.accelerator.wait_for_everyone()
             if main:
                 written = staging / name
+                if self.run_settings is not None:  # what a resume compares its settings with
+                    (written / RUN_SETTINGS_NAME).write_text(json.dumps(self.run_settings, indent=2))
                 best = self.state.best_model_checkpoint
                 if best is not None and Path(best).parent == staging:
                     self.state.best_model_checkpoint = str(run_dir / Path(best).name)
