@@ -191,19 +191,25 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
     if _orientation(pil) in _TRANSPOSING_ORIENTATIONS:
         pil = ImageOps.exif_transpose(pil)  # a transposed copy: a caller's PIL image is left as it was
 
-    if min(pil.size) < MIN_IMAGE_SIDE:
-        raise ImageInputError(
-            f"{name}: {pil.width}x{pil.height} pixels is too small to assess; FuScore needs at least "
-            f"{MIN_IMAGE_SIDE} pixels on each side."
-        )
-    if pil.width * pil.height > MAX_IMAGE_PIXELS:
-        raise ImageInputError(f"{name}: {pil.width}x{pil.height} pixels is over the limit of {MAX_IMAGE_PIXELS} pixels.")
-    if max(pil.size) > MAX_ASPECT_RATIO * min(pil.size):
-        raise ImageInputError(
-            f"{name}: {pil.width}x{pil.height} pixels is more than {MAX_ASPECT_RATIO} times longer than wide, which "
-            "Qwen-VL cannot read; crop it into parts or pad it."
-        )
+    problem = size_problem(pil.width, pil.height)
+    if problem:
+        raise ImageInputError(f"{name}: {problem}")
     return _to_rgb(pil, name)
+
+
+def size_problem(width: int, height: int) -> Optional[str]:
+    """Why FuScore refuses an image of this size (None when it takes it): the one place of the size rules, checked
+    by `load_image` and by `image_size` before anything counts an image's tokens (Qwen-VL's own count fails on them
+    without the file's name)."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return (f"{width}x{height} pixels is too small to assess; FuScore needs at least {MIN_IMAGE_SIDE} pixels on "
+                "each side.")
+    if width * height > MAX_IMAGE_PIXELS:
+        return f"{width}x{height} pixels is over the limit of {MAX_IMAGE_PIXELS} pixels."
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        return (f"{width}x{height} pixels is more than {MAX_ASPECT_RATIO} times longer than wide, which Qwen-VL "
+                "cannot read; crop it into parts or pad it.")
+    return None
 
 
 # EXIF orientation (tag 0x0112): 1 is upright; 2-8 flip and/or rotate; 5-8 swap width and height.
@@ -605,20 +611,24 @@ def _displayed_size(image: Image.Image) -> tuple:
 
 def image_size(image: ImageLike) -> Optional[tuple]:
     """`(width, height)` of an input image as `load_image` will give it (EXIF orientation applied), without decoding
-    its pixels where possible; None when it cannot be told (an unreadable file fails later, with its name, in
-    `load_image`)."""
+    its pixels where possible; None when it cannot be told or is one `load_image` refuses (`size_problem`): an
+    unreadable file or a refused size fails later, with its name, in `load_image`."""
+    size = None
     try:
         if isinstance(image, (str, os.PathLike)):
             with Image.open(image) as handle:
-                return _displayed_size(handle)
-        if isinstance(image, Image.Image):
-            return _displayed_size(image)
-        shape = getattr(image, "shape", None)
-        if shape is not None and len(shape) >= 2:
-            return int(shape[1]), int(shape[0])
+                size = _displayed_size(handle)
+        elif isinstance(image, Image.Image):
+            size = _displayed_size(image)
+        else:
+            shape = getattr(image, "shape", None)
+            if shape is not None and len(shape) >= 2:
+                size = int(shape[1]), int(shape[0])
     except Exception:  # noqa: BLE001 - any failure here is reported by load_image with the file's name
         return None
-    return None
+    if size is None or size_problem(*size):
+        return None
+    return size
 
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -643,3 +643,30 @@ def test_a_removed_job_folder_or_chunk_file_stops_the_job_instead_of_waiting(mod
         # The relaunch scores what was lost.
         assert run_scoring_job(model, files_source([str(tmp_path / "images")]), ["overall"], output, chunk_size=1,
                                progress=False).n_items == 3
+
+
+def test_extreme_aspect_ratios_get_fuscores_named_error_everywhere(models, tmp_path, capsys):
+    """Images over 200 times longer than wide (or under 16 px a side) are FuScore's named error before Qwen-VL's
+    token count runs: from model.score, and in a job under --on-error skip (the others scored, again on relaunch)."""
+    from processing_fuscore import ImageInputError
+
+    folder = tmp_path / "images"
+    _write_images(folder, 2)
+    for width, height in ((5000, 20), (3300, 16), (5000, 10)):
+        Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(folder / f"long_{width}x{height}.png")
+    model = load_saved(models[0])
+    for width, height in ((5000, 20), (3300, 16), (5000, 10)):
+        path = folder / f"long_{width}x{height}.png"
+        with pytest.raises(ImageInputError, match=f"long_{width}x{height}.png: {width}x{height} pixels is"):
+            model.score([str(folder / "img000.png"), str(path)])
+    output = tmp_path / "scores.parquet"
+    command = ["score", str(folder), "--model", str(models[0]), "--output", str(output), "--on-error", "skip"]
+    for _ in range(2):
+        assert main(command) == 1
+        error = capsys.readouterr().err
+        assert "3 of 5 items could not be scored" in error and "Traceback" not in error
+        assert "long_5000x20.png: 5000x20 pixels is more than 200 times longer than wide" in error
+    rows = {Path(row["path"]).name: row for row in _rows(output)}
+    assert rows["img000.png"]["overall"] is not None and rows["long_3300x16.png"]["overall"] is None
+    assert main(["score", str(folder / "long_5000x20.png"), "--model", str(models[0])]) == 2
+    assert "long_5000x20.png: 5000x20 pixels is more than 200 times" in capsys.readouterr().err
