@@ -769,6 +769,17 @@ def _read_metadata(path: Path) -> Optional[dict]:
     return json.loads(raw) if raw else None
 
 
+def _read_json_metadata(path: Path) -> Optional[dict]:
+    """The job metadata of a JSON scores file (`write_scores`), None when it is not one."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ScoringJobError(f"{path}: exists but is not a readable JSON file ({error}); pass --overwrite to replace "
+                              "it.") from None
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    return metadata if isinstance(metadata, dict) else None
+
+
 def _part_files(parts: Path) -> list:
     if not parts.is_dir():
         return []
@@ -862,6 +873,17 @@ def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> d
                 raise ScoringJobError(f"{problem}. Give another --output, or pass --overwrite to replace it.")
             # A matching partial output was started for this file (by an --overwrite run): it replaces the file.
             reuse = problem is None
+        elif output.suffix.lower() == ".json" and output.is_file() and not overwrite and not resuming:
+            existing = _read_json_metadata(output)
+            if existing is None:
+                raise ScoringJobError(f"{output} exists and is not a FuScore scores file; pass --overwrite to replace it.")
+            problem = _mismatch(existing, description, f"The existing output {output}")
+            if problem:
+                raise ScoringJobError(f"{problem}. Give another --output, or pass --overwrite to replace it.")
+        elif output.suffix.lower() == ".csv" and output.is_file() and not overwrite and not resuming:
+            raise ScoringJobError(f"{output} exists, and a CSV file does not record the model and settings that wrote "
+                                  "it (Parquet and JSON outputs do): give another --output, or pass --overwrite to "
+                                  "replace it.")
     except BaseException:
         for lock in locks:
             if lock is not None:

@@ -670,3 +670,23 @@ def test_extreme_aspect_ratios_get_fuscores_named_error_everywhere(models, tmp_p
     assert rows["img000.png"]["overall"] is not None and rows["long_3300x16.png"]["overall"] is None
     assert main(["score", str(folder / "long_5000x20.png"), "--model", str(models[0])]) == 2
     assert "long_5000x20.png: 5000x20 pixels is more than 200 times" in capsys.readouterr().err
+
+
+def test_csv_and_json_outputs_are_not_overwritten_by_another_job(models, tmp_path, capsys):
+    _write_images(tmp_path / "images", 2)
+    for suffix in (".json", ".csv"):
+        output = tmp_path / f"scores{suffix}"
+        command = ["score", str(tmp_path / "images"), "--dimensions", "overall", "--output", str(output)]
+        assert main(command + ["--model", str(models[0])]) == 0
+        written = output.read_bytes()
+        capsys.readouterr()
+        assert main(command + ["--model", str(models[1])]) == 2
+        error = capsys.readouterr().err
+        assert str(output) in error and "--overwrite" in error
+        assert ("scored with other settings" in error) if suffix == ".json" else ("does not record the model" in error)
+        assert output.read_bytes() == written
+        assert main(command + ["--model", str(models[1]), "--overwrite"]) == 0
+        assert output.read_bytes() != written
+    json_output = tmp_path / "scores.json"
+    assert main(["score", str(tmp_path / "images"), "--dimensions", "overall", "--output", str(json_output),
+                 "--model", str(models[1])]) == 0, "the same job again into its JSON file is fine"
