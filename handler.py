@@ -75,7 +75,10 @@ class EndpointHandler:
         try:
             decoded, parameters = self._read_request(data)
             with self._scoring:
-                return self.scorer(decoded, **parameters)
+                try:
+                    return self.scorer(decoded, **parameters)
+                except ValueError as error:  # the processor names a bad image `<bytes>`: say which input it is
+                    raise self._name_the_input(error, decoded) from None
         finally:
             self._admitted.release()
 
@@ -104,6 +107,22 @@ class EndpointHandler:
             decoded = self._decode_input(inputs, "inputs")
         return decoded, parameters
 
+    def _name_the_input(self, error: ValueError, decoded: Any) -> ValueError:
+        """`error` with the first input that fails on its own (`inputs[3]`, `inputs.ir`): the images are loaded and
+        checked one input at a time by the model's processor (decoding only; this runs only after a failure)."""
+        items = decoded if isinstance(decoded, list) else [decoded]
+        for index, item in enumerate(items):
+            where = f"inputs[{index}]" if isinstance(decoded, list) else "inputs"
+            images = item if isinstance(item, dict) else {"fused": item}
+            try:
+                self.scorer.processor.prepare_images(images.get("fused"), images.get("ir"), images.get("vis"))
+            except ValueError as found:
+                message = str(found)
+                for placeholder in ("<bytes>", "<Image>", "<PngImageFile>", "<JpegImageFile>"):
+                    message = message.replace(placeholder, where)
+                return ValueError(message if where in message else f"{where}: {message}")
+        return error
+
     def _decode_input(self, item: Any, where: str) -> Any:
         if isinstance(item, dict):
             return {key: self._decode_image(value, f"{where}.{key}") for key, value in item.items() if value is not None}
@@ -115,6 +134,9 @@ class EndpointHandler:
         if isinstance(value, (bytes, bytearray)):
             image = bytes(value)
         elif isinstance(value, str):
+            if value.startswith("data:") and "," not in value:
+                raise ValueError(f"{where}: a data URL without the comma before its data; write it as "
+                                 "data:image/png;base64,<base64 data>.")
             text = value.split(",", 1)[1] if value.startswith("data:") else value
             text = "".join(text.split())  # line-wrapped base64 (as the `base64` tool writes it) is still valid
             try:

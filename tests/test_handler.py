@@ -180,3 +180,15 @@ def test_fifty_concurrent_requests_get_the_direct_scores(endpoint, exported):
         for dim, value in got["dimensions"].items():
             assert value["score"] == pytest.approx(want[dim]["score"], abs=1e-5), dim
         assert list(got["probs"].values()) == pytest.approx(want["overall"]["probs"], abs=1e-5)
+
+
+def test_a_bad_item_of_a_list_is_named_by_its_position(endpoint, good_b64):
+    data = base64.b64decode(good_b64)
+    with pytest.raises(ValueError, match=r"^inputs\[1\]: cannot decode the image") as error:
+        endpoint({"inputs": [good_b64, _b64(data[: len(data) // 2]), good_b64]})
+    assert "<bytes>" not in str(error.value)
+
+
+def test_a_data_url_without_its_comma_is_named(endpoint, good_b64):
+    with pytest.raises(ValueError, match=r"inputs\[0\]: a data URL without the comma"):
+        endpoint({"inputs": ["data:image/png;base64" + good_b64]})
