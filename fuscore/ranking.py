@@ -28,7 +28,9 @@ import numpy as np
 from fuscore import atomic
 
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# What Pillow reads as still images (an animated GIF is refused with its name when scored, not skipped here).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".avif", ".jp2",
+                    ".pgm", ".ppm", ".pnm")
 MANIFEST_COLUMNS = ("pair", "method", "fused")
 OVERALL = "overall"
 
@@ -52,9 +54,11 @@ class BenchmarkItem:
 # ----------------------------------------------------------------------------------------------------- inputs
 def list_images(folder: Path) -> list:
     """Image files directly inside `folder`, sorted by name. Hidden files (such as the `._name.png` resource forks
-    macOS leaves on shared drives) are not images of the benchmark and are left out."""
+    macOS leaves on shared drives) are not images of the benchmark and are left out. A broken link with an image's
+    name is listed (it fails with its name when read) rather than skipped without a word."""
     return sorted(path for path in folder.iterdir()
-                  if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."))
+                  if (path.is_file() or (path.is_symlink() and not path.exists()))
+                  and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."))
 
 
 def read_manifest(path) -> list:

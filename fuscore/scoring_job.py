@@ -240,7 +240,7 @@ def expand_images(arguments: Sequence[str], recursive: bool = False) -> list:
                     hint = " directly inside it; its sub-folders hold some: add --recursive"
                 raise ScoringJobError(f"{path}: the folder holds no images{hint} ({', '.join(IMAGE_EXTENSIONS)}).")
             images.extend(found)
-        elif path.is_file():
+        elif path.is_file() or path.is_symlink():  # a broken link fails with its name when scored
             images.append(path)
         elif path.exists():
             raise ScoringJobError(f"{path}: not a regular file or folder.")
@@ -257,9 +257,23 @@ def _images_below(folder: Path) -> list:
     return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
 
 
-def match_sources(fused: Sequence[Path], argument: Optional[str], role: str, missing_ok: bool = False) -> list:
-    """Sources for each fused image: one file (for one image), or a folder matched by file name (or stem). A fused
-    image without a source raises FileNotFoundError, or with `missing_ok` gets the path its source would have."""
+def _relative_paths(arguments: Sequence[str], fused: Sequence[Path]) -> list:
+    """Each fused image's path under the folder argument that holds it (its name for a file argument)."""
+    folders = [Path(argument) for argument in arguments if Path(argument).is_dir()]
+    relative = []
+    for image in fused:
+        holder = next((folder for folder in folders if folder in image.parents), None)
+        relative.append(image.relative_to(holder) if holder is not None else Path(image.name))
+    return relative
+
+
+def match_sources(fused: Sequence[Path], argument: Optional[str], role: str, missing_ok: bool = False,
+                  relative: Optional[Sequence[Path]] = None) -> list:
+    """Sources for each fused image: one file (for one image), or a folder matched by file name (or stem). With
+    `relative` (each fused image's path under the folder given, for --recursive), the source at the same relative
+    path comes first; a name that two fused images share is matched only that way (else refused: both would get one
+    source). A fused image without a source raises FileNotFoundError, or with `missing_ok` gets the path its source
+    would have."""
     if argument is None:
         return [None] * len(fused)
     path = Path(argument)
@@ -270,12 +284,26 @@ def match_sources(fused: Sequence[Path], argument: Optional[str], role: str, mis
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such {role} file or folder (--{role}).")
     matched = []
+    names = {}
     for image in fused:
-        candidates = [path / image.name] + [path / (image.stem + ext) for ext in IMAGE_EXTENSIONS]
-        candidates += [path / (image.stem + ext.upper()) for ext in IMAGE_EXTENSIONS]
+        names.setdefault(image.name, []).append(image)
+    for index, image in enumerate(fused):
+        def named(folder: Path) -> list:
+            return ([folder / image.name] + [folder / (image.stem + ext) for ext in IMAGE_EXTENSIONS]
+                    + [folder / (image.stem + ext.upper()) for ext in IMAGE_EXTENSIONS])
+
+        subfolder = relative[index].parent if relative is not None else Path()
+        candidates = named(path / subfolder) if subfolder != Path() else []
+        shared = len(names[image.name]) > 1
+        if not shared or subfolder == Path():
+            candidates += named(path)
         found = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if found is None and shared and not missing_ok:
+            others = ", ".join(str(other) for other in names[image.name] if other != image)
+            raise ScoringJobError(f"{image} and {others} share the name {image.name}: with --recursive their {role} "
+                                  f"sources are matched by relative path; put this one at {path / subfolder / image.name}.")
         if found is None and missing_ok:
-            found = path / image.name
+            found = path / subfolder / image.name
         if found is None:
             raise FileNotFoundError(f"{image}: no {role} source named {image.name} (or {image.stem}.<ext>) in {path}.")
         matched.append(found)
@@ -286,8 +314,9 @@ def files_source(arguments: Sequence[str], ir: Optional[str] = None, vis: Option
                  recursive: bool = False, missing_sources_ok: bool = False) -> ListSource:
     """Image files and folders, with sources matched by file name in the `ir` and `vis` folders (or one file each)."""
     fused = expand_images(arguments, recursive=recursive)
-    ir_paths = match_sources(fused, ir, "ir", missing_ok=missing_sources_ok)
-    vis_paths = match_sources(fused, vis, "vis", missing_ok=missing_sources_ok)
+    relative = _relative_paths(arguments, fused) if recursive else None
+    ir_paths = match_sources(fused, ir, "ir", missing_ok=missing_sources_ok, relative=relative)
+    vis_paths = match_sources(fused, vis, "vis", missing_ok=missing_sources_ok, relative=relative)
     items = []
     for image, ir_path, vis_path in zip(fused, ir_paths, vis_paths):
         columns = {"path": str(image)}

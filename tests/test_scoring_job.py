@@ -690,3 +690,35 @@ def test_csv_and_json_outputs_are_not_overwritten_by_another_job(models, tmp_pat
     json_output = tmp_path / "scores.json"
     assert main(["score", str(tmp_path / "images"), "--dimensions", "overall", "--output", str(json_output),
                  "--model", str(models[1])]) == 0, "the same job again into its JSON file is fine"
+
+
+def test_folders_list_gif_avif_and_broken_links_instead_of_skipping_them(models, tmp_path, capsys):
+    folder = tmp_path / "images"
+    _write_images(folder, 1)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "still.gif")
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "photo.avif")
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    output = tmp_path / "scores.parquet"
+    assert main(["score", str(folder), "--model", str(models[0]), "--output", str(output), "--on-error", "skip"]) == 1
+    assert "gone.png: no such image file" in capsys.readouterr().err
+    rows = {Path(row["path"]).name: row for row in _rows(output)}
+    assert set(rows) == {"img000.png", "still.gif", "photo.avif", "gone.png"}
+    assert rows["still.gif"]["overall"] is not None and rows["photo.avif"]["overall"] is not None
+
+
+def test_recursive_sources_are_matched_by_relative_path_and_shared_names_are_refused(tmp_path):
+    from fuscore.scoring_job import ScoringJobError, files_source
+
+    for sub in ("a", "b"):
+        _write_images(tmp_path / "fused" / sub, 1, prefix="x")
+    _write_images(tmp_path / "ir", 1, prefix="x")
+    _write_images(tmp_path / "vis", 1, prefix="x")
+    with pytest.raises(ScoringJobError, match="share the name x000.png: with --recursive their ir sources are "
+                                              "matched by relative path"):
+        files_source([str(tmp_path / "fused")], ir=str(tmp_path / "ir"), vis=str(tmp_path / "vis"), recursive=True)
+    for sub in ("a", "b"):
+        _write_images(tmp_path / "ir" / sub, 1, prefix="x")
+        _write_images(tmp_path / "vis" / sub, 1, prefix="x")
+    source = files_source([str(tmp_path / "fused")], ir=str(tmp_path / "ir"), vis=str(tmp_path / "vis"), recursive=True)
+    assert [(Path(item.ir).parent.name, Path(item.fused).parent.name) for item in source.items] == [("a", "a"), ("b", "b")]
