@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Optional, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 TEMPORARY_MARK = ".tmp-"
@@ -116,14 +116,16 @@ def _swap_into_place(staging: Path, target: Path, overwrite: bool) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def remove_stale_temporaries(folder: PathLike) -> list[Path]:
-    """Remove temporaries that an interrupted write left in `folder` (names made by this module); returns them."""
+def remove_stale_temporaries(folder: PathLike, target: Optional[PathLike] = None) -> list[Path]:
+    """Remove temporaries that an interrupted write left in `folder` (names made by this module); returns them.
+    With `target`, only those of writes to `target` (a file or folder in `folder`)."""
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
         return removed
+    prefixes = (_temporary_prefix(Path(target)), f".{Path(target).name}.old-") if target is not None else (".",)
     for entry in folder.iterdir():
-        if entry.name.startswith(".") and (TEMPORARY_MARK in entry.name or ".old-" in entry.name):
+        if entry.name.startswith(prefixes) and (TEMPORARY_MARK in entry.name or ".old-" in entry.name):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

@@ -507,7 +507,10 @@ def write_ranking_report(
 
 def check_output_folder(output, overwrite: bool) -> None:
     """Refuses an output folder that is a file, or that holds files unless `overwrite` (FileExistsError naming it)."""
+    from fuscore.atomic import remove_stale_temporaries
+
     output = Path(output)
+    remove_stale_temporaries(output.absolute().parent, output)  # left by an earlier run killed while it wrote
     if output.exists() and not output.is_dir():
         raise FileExistsError(f"{output} exists and is not a folder; give a new or empty folder for the report.")
     if output.is_dir() and not overwrite and any(output.iterdir()):

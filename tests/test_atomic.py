@@ -1,5 +1,6 @@
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,20 @@ def test_remove_stale_temporaries(tmp_path):
     removed = atomic.remove_stale_temporaries(tmp_path)
     assert len(removed) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["keep"]
+
+
+def test_a_rank_killed_mid_write_leaves_no_hidden_folder_behind(tmp_path):
+    """`fuscore rank --overwrite` killed while it wrote left `.out.tmp-*` beside the report; the next run removes
+    it (and only the temporaries of its own output)."""
+    import tempfile
+
+    from fuscore.atomic import _temporary_prefix
+    from fuscore.ranking import check_output_folder
+
+    output = tmp_path / "out"
+    output.mkdir()
+    left = Path(tempfile.mkdtemp(dir=tmp_path, prefix=_temporary_prefix(output.absolute())))
+    (left / "ranking.csv").write_text("half")
+    other = Path(tempfile.mkdtemp(dir=tmp_path, prefix=_temporary_prefix(tmp_path / "other")))
+    check_output_folder(output, overwrite=True)
+    assert not left.exists() and other.exists()
