@@ -30,6 +30,7 @@ from fuscore.objectives import get_objective
 from fuscore.training.collator import FuScoreCollator, SyntheticScenes, weightless_copy
 from fuscore.training.config import DEMO_CONFIG, DataArguments, FuScoreTrainingConfig, ModelArguments
 from fuscore.training.loading import (
+    check_output_dir,
     check_resume_settings,
     check_tables,
     load_finished_run,
@@ -80,6 +81,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     set_seed(training_args.seed)
     objective = get_objective(training_args.objective)
     # Before any work: a named checkpoint must be complete, and `last` passes over incomplete ones.
+    check_output_dir(training_args.output_dir)
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     # ...and this run's settings must be the checkpoint's where they decide what is trained (else refused).
     resume_plan = check_resume_settings(resume, model_args, data_args, training_args) if resume else None

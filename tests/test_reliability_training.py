@@ -371,3 +371,29 @@ def test_uncheckpointed_layers_reach_the_model_when_training_starts(tmp_path, mo
     with pytest.raises(ValueError, match="--uncheckpointed_layers needs --gradient_checkpointing"):
         trainer_fuscore.parse_arguments(RUN + ["--uncheckpointed_layers", "1", "--output_dir", str(tmp_path / "no_ckpt")])
     assert not (tmp_path / "too_many" / "final").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Named errors before the work
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_bad_table_arguments_and_output_dir_are_named(tmp_path):
+    from fuscore.training.config import DataArguments
+    from fuscore.training.loading import check_output_dir, load_tables, parse_score_range
+    from fuscore_data.tables import save_arrow
+
+    table = SyntheticIVIF(image_size=32, seed=1).table(num_scenes=4, images_per_scene=2)
+    folder = save_arrow(table, tmp_path / "table")
+    with pytest.raises(ValueError, match="--eval_fraction 0.0: .* has no test split .* between 0 and 1"):
+        load_tables(DataArguments(train_table=str(folder), eval_fraction=0.0), seed=0)
+    for text in ("a,b", "5,1", "1", "1,2,3"):
+        with pytest.raises(ValueError, match=f"--score_range '{text}': give the table's score scale as two numbers"):
+            parse_score_range(text)
+    assert parse_score_range("1, 5") == (1.0, 5.0) and parse_score_range(None) is None
+    a_file = tmp_path / "not_a_folder"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match="--output_dir .*not_a_folder is a file"):
+        check_output_dir(a_file)
+    with pytest.raises(ValueError, match="is a file"):  # the whole run: refused before the model loads
+        trainer_fuscore.main(RUN + ["--output_dir", str(a_file)])

@@ -124,7 +124,7 @@ def load_tables(data_args: DataArguments, seed: int):
 
     from fuscore_data.evafusion import EVAFUSION_DESCRIPTION
 
-    score_range = tuple(float(x) for x in data_args.score_range.split(",")) if data_args.score_range else None
+    score_range = parse_score_range(data_args.score_range)
     splits = {}
     table = load_table(data_args.train_table)
     if isinstance(table, datasets.DatasetDict):
@@ -139,6 +139,10 @@ def load_tables(data_args: DataArguments, seed: int):
     if data_args.eval_table:
         splits["test"] = held_out_split(load_table(data_args.eval_table), data_args.eval_table)
     elif "test" not in splits:
+        if not 0 < data_args.eval_fraction < 1:
+            raise ValueError(f"--eval_fraction {data_args.eval_fraction}: {data_args.train_table} has no test split "
+                             "and no --eval_table is given, so this fraction of its source pairs is held out for "
+                             "evaluation; give a value between 0 and 1 (exclusive), or an --eval_table.")
         divided = split_by_pair(splits["train"], test_size=data_args.eval_fraction, seed=seed)
         splits = {"train": divided["train"], "test": divided["test"]}
     if score_range is None and splits["train"].info.description == EVAFUSION_DESCRIPTION:
@@ -153,6 +157,30 @@ def load_tables(data_args: DataArguments, seed: int):
     validate_table(tables, score_range=score_range)
     tables = normalize_scores(tables, score_range=score_range)
     return tables["train"], tables["test"]
+
+
+def parse_score_range(text: Optional[str]) -> Optional[tuple]:
+    """`--score_range lo,hi` as two numbers, lo < hi (None when unset); a named error otherwise."""
+    if not text:
+        return None
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        low, high = (float(part) for part in parts)
+    except ValueError:
+        low = high = None
+    if low is None or not low < high:
+        raise ValueError(f"--score_range {text!r}: give the table's score scale as two numbers lo,hi with lo < hi, "
+                         "e.g. --score_range 1,5.")
+    return low, high
+
+
+def check_output_dir(output_dir) -> None:
+    """`--output_dir` must be a folder (or not exist yet): checked before the model loads."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file; give a folder for the checkpoints and the final model.")
+    if not path.exists() and any(parent.exists() and not parent.is_dir() for parent in path.parents):
+        raise ValueError(f"--output_dir {output_dir}: a parent of it is a file; give a folder path.")
 
 
 def check_tables(train_table, eval_table, data_args: DataArguments, training_args) -> None:
