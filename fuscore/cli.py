@@ -65,9 +65,28 @@ def load_scoring_model(name_or_path: str, device: Optional[str] = None):
         check_fuscore_config(base, f"--model {name_or_path} (the adapter's base model)")
     else:
         check_fuscore_config(name_or_path, f"--model {name_or_path}")
-    model = FuScoreForQuality.from_pretrained(name_or_path, dtype="auto")
-    # An adapter folder has no processor files; its base (where the weights came from) has them.
-    model.processor = load_fuscore_processor(model.config._name_or_path if adapter_config.is_file() else name_or_path)
+    from fuscore.export import NotAFuScoreModelError
+
+    try:
+        if adapter_config.is_file():
+            model = FuScoreForQuality.from_pretrained(name_or_path, dtype="auto")
+        else:
+            model, info = FuScoreForQuality.from_pretrained(name_or_path, dtype="auto", output_loading_info=True)
+            missing = list(info.get("missing_keys") or [])
+            if missing:  # a weight file of another model, or none: its tensors would be random, its scores too
+                raise NotAFuScoreModelError(
+                    f"--model {name_or_path}: its weights lack {len(missing)} of the model's tensors (e.g. "
+                    f"{missing[0]}); the folder's weight file is not this model's. Use a folder written by "
+                    "FuScoreForQuality.save_pretrained, the trainer or fuscore export.")
+        # An adapter folder has no processor files; its base (where the weights came from) has them.
+        model.processor = load_fuscore_processor(model.config._name_or_path if adapter_config.is_file() else name_or_path)
+    except NotAFuScoreModelError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a damaged or foreign model folder: one line naming it, exit 2
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise NotAFuScoreModelError(f"--model {name_or_path}: cannot load the model ({type(error).__name__}: "
+                                    f"{first_line}). The folder is damaged or incomplete (a truncated weight file?); "
+                                    "write it again or use another.") from None
     return model.to(resolve_device(device)).eval()
 
 

@@ -722,3 +722,25 @@ def test_recursive_sources_are_matched_by_relative_path_and_shared_names_are_ref
         _write_images(tmp_path / "vis" / sub, 1, prefix="x")
     source = files_source([str(tmp_path / "fused")], ir=str(tmp_path / "ir"), vis=str(tmp_path / "vis"), recursive=True)
     assert [(Path(item.ir).parent.name, Path(item.fused).parent.name) for item in source.items] == [("a", "a"), ("b", "b")]
+
+
+def test_a_damaged_or_foreign_model_folder_is_one_named_line(models, tmp_path, capsys):
+    import shutil
+
+    import torch
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    truncated = tmp_path / "truncated"
+    shutil.copytree(models[0], truncated)
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    foreign = tmp_path / "foreign_bin"
+    shutil.copytree(models[0], foreign)
+    (foreign / "model.safetensors").unlink()
+    torch.save({"other.weight": torch.zeros(1)}, foreign / "pytorch_model.bin")
+    for folder, message in ((truncated, "cannot load the model"), (foreign, "its weights lack")):
+        assert main(["score", str(image), "--model", str(folder)]) == 2
+        error = capsys.readouterr().err
+        assert f"--model {folder}: {message}" in error and "Traceback" not in error
+        assert len([line for line in error.splitlines() if "error" in line.lower()]) == 1
