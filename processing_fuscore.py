@@ -160,6 +160,9 @@ def load_image(image: ImageLike, *, source: Optional[str] = None) -> Image.Image
             stream = io.BytesIO(image)
         else:
             path = Path(image)
+            if path.is_dir():
+                raise ImageInputError(f"{name}: a folder, not an image file. Pass its images as a list of paths, or "
+                                      "score the whole folder with `fuscore score FOLDER`.")
             if not path.is_file():
                 raise ImageInputError(f"{name}: no such image file. Check the path (relative paths are read from {os.getcwd()}).")
             stream = path

@@ -802,3 +802,8 @@ def test_sources_given_to_a_fused_only_model_are_ignored_with_a_warning(tiny_mod
     scorer = pipeline(pipeline_fuscore.TASK_NAME, model=model, device="cpu")
     with pytest.warns(UserWarning, match="reads the fused image alone"):
         scorer({"fused": fused, "ir": source, "vis": source})
+
+
+def test_a_folder_given_as_an_image_says_what_to_do(tmp_path):
+    with pytest.raises(ImageInputError, match="a folder, not an image file. Pass its images as a list of paths"):
+        load_image(str(tmp_path))
