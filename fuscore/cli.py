@@ -87,6 +87,9 @@ def load_scoring_model(name_or_path: str, device: Optional[str] = None):
         raise NotAFuScoreModelError(f"--model {name_or_path}: cannot load the model ({type(error).__name__}: "
                                     f"{first_line}). The folder is damaged or incomplete (a truncated weight file?); "
                                     "write it again or use another.") from None
+    from fuscore.scoring_job import check_level_words
+
+    check_level_words(model)  # before any scoring: words and token ids must agree
     return model.to(resolve_device(device)).eval()
 
 

@@ -532,6 +532,28 @@ def model_revision(name_or_path: str, cache_dir: Optional[str] = None) -> Option
     return snapshot.name if snapshot.parent.name == "snapshots" else None
 
 
+def check_level_words(model) -> list:
+    """The model's level words, checked against the token ids it reads (`config.level_token_ids`): a config.json
+    whose words were edited without their ids would score with the old words while the output named the new ones."""
+    from configuration_fuscore import resolve_level_token_ids
+
+    words = list(model.config.level_words)
+    tokenizer = getattr(model.get_processor(), "tokenizer", None)
+    token_ids = list(getattr(model.config, "level_token_ids", None) or [])
+    if tokenizer is None or not token_ids:
+        return words
+    try:
+        expected = resolve_level_token_ids(tokenizer, words)
+    except ValueError as error:
+        raise ScoringJobError(f"The model's level_words {words}: {error}") from None
+    if expected != token_ids:
+        read = [tokenizer.decode([token]).strip() for token in token_ids]
+        raise ScoringJobError(f"The model's config lists level_words {words} but reads the tokens of {read} "
+                              f"(level_token_ids {token_ids}): edit both together, with "
+                              "model.set_level_words(tokenizer, words) and save_pretrained, not config.json alone.")
+    return words
+
+
 def software_versions() -> dict:
     from importlib import metadata
 
@@ -1029,7 +1051,7 @@ def run_scoring_job(model, source: ItemSource, dimensions: Sequence[str], output
     rank = state.process_index if state is not None else 0
     world = state.num_processes if state is not None else 1
     main = rank == 0
-    level_words = list(model.config.level_words)
+    level_words = check_level_words(model)
     description = job_description(model_name, model_revision, dimensions, level_words, source,
                                   getattr(model.get_processor(), "input_mode", None))
     schema = _scores_schema(source.columns, dimensions)

@@ -744,3 +744,19 @@ def test_a_damaged_or_foreign_model_folder_is_one_named_line(models, tmp_path, c
         error = capsys.readouterr().err
         assert f"--model {folder}: {message}" in error and "Traceback" not in error
         assert len([line for line in error.splitlines() if "error" in line.lower()]) == 1
+
+
+def test_level_words_edited_in_config_json_alone_are_refused(models, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(models[0], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["level_words"] = list(reversed(config["level_words"]))
+    (folder / "config.json").write_text(json.dumps(config))
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    assert main(["score", str(image), "--model", str(folder), "--output", str(tmp_path / "s.parquet")]) == 2
+    error = capsys.readouterr().err
+    assert "lists level_words" in error and "edit both together" in error
+    assert not (tmp_path / "s.parquet").exists()
