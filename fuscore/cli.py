@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--vis-column", help="the dataset column of visible sources (models that read them)")
     score.add_argument("--split", help="the dataset split to score (default: every split)")
     score.add_argument("--streaming", action="store_true", help="stream the dataset (load_dataset(..., streaming=True))")
-    score.add_argument("--output", help="write .parquet (with the job's metadata), .csv or .json instead of printing a table")
+    score.add_argument("--output", help="write .parquet (with the job's metadata), .csv, .json (one document) or .jsonl (JSON Lines: one row a line) instead of printing a table")
     score.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                        help="stop at the first bad image (default), or skip it: its error goes to the 'error' column and "
                             "the exit status is 1")

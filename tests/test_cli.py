@@ -95,6 +95,31 @@ def test_score_folder_with_sources_to_csv_and_json(sources_model, fusion_benchma
     assert written["metadata"]["source"]["ir"] == str(fusion_benchmark / "ir")
 
 
+def test_score_output_jsonl_and_json_load_row_by_row_with_datasets(saved_model, fusion_benchmark, tmp_path):
+    """`--output x.jsonl` is JSON Lines: `load_dataset("json")` gives one row per image; the `.json` document's
+    rows load the same way with `field="images"`."""
+    import datasets
+
+    folder, model = saved_model
+    images = sorted((fusion_benchmark / "fused" / "alpha").iterdir())
+    common = ["--model", str(folder), "--device", "cpu", "--dimensions", "overall,sharpness"]
+    assert main(["score", str(fusion_benchmark / "fused" / "alpha"), *common, "--output", str(tmp_path / "s.jsonl")]) == 0
+    assert main(["score", str(fusion_benchmark / "fused" / "alpha"), *common, "--output", str(tmp_path / "s.json")]) == 0
+    lines = (tmp_path / "s.jsonl").read_text().splitlines()
+    assert len(lines) == len(images) and all(json.loads(line)["error"] is None for line in lines)
+    rows = datasets.load_dataset("json", data_files=str(tmp_path / "s.jsonl"), split="train",
+                                 cache_dir=str(tmp_path / "cache"))
+    document_rows = datasets.load_dataset("json", data_files=str(tmp_path / "s.json"), field="images", split="train",
+                                          cache_dir=str(tmp_path / "cache2"))
+    expected = model.score([str(p) for p in images], dimensions=("overall", "sharpness"))
+    for loaded in (rows, document_rows):
+        assert loaded.num_rows == len(images)
+        assert loaded["path"] == [str(p) for p in images]
+        assert loaded["overall"] == pytest.approx(expected["overall"], abs=1e-5)
+        assert loaded["sharpness"] == pytest.approx(expected["sharpness"], abs=1e-5)
+        assert list(loaded[0]["probs"]["overall"]) == list(model.config.level_words)
+
+
 def test_sources_given_to_a_fused_only_model_warn_and_are_ignored(saved_model, fusion_benchmark, tmp_path, capsys):
     folder, model = saved_model
     images = sorted((fusion_benchmark / "fused" / "alpha").iterdir())

@@ -319,7 +319,7 @@ def test_bad_arguments_are_refused_before_any_scoring(models, tmp_path, capsys):
     model = ["--model", str(models[0]), "--dimensions", "overall"]
     cases = [
         (["score", str(paths[0]), "--output", str(tmp_path / "a_folder.parquet")], "is a folder"),
-        (["score", str(paths[0]), "--output", str(tmp_path / "scores.txt")], "must end in .parquet, .csv, .json"),
+        (["score", str(paths[0]), "--output", str(tmp_path / "scores.txt")], "must end in .parquet, .csv, .json, .jsonl"),
         (["score", str(paths[0]), str(paths[0])], "listed twice"),
         (["score", str(paths[0]), str(tmp_path / "images")], "listed twice"),
         (["score", str(tmp_path / "empty")], "holds no images"),
