@@ -397,3 +397,43 @@ def test_bootstrap_intervals_and_ranks():
     # More source pairs of the same kind give narrower intervals.
     wide = bootstrap_ranking(scores[:12], pairs[:12], methods[:12], n_resamples=500, seed=1)
     assert np.mean(wide.ci_high - wide.ci_low) > np.mean(ranking.ci_high - ranking.ci_low)
+
+
+# ------------------------------------------------------------------------------------------------- help and version
+_IMPORTS_AFTER = """
+import runpy, sys
+sys.argv = ["fuscore", *{args!r}]
+try:
+    runpy.run_module("fuscore", run_name="__main__")
+except SystemExit as done:
+    heavy = sorted(name for name in ("torch", "transformers", "torchao", "datasets") if name in sys.modules)
+    print("HEAVY=" + ",".join(heavy), "EXIT=" + str(done.code))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["score", "--help"], ["rank", "--help"]])
+def test_help_and_version_answer_without_torch_and_without_warnings(args):
+    """`fuscore --help` / `--version` import neither torch nor transformers (so they answer at once) and print
+    nothing on stderr."""
+    result = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER.format(args=args)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stderr == ""
+    assert "HEAVY= EXIT=0" in result.stdout.splitlines()[-1]
+    if args == ["--version"]:
+        from importlib.metadata import version
+
+        assert result.stdout.startswith(f"fuscore {version('fuscore')} (torch {version('torch')}, "
+                                        f"transformers {version('transformers')}")
+    else:
+        assert result.stdout.startswith("usage: fuscore")
+
+
+def test_reward_finetune_help_names_its_command_and_groups_its_settings():
+    result = subprocess.run([sys.executable, "-m", "fuscore", "reward-finetune", "--help"], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: fuscore reward-finetune")
+    assert "DESIGN" not in result.stdout
+    options = result.stdout[result.stdout.index("\noptions:"):]
+    sections = [line for line in options.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert sections[:3] == ["options:", "output:", "scorer and data:"]
