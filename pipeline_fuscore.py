@@ -46,9 +46,9 @@ try:
 except ImportError:
     from processing_fuscore import ImageInputError, load_image
 try:
-    from .scoring_fuscore import score_images
+    from .scoring_fuscore import check_count, score_images
 except ImportError:
-    from scoring_fuscore import score_images
+    from scoring_fuscore import check_count, score_images
 
 TASK_NAME = "fused-image-quality"
 INPUT_KEYS = ("fused", "ir", "vis")
@@ -100,6 +100,14 @@ class FuScorePipeline(Pipeline):
         # Overall first, then FuScore's dimensions in their usual order, then any custom ones; each once.
         ordered = [OVERALL] + [name for name in DIMENSIONS if name in requested]
         return tuple(dict.fromkeys(ordered + requested))
+
+    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
+        """transformers' own iterator over a list, generator or dataset, after FuScore's check of the two counts (the
+        DataLoader would take `True` for 1 and report 2.5 or "8" in its own words)."""
+        batch_size = check_count(batch_size, "batch_size")
+        num_workers = check_count(num_workers, "num_workers", 0)
+        return super().get_iterator(inputs, num_workers, batch_size, preprocess_params, forward_params,
+                                    postprocess_params)
 
     # ----------------------------------------------------------------- stages
     def preprocess(self, inputs: Any, dimensions=None) -> dict:
