@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
-from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
 
 
 __all__ = ["METRIC_NOTES", "hub_dataset_id", "eval_results_entries", "write_eval_results"]
@@ -48,7 +47,7 @@ def hub_dataset_id(evaluation: dict) -> Optional[str]:
 def eval_results_entries(metrics: dict, dataset_id: str, task_id: str = "default", *,
                          revision: Optional[str] = None, date: Optional[str] = None,
                          source_url: Optional[str] = None, source_name: Optional[str] = None,
-                         notes: Optional[str] = None) -> dict[str, list[EvalResultEntry]]:
+                         notes: Optional[str] = None) -> dict[str, list]:
     """`{file name: [EvalResultEntry]}`, one `.eval_results/` file per metric of `METRIC_NOTES` present in `metrics`.
 
     Args:
@@ -60,6 +59,9 @@ def eval_results_entries(metrics: dict, dataset_id: str, task_id: str = "default
     """
     if not dataset_id:
         raise ValueError("A `.eval_results` entry must name the Hub dataset it was evaluated on (`dataset_id`).")
+    # Imported here: huggingface_hub has it from 1.4, and a run evaluated on no Hub dataset never needs it.
+    from huggingface_hub import EvalResultEntry
+
     return {
         f"fuscore_{name}.yaml": [EvalResultEntry(
             dataset_id=dataset_id, task_id=task_id, value=round(float(metrics[name]), 4), dataset_revision=revision,
@@ -78,6 +80,7 @@ def write_eval_results(folder, evaluation: dict, task_id: str = "default") -> li
     dataset_id = hub_dataset_id(evaluation)
     if dataset_id is None or not evaluation.get("metrics"):
         return []
+    from huggingface_hub import eval_result_entries_to_yaml
     objective = evaluation.get("objective")
     entries = eval_results_entries(evaluation["metrics"], dataset_id, evaluation.get("task_id", task_id),
                                    revision=evaluation.get("dataset_revision"), date=evaluation.get("date"),
