@@ -160,3 +160,15 @@ def test_processor_takes_images_as_transformers_processors_do(tiny_model, images
         processor(images=images[0], fused=images[0])
     with pytest.raises(TypeError, match="dimensions"):
         processor(images=images[0], dimensions=["overall"])
+
+
+def test_an_exif_rotated_file_is_turned_upright_once(scorer, tiny_model, images, tmp_path):
+    """The pipeline decodes in `preprocess` and the engine checks the decoded image again: a phone photo stored
+    sideways (EXIF orientation 6) is still turned upright exactly once, as `model.score` turns it."""
+    path = tmp_path / "sideways.png"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(images[3]).save(path, exif=exif)
+    upright = np.asarray(Image.fromarray(images[3]).transpose(Image.Transpose.ROTATE_270))
+    assert scorer(str(path))["score"] == pytest.approx(tiny_model.score(str(path)), abs=1e-6)
+    assert scorer(str(path))["score"] == pytest.approx(tiny_model.score(upright), abs=1e-6)
