@@ -53,12 +53,13 @@ DISPLAY_DECIMALS = 3
 LEVEL_COLORS = ("#1a9850", "#91cf60", "#fee08b", "#fc8d59", "#d73027")
 # System fonts: the default theme fetches Google Fonts, which a Space behind a proxy or an offline test cannot reach.
 APP_THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-APP_CSS = """
-#fuscore-scores table { border-collapse: collapse; width: 100%; }
-#fuscore-scores th, #fuscore-scores td { padding: 6px 10px; border-bottom: 1px solid #ddd; text-align: left; }
-#fuscore-scores td.score { font-weight: 600; }
-#fuscore-scores tr[data-dimension="overall"] td { font-size: 1.15em; }
-"""
+# Below this width the score table and the level chart no longer fit side by side and stack instead (a phone is
+# 360-430 px wide).
+RESULT_MIN_WIDTH = 320
+# Synthetic scenes from `fuscore_data.synthetic` (examples/space/README.md says how they were made): never real
+# benchmark images, which are for research use only.
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples" / "space"
+SCORE_COLUMNS = ("dimension", "score", "uncertainty")
 
 
 def load_model(name_or_path: str):
@@ -146,15 +147,25 @@ def format_value(value: float) -> str:
     return f"{value:.{DISPLAY_DECIMALS}f}"
 
 
-def scores_html(details: dict) -> str:
-    """The score table: one row per dimension with `data-dimension`, score and uncertainty cells."""
-    rows = "".join(
-        f'<tr data-dimension="{html.escape(dim)}"><td>{html.escape(dim.replace("_", " "))}</td>'
-        f'<td class="score">{format_value(result["score"])}</td><td class="std">± {format_value(result["std"])}</td></tr>'
-        for dim, result in details.items()
-    )
-    return ("<table><thead><tr><th>dimension</th><th>score (1 bad – 5 excellent)</th><th>uncertainty</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>")
+def scores_table(details: dict):
+    """The scores as data: one row per dimension (its name, score in [1, 5], uncertainty), at full precision for API
+    clients; the page shows them with `DISPLAY_DECIMALS` decimals (a pandas Styler's display values)."""
+    import pandas as pd  # a gradio dependency
+
+    frame = pd.DataFrame([(dim, float(result["score"]), float(result["std"])) for dim, result in details.items()],
+                         columns=list(SCORE_COLUMNS))
+    return frame.style.format(precision=DISPLAY_DECIMALS, subset=list(SCORE_COLUMNS[1:])).format(
+        lambda name: name.replace("_", " "), subset=[SCORE_COLUMNS[0]])
+
+
+def example_rows(needs_sources: bool) -> list:
+    """The shipped example scenes as input rows (fused image, and its sources for a model that reads them)."""
+    rows = []
+    for fused in sorted(EXAMPLES_DIR.glob("*_fused.png")):
+        scene = fused.name.split("_")[0]
+        sources = [EXAMPLES_DIR / f"{scene}_{role}.png" for role in ("ir", "vis")]
+        rows.append([str(fused), *map(str, sources)] if needs_sources else [str(fused)])
+    return rows
 
 
 def build_app(model, model_name: str = "", max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
@@ -185,7 +196,7 @@ def build_app(model, model_name: str = "", max_image_pixels: int = DEFAULT_MAX_I
         except ValueError as error:  # FuScore's ImageInputError: unreadable, too small, sources not registered
             # Gradio renders an error as HTML, and the message carries the uploader's file name.
             raise gr.Error(html.escape(_name_uploads(str(error), roles, uploads), quote=False)) from None
-        return scores_html(details), level_frame(details["overall"]["probs"])
+        return scores_table(details), level_frame(details["overall"]["probs"])
 
     def level_frame(probs):
         import pandas as pd  # a gradio dependency
@@ -210,13 +221,20 @@ def build_app(model, model_name: str = "", max_image_pixels: int = DEFAULT_MAX_I
             if needs_sources:
                 inputs += [image_input("Infrared source", "ir-input"), image_input("Visible source", "vis-input")]
         button = gr.Button("Score", variant="primary", elem_id="score-button")
-        with gr.Row():
-            table = gr.HTML(label="Scores", elem_id="fuscore-scores")
-            levels = gr.BarPlot(
-                x="level", y="probability", color="level", sort=level_words, y_lim=[0, 1],
-                color_map=dict(zip(level_words, LEVEL_COLORS)) if len(level_words) == len(LEVEL_COLORS) else None,
-                label="Overall level distribution", elem_id="fuscore-levels",
-            )
+        examples = example_rows(needs_sources)
+        if examples:
+            gr.Examples(examples, inputs=inputs, label="Examples: synthetic scenes, the best and worst rated fusion of each")
+        with gr.Row(equal_height=False):  # the two columns wrap onto two lines below 2 x RESULT_MIN_WIDTH
+            with gr.Column(min_width=RESULT_MIN_WIDTH):
+                table = gr.Dataframe(headers=list(SCORE_COLUMNS), datatype=["str", "number", "number"],
+                                     interactive=False, wrap=True, column_widths=["40%", "22%", "38%"],
+                                     label="Scores (1 bad - 5 excellent)", elem_id="fuscore-scores")
+            with gr.Column(min_width=RESULT_MIN_WIDTH):
+                levels = gr.BarPlot(
+                    x="level", y="probability", color="level", sort=level_words, y_lim=[0, 1],
+                    color_map=dict(zip(level_words, LEVEL_COLORS)) if len(level_words) == len(LEVEL_COLORS) else None,
+                    label="Overall level distribution", elem_id="fuscore-levels",
+                )
         # Unprocessed inputs: the uploads reach `score` as files, for FuScore's own loader to decode and check.
         button.click(score, inputs=inputs, outputs=[table, levels], api_name="score", preprocess=False)
     return app.queue(max_size=queue_size, default_concurrency_limit=concurrency)
@@ -232,8 +250,8 @@ def _name_uploads(message: str, roles, uploads) -> str:
 
 
 def launch(app: gr.Blocks, max_file_size_mb: int = DEFAULT_MAX_FILE_SIZE_MB, **kwargs):
-    """Launches with FuScore's theme (Gradio 6 takes the theme and css at launch) and the upload size limit."""
-    return app.launch(theme=APP_THEME, css=APP_CSS, max_file_size=f"{max_file_size_mb}mb", **kwargs)
+    """Launches with FuScore's theme (Gradio 6 takes the theme at launch) and the upload size limit."""
+    return app.launch(theme=APP_THEME, max_file_size=f"{max_file_size_mb}mb", **kwargs)
 
 
 def _positive_int(text: str) -> int:

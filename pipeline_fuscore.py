@@ -17,13 +17,20 @@ needed:
      'dimensions': {'thermal_retention': {'score': ..., 'std': ..., 'probs': {...}}, ...}}
 
 Each input is a dict `{"fused": ..., "ir": ..., "vis": ...}` (sources optional unless the model reads them) or a
-bare image (path, encoded bytes, PIL image or HxW[xC] array); a list of inputs gives a list of results. The pipeline
-scores through FuScore's scoring engine, so `batch_size=n` scores n images (all their requested dimensions) per pass
-and every result equals `model.score`'s.
+bare image (path, encoded bytes, PIL image, HxW[xC] array, or a `datasets` image `{"bytes": ..., "path": ...}` as an
+`Image(decode=False)` column gives it). The call is transformers' own `Pipeline.__call__`: a list gives a list of
+results; a generator, a `datasets.Dataset` or a `KeyDataset` streams through a DataLoader (`num_workers` decode in
+parallel) and gives an iterator of results:
+
+    >>> from transformers.pipelines.pt_utils import KeyDataset
+    >>> for result in scorer(KeyDataset(dataset, "image"), batch_size=8):
+    ...     print(result["score"])
+
+`batch_size=n` scores n images (all their requested dimensions) per pass through FuScore's scoring engine, so every
+result equals `model.score`'s at batch size `n * dimensions`.
 """
 
-import itertools
-from collections.abc import Iterator
+import os
 from typing import Any, Sequence, Union
 
 from transformers import AutoModel, Pipeline
@@ -34,6 +41,10 @@ try:  # Hub remote code: the sibling files are part of the same dynamic module p
     from .configuration_fuscore import DIMENSIONS, OVERALL
 except ImportError:  # A checkout or an installed FuScore: the siblings are top-level modules.
     from configuration_fuscore import DIMENSIONS, OVERALL
+try:
+    from .processing_fuscore import ImageInputError, load_image
+except ImportError:
+    from processing_fuscore import ImageInputError, load_image
 try:
     from .scoring_fuscore import check_count, score_images
 except ImportError:
@@ -52,12 +63,11 @@ class FuScorePipeline(Pipeline):
             overall quality is always scored, since it is the top-level result.
         batch_size: images per forward pass (default 1); with d dimensions a pass holds `batch_size * d` items, so
             the scores equal `model.score(images, dimensions, batch_size=batch_size * d)`.
-        num_workers: decoding workers, as for `model.score`.
+        num_workers: DataLoader workers that read and decode the inputs (transformers' own argument).
 
     Returns, per input, `{"score", "std", "probs", "dimensions"}`: the overall score in [1, 5], its uncertainty (the
     spread of the level distribution), the level probabilities as `{level word: probability}` in the model's level
-    order, and the same three values for each other requested dimension under `"dimensions"`. A generator of inputs
-    is scored `batch_size` inputs at a time and gives a generator of results.
+    order, and the same three values for each other requested dimension under `"dimensions"`.
     """
 
     _load_processor = None  # the FuScore processor is loaded when the repo has one, else taken from the model
@@ -71,6 +81,9 @@ class FuScorePipeline(Pipeline):
         if self.processor is None:
             # A model object passed in directly carries the processor it was built or loaded with.
             self.processor = self.model.get_processor()
+        # transformers' batching (`pad_collate_fn`) needs a tokenizer to exist; the items it collates carry no
+        # tensors, only decoded images, so nothing is padded by it.
+        self.tokenizer = self.processor.tokenizer
         self.level_words = list(self.model.config.level_words)
 
     # ----------------------------------------------------------------- parameters
@@ -82,16 +95,25 @@ class FuScorePipeline(Pipeline):
             preprocess_params["dimensions"] = dimensions
         return preprocess_params, {}, {}
 
-    def _resolve_dimensions(self, dimensions) -> list:
+    def _resolve_dimensions(self, dimensions) -> tuple:
         requested = self.processor.resolve_dimensions(dimensions)
         # Overall first, then FuScore's dimensions in their usual order, then any custom ones; each once.
         ordered = [OVERALL] + [name for name in DIMENSIONS if name in requested]
-        return list(dict.fromkeys(ordered + requested))
+        return tuple(dict.fromkeys(ordered + requested))
+
+    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
+        """transformers' own iterator over a list, generator or dataset, after FuScore's check of the two counts (the
+        DataLoader would take `True` for 1 and report 2.5 or "8" in its own words)."""
+        batch_size = check_count(batch_size, "batch_size")
+        num_workers = check_count(num_workers, "num_workers", 0)
+        return super().get_iterator(inputs, num_workers, batch_size, preprocess_params, forward_params,
+                                    postprocess_params)
 
     # ----------------------------------------------------------------- stages
     def preprocess(self, inputs: Any, dimensions=None) -> dict:
-        """One input -> its images and the dimensions to score (the engine decodes and batches them)."""
-        if isinstance(inputs, dict):
+        """One input -> its decoded images (`load_image`, so a bad file fails here with its name, in a DataLoader
+        worker when `num_workers` is set) and the dimensions to score."""
+        if isinstance(inputs, dict) and not _is_datasets_image(inputs):
             unknown = sorted(set(inputs) - set(INPUT_KEYS))
             if unknown or "fused" not in inputs:
                 raise ValueError(
@@ -100,61 +122,51 @@ class FuScorePipeline(Pipeline):
             fused, ir, vis = inputs["fused"], inputs.get("ir"), inputs.get("vis")
         else:
             fused, ir, vis = inputs, None, None
-        return {"fused": fused, "ir": ir, "vis": vis, "dimensions": self._resolve_dimensions(dimensions)}
+        return {
+            "fused": _decode(fused, "fused"),
+            "ir": None if ir is None else _decode(ir, "ir"),
+            "vis": None if vis is None else _decode(vis, "vis"),
+            "dimensions": self._resolve_dimensions(dimensions),
+        }
 
-    def _forward(self, model_inputs: dict, batch_size: int = 1, num_workers: int = 0) -> dict:
-        return self._score([model_inputs], batch_size, num_workers)[0]
+    def _forward(self, model_inputs: dict) -> dict:
+        """One preprocessed input, or a batch of them as transformers' collate gives it (one list per key), scored in
+        one engine call; returns `{"scores": ...}` shaped as it came (one result, or a list that transformers unbatches)."""
+        batched = isinstance(model_inputs["fused"], list)
+        fused = model_inputs["fused"] if batched else [model_inputs["fused"]]
+        ir = model_inputs["ir"] if batched else [model_inputs["ir"]]
+        vis = model_inputs["vis"] if batched else [model_inputs["vis"]]
+        dimensions = list(model_inputs["dimensions"][0] if batched else model_inputs["dimensions"])
+        results = score_images(self.model, self.processor, fused, ir, vis, dimensions,
+                               batch_size=len(fused) * len(dimensions))
+        scores = [{dimension: {key: results[dimension][key][row] for key in ("score", "std", "probs")}
+                   for dimension in dimensions} for row in range(len(fused))]
+        return {"scores": scores if batched else scores[0]}
 
     def postprocess(self, model_outputs: dict) -> dict:
         per_dimension = {
             dimension: {"score": values["score"], "std": values["std"], "probs": dict(zip(self.level_words, values["probs"]))}
-            for dimension, values in model_outputs.items()
+            for dimension, values in model_outputs["scores"].items()
         }
         overall = per_dimension.pop(OVERALL)
         return {**overall, "dimensions": per_dimension}
 
-    def _score(self, prepared: list, batch_size, num_workers) -> list:
-        """Engine results `{dimension: {"score", "std", "probs"}}` for preprocessed inputs of equal dimensions."""
-        if not prepared:
-            return []
-        dimensions = prepared[0]["dimensions"]
-        batch_size = check_count(batch_size, "batch_size")
-        results = score_images(self.model, self.processor, [item["fused"] for item in prepared],
-                               [item["ir"] for item in prepared], [item["vis"] for item in prepared], dimensions,
-                               batch_size=batch_size * len(dimensions), num_workers=num_workers)
-        return [{dimension: {key: results[dimension][key][row] for key in ("score", "std", "probs")}
-                 for dimension in dimensions} for row in range(len(prepared))]
 
-    # ----------------------------------------------------------------- calls
-    def __call__(self, inputs, *args, batch_size=None, num_workers=None, **kwargs):
-        if args:
-            raise TypeError("FuScorePipeline takes its inputs as one argument (an input or a list of inputs).")
-        preprocess_params, _, _ = self._sanitize_parameters(**kwargs)
-        preprocess_params = {**self._preprocess_params, **preprocess_params}
-        batch_size = check_count(batch_size if batch_size is not None else (self._batch_size or 1), "batch_size")
-        num_workers = check_count(num_workers if num_workers is not None else (self._num_workers or 0), "num_workers", 0)
-        if isinstance(inputs, (list, tuple)):
-            return self._score_inputs(list(inputs), preprocess_params, batch_size, num_workers)
-        if _is_stream(inputs):
-            return self._score_stream(inputs, preprocess_params, batch_size, num_workers)
-        return self._score_inputs([inputs], preprocess_params, batch_size, num_workers)[0]
-
-    def _score_inputs(self, inputs: list, preprocess_params: dict, batch_size, num_workers) -> list:
-        prepared = [self.preprocess(item, **preprocess_params) for item in inputs]
-        return [self.postprocess(outputs) for outputs in self._score(prepared, batch_size, num_workers)]
-
-    def _score_stream(self, inputs, preprocess_params: dict, batch_size, num_workers):
-        iterator = iter(inputs)
-        while True:
-            chunk = list(itertools.islice(iterator, batch_size))
-            if not chunk:
-                return
-            yield from self._score_inputs(chunk, preprocess_params, batch_size, num_workers)
+def _is_datasets_image(value) -> bool:
+    """A `datasets` image as an `Image(decode=False)` column or a Parquet export holds it: `{"bytes", "path"}`."""
+    return isinstance(value, dict) and bool(value) and set(value) <= {"bytes", "path"}
 
 
-def _is_stream(inputs) -> bool:
-    """A generator or other iterator of inputs (not one image: strings, bytes, dicts, arrays and PIL images are)."""
-    return isinstance(inputs, Iterator)
+def _decode(image, role: str):
+    """`load_image` of one input, with a `datasets` `{"bytes", "path"}` dict read from its bytes (else its path)."""
+    if _is_datasets_image(image):
+        name = image.get("path") or f"a datasets {role} image"
+        if image.get("bytes") is not None:
+            return load_image(bytes(image["bytes"]), source=os.fspath(name))
+        if image.get("path") is None:
+            raise ImageInputError(f"The {role} image dict has neither bytes nor a path.")
+        return load_image(image["path"])
+    return load_image(image)
 
 
 # Registering makes `pipeline("fused-image-quality", model=<FuScore model object>)` work once this module is

@@ -583,19 +583,37 @@ class FuScoreProcessor(ProcessorMixin):
                           std.to(device))
         return cache[key]
 
-    def __call__(self, fused=None, ir=None, vis=None, dimension: str = "overall", return_tensors: str = "pt", **kwargs) -> BatchFeature:
-        """Processes one image or a list of images (with optional lists of sources) for one dimension."""
-        if fused is None:
-            raise ValueError("FuScoreProcessor needs `fused`: one image or a list of images.")
+    def __call__(self, images=None, ir=None, vis=None, dimension: str = "overall", return_tensors: str = "pt",
+                 *, fused=None, text=None, **kwargs) -> BatchFeature:
+        """Processes one fused image or a list of them (with optional matching infrared and visible sources) for one
+        rating dimension, as transformers' processors take `images=`.
+
+        Args:
+            images: the fused image(s): a path, encoded bytes, a PIL image or an HxW[xC] array, or a list of them.
+                `fused=` is the same argument under FuScore's own name.
+            text: not taken: the prompt is the processor's own for `dimension` (passing text raises).
+            ir, vis: the matching infrared and visible sources (for `input_mode="fused_ir_vis"`).
+            dimension: the rating dimension whose prompt is built.
+        """
+        if fused is not None and images is not None:
+            raise ValueError("Pass the fused image(s) as `images=` or as `fused=`, not both.")
+        images = fused if images is None else images
+        if images is None:
+            raise ValueError("FuScoreProcessor needs `images` (the fused image, or a list of fused images).")
+        if text is not None:
+            raise ValueError("FuScoreProcessor builds its own rating prompt: pass `dimension=` (one of "
+                             f"{', '.join(self.prompts)}) instead of `text`.")
+        if kwargs:
+            raise TypeError(f"FuScoreProcessor got unexpected arguments: {', '.join(sorted(kwargs))}.")
         if return_tensors not in ("pt", None):
             raise ValueError("FuScoreProcessor returns PyTorch tensors only (return_tensors='pt').")
-        if not isinstance(fused, (list, tuple)):
-            fused, ir, vis = [fused], [ir], [vis]
-        ir = ir if isinstance(ir, (list, tuple)) else [ir] * len(fused)
-        vis = vis if isinstance(vis, (list, tuple)) else [vis] * len(fused)
-        if not (len(fused) == len(ir) == len(vis)):
-            raise ValueError(f"Got {len(fused)} fused images but {len(ir)} infrared and {len(vis)} visible sources.")
-        samples = [self.prepare_sample(f, i, v, dimension) for f, i, v in zip(fused, ir, vis)]
+        if not isinstance(images, (list, tuple)):
+            images, ir, vis = [images], [ir], [vis]
+        ir = ir if isinstance(ir, (list, tuple)) else [ir] * len(images)
+        vis = vis if isinstance(vis, (list, tuple)) else [vis] * len(images)
+        if not (len(images) == len(ir) == len(vis)):
+            raise ValueError(f"Got {len(images)} fused images but {len(ir)} infrared and {len(vis)} visible sources.")
+        samples = [self.prepare_sample(f, i, v, dimension) for f, i, v in zip(images, ir, vis)]
         return self.collate(samples)
 
     @property

@@ -73,7 +73,34 @@ def parse_arguments(argv: Sequence[str]):
     # `--help` starts with what the script does (the module docstring); the long usage line would bury it.
     parser = TrlParser((ModelArguments, DataArguments, FuScoreTrainingConfig), description=__doc__,
                        usage=argparse.SUPPRESS, formatter_class=_HelpFormatter)
+    group_options(parser)
     return parser.parse_args_and_config(["--config", config, *overrides])
+
+
+def group_options(parser: argparse.ArgumentParser) -> None:
+    """`--help` lists FuScore's own options first, by what they set (model, data, objective and training), then the
+    stock Trainer's (`TrainingArguments`, over a hundred). HfArgumentParser puts every field into one "options" list
+    and has no hook to split a subclass's fields from its parent's, so the actions are moved between argparse groups."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    stock = {field.name for field in fields(TrainingArguments)}
+    titles = {
+        "FuScore model (ModelArguments)": {field.name for field in fields(ModelArguments)},
+        "FuScore data (DataArguments)": {field.name for field in fields(DataArguments)},
+        "FuScore objective and training (FuScoreTrainingConfig)":
+            {field.name for field in fields(FuScoreTrainingConfig)} - stock,
+        "Trainer (transformers TrainingArguments; FuScore's defaults where the config sets them)": stock,
+    }
+    options = parser._optionals  # argparse keeps its groups in private lists; their layout has not changed in years
+    groups = [parser.add_argument_group(title) for title in titles]
+    for action in list(options._group_actions):
+        for group, names in zip(groups, titles.values()):
+            if action.dest in names:
+                options._group_actions.remove(action)
+                group._group_actions.append(action)
+                break
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuScoreTrainingConfig) -> dict:

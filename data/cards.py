@@ -21,6 +21,11 @@ SYNTHETIC_STATEMENT = (
     "sub-scores) are constructed by the generator: truth by construction plus simulated "
     "rater noise, NOT ratings given by human observers."
 )
+# Licenses that are not Hub license ids: the card says `license: other` with this name and link (the Hub asks for
+# both). A table's `info.license` holds the name.
+OTHER_LICENSES = {
+    "vifb-research-use": "https://github.com/xingchenzhang/VIFB",
+}
 BASE_TAGS = ("image-quality-assessment", "image-fusion", "infrared", "visible", "fuscore")
 
 COLUMN_MEANINGS = {
@@ -54,6 +59,7 @@ def write_dataset_card(
     *,
     pretty_name: str | None = None,
     license: str | None = None,
+    license_link: str | None = None,
     synthetic: bool | None = None,
     description: str | None = None,
     citation: str | None = None,
@@ -66,7 +72,10 @@ def write_dataset_card(
         dataset: the table (a `Dataset`, or a `DatasetDict` of splits).
         path: a directory (the card goes to `README.md` inside) or a `.md` file path.
         pretty_name: the card's title; default "FuScore rating table".
-        license: a Hub license id; default the table's `info.license`, else "other".
+        license: a Hub license id, or the name of another license (one of `OTHER_LICENSES`, or with
+            `license_link`); default the table's `info.license`. A card never says `other` without the license's
+            name and link: a table with no known license gets no license field.
+        license_link: where the terms of a license that is not a Hub id are (default from `OTHER_LICENSES`).
         synthetic: whether to state that the data are synthetic, not human ratings;
             default: the table's description contains `SYNTHETIC_STATEMENT`.
         description: free text under the title; default the table's `info.description`.
@@ -79,7 +88,7 @@ def write_dataset_card(
     first = next(iter(splits.values()), None)
     info = first.info if first is not None else datasets.DatasetInfo()
     description = description if description is not None else (info.description or "")
-    license = license or info.license or "other"
+    license_fields = _license_fields(license or info.license, license_link)
     citation = citation if citation is not None else (info.citation or "")
     if synthetic is None:
         synthetic = SYNTHETIC_STATEMENT in description
@@ -87,7 +96,7 @@ def write_dataset_card(
     all_tags = [*BASE_TAGS, *(["synthetic"] if synthetic else []), *tags]
 
     card_data = DatasetCardData(
-        license=license,
+        **license_fields,
         pretty_name=pretty_name,
         task_categories=["visual-question-answering"],
         tags=list(dict.fromkeys(all_tags)),
@@ -123,6 +132,25 @@ def write_dataset_card(
     path.parent.mkdir(parents=True, exist_ok=True)
     card.save(path)
     return path
+
+
+def _license_fields(license: str | None, license_link: str | None) -> dict:
+    """The card's `license` fields: a Hub id as it is; another license as `other` with its name and link."""
+    link = license_link or OTHER_LICENSES.get(license or "")
+    if link:
+        if not license or license == "other":
+            raise ValueError("A license_link needs the license's name: pass license='<name>' with it.")
+        return {"license": "other", "license_name": license, "license_link": link}
+    if not license or license == "other":
+        return {}  # no license known: the card claims none rather than an unnamed "other"
+    return {"license": license}
+
+
+def features_to_card_yaml(features: datasets.Features) -> list:
+    """`features` as a card's YAML lists them (the `dataset_info.features` form `datasets` writes and reads)."""
+    card_data = DatasetCardData()
+    datasets.info.DatasetInfosDict({"default": datasets.DatasetInfo(features=features)}).to_dataset_card_data(card_data)
+    return card_data["dataset_info"]["features"]
 
 
 def _contents_section(splits: dict[str, datasets.Dataset]) -> list[str]:

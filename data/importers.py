@@ -34,6 +34,8 @@ VIFB_CITATION = (
     "  year={2020}\n"
     "}"
 )
+# The card names it with its link (`fuscore_data.cards.OTHER_LICENSES`): the VIFB authors' research-use terms.
+VIFB_LICENSE = "vifb-research-use"
 VIFB_DESCRIPTION = (
     "VIFB (Zhang, Ye and Xiao, CVPR Workshops 2020): registered infrared/visible source pairs "
     "and the fused results of classic and learned fusion methods. It carries NO human "
@@ -90,7 +92,7 @@ def load_vifb(vifb_dir: str | os.PathLike | None = None, *, check_images: bool =
         for score_column in ("mos", "mos_std", *SUB_DIMENSIONS):
             columns[score_column].append(None)
     info = datasets.DatasetInfo(
-        description=VIFB_DESCRIPTION, citation=VIFB_CITATION, license="other", features=RATING_FEATURES
+        description=VIFB_DESCRIPTION, citation=VIFB_CITATION, license=VIFB_LICENSE, features=RATING_FEATURES
     )
     table = datasets.Dataset.from_dict(columns, info=info)
     validate_table(table, require_mos=False, check_images=check_images)

@@ -31,9 +31,9 @@ import numpy as np
 
 from fuscore.atomic import atomic_folder
 
-from .cards import write_dataset_card
+from .cards import features_to_card_yaml, write_dataset_card
 from .evafusion import evafusion_to_rating_table, is_evafusion_layout
-from .schema import EXTRA_IMAGE_COLUMNS, IMAGE_COLUMNS, RATING_FEATURES, SCORE_COLUMNS, SPREAD_COLUMNS, conform_dict_to_schema, conform_to_schema
+from .schema import EXTRA_IMAGE_COLUMNS, IMAGE_COLUMNS, RATING_FEATURES, SCORE_COLUMNS, SPREAD_COLUMNS, conform_dict_to_schema, conform_to_schema, table_features
 from .validation import (
     METADATA_FILENAMES,
     TableValidationError,
@@ -195,7 +195,10 @@ def save_imagefolder(
     if validate:
         validate_table(datasets.DatasetDict(splits), require_mos=False)
 
-    configs = [{"config_name": "default", "data_files": [{"split": name, "path": f"{name}/**"} for name in splits]}]
+    # The features go in the card's `configs` entry, where `load_dataset(<folder>)` reads them: without them the
+    # JSON metadata would load as float64 scores and all-empty columns as null.
+    configs = [{"config_name": "default", "data_files": [{"split": name, "path": f"{name}/**"} for name in splits],
+                "features": features_to_card_yaml(table_features(next(iter(splits.values()))) if splits else RATING_FEATURES)}]
     with atomic_folder(out_dir, overwrite=overwrite) as staging:
         for split_name, split in splits.items():
             _write_imagefolder_split(split, staging / split_name)

@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fuscore.ranking import RankingInputError
-from fuscore.scoring_job import DEFAULT_CHUNK_SIZE
+from fuscore.scoring_job import DEFAULT_CHUNK_SIZE  # pyarrow, not torch: `--help` stays fast
 
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "demo_model")
@@ -345,8 +344,24 @@ def export_command(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- parser
+def version_text() -> str:
+    """`fuscore --version`: FuScore's version and those of the libraries that decide its numbers, read from the
+    installed packages' metadata (nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {installed(name)}" for name in ("torch", "transformers", "peft"))
+    return f"fuscore {installed('fuscore')} ({libraries})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fuscore", description="Quality assessment of infrared-visible fused images.")
+    parser.add_argument("--version", action="version", version=version_text())
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_model_arguments(sub):
@@ -381,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--vis-column", help="the dataset column of visible sources (models that read them)")
     score.add_argument("--split", help="the dataset split to score (default: every split)")
     score.add_argument("--streaming", action="store_true", help="stream the dataset (load_dataset(..., streaming=True))")
-    score.add_argument("--output", help="write .parquet (with the job's metadata), .csv or .json instead of printing a table")
+    score.add_argument("--output", help="write .parquet (with the job's metadata), .csv, .json (one document) or .jsonl (JSON Lines: one row a line) instead of printing a table")
     score.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                        help="stop at the first bad image (default), or skip it: its error goes to the 'error' column and "
                             "the exit status is 1")
@@ -433,18 +448,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from fuscore.export import ExportInputError
-    from fuscore.scoring_job import ScoringJobError, StoppedByFirstProcess, parts_folder, scored_rows
-    from processing_fuscore import ImageInputError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["reward-finetune"]:
         # Its own parser (fuscore.reward_finetune), so `fuscore --help` needs no torch import.
         from fuscore.reward_finetune import main as reward_finetune
 
-        return reward_finetune(argv[1:])
+        return reward_finetune(argv[1:], prog="fuscore reward-finetune")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help and --version end here, before torch and transformers are imported
+    from fuscore.export import ExportInputError
+    from fuscore.ranking import RankingInputError
+    from fuscore.scoring_job import ScoringJobError, StoppedByFirstProcess, parts_folder, scored_rows
+    from processing_fuscore import ImageInputError
+
     if args.command == "rank" and not args.folder and (args.ir_dir or args.vis_dir):
         parser.error("--ir-dir/--vis-dir go with a FOLDER input; a manifest names its sources itself.")
     for name in ("batch_size", "bootstrap_resamples", "workers", "chunk_size"):

@@ -5,7 +5,8 @@ The Hub reads YAML files in a model repo's `.eval_results/` folder, shows them o
 into the leaderboards of benchmark datasets. Each file is a list of results; a result names a Hub dataset
 registered as a benchmark (`dataset.id`, the `task_id` of its `eval.yaml`, optionally a `revision`) and one `value`,
 with an optional `date`, `source` and `notes`. A task has one value per model, so FuScore writes one file per metric
-and says in `notes` which metric it is.
+and says in `notes` which metric it is. The entries are huggingface_hub's `EvalResultEntry`, written with its
+`eval_result_entries_to_yaml`.
 
 A result can only name a dataset on the Hub: an evaluation on the synthetic benchmark or on a local table gets no
 `.eval_results/` file (its numbers stay in `model-index` and the card's table).
@@ -46,8 +47,8 @@ def hub_dataset_id(evaluation: dict) -> Optional[str]:
 def eval_results_entries(metrics: dict, dataset_id: str, task_id: str = "default", *,
                          revision: Optional[str] = None, date: Optional[str] = None,
                          source_url: Optional[str] = None, source_name: Optional[str] = None,
-                         notes: Optional[str] = None) -> dict[str, list[dict]]:
-    """`{file name: [result]}`, one `.eval_results/` file per metric of `METRIC_NOTES` present in `metrics`.
+                         notes: Optional[str] = None) -> dict[str, list]:
+    """`{file name: [EvalResultEntry]}`, one `.eval_results/` file per metric of `METRIC_NOTES` present in `metrics`.
 
     Args:
         metrics (`dict`): metric name -> value (the trainer's evaluation, without its `eval_` prefix).
@@ -58,21 +59,16 @@ def eval_results_entries(metrics: dict, dataset_id: str, task_id: str = "default
     """
     if not dataset_id:
         raise ValueError("A `.eval_results` entry must name the Hub dataset it was evaluated on (`dataset_id`).")
-    entries = {}
-    for name, description in METRIC_NOTES.items():
-        if name not in metrics:
-            continue
-        dataset = {"id": dataset_id, "task_id": task_id}
-        if revision:
-            dataset["revision"] = revision
-        result = {"dataset": dataset, "value": round(float(metrics[name]), 4)}
-        if date:
-            result["date"] = date
-        if source_url:
-            result["source"] = {"url": source_url, **({"name": source_name} if source_name else {})}
-        result["notes"] = description if not notes else f"{description}; {notes}"
-        entries[f"fuscore_{name}.yaml"] = [result]
-    return entries
+    # Imported here: huggingface_hub has it from 1.4, and a run evaluated on no Hub dataset never needs it.
+    from huggingface_hub import EvalResultEntry
+
+    return {
+        f"fuscore_{name}.yaml": [EvalResultEntry(
+            dataset_id=dataset_id, task_id=task_id, value=round(float(metrics[name]), 4), dataset_revision=revision,
+            date=date, source_url=source_url, source_name=source_name,
+            notes=description if not notes else f"{description}; {notes}")]
+        for name, description in METRIC_NOTES.items() if name in metrics
+    }
 
 
 def write_eval_results(folder, evaluation: dict, task_id: str = "default") -> list[Path]:
@@ -84,6 +80,7 @@ def write_eval_results(folder, evaluation: dict, task_id: str = "default") -> li
     dataset_id = hub_dataset_id(evaluation)
     if dataset_id is None or not evaluation.get("metrics"):
         return []
+    from huggingface_hub import eval_result_entries_to_yaml
     objective = evaluation.get("objective")
     entries = eval_results_entries(evaluation["metrics"], dataset_id, evaluation.get("task_id", task_id),
                                    revision=evaluation.get("dataset_revision"), date=evaluation.get("date"),
@@ -92,6 +89,6 @@ def write_eval_results(folder, evaluation: dict, task_id: str = "default") -> li
     for name, results in entries.items():
         path = Path(folder) / ".eval_results" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(path, yaml.safe_dump(results, sort_keys=False))
+        write_text(path, yaml.safe_dump(eval_result_entries_to_yaml(results), sort_keys=False))
         written.append(path)
     return written

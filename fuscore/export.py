@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-import yaml
+from huggingface_hub import ModelCardData
 from transformers import PreTrainedConfig
 
 import modeling_fuscore
@@ -27,7 +27,7 @@ import pipeline_fuscore
 from configuration_fuscore import FuScoreConfig
 from fuscore.atomic import write_text
 from fuscore.hub import check_repo_id, writing_model_folder
-from fuscore.model_card import write_model_card
+from fuscore.model_card import is_hub_repo_id, write_model_card
 from modeling_fuscore import FuScoreForQuality
 from processing_fuscore import FuScoreProcessor
 
@@ -177,9 +177,8 @@ def _write_merged(model, processor, evaluation: dict, folder: Path, repo_id: str
 
 
 def _adapter_card(repo_id: str, base_name: Optional[str], evaluation: dict) -> str:
-    header = {"library_name": "peft", "tags": ["image-quality-assessment", "infrared-visible-fusion", "fuscore", "lora"]}
-    if base_name and "/" in base_name and not base_name.startswith(("/", ".")):
-        header["base_model"] = base_name
+    header = ModelCardData(library_name="peft", tags=["image-quality-assessment", "infrared-visible-fusion", "fuscore", "lora"],
+                           base_model=base_name if base_name and is_hub_repo_id(base_name) else None)
     metrics = evaluation.get("metrics", {})
     rows = "\n".join(f"| {name} | {float(value):.4f} |" for name, value in metrics.items()
                      if isinstance(value, (int, float)) and not name.endswith(("runtime", "per_second")))
@@ -188,7 +187,8 @@ def _adapter_card(repo_id: str, base_name: Optional[str], evaluation: dict) -> s
     synthetic = ("\n**Trained and evaluated on FuScore's synthetic benchmark only: its labels are not human ratings.**\n"
                  if evaluation.get("synthetic") else "")
     return f"""---
-{yaml.safe_dump(header, sort_keys=False)}---
+{header.to_yaml()}
+---
 
 # FuScore LoRA adapter
 

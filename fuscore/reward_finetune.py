@@ -1,6 +1,7 @@
-"""Fine-tune a small fusion network with FuScore as its reward, on VIFB's source pairs (DESIGN section 7).
+"""Fine-tune a small fusion network with FuScore as its reward, on VIFB's source pairs.
 
-    python examples/reward_finetune.py --output-dir outputs/reward_finetune
+    fuscore reward-finetune --output-dir outputs/reward_finetune
+    python examples/reward_finetune.py --output-dir outputs/reward_finetune   # the same
 
 Three networks are compared on held-out scenes (a scene-disjoint split by `pair_id`):
   * before: `FusionNet` trained on the fidelity-to-sources loss alone (`fusion_net.fidelity_loss`);
@@ -369,13 +370,29 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# How `--help` groups the settings (every `FinetuneSettings` field is in one group).
+_ARGUMENT_GROUPS = {
+    "scorer and data": ("model", "weights", "vifb_dir", "held_out_pairs", "seed", "crop", "batch_pairs", "eval_max_side"),
+    "the 'before' network and the fidelity loss": ("pretrain_steps", "pretrain_lr", "gradient_weight"),
+    "fine-tuning": ("modes", "steps", "lr", "reward_weight", "group_size", "sigma", "clip", "policy_steps",
+                    "policy_weight"),
+    "monitoring": ("probe_every", "figure_pairs"),
+}
+
+
 def add_arguments(parser) -> None:
     """The example's command-line options (every `FinetuneSettings` field), for a script or a CLI subcommand."""
     defaults = FinetuneSettings()
-    parser.add_argument("--output-dir", default=None, help="write results.json, table.md and before_after.png here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run = parser.add_argument_group("output")
+    run.add_argument("--output-dir", default=None, help="write results.json, table.md and before_after.png here")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    groups = {}
+    for title, names in _ARGUMENT_GROUPS.items():
+        group = parser.add_argument_group(title)
+        groups.update(dict.fromkeys(names, group))
     for name, value in asdict(defaults).items():
         flag = "--" + name.replace("_", "-")
+        parser = groups[name]
         if name == "modes":
             parser.add_argument(flag, nargs="+", choices=MODES, default=list(MODES), help="fine-tuning modes to run")
         elif name == "weights":
@@ -392,11 +409,11 @@ def settings_from_arguments(arguments) -> FinetuneSettings:
     return FinetuneSettings(**values)
 
 
-def main(argv=None) -> int:
-    """`python examples/reward_finetune.py [options]` (also the body of a `fuscore reward-finetune` command)."""
+def main(argv=None, prog=None) -> int:
+    """`python examples/reward_finetune.py [options]`, and `fuscore reward-finetune` (with `prog` naming it)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     arguments = parser.parse_args(argv)
     results = run_reward_finetune(settings_from_arguments(arguments), output_dir=arguments.output_dir,

@@ -64,7 +64,7 @@ LOCK_FILE = "job.lock"
 PART_PATTERN = re.compile(r"^part-(?P<launch>[0-9a-f]+)-r(?P<rank>\d+)-(?P<seq>\d+)-n(?P<rows>\d+)\.parquet$")
 FAILED_PREFIX = "failed-"
 FINISHED_PREFIX = "finished-"
-OUTPUT_FORMATS = (".parquet", ".csv", ".json")
+OUTPUT_FORMATS = (".parquet", ".csv", ".json", ".jsonl")
 DEFAULT_CHUNK_SIZE = 2048
 ON_ERROR_CHOICES = ("stop", "skip")
 # The job settings that must agree between the command and the partial output it resumes.
@@ -931,8 +931,9 @@ def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> d
             problem = _mismatch(existing, description, f"The existing output {output}")
             if problem:
                 raise ScoringJobError(f"{problem}. Give another --output, or pass --overwrite to replace it.")
-        elif output.suffix.lower() == ".csv" and output.is_file() and not overwrite and not resuming:
-            raise ScoringJobError(f"{output} exists, and a CSV file does not record the model and settings that wrote "
+        elif output.suffix.lower() in (".csv", ".jsonl") and output.is_file() and not overwrite and not resuming:
+            kind = "a CSV file" if output.suffix.lower() == ".csv" else "a JSON Lines file"
+            raise ScoringJobError(f"{output} exists, and {kind} does not record the model and settings that wrote "
                                   "it (Parquet and JSON outputs do): give another --output, or pass --overwrite to "
                                   "replace it.")
     except BaseException:
@@ -1245,7 +1246,8 @@ def _score_columns(table: pa.Table) -> list:
 
 
 def write_scores(output, table: pa.Table) -> Path:
-    """Writes a scores table as Parquet (with its metadata), CSV (no level probabilities) or JSON, whole or not at all."""
+    """Writes a scores table as Parquet (with its metadata), CSV (no level probabilities), JSON (one document with
+    the metadata, its rows under "images") or JSON Lines (one row per line), whole or not at all."""
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix == ".parquet":
@@ -1259,12 +1261,14 @@ def write_scores(output, table: pa.Table) -> Path:
         writer.writeheader()
         writer.writerows({key: ("" if value is None else value) for key, value in row.items()} for row in rows)
         return atomic.write_text(output, buffer.getvalue())
-    if suffix == ".json":
+    if suffix in (".json", ".jsonl"):
         metadata = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
         words, dimensions = metadata.get("level_words", []), metadata.get("dimensions", [])
         for row in rows:
             probs = {dim: row.pop(f"{dim}_probs") for dim in dimensions}
             row["probs"] = {dim: None if values is None else dict(zip(words, values)) for dim, values in probs.items()}
+        if suffix == ".jsonl":  # JSON Lines: one row per line, as `load_dataset("json")` and pandas read it
+            return atomic.write_text(output, "".join(json.dumps(row) + "\n" for row in rows))
         document = {"model": metadata.get("model"), "dimensions": dimensions, "metadata": metadata, "images": rows}
         return atomic.write_text(output, json.dumps(document, indent=2))
     raise ScoringJobError(f"--output {output}: the name must end in {', '.join(OUTPUT_FORMATS)}.")

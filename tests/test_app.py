@@ -3,6 +3,7 @@ would: bad uploads get FuScore's message, large ones are refused from their head
 concurrent requests get the direct scores, and `python app.py` started elsewhere serves the shipped model."""
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -82,10 +83,10 @@ def _score(client, *paths):
     return client.predict(*[handle_file(str(path)) for path in paths], api_name="/score")
 
 
-def _cells(table_html: str, kind: str) -> dict:
-    import re
-
-    return dict(re.findall(rf'<tr data-dimension="([a-z_]+)">.*?<td class="{kind}">([^<]*)</td>', table_html))
+def _cells(table: dict, column: str) -> dict:
+    """`{dimension: value}` of one column of the scores table as an API client receives it: data, not markup."""
+    position = table["headers"].index(column)
+    return {row[0]: row[position] for row in table["data"]}
 
 
 @pytest.mark.parametrize("name, reason", [("notes.png", "cannot decode the image"), ("empty.png", "cannot decode"),
@@ -134,8 +135,8 @@ def test_fifty_concurrent_requests_get_the_direct_scores(served_app, app_module,
     elapsed = time.perf_counter() - start
 
     for path, want, (table, levels) in zip(paths, expected, results):
-        assert _cells(table, "score") == {dim: app_module.format_value(want[dim]["score"]) for dim in dimensions}, path
-        assert _cells(table, "std") == {dim: "± " + app_module.format_value(want[dim]["std"]) for dim in dimensions}
+        assert _cells(table, "score") == pytest.approx({dim: want[dim]["score"] for dim in dimensions}, abs=1e-6), path
+        assert _cells(table, "uncertainty") == pytest.approx({dim: want[dim]["std"] for dim in dimensions}, abs=1e-6)
         assert [row[0] for row in levels["data"]] == list(tiny_model.config.level_words)
         # The chart's data travel as JSON with 10 decimals.
         assert [row[1] for row in levels["data"]] == pytest.approx(want["overall"]["probs"], abs=1e-10), path
@@ -158,7 +159,7 @@ def test_queue_is_bounded(app_module, tiny_model, files):
             client.predict(handle_file(str(files / "good.png")), api_name="/score")
         gate.set()
         results = [job.result(timeout=120) for job in [first] + waiting]
-    assert len({table for table, _ in results}) == 1 and model.calls == 3
+    assert len({json.dumps(table, sort_keys=True) for table, _ in results}) == 1 and model.calls == 3
 
 
 def test_pixel_cap_and_queue_are_configurable(app_module, tiny_model, files, monkeypatch):
@@ -193,7 +194,34 @@ def test_model_with_sources_names_the_bad_upload(app_module, files):
             _score(client, files / "good.png", files / "notes.png", files / "good.png")
         table, _ = _score(client, files / "good.png", files / "good.png", files / "good.png")
     expected = model.score(str(files / "good.png"), ir=str(files / "good.png"), vis=str(files / "good.png"))
-    assert _cells(table, "score")["overall"] == app_module.format_value(expected)
+    assert _cells(table, "score")["overall"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_api_returns_data_a_client_can_use(served_app, app_module, tiny_model, files):
+    """A gradio_client call gets numbers: the scores table's headers and rows (full precision, the page's 3-decimal
+    text beside them) and the chart's level probabilities, not HTML."""
+    client, _ = served_app
+    table, levels = _score(client, files / "good.png")
+    assert table["headers"] == ["dimension", "score", "uncertainty"]
+    dimensions = app_module.model_dimensions(tiny_model)
+    expected = tiny_model.score(str(files / "good.png"), dimensions=dimensions, return_details=True)
+    assert [row[0] for row in table["data"]] == dimensions
+    for dimension, score, std in table["data"]:
+        assert isinstance(score, float) and score == pytest.approx(expected[dimension]["score"], abs=1e-6)
+        assert isinstance(std, float) and std == pytest.approx(expected[dimension]["std"], abs=1e-6)
+    shown = table["metadata"]["display_value"][0]
+    assert shown == ["overall", app_module.format_value(table["data"][0][1]), app_module.format_value(table["data"][0][2])]
+    assert "<" not in json.dumps(table) and "<" not in json.dumps(levels)
+    assert [row[1] for row in levels["data"]] == pytest.approx(expected["overall"]["probs"], abs=1e-10)
+
+
+def test_the_examples_are_scoreable_synthetic_scenes(app_module, tiny_model):
+    rows = app_module.example_rows(needs_sources=True)
+    assert len(rows) >= 2 and all(len(row) == 3 for row in rows)
+    for fused, ir, vis in rows:
+        assert 1 <= tiny_model.score(fused) <= 5
+        assert Image.open(ir).size == Image.open(vis).size == Image.open(fused).size
+    assert app_module.example_rows(needs_sources=False) == [row[:1] for row in rows]
 
 
 def test_fused_only_model_asks_for_the_fused_image_only(served_app):
@@ -226,7 +254,7 @@ def test_started_from_another_folder_serves_the_shipped_model(app_module, files,
         process.wait(timeout=30)
     demo = app_module.load_model(app_module.default_model_path())
     expected = demo.score(str(files / "good.png"), dimensions=app_module.model_dimensions(demo), return_details=True)
-    assert _cells(table, "score") == {dim: app_module.format_value(value["score"]) for dim, value in expected.items()}
+    assert _cells(table, "score") == pytest.approx({dim: value["score"] for dim, value in expected.items()}, abs=1e-6)
 
 
 def test_default_model_is_resolved_from_the_apps_folder(app_module, tmp_path, monkeypatch):
@@ -265,3 +293,29 @@ def test_uploads_over_the_size_limit_are_refused_by_the_server(app_module, tiny_
         with open(big, "rb") as handle:
             response = httpx.post(url + "gradio_api/upload", files={"files": ("big.png", handle)}, timeout=60)
     assert response.status_code == 413, response.text
+
+
+def test_the_readme_makes_the_repository_a_gradio_space():
+    """The README's front matter is a Space card (`huggingface_hub.SpaceCard`) naming this app, and the Space's
+    requirements.txt asks for the same versions as the project's pyproject.toml."""
+    import tomllib
+    from importlib.metadata import version
+
+    from huggingface_hub import SpaceCard
+    from packaging.requirements import Requirement
+
+    data = SpaceCard.load(REPO_ROOT / "README.md").data
+    assert data.sdk == "gradio" and (REPO_ROOT / data.app_file).resolve() == REPO_ROOT / "app.py"
+    assert data.sdk_version.split(".")[0] == version("gradio").split(".")[0]  # the major version the tests run
+    app_extra = [Requirement(r) for r in tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+                 ["optional-dependencies"]["app"]]
+    assert all(requirement.specifier.contains(data.sdk_version) for requirement in app_extra if requirement.name == "gradio")
+    assert data.suggested_hardware == "cpu-basic" and data.license == "apache-2.0" and data.title
+
+    project = {Requirement(r).name: Requirement(r).specifier
+               for r in tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    lines = [line.split("#")[0].strip() for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()]
+    space = [Requirement(line) for line in lines if line]
+    assert {"torch", "transformers", "pillow"} <= {requirement.name for requirement in space}
+    for requirement in space:
+        assert requirement.specifier == project[requirement.name], requirement

@@ -49,8 +49,24 @@ def page(tmp_path):
             context.close()
 
 
-def _cell(page, dimension: str, kind: str) -> str:
-    return page.locator(f'#fuscore-scores tr[data-dimension="{dimension}"] td.{kind}').inner_text()
+def _cells(page):
+    """The score table's cells (Gradio's grid: `role="gridcell"`, header cells excluded), in reading order."""
+    return page.locator('#fuscore-scores [role="gridcell"]')
+
+
+def _table_rows(page) -> list:
+    """The score table's rows as the page shows them, cell texts stripped."""
+    texts = [text.strip() for text in _cells(page).all_inner_texts()]
+    return [texts[i : i + 3] for i in range(0, len(texts), 3)]
+
+
+def _score_upload(page, url, image_path):
+    page.goto(url, wait_until="domcontentloaded")
+    page.locator("#fused-input input[type=file]").set_input_files(str(image_path))
+    page.locator("#fused-input img").first.wait_for(timeout=30_000)  # the upload has reached the server
+    page.click("#score-button")
+    page.locator("#fuscore-scores").get_by_text("overall").first.wait_for(timeout=60_000)
+    page.locator("#fuscore-levels").get_by_text("excellent").first.wait_for(timeout=30_000)  # the chart has drawn
 
 
 def test_uploaded_image_shows_the_models_scores(running_app, page, tmp_path):
@@ -58,19 +74,40 @@ def test_uploaded_image_shows_the_models_scores(running_app, page, tmp_path):
     image_path = tmp_path / "fused.png"
     Image.fromarray(np.random.default_rng(4).integers(0, 256, (60, 84, 3), dtype=np.uint8)).save(image_path)
 
-    page.goto(url, wait_until="domcontentloaded")
-    page.locator("#fused-input input[type=file]").set_input_files(str(image_path))
-    page.locator("#fused-input img").first.wait_for(timeout=30_000)  # the upload has reached the server
-    page.click("#score-button")
-    page.locator('#fuscore-scores tr[data-dimension="overall"] td.score').wait_for(timeout=60_000)
-    page.locator("#fuscore-levels").get_by_text("excellent").first.wait_for(timeout=30_000)  # the chart has drawn
+    _score_upload(page, url, image_path)
     page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
 
     expected = model.score(str(image_path), dimensions=DIMENSIONS, return_details=True)  # the same model object
+    shown = {row[0]: row[1:] for row in _table_rows(page)}
     for dim in DIMENSIONS:
-        assert _cell(page, dim, "score") == app_module.format_value(expected[dim]["score"]), dim
-        assert _cell(page, dim, "std") == "± " + app_module.format_value(expected[dim]["std"]), dim
+        assert shown[dim.replace("_", " ")] == [app_module.format_value(expected[dim]["score"]),
+                                                app_module.format_value(expected[dim]["std"])], dim
     assert (tmp_path / "app.png").stat().st_size > 10_000
+
+
+def test_at_a_phones_width_the_scores_and_chart_stack_without_overlap(running_app, page, tmp_path):
+    """At 390 px (a phone held upright) the table and the chart sit one above the other, each inside the screen,
+    and every score stays readable; the screenshot is kept in the test's folder."""
+    url, model, app_module = running_app
+    image_path = tmp_path / "fused.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (60, 84, 3), dtype=np.uint8)).save(image_path)
+    page.set_viewport_size({"width": 390, "height": 844})
+    _score_upload(page, url, image_path)
+    page.screenshot(path=str(tmp_path / "app_390px.png"), full_page=True)
+
+    table = page.locator("#fuscore-scores").bounding_box()
+    chart = page.locator("#fuscore-levels").bounding_box()
+    assert table["y"] + table["height"] <= chart["y"] + 1, (table, chart)  # stacked: the chart starts below the table
+    for box in (table, chart):
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390 + 1, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    expected = model.score(str(image_path), dimensions=DIMENSIONS, return_details=True)
+    assert [row[1] for row in _table_rows(page)] == [app_module.format_value(expected[dim]["score"]) for dim in DIMENSIONS]
+    cells = _cells(page)
+    for i in range(cells.count()):  # every cell, the uncertainties included, inside the table: nothing cut off
+        box = cells.nth(i).bounding_box()
+        assert box["x"] >= table["x"] - 1 and box["x"] + box["width"] <= table["x"] + table["width"] + 1, (i, box)
+    assert (tmp_path / "app_390px.png").stat().st_size > 10_000
 
 
 def test_scoring_without_an_image_shows_an_error(running_app, page):
@@ -79,7 +116,7 @@ def test_scoring_without_an_image_shows_an_error(running_app, page):
     page.locator("#score-button").wait_for(timeout=30_000)
     page.click("#score-button")
     page.get_by_text("Upload a fused image first.").first.wait_for(timeout=30_000)
-    assert page.locator('#fuscore-scores tr[data-dimension="overall"]').count() == 0
+    assert page.locator("#fuscore-scores").get_by_text("overall").count() == 0
 
 
 def test_a_text_file_named_png_shows_fuscores_message(running_app, page, tmp_path):
@@ -91,4 +128,4 @@ def test_a_text_file_named_png_shows_fuscores_message(running_app, page, tmp_pat
     page.locator("#fused-input img").first.wait_for(state="attached", timeout=30_000)  # the upload has reached the server
     page.click("#score-button")
     page.get_by_text("fused image (notes.png): cannot decode the image").first.wait_for(timeout=60_000)
-    assert page.locator('#fuscore-scores tr[data-dimension="overall"]').count() == 0
+    assert page.locator("#fuscore-scores").get_by_text("overall").count() == 0

@@ -95,6 +95,31 @@ def test_score_folder_with_sources_to_csv_and_json(sources_model, fusion_benchma
     assert written["metadata"]["source"]["ir"] == str(fusion_benchmark / "ir")
 
 
+def test_score_output_jsonl_and_json_load_row_by_row_with_datasets(saved_model, fusion_benchmark, tmp_path):
+    """`--output x.jsonl` is JSON Lines: `load_dataset("json")` gives one row per image; the `.json` document's
+    rows load the same way with `field="images"`."""
+    import datasets
+
+    folder, model = saved_model
+    images = sorted((fusion_benchmark / "fused" / "alpha").iterdir())
+    common = ["--model", str(folder), "--device", "cpu", "--dimensions", "overall,sharpness"]
+    assert main(["score", str(fusion_benchmark / "fused" / "alpha"), *common, "--output", str(tmp_path / "s.jsonl")]) == 0
+    assert main(["score", str(fusion_benchmark / "fused" / "alpha"), *common, "--output", str(tmp_path / "s.json")]) == 0
+    lines = (tmp_path / "s.jsonl").read_text().splitlines()
+    assert len(lines) == len(images) and all(json.loads(line)["error"] is None for line in lines)
+    rows = datasets.load_dataset("json", data_files=str(tmp_path / "s.jsonl"), split="train",
+                                 cache_dir=str(tmp_path / "cache"))
+    document_rows = datasets.load_dataset("json", data_files=str(tmp_path / "s.json"), field="images", split="train",
+                                          cache_dir=str(tmp_path / "cache2"))
+    expected = model.score([str(p) for p in images], dimensions=("overall", "sharpness"))
+    for loaded in (rows, document_rows):
+        assert loaded.num_rows == len(images)
+        assert loaded["path"] == [str(p) for p in images]
+        assert loaded["overall"] == pytest.approx(expected["overall"], abs=1e-5)
+        assert loaded["sharpness"] == pytest.approx(expected["sharpness"], abs=1e-5)
+        assert list(loaded[0]["probs"]["overall"]) == list(model.config.level_words)
+
+
 def test_sources_given_to_a_fused_only_model_warn_and_are_ignored(saved_model, fusion_benchmark, tmp_path, capsys):
     folder, model = saved_model
     images = sorted((fusion_benchmark / "fused" / "alpha").iterdir())
@@ -372,3 +397,43 @@ def test_bootstrap_intervals_and_ranks():
     # More source pairs of the same kind give narrower intervals.
     wide = bootstrap_ranking(scores[:12], pairs[:12], methods[:12], n_resamples=500, seed=1)
     assert np.mean(wide.ci_high - wide.ci_low) > np.mean(ranking.ci_high - ranking.ci_low)
+
+
+# ------------------------------------------------------------------------------------------------- help and version
+_IMPORTS_AFTER = """
+import runpy, sys
+sys.argv = ["fuscore", *{args!r}]
+try:
+    runpy.run_module("fuscore", run_name="__main__")
+except SystemExit as done:
+    heavy = sorted(name for name in ("torch", "transformers", "torchao", "datasets") if name in sys.modules)
+    print("HEAVY=" + ",".join(heavy), "EXIT=" + str(done.code))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["score", "--help"], ["rank", "--help"]])
+def test_help_and_version_answer_without_torch_and_without_warnings(args):
+    """`fuscore --help` / `--version` import neither torch nor transformers (so they answer at once) and print
+    nothing on stderr."""
+    result = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER.format(args=args)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stderr == ""
+    assert "HEAVY= EXIT=0" in result.stdout.splitlines()[-1]
+    if args == ["--version"]:
+        from importlib.metadata import version
+
+        assert result.stdout.startswith(f"fuscore {version('fuscore')} (torch {version('torch')}, "
+                                        f"transformers {version('transformers')}")
+    else:
+        assert result.stdout.startswith("usage: fuscore")
+
+
+def test_reward_finetune_help_names_its_command_and_groups_its_settings():
+    result = subprocess.run([sys.executable, "-m", "fuscore", "reward-finetune", "--help"], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: fuscore reward-finetune")
+    assert "DESIGN" not in result.stdout
+    options = result.stdout[result.stdout.index("\noptions:"):]
+    sections = [line for line in options.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert sections[:3] == ["options:", "output:", "scorer and data:"]

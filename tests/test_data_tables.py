@@ -88,6 +88,19 @@ def test_imagefolder_layout_loads_with_datasets_imagefolder_offline(synthetic_ta
     _assert_same_rows(splits["test"], ours["test"])
 
 
+def test_plain_load_dataset_keeps_the_schema_types(tmp_path, monkeypatch):
+    """`datasets.load_dataset(<folder>)`, with no FuScore code, reads the card's declared features: scores stay
+    float32 and a column empty in every row keeps its type (not null)."""
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    table = _rows(fused=[_image(1), _image(2)], pair_id=["p", "q"], method=["a", "a"], mos=[3.25, 2.5],
+                  sharpness=[None, 4.0])
+    out = save_imagefolder(table, tmp_path / "typed")
+    loaded = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))
+    assert loaded.features == RATING_FEATURES
+    assert loaded["mos"] == [3.25, 2.5] and loaded["sharpness"] == [None, 4.0] and loaded["mos_std"] == [None, None]
+    assert loaded["ir"] == [None, None]
+
+
 def test_imagefolder_keeps_missing_sources_and_scores_as_none(tmp_path):
     table = _rows(fused=[_image(1), _image(2)], pair_id=["p", "q"], method=["a", "a"], mos=[None, 2.5])
     out = save_imagefolder(table, tmp_path / "unlabelled")
@@ -181,6 +194,16 @@ def test_dataset_card_header_and_synthetic_statement(tmp_path, synthetic_table):
     assert card.data.license == "apache-2.0"
     assert SYNTHETIC_STATEMENT in card.text and "NOT ratings given by human observers" in card.text
     assert "thermal_retention" in card.text  # what the truth means is spelled out
+    vifb_like = human.map(lambda row: row)
+    vifb_like.info.license = "vifb-research-use"
+    card = DatasetCard.load(write_dataset_card(vifb_like, tmp_path / "vifb.md"))
+    assert (card.data.license, card.data.license_name, card.data.license_link) == (
+        "other", "vifb-research-use", "https://github.com/xingchenzhang/VIFB")
+    card = DatasetCard.load(write_dataset_card(human, tmp_path / "own.md", license="lab-terms",
+                                               license_link="https://example.org/terms"))
+    assert (card.data.license, card.data.license_name) == ("other", "lab-terms")
+    unknown = DatasetCard.load(write_dataset_card(human, tmp_path / "unknown.md"))
+    assert unknown.data.license is None  # never an unnamed "other"
     assert [size_category(n) for n in (999, 1000, 54_321, 2_000_000)] == ["n<1K", "1K<n<10K", "10K<n<100K", "1M<n<10M"]
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import AutoModel
 
@@ -87,11 +88,11 @@ def test_export_loads_in_a_clean_process_from_folder_and_offline_cache(saved_mod
                                   "AutoModel": "modeling_fuscore.FuScoreForQuality"}
     assert result.cache_snapshot.is_relative_to(cache)
 
-    card = (folder / "README.md").read_text()
-    header = yaml.safe_load(card.split("---")[1])
-    assert "custom_code" in header["tags"]
-    card_metrics = {m["type"]: m["value"] for m in header["model-index"][0]["results"][0]["metrics"]}
-    assert card_metrics == {"plcc": 0.7311, "srcc": 0.6902}  # from fuscore_eval.json, not typed in
+    model_card = ModelCard.load(folder / "README.md")
+    card = model_card.text
+    assert "custom_code" in model_card.data.tags and model_card.data.pipeline_tag == "other"
+    card_metrics = {result.metric_type: result.metric_value for result in model_card.data.eval_results}
+    assert card_metrics == {"pearsonr": 0.7311, "spearmanr": 0.6902}  # from fuscore_eval.json, not typed in
     assert "synthetic" in card and "pipeline(model=\"org/fuscore\"" in card
 
     np.save(tmp_path / "images.npy", images)

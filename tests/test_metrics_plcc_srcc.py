@@ -164,3 +164,33 @@ def test_evaluate_modules_load_offline(tmp_path):
     assert completed.returncode == 0, completed.stderr
     output = json.loads(completed.stdout.strip().splitlines()[-1])
     assert output == {"srcc": pytest.approx(0.5), "ivif": "IvifMetrics"}
+
+
+@pytest.mark.parametrize("name", ["plcc_srcc", "ivif_metrics"])
+def test_each_metric_folder_is_an_evaluate_space(name, monkeypatch):
+    """As the evaluate library's own metrics: a README whose front matter is a Gradio Space card, and an app.py that
+    loads the module from its folder and hands it to evaluate's widget (whose input inference accepts its features)."""
+    import runpy
+
+    import evaluate.utils
+    from evaluate.utils.gradio import infer_gradio_input_types
+    from huggingface_hub import SpaceCard
+    from packaging.requirements import Requirement
+
+    folder = Path(__file__).resolve().parents[1] / "evaluate_metrics" / name
+    card = SpaceCard.load(folder / "README.md").data
+    assert card.sdk == "gradio" and (folder / card.app_file).is_file() and {"evaluate", "metric"} <= set(card.tags)
+    assert card.sdk_version.startswith("3.")  # evaluate's widget is written for Gradio 3 (gr.inputs)
+    requirements = {Requirement(line).name for line in (folder / "requirements.txt").read_text().splitlines()
+                    if line and not line.startswith("#")}
+    assert {"evaluate", "numpy", "scipy"} <= requirements
+
+    launched = []
+    monkeypatch.setattr(evaluate.utils, "launch_gradio_widget", launched.append)
+    runpy.run_path(str(folder / card.app_file), run_name="__main__")
+    [module] = launched
+    assert isinstance(module, evaluate.EvaluationModule) and module.info.description
+    if name == "plcc_srcc":
+        assert module.compute(predictions=[1.0, 2.0, 3.0, 4.0], references=[1.0, 2.0, 4.0, 3.0])["srcc"] == pytest.approx(0.8)
+    features = module.features[0] if isinstance(module.features, list) else module.features
+    assert len(infer_gradio_input_types(list(features.values()))) == len(features)

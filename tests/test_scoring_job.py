@@ -319,7 +319,7 @@ def test_bad_arguments_are_refused_before_any_scoring(models, tmp_path, capsys):
     model = ["--model", str(models[0]), "--dimensions", "overall"]
     cases = [
         (["score", str(paths[0]), "--output", str(tmp_path / "a_folder.parquet")], "is a folder"),
-        (["score", str(paths[0]), "--output", str(tmp_path / "scores.txt")], "must end in .parquet, .csv, .json"),
+        (["score", str(paths[0]), "--output", str(tmp_path / "scores.txt")], "must end in .parquet, .csv, .json, .jsonl"),
         (["score", str(paths[0]), str(paths[0])], "listed twice"),
         (["score", str(paths[0]), str(tmp_path / "images")], "listed twice"),
         (["score", str(tmp_path / "empty")], "holds no images"),
@@ -672,9 +672,9 @@ def test_extreme_aspect_ratios_get_fuscores_named_error_everywhere(models, tmp_p
     assert "long_5000x20.png: 5000x20 pixels is more than 200 times" in capsys.readouterr().err
 
 
-def test_csv_and_json_outputs_are_not_overwritten_by_another_job(models, tmp_path, capsys):
+def test_csv_json_and_jsonl_outputs_are_not_overwritten_by_another_job(models, tmp_path, capsys):
     _write_images(tmp_path / "images", 2)
-    for suffix in (".json", ".csv"):
+    for suffix in (".json", ".csv", ".jsonl"):
         output = tmp_path / f"scores{suffix}"
         command = ["score", str(tmp_path / "images"), "--dimensions", "overall", "--output", str(output)]
         assert main(command + ["--model", str(models[0])]) == 0

@@ -346,3 +346,19 @@ def test_an_evaluation_before_training_leaves_the_model_unprepared(tmp_path):
     metrics = trainer.evaluate()
     assert {"eval_loss", "eval_loss_dist", "eval_srcc"} <= set(metrics)
     assert not getattr(model, "_is_accelerate_prepared", False) and model not in trainer.accelerator._models
+
+
+def test_help_lists_fuscore_options_first_in_groups(capsys):
+    """`trainer_fuscore.py --help`: the project's own options, grouped by what they set, before the stock Trainer's."""
+    with pytest.raises(SystemExit) as done:
+        trainer_fuscore.parse_arguments(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    headings = [line for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    groups = [heading for heading in headings if heading.startswith(("FuScore", "Trainer"))]
+    assert [group.split(" (")[0] for group in groups] == ["FuScore model", "FuScore data",
+                                                          "FuScore objective and training", "Trainer"]
+    stock = text.index(groups[-1])
+    for own in ("--model_name_or_path", "--train_table", "--objective", "--lambda_within", "--images_per_pair"):
+        assert text.index(own) < stock, own
+    assert text.index("--learning_rate") > stock and text.index("--per_device_train_batch_size") > stock
