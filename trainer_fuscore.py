@@ -2,11 +2,15 @@
 """Train FuScore, the IVIF quality scorer on a Qwen-VL model, on a rating table with the tripartite objective.
 
 With no arguments this runs the embedded demo (configs/demo.yaml: the shipped checkpoint, fine-tuned briefly on CPU
-on synthetic scenes, minutes). Any argument given without --config overrides the demo's config; --config FILE.yaml
-names another config, and arguments after it override that file (trl's TrlParser).
+on synthetic scenes, minutes). --config FILE.yaml names a config, and arguments after it override that file (trl's
+TrlParser). Without --config, a run that names a model (--model_name_or_path) or a table (--train_table) starts from
+the library's defaults, never from the demo's CPU settings: the TrainingArguments' defaults (checkpoints every 500
+steps), bf16 where the device has it, and --output_dir outputs/<model>-<table>; other arguments without --config
+change the demo. The run prints which config it stacked on and what it added.
 
     python trainer_fuscore.py                                                    # the embedded demo
-    python trainer_fuscore.py --output_dir out --max_steps 20                    # the demo with two changes
+    python trainer_fuscore.py --config configs/demo.yaml --max_steps 10          # the demo with a change
+    accelerate launch trainer_fuscore.py --model_name_or_path Qwen/Qwen3-VL-8B-Instruct --train_table path/to/table
     accelerate launch trainer_fuscore.py --config configs/qwen3vl_8b_lora.yaml --train_table path/to/table
 
 The objective (DESIGN.md section 4) is a KL term towards a per-image soft label plus Thurstone fidelity terms within
@@ -17,10 +21,12 @@ evaluates, trains, evaluates again and saves a Hub-ready folder under <output_di
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import yaml
 from transformers import set_seed
 from transformers.utils import logging
 from trl import TrlParser
@@ -28,7 +34,7 @@ from trl import TrlParser
 from fuscore.atomic import remove_stale_temporaries, write_text
 from fuscore.objectives import get_objective
 from fuscore.training.collator import FuScoreCollator, SyntheticScenes, weightless_copy
-from fuscore.training.config import DEMO_CONFIG, DataArguments, FuScoreTrainingConfig, ModelArguments
+from fuscore.training.config import DEMO_CONFIG, DEMO_MODEL, DataArguments, FuScoreTrainingConfig, ModelArguments
 from fuscore.training.loading import (
     check_output_dir,
     check_resume_settings,
@@ -52,10 +58,46 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     pass
 
 
+DEMO_OUTPUT_DIR = "outputs/demo"
+"""The demo's `output_dir` (configs/demo.yaml): only the demo's own model and data write there."""
+RUN_NAMING_FLAGS = ("--model_name_or_path", "--train_table")
+"""Flags that make a run the user's own rather than the demo (without `--config` it starts from the library's defaults)."""
+
+
+def _flag_value(argv: Sequence[str], flag: str) -> Optional[str]:
+    """The value given to `flag` in `argv` (`--flag value` or `--flag=value`; the last one wins), else None."""
+    value = None
+    for position, argument in enumerate(argv):
+        if argument == flag and position + 1 < len(argv):
+            value = argv[position + 1]
+        elif argument.startswith(flag + "="):
+            value = argument.split("=", 1)[1]
+    return value
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name.rstrip("/\\")).name or name).strip("-.") or "run"
+
+
+def default_output_dir(model_name: Optional[str], train_table: Optional[str]) -> str:
+    """`outputs/<model>-<table>`: where a run on the user's own model or table writes when no --output_dir is given."""
+    model = _slug(model_name.replace(":", "-")) if model_name else "demo_model"
+    return f"outputs/{model}-{_slug(train_table or 'synthetic')}"
+
+
+def bf16_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 def split_config(argv: Sequence[str]) -> tuple:
-    """`(config file, overrides)`: the file named by `--config`, else the demo's config; the other arguments."""
+    """`(config file or None, overrides)`: the file named by `--config`; else the demo's config, or None (the
+    library's defaults) when the arguments name a model or a table; and the other arguments."""
     argv = list(argv)
     if "--config" not in argv:
+        if any(_flag_value(argv, flag) is not None for flag in RUN_NAMING_FLAGS):
+            return None, argv
         return str(DEMO_CONFIG), argv
     position = argv.index("--config")
     if position + 1 >= len(argv):
@@ -66,15 +108,40 @@ def split_config(argv: Sequence[str]) -> tuple:
     return config, argv[:position] + argv[position + 2:]
 
 
+def suited_defaults(config: Optional[str], overrides: Sequence[str]) -> list:
+    """The arguments a run adds to what it was given, as flags: with no config, bf16 where the device has it; and an
+    `--output_dir` of its own for a run on the user's model or table whose config would write to the demo's folder."""
+    added = []
+    model, table = _flag_value(overrides, "--model_name_or_path"), _flag_value(overrides, "--train_table")
+    if config is None and not any(_flag_value(overrides, flag) is not None for flag in ("--bf16", "--fp16", "--use_cpu")) \
+            and bf16_available():
+        added += ["--bf16", "true"]
+    own_run = (model is not None and Path(model).resolve() != DEMO_MODEL.resolve()) or table not in (None, "synthetic")
+    if _flag_value(overrides, "--output_dir") is None:
+        config_dir = yaml.safe_load(Path(config).read_text()).get("output_dir") if config else None
+        if config is None or (own_run and config_dir is not None and Path(config_dir) == Path(DEMO_OUTPUT_DIR)):
+            added += ["--output_dir", default_output_dir(model, table)]
+    return added
+
+
+def describe_config(config: Optional[str]) -> str:
+    if config is None:
+        return "none: the library's defaults (TrainingArguments' defaults, bf16 where the device has it)"
+    demo = Path(config).resolve() == DEMO_CONFIG.resolve()
+    return f"{config}{' (the embedded demo)' if demo else ''}"
+
+
 def parse_arguments(argv: Sequence[str]):
-    """`(ModelArguments, DataArguments, FuScoreTrainingConfig)` from a YAML config (`--config`, else the demo's) with
-    the command-line arguments on top, through trl's `TrlParser`."""
+    """`(ModelArguments, DataArguments, FuScoreTrainingConfig)` from a YAML config (`--config`; else the demo's, or the
+    library's defaults for a run that names a model or a table) with the command-line arguments on top, through trl's
+    `TrlParser`."""
     config, overrides = split_config(argv)
+    added = suited_defaults(config, overrides)
     # `--help` starts with what the script does (the module docstring); the long usage line would bury it.
     parser = TrlParser((ModelArguments, DataArguments, FuScoreTrainingConfig), description=__doc__,
                        usage=argparse.SUPPRESS, formatter_class=_HelpFormatter)
     group_options(parser)
-    return parser.parse_args_and_config(["--config", config, *overrides])
+    return parser.parse_args_and_config(([] if config is None else ["--config", config]) + added + list(overrides))
 
 
 def group_options(parser: argparse.ArgumentParser) -> None:
@@ -189,9 +256,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     model_args, data_args, training_args = parse_arguments(argv)
     if training_args.process_index == 0:
         config, overrides = split_config(argv)
-        demo = Path(config).resolve() == DEMO_CONFIG.resolve()
-        print(f"config: {config}{' (the embedded demo)' if demo else ''}\n"
-              f"overrides: {' '.join(overrides) if overrides else 'none'}", flush=True)
+        added = suited_defaults(config, overrides)
+        print(f"config: {describe_config(config)}\n"
+              f"overrides: {' '.join(overrides) if overrides else 'none'}\n"
+              f"added: {' '.join(added) if added else 'none'}", flush=True)
     results = run(model_args, data_args, training_args)
     if training_args.process_index == 0:
         print(format_report(results))

@@ -132,14 +132,59 @@ def test_training_run_logs_every_term_and_saves_a_loadable_folder(tmp_path, obje
     else:
         assert after["eval_loss"] == pytest.approx(after["eval_loss_mse"], rel=1e-6)
     assert json.loads((tmp_path / "run" / "results.json").read_text())["after"] == after
-    # The header names the config the run stacked on and the overrides.
+    # The header names the config the run stacked on (none: it names a model) and the overrides.
     printed = capsys.readouterr().out
-    assert f"config: {trainer_fuscore.DEMO_CONFIG} (the embedded demo)" in printed
+    assert "config: none: the library's defaults" in printed
     assert "overrides: --model_name_or_path tiny:qwen2_vl:32x1 --train_table synthetic" in printed
 
 
+def test_a_run_naming_a_model_or_table_starts_from_the_library_defaults_not_the_demo(tmp_path, monkeypatch, capsys):
+    """Issue 25: `--model_name_or_path X` (or `--train_table T`) without --config must not train with the CPU demo's
+    settings (use_cpu, float32, 80 steps, no checkpoints, outputs/demo): the TrainingArguments' defaults apply, bf16
+    where the device has it, and the output folder is the run's own. The printed header says so."""
+    import yaml
+    from transformers import TrainingArguments
+
+    library = TrainingArguments(output_dir=str(tmp_path))
+    for argv in (["--model_name_or_path", "tiny:qwen2_vl", "--max_steps", "2"], ["--train_table=path/to/my_table"]):
+        model_args, data_args, training_args = trainer_fuscore.parse_arguments(argv)
+        assert not training_args.use_cpu and model_args.dtype == "auto"
+        assert training_args.save_strategy == library.save_strategy == "steps" and training_args.save_steps == library.save_steps
+        assert training_args.learning_rate == library.learning_rate and training_args.seed == library.seed
+        assert training_args.output_dir not in (trainer_fuscore.DEMO_OUTPUT_DIR, library.output_dir)
+        assert training_args.output_dir.startswith("outputs/")
+    assert trainer_fuscore.parse_arguments(["--train_table", "path/to/my_table"])[2].output_dir == "outputs/demo_model-my_table"
+    assert trainer_fuscore.parse_arguments(["--train_table", "t", "--output_dir", "mine"])[2].output_dir == "mine"
+    # bf16 where the device has it (and not when the user chose a precision or the CPU).
+    monkeypatch.setattr(trainer_fuscore, "bf16_available", lambda: True)
+    assert trainer_fuscore.suited_defaults(None, ["--train_table", "t"])[:2] == ["--bf16", "true"]
+    assert "--bf16" not in trainer_fuscore.suited_defaults(None, ["--train_table", "t", "--fp16", "true"])
+    assert "--bf16" not in trainer_fuscore.suited_defaults(None, ["--train_table", "t", "--use_cpu", "true"])
+    monkeypatch.setattr(trainer_fuscore, "bf16_available", lambda: False)
+    assert "--bf16" not in trainer_fuscore.suited_defaults(None, ["--train_table", "t"])
+
+    # The demo with a change stays one flag away; with one's own table it never writes to the demo's folder.
+    demo = yaml.safe_load(trainer_fuscore.DEMO_CONFIG.read_text())
+    _, _, training_args = trainer_fuscore.parse_arguments(["--config", str(trainer_fuscore.DEMO_CONFIG), "--max_steps", "10"])
+    assert training_args.max_steps == 10 and training_args.use_cpu and training_args.output_dir == demo["output_dir"]
+    _, _, training_args = trainer_fuscore.parse_arguments(["--config", str(trainer_fuscore.DEMO_CONFIG),
+                                                           "--train_table", "my/table", "--max_steps", "10"])
+    assert training_args.use_cpu and training_args.output_dir == "outputs/demo_model-table"
+    _, _, training_args = trainer_fuscore.parse_arguments(["--train_table", "my/table", "--max_steps", "10"])
+    assert training_args.output_dir != demo["output_dir"]
+
+    monkeypatch.setattr(trainer_fuscore, "run", lambda *args: {})
+    monkeypatch.setattr(trainer_fuscore, "format_report", lambda results: "")
+    trainer_fuscore.main(["--model_name_or_path", "tiny:qwen2_vl", "--max_steps", "2", "--output_dir", "out"])
+    printed = capsys.readouterr().out
+    assert "config: none: the library's defaults" in printed and "embedded demo" not in printed
+    trainer_fuscore.main([])
+    assert f"config: {trainer_fuscore.DEMO_CONFIG} (the embedded demo)" in capsys.readouterr().out
+
+
 def test_arguments_without_config_override_the_demo(tmp_path):
-    """Issue 15 item 9: one flag changes one thing; the rest is the demo's config, not the dataclass defaults."""
+    """Issue 15 item 9: one flag changes one thing; the rest is the demo's config, not the dataclass defaults
+    (arguments that name neither a model nor a table)."""
     import yaml
 
     demo = yaml.safe_load(trainer_fuscore.DEMO_CONFIG.read_text())

@@ -16,8 +16,8 @@ REPO_ROOT = PACKAGE_ROOT.parent
 DEMO_MODEL = PACKAGE_ROOT / "demo_model"
 """The shipped synthetic-trained checkpoint (installed with the package)."""
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
-"""The embedded demo's config: what `python trainer_fuscore.py` runs, and the base of any arguments given without
-`--config`."""
+"""The embedded demo's config: what `python trainer_fuscore.py` runs, and the base of arguments given without
+`--config` that name neither a model nor a table (a run that names one starts from the library's defaults)."""
 
 _OBJECTIVE_HELP = "; ".join(f"{name}: {record.description.rstrip('.')}" for name, record in OBJECTIVE_REGISTRY.items())
 
