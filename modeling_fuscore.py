@@ -768,16 +768,32 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         self.config.regression_head = True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Saves the weights (safetensors), the config, the processor and the remote-code files.
+        """Saves everything a load needs: the weights (safetensors), the config with the pipeline's registration
+        (`custom_pipelines`), the processor (its input mode and prompts) and the remote-code files.
 
-        The code files (this file and the siblings it imports) and the config's `auto_map` are written by
-        transformers, because the classes are registered for their auto classes (`register_for_auto_class`): any
-        folder saved this way loads with `AutoModel.from_pretrained(folder, trust_remote_code=True)` anywhere.
-        To write a folder whole or not at all, save into a temporary folder and rename it (`fuscore.hub`).
+        The code files (this file and the siblings it imports, `pipeline_fuscore.py` included) and the config's
+        `auto_map` are written by transformers, because the classes are registered for their auto classes
+        (`register_for_auto_class`): any folder saved this way loads with `AutoModel.from_pretrained(folder,
+        trust_remote_code=True)` and opens with `pipeline(model=folder, trust_remote_code=True)` anywhere. A loaded
+        model saves the processor it was loaded with (`get_processor`). To write a folder whole or not at all, save
+        into a temporary folder and rename it (`fuscore.hub`).
         """
+        try:  # the import also makes the pipeline's file a sibling that transformers copies with this one
+            from .pipeline_fuscore import CUSTOM_PIPELINES
+        except ImportError:
+            from pipeline_fuscore import CUSTOM_PIPELINES
+        self.config.custom_pipelines = {task: dict(entry) for task, entry in CUSTOM_PIPELINES.items()}
+        processor = self.processor
+        if processor is None:
+            try:
+                processor = self.get_processor()
+            except (OSError, ValueError) as error:
+                warnings.warn(f"{save_directory}: this model has no processor attached and none could be loaded "
+                              f"({error}); the folder holds no processor and cannot score until one is saved into it "
+                              "(set model.processor before saving).", stacklevel=2)
         super().save_pretrained(save_directory, *args, **kwargs)
-        if self.processor is not None:
-            self.processor.save_pretrained(save_directory)
+        if processor is not None and kwargs.get("is_main_process", True):
+            processor.save_pretrained(save_directory)
 
 
 def _fp8_unsupported_reason(weight: torch.Tensor) -> Optional[str]:

@@ -52,6 +52,9 @@ except ImportError:
 
 TASK_NAME = "fused-image-quality"
 INPUT_KEYS = ("fused", "ir", "vis")
+CUSTOM_PIPELINES = {TASK_NAME: {"impl": "pipeline_fuscore.FuScorePipeline", "pt": ["AutoModel"], "type": "multimodal"}}
+"""The `custom_pipelines` entry of a saved model's `config.json` (`FuScoreForQuality.save_pretrained` writes it): with
+it `pipeline(model=folder, trust_remote_code=True)` finds this pipeline without a task."""
 
 
 class FuScorePipeline(Pipeline):
@@ -85,6 +88,13 @@ class FuScorePipeline(Pipeline):
         # tensors, only decoded images, so nothing is padded by it.
         self.tokenizer = self.processor.tokenizer
         self.level_words = list(self.model.config.level_words)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """The model's folder (`FuScoreForQuality.save_pretrained`: weights, code files, pipeline registration) with the
+        processor this pipeline scores with, so its input mode and prompts survive the save."""
+        if getattr(self.model, "processor", None) is None:
+            self.model.processor = self.processor
+        super().save_pretrained(save_directory, **kwargs)
 
     # ----------------------------------------------------------------- parameters
     def _sanitize_parameters(self, dimensions: Union[str, Sequence[str], None] = None, **unused):
@@ -173,4 +183,4 @@ def _decode(image, role: str):
 # imported, and lets `FuScorePipeline.save_pretrained` write `custom_pipelines` into the saved config.
 PIPELINE_REGISTRY.register_pipeline(TASK_NAME, pipeline_class=FuScorePipeline, pt_model=AutoModel, type="multimodal")
 
-__all__ = ["FuScorePipeline", "TASK_NAME"]
+__all__ = ["CUSTOM_PIPELINES", "FuScorePipeline", "TASK_NAME"]

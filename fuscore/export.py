@@ -1,9 +1,10 @@
 """Export a FuScore model as a folder ready to push to the Hub (`fuscore export`).
 
 A full export (for `org/fuscore`) holds the weights (a LoRA adapter merged in), the processor, the remote-code files
-(`configuration_fuscore.py`, `modeling_fuscore.py`, `processing_fuscore.py` and `scoring_fuscore.py`, which
-`save_pretrained` writes, and `pipeline_fuscore.py`), `custom_pipelines` in `config.json` (so
-`pipeline(model="org/fuscore", trust_remote_code=True)` needs no task), `handler.py` for Inference Endpoints, the
+(`configuration_fuscore.py`, `modeling_fuscore.py`, `processing_fuscore.py`, `scoring_fuscore.py` and
+`pipeline_fuscore.py`) and `custom_pipelines` in `config.json` (so `pipeline(model="org/fuscore",
+trust_remote_code=True)` needs no task), all of which `FuScoreForQuality.save_pretrained` writes into any model
+folder; beside them `handler.py` for Inference Endpoints, the
 trainer's `fuscore_eval.json` and a model card whose numbers come from that file. An adapter-only export (for
 `org/fuscore-lora`) holds the peft adapter and a card naming its base model.
 
@@ -33,11 +34,8 @@ from processing_fuscore import FuScoreProcessor
 
 
 PIPELINE_TASK = pipeline_fuscore.TASK_NAME
-CUSTOM_PIPELINES = {
-    PIPELINE_TASK: {"impl": "pipeline_fuscore.FuScorePipeline", "pt": ["AutoModel"], "type": "multimodal"},
-}
-# Beside the files `save_pretrained` writes, an export ships the checkout's pipeline, so code and weights of one export
-# always match.
+CUSTOM_PIPELINES = pipeline_fuscore.CUSTOM_PIPELINES  # written into config.json by FuScoreForQuality.save_pretrained
+# `save_pretrained` writes the remote-code files, the pipeline's among them, with the processor and `custom_pipelines`.
 PIPELINE_FILE = Path(inspect.getsourcefile(pipeline_fuscore))
 EVALUATION_FILE = "fuscore_eval.json"
 # The Inference Endpoints handler lives at the repository root beside the remote-code files. It is read as a file,
@@ -136,10 +134,9 @@ def _unwrap(model):
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-def _copy_pipeline_and_handler(folder: Path) -> None:
+def _copy_handler(folder: Path) -> None:
     if not HANDLER_FILE.is_file():
         raise FileNotFoundError(f"{HANDLER_FILE}: the Inference Endpoints handler is missing; export from a FuScore checkout.")
-    shutil.copyfile(PIPELINE_FILE, folder / PIPELINE_FILE.name)
     shutil.copyfile(HANDLER_FILE, folder / "handler.py")
 
 
@@ -161,10 +158,9 @@ scorer({{"fused": "fused.png", "ir": "ir.png", "vis": "vis.png"}})
 
 
 def _write_merged(model, processor, evaluation: dict, folder: Path, repo_id: str, base_name: Optional[str]) -> None:
-    model.config.custom_pipelines = json.loads(json.dumps(CUSTOM_PIPELINES))
     model.processor = processor
-    model.save_pretrained(folder)
-    _copy_pipeline_and_handler(folder)
+    model.save_pretrained(folder)  # weights, config with custom_pipelines, processor, code files (the pipeline's too)
+    _copy_handler(folder)
     if evaluation:
         write_text(folder / EVALUATION_FILE, json.dumps(evaluation, indent=2))
     card = write_model_card(folder, evaluation, repo_id=repo_id, base_model=base_name)
