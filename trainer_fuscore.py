@@ -235,10 +235,24 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     save_final_model(trainer, final_dir, model_args, data_args, training_args, after)
     results = {"before": before, "after": after, "train": train_output.metrics, "final_dir": str(final_dir),
                "resumed_from": resume, "num_processes": trainer.accelerator.num_processes}
+    if training_args.push_to_hub and trainer.is_world_process_zero():
+        results["hub"] = push_final_model(final_dir, output_dir / "hub", trainer.hub_model_id, training_args)
     if trainer.is_world_process_zero():
         write_text(output_dir / "results.json", json.dumps(results, indent=2))
     trainer.accelerator.wait_for_everyone()
     return results
+
+
+def push_final_model(final_dir: Path, export_dir: Path, repo_id: str, training_args: FuScoreTrainingConfig) -> dict:
+    """`--push_to_hub`: the final folder (LoRA merged) exported as `fuscore export` does (code files, processor,
+    pipeline registration, handler, card with the evaluation) into `export_dir`, then uploaded to `repo_id` in one
+    commit that replaces the model files the Trainer pushed with its checkpoints. Returns the repo and commit URL."""
+    from fuscore.export import export_model
+
+    result = export_model(final_dir, export_dir, overwrite=True, repo_id=repo_id, push_to_hub=repo_id,
+                          private=bool(training_args.hub_private_repo), token=training_args.hub_token)
+    print(f"pushed {export_dir} to {repo_id}: {result.hub_url}", flush=True)
+    return {"repo_id": repo_id, "commit_url": result.hub_url, "folder": str(export_dir)}
 
 
 def format_report(results: dict) -> str:

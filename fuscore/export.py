@@ -222,17 +222,24 @@ def _write_adapter(model, evaluation: dict, folder: Path, repo_id: str, base_nam
     write_text(folder / "README.md", _adapter_card(repo_id, base_name, evaluation))
 
 
-def push_folder_to_hub(folder: Path, repo_id: str, private: bool = False) -> str:
-    """Uploads `folder` to the model repo `repo_id` (created if needed); returns the commit URL."""
+# Model files a repo may hold from earlier pushes (the Trainer pushes each checkpoint, LoRA adapters among them): a push
+# of a complete folder deletes those it does not bring, so the repo never mixes an old adapter or shard with new weights.
+STALE_MODEL_FILES = ("*.safetensors", "*.safetensors.index.json", "adapter_config.json", "*.bin", "*_fuscore.py",
+                     "handler.py", "processor_config.json", "preprocessor_config.json", "tokenizer*.json")
+
+
+def push_folder_to_hub(folder: Path, repo_id: str, private: bool = False, token: Optional[str] = None) -> str:
+    """Uploads `folder` to the model repo `repo_id` (created if needed) in one commit that also deletes the repo's model
+    files the folder does not hold (`STALE_MODEL_FILES`); returns the commit URL."""
     from huggingface_hub import HfApi, constants
 
     if constants.HF_HUB_OFFLINE:
         raise ExportInputError(f"HF_HUB_OFFLINE is set: cannot push {folder} to {repo_id}. Unset it and log in "
                                "(`hf auth login`); the exported folder is complete and can be pushed later.")
-    api = HfApi()
+    api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                               commit_message="Upload FuScore export")
+                               commit_message="Upload FuScore export", delete_patterns=list(STALE_MODEL_FILES))
     return str(getattr(commit, "commit_url", commit))
 
 
@@ -250,6 +257,7 @@ def export_model(
     cache_dir: Optional[str] = None,
     push_to_hub: Optional[str] = None,
     private: bool = False,
+    token: Optional[str] = None,
 ) -> ExportResult:
     """Writes a Hub-ready FuScore folder to `output_dir`.
 
@@ -265,6 +273,7 @@ def export_model(
         cache_repo_id: also put the export into the local Hub cache as this repo id (loads offline by that id).
         cache_dir: that cache (default: $HF_HUB_CACHE, else the Hugging Face default).
         push_to_hub: also upload the export to this Hub repo (needs the network and a token).
+        private, token: for that push, a private repo and the token (default: the logged-in user's).
     """
     output = Path(output_dir)
     if output.exists() and not overwrite:
@@ -306,5 +315,5 @@ def export_model(
 
         result.cache_snapshot = add_folder_to_hub_cache(output, cache_repo_id, cache_dir=cache_dir)
     if push_to_hub:
-        result.hub_url = push_folder_to_hub(output, push_to_hub, private=private)
+        result.hub_url = push_folder_to_hub(output, push_to_hub, private=private, token=token)
     return result

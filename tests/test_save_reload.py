@@ -77,6 +77,7 @@ def _clean_load(folder, images_path, tmp_path, save_to=None) -> dict:
     return run_clean_python(_CLEAN.format(folder=str(folder), images=str(images_path), save_to=str(save_to or "")), tmp_path)
 
 
+@pytest.mark.slow
 def test_a_loaded_model_saved_again_scores_identically_in_a_clean_environment(triple_folder, triples, tmp_path):
     """The user's case: `FuScoreForQuality.from_pretrained(folder).save_pretrained(out)` wrote no processor and no
     pipeline registration, so `score()` and `pipeline(model=out)` failed in a clean environment."""
@@ -98,6 +99,7 @@ def test_a_loaded_model_saved_again_scores_identically_in_a_clean_environment(tr
     np.testing.assert_allclose(second["pipeline"], reference, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_saved_pipeline_keeps_the_model_fused_ir_vis(triple_folder, triples, tmp_path):
     """The user's case: saving a loaded pipeline turned a fused+IR+VIS model into a fused-only one."""
     from transformers import pipeline
@@ -114,6 +116,7 @@ def test_a_saved_pipeline_keeps_the_model_fused_ir_vis(triple_folder, triples, t
     np.testing.assert_allclose(loaded["pipeline"], reference, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_readme_lora_snippet_saves_a_folder_that_scores(triple_folder, triples, tmp_path):
     """README: `add_language_model_lora(model)` then `merge_and_unload().save_pretrained(...)` gives a folder with
     the processor and code files that scores as the LoRA model did, for a model built in memory or loaded."""
