@@ -32,6 +32,7 @@ from transformers.utils import logging
 from trl import TrlParser
 
 from fuscore.atomic import remove_stale_temporaries, write_text
+from fuscore.hub import save_model_folder
 from fuscore.objectives import get_objective
 from fuscore.training.collator import FuScoreCollator, SyntheticScenes, weightless_copy
 from fuscore.training.config import DEMO_CONFIG, DEMO_MODEL, DataArguments, FuScoreTrainingConfig, ModelArguments
@@ -174,6 +175,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     """Evaluates, trains, evaluates again and saves a Hub-ready folder; returns the metrics before and after."""
     set_seed(training_args.seed)
     objective = get_objective(training_args.objective)
+    if training_args.hub_adapter_only:
+        check_adapter_push(model_args)
     # Before any work: a named checkpoint must be complete, and `last` passes over incomplete ones.
     check_output_dir(training_args.output_dir)
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
@@ -232,27 +235,55 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     after = trainer.evaluate(metric_key_prefix="eval")
 
     final_dir = output_dir / "final"
+    adapter_dir = output_dir / "adapter"
+    if training_args.hub_adapter_only and trainer.is_world_process_zero():
+        # Saved before save_final_model merges the adapter into the weights.
+        save_model_folder(trainer.accelerator.unwrap_model(trainer.model), adapter_dir, overwrite=True)
     save_final_model(trainer, final_dir, model_args, data_args, training_args, after)
     results = {"before": before, "after": after, "train": train_output.metrics, "final_dir": str(final_dir),
                "resumed_from": resume, "num_processes": trainer.accelerator.num_processes}
     if training_args.push_to_hub and trainer.is_world_process_zero():
-        results["hub"] = push_final_model(final_dir, output_dir / "hub", trainer.hub_model_id, training_args)
+        source = adapter_dir if training_args.hub_adapter_only else final_dir
+        results["hub"] = push_final_model(source, output_dir / "hub", trainer.hub_model_id, training_args,
+                                          base_model=model_args.model_name_or_path)
     if trainer.is_world_process_zero():
         write_text(output_dir / "results.json", json.dumps(results, indent=2))
     trainer.accelerator.wait_for_everyone()
     return results
 
 
-def push_final_model(final_dir: Path, export_dir: Path, repo_id: str, training_args: FuScoreTrainingConfig) -> dict:
-    """`--push_to_hub`: the final folder (LoRA merged) exported as `fuscore export` does (code files, processor,
-    pipeline registration, handler, card with the evaluation) into `export_dir`, then uploaded to `repo_id` in one
-    commit that replaces the model files the Trainer pushed with its checkpoints. Returns the repo and commit URL."""
+def check_adapter_push(model_args: ModelArguments) -> None:
+    """`--hub_adapter_only` pushes an adapter that loads on its base by repo id: fails before any work unless the run
+    trains LoRA on a FuScore model named by its Hub repo id."""
+    from fuscore.export import check_fuscore_config
+    from fuscore.hub import check_repo_id
+
+    if not model_args.use_lora:
+        raise ValueError("--hub_adapter_only needs --use_lora: without LoRA there is no adapter to push.")
+    try:
+        check_repo_id(model_args.model_name_or_path, "--model_name_or_path")
+    except ValueError as error:
+        raise ValueError(f"--hub_adapter_only: {error} The pushed adapter names its base by Hub repo id; push the "
+                         "base first, or push the merged model (leave --hub_adapter_only out).") from None
+    check_fuscore_config(model_args.model_name_or_path, "--hub_adapter_only (the adapter's base)")
+
+
+def push_final_model(source: Path, export_dir: Path, repo_id: str, training_args: FuScoreTrainingConfig,
+                     base_model: Optional[str] = None) -> dict:
+    """`--push_to_hub`: the final folder (LoRA merged), or with `--hub_adapter_only` the adapter folder, exported as
+    `fuscore export` does (code files, processor, pipeline registration, handler, card with the evaluation; for an
+    adapter, peft's files naming `base_model` and a card) into `export_dir`, then uploaded to `repo_id` in one commit
+    that replaces the model files the Trainer pushed with its checkpoints. Returns the repo and commit URL."""
     from fuscore.export import export_model
 
-    result = export_model(final_dir, export_dir, overwrite=True, repo_id=repo_id, push_to_hub=repo_id,
+    adapter_only = training_args.hub_adapter_only
+    evaluation = json.loads((source.parent / "final" / "fuscore_eval.json").read_text())
+    result = export_model(source, export_dir, overwrite=True, repo_id=repo_id, push_to_hub=repo_id,
+                          adapter_only=adapter_only, evaluation=evaluation,
+                          hub_base_model=base_model if adapter_only else None,
                           private=bool(training_args.hub_private_repo), token=training_args.hub_token)
     print(f"pushed {export_dir} to {repo_id}: {result.hub_url}", flush=True)
-    return {"repo_id": repo_id, "commit_url": result.hub_url, "folder": str(export_dir)}
+    return {"repo_id": repo_id, "commit_url": result.hub_url, "folder": str(export_dir), "kind": result.kind}
 
 
 def format_report(results: dict) -> str:

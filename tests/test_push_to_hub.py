@@ -54,6 +54,13 @@ scorer = pipeline(model={repo_id!r}, trust_remote_code=True)
 print(json.dumps({{"scores": model.score(images), "pipeline": [r["score"] for r in scorer(images)], "task": scorer.task}}))
 """
 
+_CLEAN_SCORE = """
+import json, numpy as np
+from transformers import AutoModel
+model = AutoModel.from_pretrained({repo_id!r}, trust_remote_code=True)   # the base by repo id, then the adapter
+print(json.dumps({{"scores": model.score(list(np.load({images!r})))}}))
+"""
+
 
 @pytest.mark.slow
 def test_training_with_push_to_hub_pushes_a_repo_that_loads_and_scores_like_the_final_folder(tmp_path):
@@ -82,6 +89,23 @@ def test_training_with_push_to_hub_pushes_a_repo_that_loads_and_scores_like_the_
         loaded = run_clean_python(_CLEAN_LOAD.format(images=str(tmp_path / "images.npy"), repo_id=REPO_ID), tmp_path,
                                   env={"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_fake", "HF_HOME": str(tmp_path / "hf_home")})
 
+        # The adapter alone, as an option: LoRA on the pushed model (by repo id), pushed without merging.
+        adapter_output = tmp_path / "adapter_run"
+        adapter_command = [*command[:command.index("--model_name_or_path") + 1], REPO_ID,
+                           *command[command.index("--model_name_or_path") + 2:command.index("--output_dir")],
+                           "--output_dir", str(adapter_output), "--push_to_hub", "true",
+                           "--hub_model_id", "user/fuscore-lora", "--hub_adapter_only", "true"]
+        completed = subprocess.run(adapter_command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert completed.returncode == 0, completed.stderr[-4000:]
+        adapter_pushed = hub.files("user/fuscore-lora")
+        adapter_loaded = run_clean_python(
+            _CLEAN_SCORE.format(images=str(tmp_path / "images.npy"), repo_id="user/fuscore-lora"), tmp_path / "adapter_run",
+            env={"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_fake", "HF_HOME": str(tmp_path / "hf_home_adapter")})
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "fuscore_eval.json"} <= set(adapter_pushed)
+    assert "model.safetensors" not in adapter_pushed
+    assert json.loads(adapter_pushed["adapter_config.json"])["base_model_name_or_path"] == REPO_ID
+    np.testing.assert_allclose(adapter_loaded["scores"], load_saved(adapter_output / "final").score(list(images)), atol=1e-5)
+
     final = output / "final"
     # The merged model, never the checkpoints' adapter, with everything a load needs and the card with the numbers.
     assert {*REMOTE_CODE_FILES, "config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
@@ -98,6 +122,19 @@ def test_training_with_push_to_hub_pushes_a_repo_that_loads_and_scores_like_the_
     expected = load_saved(final).score(list(images))
     np.testing.assert_allclose(loaded["scores"], expected, atol=1e-5)
     np.testing.assert_allclose(loaded["pipeline"], expected, atol=1e-5)
+    assert np.abs(np.array(adapter_loaded["scores"]) - expected).max() > 1e-6, "the adapter changed the model"
     assert loaded["task"] == "fused-image-quality"
     results = json.loads((output / "results.json").read_text())
     assert results["hub"]["repo_id"] == REPO_ID
+
+
+def test_an_adapter_push_that_cannot_load_fails_before_any_work(tmp_path):
+    import trainer_fuscore
+    from fuscore.training.config import ModelArguments
+
+    with pytest.raises(ValueError, match="--hub_adapter_only needs --push_to_hub"):
+        trainer_fuscore.parse_arguments(["--config", str(trainer_fuscore.DEMO_CONFIG), "--hub_adapter_only", "true"])
+    with pytest.raises(ValueError, match="needs --use_lora"):
+        trainer_fuscore.check_adapter_push(ModelArguments(model_name_or_path="user/fuscore"))
+    with pytest.raises(ValueError, match="names its base by Hub repo id"):
+        trainer_fuscore.check_adapter_push(ModelArguments(model_name_or_path=str(tmp_path / "local"), use_lora=True))

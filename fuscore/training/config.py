@@ -115,6 +115,10 @@ class FuScoreTrainingConfig(TrainingArguments):
                 "torch.utils.checkpoint and the compiler decides what to recompute, keeping this fraction (0 to 1) of "
                 "the activations it would save without checkpointing (0: recompute all it can; "
                 "torch._functorch.config.activation_memory_budget). benchmarks/RESULTS_speed.md has the measured trade."})
+    hub_adapter_only: bool = field(default=False, metadata={
+        "help": "With --push_to_hub and --use_lora: push the LoRA adapter alone (peft's folder, with the card and the "
+                "evaluation) instead of the merged model; its base is --model_name_or_path, which must then be a "
+                "FuScore model's Hub repo id. The local final folder still holds the merged model."})
     remove_unused_columns: bool = False  # the collator needs the raw image and score columns
 
     def __post_init__(self):
@@ -130,6 +134,8 @@ class FuScoreTrainingConfig(TrainingArguments):
         if self.uncheckpointed_layers and not self.gradient_checkpointing:
             raise ValueError("--uncheckpointed_layers needs --gradient_checkpointing: without checkpointing every "
                              "layer keeps its activations already.")
+        if self.hub_adapter_only and not self.push_to_hub:
+            raise ValueError("--hub_adapter_only needs --push_to_hub: it chooses what the push uploads.")
         from modeling_fuscore import check_checkpointing_settings
 
         if self.checkpointing_policy is not None and not self.gradient_checkpointing:
