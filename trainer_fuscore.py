@@ -227,7 +227,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
         logger.warning("FSDP: the evaluation before training is skipped.")
         before = {}
     else:
-        before = trainer.evaluate(metric_key_prefix="before")
+        # Logged as the evaluation at step 0 (`eval/...` in TensorBoard), reported as `before_...`.
+        before = {f"before_{key.removeprefix('eval_')}": value
+                  for key, value in trainer.evaluate(metric_key_prefix="eval").items()}
     if resume_plan and resume_plan["trained"]:
         train_output = load_finished_run(trainer, resume)
     else:

@@ -407,3 +407,26 @@ def test_help_lists_fuscore_options_first_in_groups(capsys):
     for own in ("--model_name_or_path", "--train_table", "--objective", "--lambda_within", "--images_per_pair"):
         assert text.index(own) < stock, own
     assert text.index("--learning_rate") > stock and text.index("--per_device_train_batch_size") > stock
+
+
+def test_tensorboard_logs_under_output_dir_with_the_evaluation_before_training_as_eval(tmp_path, monkeypatch):
+    """Issue 25: the evaluation before training and the first training curves went to ./runs of the working folder,
+    and the pre-training metrics were filed under train/. Everything goes under output_dir; step 0's evaluation is
+    eval/."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "run"
+    results = trainer_fuscore.main(FAST + ["--output_dir", str(output), "--report_to", "tensorboard"])
+    assert not (tmp_path / "runs").exists(), "nothing under ./runs of the working folder"
+    event_folders = {path.parent for path in output.glob("runs/*/events.out.tfevents.*")}
+    assert len(event_folders) == 1, event_folders
+    events = EventAccumulator(str(event_folders.pop()))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert not [tag for tag in tags if "before" in tag], tags
+    srcc = {event.step: event.value for event in events.Scalars("eval/srcc")}
+    assert srcc[0] == pytest.approx(results["before"]["before_srcc"], rel=1e-6)
+    assert srcc[3] == pytest.approx(results["after"]["eval_srcc"], rel=1e-6)
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3]

@@ -55,11 +55,29 @@ class FuScoreTrainer(Trainer):
                 "`accelerate launch --num_processes N trainer_fuscore.py ...`, or set CUDA_VISIBLE_DEVICES to one GPU."
             )
         self.model_accepts_loss_kwargs = False
+        self._log_under_output_dir()
         self._term_sums: dict[str, float] = {}
         self._term_count = 0
         self._last_terms: dict[str, torch.Tensor] = {}
         self._checkpoint_staging = None
         self.run_settings = None  # the run's settings (`loading.run_settings`), recorded in each checkpoint
+
+    def _log_under_output_dir(self) -> None:
+        """Every local `report_to` log goes under `output_dir`, from the first record on. TensorBoard's callback picks
+        `output_dir/runs/<date>` only when training starts, so an evaluation before training would open its writer
+        in `./runs` of the working folder (and keep it for the first training curves); Weights & Biases and MLflow
+        write to `./wandb` and `./mlruns` unless told otherwise (their environment variables still win)."""
+        from transformers.integrations import TensorBoardCallback
+        from transformers.integrations.integration_utils import default_logdir
+
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+                callback.logging_dir = os.path.join(self.args.output_dir, default_logdir())
+        report_to = self.args.report_to or []
+        if "wandb" in report_to:
+            os.environ.setdefault("WANDB_DIR", os.path.abspath(self.args.output_dir))
+        if "mlflow" in report_to:
+            os.environ.setdefault("MLFLOW_TRACKING_URI", Path(self.args.output_dir, "mlruns").absolute().as_uri())
 
     @property
     def softmax(self) -> str:
