@@ -63,6 +63,7 @@ class FinetuneSettings:
     eval_max_side: Optional[int] = None  # downscale held-out images to this long side (None: full size)
     probe_every: int = 25  # steps between rewards of the policy mean on a fixed batch of training crops
     figure_pairs: int = 4
+    threads: int = 2  # CPU threads torch computes with: float sums split by thread count, so results depend on it
     modes: tuple = field(default=MODES)
 
 
@@ -293,9 +294,22 @@ def run_reward_finetune(settings: FinetuneSettings, output_dir=None, progress: b
             raise ValueError(f"Unknown mode {mode!r}; choose from {MODES}.")
     if settings.weights not in ("overall", "evafusion"):
         raise ValueError(f"weights must be 'overall' or 'evafusion', got {settings.weights!r}.")
+    if settings.threads < 1:
+        raise ValueError(f"threads must be 1 or more, got {settings.threads}.")
+    threads = torch.get_num_threads()
+    # The same settings give the same numbers on any machine with the same kernels: torch splits float sums by its
+    # thread count (measured here: 1 and 2 threads differ by 2e-4 in FuScore after 20 steps, and the difference
+    # grows over the run), so the count is a setting, not the machine's core count.
+    torch.set_num_threads(settings.threads)
+    try:
+        return _run(settings, output_dir, progress, model)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(settings: FinetuneSettings, output_dir, progress: bool, model) -> dict:
     started = time.perf_counter()
     seconds = {}
-    torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     model = model if model is not None else load_scorer(settings.model)
     weights = EVAFUSION_WEIGHTS if settings.weights == "evafusion" else {"overall": 1.0}
@@ -311,6 +325,7 @@ def run_reward_finetune(settings: FinetuneSettings, output_dir=None, progress: b
         bar = tqdm(total=total, desc="Reward fine-tuning", unit="step")
     try:
         start = time.perf_counter()
+        torch.manual_seed(settings.seed)  # the network's initial weights, whatever loading the scorer drew before
         before = FusionNet()
         curves = {"pretrain_fidelity": pretrain(before, data["train"], settings, generator, bar)}
         seconds["pretrain"] = time.perf_counter() - start
@@ -328,7 +343,10 @@ def run_reward_finetune(settings: FinetuneSettings, output_dir=None, progress: b
                     return reward(net(probe_ir, probe_vis)).mean().item()
 
             curves[f"{mode}_probe_reward"] = []
-            curves[f"{mode}_reward"] = step(net, reward, data["train"], settings, generator, bar, probe,
+            # Each mode draws its crops and noise from its own stream, so its result does not depend on which
+            # other modes ran before it (`--modes group` gives the group row of the full run).
+            mode_generator = torch.Generator().manual_seed(settings.seed + 2 + MODES.index(mode))
+            curves[f"{mode}_reward"] = step(net, reward, data["train"], settings, mode_generator, bar, probe,
                                             curves[f"{mode}_probe_reward"])
             networks[f"after ({mode})"] = net
             seconds[mode] = time.perf_counter() - start
@@ -398,6 +416,10 @@ def add_arguments(parser) -> None:
         elif name == "weights":
             parser.add_argument(flag, choices=("overall", "evafusion"), default=value,
                                 help="reward: the overall score, or the four sub-dimensions with EVAFusion's weights")
+        elif name == "threads":
+            parser.add_argument(flag, type=int, default=value,
+                                help="CPU threads torch computes with; the numbers depend on it (float sums split by "
+                                     f"thread count), so it is fixed rather than the machine's core count (default: {value})")
         else:
             kind = type(value) if value is not None else (str if name in ("vifb_dir",) else int)
             parser.add_argument(flag, type=kind, default=value, help=f"default: {value}")

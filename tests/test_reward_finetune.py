@@ -82,6 +82,24 @@ def test_example_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
     assert (output / "table.md").read_text().count("\n") == 5  # header, rule, three networks
 
 
+@needs_vifb
+def test_the_example_is_deterministic_whatever_ran_before_and_whatever_the_core_count(tmp_path):
+    """Issue 25: the README's table was not reproduced. The same settings give the same numbers (the thread count is a
+    setting, not the machine's), and a mode's row does not depend on which other modes ran before it."""
+    settings = dict(pretrain_steps=3, steps=2, crop=56, batch_pairs=2, group_size=2, policy_steps=1, eval_max_side=96,
+                    held_out_pairs=2, probe_every=1)
+    torch.set_num_threads(1)
+    both = run_reward_finetune(FinetuneSettings(**settings), progress=False)
+    assert torch.get_num_threads() == 1, "the caller's thread count is restored"
+    torch.set_num_threads(2)
+    group = run_reward_finetune(FinetuneSettings(**settings, modes=("group",)), progress=False)
+    for name in ("before", "after (group)"):
+        assert group["held_out"][name]["per_pair"] == both["held_out"][name]["per_pair"], name
+    assert group["curves"]["group_reward"] == both["curves"]["group_reward"]
+    with pytest.raises(ValueError, match="threads must be 1 or more"):
+        run_reward_finetune(FinetuneSettings(threads=0))
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="Unknown mode 'ppo'"):
         run_reward_finetune(FinetuneSettings(modes=("ppo",)))
