@@ -4,6 +4,7 @@ Hub remote-code files that import nothing but the standard library, torch and tr
 import ast
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -31,8 +32,11 @@ PROJECT_TOP_LEVEL = set(conftest.PROJECT_MODULES) | {"data", "evaluate_metrics"}
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 # Trainer resume state inside checkpoint-N folders (optimizer.pt, rng_state.pth, training_args.bin) is the Trainer's
 # own format and never shipped; a model folder is what users load and share.
-SKIP_DIRS = {".git", "outputs", "runs", "build", "dist", ".hypothesis", "__pycache__", ".pytest_cache", ".whl", ".ci",
-             "node_modules"}
+# Folders git ignores (.gitignore's folder entries: what a user writes into the checkout, such as outputs/, runs/ and
+# export/ where the README tells them to, and build leftovers) are not the project's code.
+GITIGNORED_DIRS = {line.strip().strip("/") for line in (REPO_ROOT / ".gitignore").read_text().splitlines()
+                   if line.strip().endswith("/") and not line.startswith("#") and "*" not in line}
+SKIP_DIRS = {".git", ".ci", "node_modules", ".venv"} | GITIGNORED_DIRS
 
 # Where `trust_remote_code=True` is intended, as (file, enclosing function): each loads a FuScore checkpoint, whose
 # code is FuScore's own remote code. A new call site fails this test until it is reviewed and added here.
@@ -176,6 +180,21 @@ def test_no_pickle_loading_anywhere_in_the_project():
 
 def _imports_pickle(tree) -> bool:
     return any(isinstance(node, ast.ImportFrom) and node.module in ("pickle", "dill", "joblib") for node in ast.walk(tree))
+
+
+def test_folders_the_readme_tells_users_to_write_are_ignored_by_git_and_these_tests():
+    """Issue 25: `fuscore export ... --output-dir export/fuscore` as the README shows left the weights untracked in
+    `git status` and made the scan below fail. Every folder a README command writes into is ignored."""
+    import re
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    folders = {match.split("/")[0] for match in re.findall(r"--output[-_]dir\s+([A-Za-z0-9_.][^\s`]*)", readme)}
+    assert {"outputs", "runs", "export"} <= folders, folders  # the README's examples, found
+    assert folders <= GITIGNORED_DIRS and folders <= SKIP_DIRS, folders - GITIGNORED_DIRS
+    if shutil.which("git") and (REPO_ROOT / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", *(f"{folder}/x.safetensors" for folder in sorted(folders))],
+                                 cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
+        assert len(ignored) == len(folders), ignored
 
 
 def test_trust_remote_code_only_where_intended():
