@@ -26,6 +26,14 @@ SYNTHETIC_STATEMENT = (
 OTHER_LICENSES = {
     "vifb-research-use": "https://github.com/xingchenzhang/VIFB",
 }
+# A card written with `synthetic=True` for a table whose images FuScore did not generate (real images, such as VIFB's,
+# with constructed scores) opens with this instead: it says what is synthetic (the labels), and where the images come
+# from only as far as the caller or the table's description says.
+SYNTHETIC_LABELS_STATEMENT = (
+    "**The labels of this dataset are synthetic.** Its scores (`mos`, `mos_std` and the four sub-scores) were "
+    "constructed, NOT given by human observers."
+)
+UNKNOWN_IMAGE_SOURCE = "This table does not record where its images come from."
 BASE_TAGS = ("image-quality-assessment", "image-fusion", "infrared", "visible", "fuscore")
 
 COLUMN_MEANINGS = {
@@ -65,6 +73,7 @@ def write_dataset_card(
     citation: str | None = None,
     tags: tuple[str, ...] = (),
     configs: list[dict] | None = None,
+    image_source: str | None = None,
 ) -> Path:
     """Write a dataset card for a rating table and return its path.
 
@@ -76,8 +85,14 @@ def write_dataset_card(
             `license_link`); default the table's `info.license`. A card never says `other` without the license's
             name and link: a table with no known license gets no license field.
         license_link: where the terms of a license that is not a Hub id are (default from `OTHER_LICENSES`).
-        synthetic: whether to state that the data are synthetic, not human ratings;
-            default: the table's description contains `SYNTHETIC_STATEMENT`.
+        synthetic: whether to state that the labels are synthetic, not human ratings;
+            default: the table's description contains `SYNTHETIC_STATEMENT`. For a table made
+            by `fuscore_data.synthetic` (its description holds that statement) the card says
+            images and labels were generated; for any other table it says the labels are
+            synthetic and where the images come from as far as `image_source` or the
+            description says, never that FuScore generated them.
+        image_source: where the images come from (e.g. "VIFB's source pairs and fused
+            results"), stated beside a synthetic-labels statement.
         description: free text under the title; default the table's `info.description`.
         citation: BibTeX or text; default the table's `info.citation`.
         tags: extra Hub tags ("synthetic" is added for synthetic tables).
@@ -104,8 +119,13 @@ def write_dataset_card(
         **({"configs": configs} if configs else {}),
     )
     lines = [f"# {pretty_name}", ""]
-    if synthetic:
+    if synthetic and SYNTHETIC_STATEMENT in description:
         lines += [f"> {SYNTHETIC_STATEMENT}", ""]
+    elif synthetic:
+        images = (f"Its images: {image_source.strip().rstrip('.')}." if image_source else
+                  "Where its images come from: see the description below." if description.strip() else
+                  UNKNOWN_IMAGE_SOURCE)
+        lines += [f"> {SYNTHETIC_LABELS_STATEMENT} {images}", ""]
     if description:
         # The statement is already quoted above; keep the rest of the description.
         lines += [description.replace(SYNTHETIC_STATEMENT, "").strip(), ""]
@@ -173,3 +193,31 @@ def _columns_section(splits: dict[str, datasets.Dataset]) -> list[str]:
         lines.append(f"| `{name}` | {kind} | {COLUMN_MEANINGS.get(name, '')} |")
     return lines + ["", "Higher is better for every score. Scores are on the table's own scale (see the `mos` range above); "
         "`fuscore_data.tables.normalize_scores` maps them to [1, 5].", ""]
+
+
+def has_synthetic_labels(folder: str | Path) -> bool:
+    """Whether a saved rating table (a `save_imagefolder` or `save_arrow` folder) says its labels are synthetic: its
+    card carries the `synthetic` tag, or its stored description one of the synthetic statements. A name that is no
+    folder (a Hub dataset id) is read as not saying so."""
+    import json
+
+    import yaml
+
+    folder = Path(folder)
+    card = folder / "README.md"
+    if card.is_file():
+        try:
+            tags = DatasetCard.load(card).data.to_dict().get("tags") or []
+        except (ValueError, OSError, yaml.YAMLError):  # an unreadable card says nothing; the descriptions may
+            tags = []
+        if "synthetic" in tags:
+            return True
+    for info in [folder / "dataset_info.json", *folder.glob("*/dataset_info.json")]:
+        try:
+            description = json.loads(info.read_text()).get("description") or ""
+        except (OSError, ValueError):
+            continue
+        if SYNTHETIC_STATEMENT in description or SYNTHETIC_LABELS_STATEMENT in description:
+            return True
+    return False
+

@@ -180,8 +180,8 @@ def _adapter_card(repo_id: str, base_name: Optional[str], evaluation: dict) -> s
                      if isinstance(value, (int, float)) and not name.endswith(("runtime", "per_second")))
     evaluation_text = (f"## Evaluation ({evaluation.get('dataset', 'held-out split')})\n\n| metric | value |\n|---|---|\n{rows}\n"
                        if rows else "No evaluation file (fuscore_eval.json) came with this adapter.\n")
-    synthetic = ("\n**Trained and evaluated on FuScore's synthetic benchmark only: its labels are not human ratings.**\n"
-                 if evaluation.get("synthetic") else "")
+    synthetic = (f"\n**Trained on synthetic labels ({evaluation.get('dataset', 'its table')}): constructed scores, not "
+                 "human ratings.**\n" if evaluation.get("synthetic") else "")
     return f"""---
 {header.to_yaml()}
 ---

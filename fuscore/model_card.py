@@ -89,10 +89,15 @@ def write_model_card(folder, evaluation: Optional[dict] = None, repo_id: str = "
         eval_results=card_eval_results(evaluation, model_name) or None,
     )
 
+    benchmark = str(evaluation.get("dataset", "")).startswith("synthetic")  # FuScore's own synthetic benchmark
     warning = (
         "**This model was trained and evaluated on FuScore's synthetic benchmark only.** Its labels are constructed "
         "truth plus simulated rater noise, not human ratings; its numbers say how well it learned that synthetic truth, "
         "not how well it agrees with people. Fine-tune it on a human-rated table before using it to judge fusion methods."
+        if synthetic and benchmark else
+        f"**This model was trained on synthetic labels** ({evaluation.get('dataset', 'its table')}): constructed scores, "
+        "not human ratings, whatever images they were given to. Its numbers say how well it learned those labels, not "
+        "how well it agrees with people. Fine-tune it on a human-rated table before using it to judge fusion methods."
         if synthetic else
         "Evaluated on the held-out split named above; see the training configuration for the data it learned from."
     )

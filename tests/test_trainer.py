@@ -430,3 +430,34 @@ def test_tensorboard_logs_under_output_dir_with_the_evaluation_before_training_a
     assert srcc[0] == pytest.approx(results["before"]["before_srcc"], rel=1e-6)
     assert srcc[3] == pytest.approx(results["after"]["eval_srcc"], rel=1e-6)
     assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3]
+
+
+def test_real_images_with_synthetic_labels_are_labelled_truthfully_in_the_table_and_the_model(tmp_path):
+    """Issue 25: `save_imagefolder(..., synthetic=True)` on real (VIFB) images wrote a card saying the images "were
+    generated procedurally by fuscore_data.synthetic"; a model trained on that table got `"synthetic": false` and no
+    caveat. The card says the labels are synthetic and where the images come from; the model says it learned
+    synthetic labels."""
+    from fuscore_data.cards import SYNTHETIC_LABELS_STATEMENT, SYNTHETIC_STATEMENT, has_synthetic_labels
+    from fuscore_data.importers import VIFB_DESCRIPTION
+    from fuscore_data.tables import save_imagefolder
+
+    table = SyntheticIVIF(image_size=56, seed=12).table(num_scenes=6, images_per_scene=3)
+    table.info.description = VIFB_DESCRIPTION  # images from elsewhere (VIFB's), scores constructed
+    folder = save_imagefolder(table, tmp_path / "vifb_synthetic_labels", synthetic=True,
+                              image_source="VIFB's source pairs and fused results")
+    card = (folder / "README.md").read_text()
+    assert "procedurally" not in card and SYNTHETIC_STATEMENT not in card
+    assert SYNTHETIC_LABELS_STATEMENT in card and "Its images: VIFB's source pairs and fused results." in card
+    assert has_synthetic_labels(folder)
+    unknown = save_imagefolder(table, tmp_path / "unknown", synthetic=True, description="")
+    assert "does not record where its images come from" in (unknown / "README.md").read_text()
+    assert not has_synthetic_labels(save_imagefolder(table, tmp_path / "rated", synthetic=False))
+
+    results = trainer_fuscore.main(FAST + ["--train_table", str(folder), "--eval_fraction", "0.34",
+                                           "--output_dir", str(tmp_path / "run")])
+    final = tmp_path / "run" / "final"
+    evaluation = json.loads((final / "fuscore_eval.json").read_text())
+    assert evaluation["synthetic"] is True and results["after"]
+    model_card = (final / "README.md").read_text()
+    assert "trained on synthetic labels" in model_card and "not human ratings" in model_card
+    assert "FuScore's synthetic benchmark" not in model_card

@@ -444,7 +444,7 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
         "metrics": {key.removeprefix("eval_"): value for key, value in metrics.items() if key.startswith("eval_")},
         "dataset": data_args.eval_table or (f"synthetic (held-out seed {data_args.synthetic_eval_seed})"
                                              if data_args.train_table == "synthetic" else f"{data_args.train_table} (held-out pairs)"),
-        "synthetic": data_args.train_table == "synthetic",
+        "synthetic": labels_are_synthetic(data_args),
         "objective": training_args.objective,
         "base_model": model_args.model_name_or_path,
         "dimension": data_args.dimension,
@@ -456,6 +456,15 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
             processor.save_pretrained(staging)
         (staging / "fuscore_eval.json").write_text(json.dumps(evaluation, indent=2))
         write_model_card(staging, evaluation)
+
+
+def labels_are_synthetic(data_args) -> bool:
+    """Whether the run learned from or was evaluated on synthetic labels: FuScore's synthetic benchmark, or a saved
+    table whose card or description says its labels are synthetic (`fuscore_data.cards.has_synthetic_labels`)."""
+    from fuscore_data.cards import has_synthetic_labels
+
+    tables = [table for table in (data_args.train_table, data_args.eval_table) if table]
+    return any(table == "synthetic" or has_synthetic_labels(table) for table in tables)
 
 
 @contextlib.contextmanager
