@@ -17,7 +17,7 @@ from fuscore.training.config import FuScoreTrainingConfig
 from fuscore.training.loading import load_model, load_tables, plain_model_from_state_dict
 from fuscore.tiny import build_tiny_model
 from fuscore_data.synthetic import SyntheticIVIF
-from conftest import load_saved
+from conftest import MODEL_CODE_FILES, load_saved
 
 
 FAST = ["--model_name_or_path", "tiny:qwen2_vl:32x1", "--train_table", "synthetic", "--synthetic_image_size", "56",
@@ -263,8 +263,7 @@ def test_plain_copy_from_a_gathered_state_dict_saves_like_the_model(tmp_path, ra
     assert type(plain).__name__ == "FuScoreForQuality" and plain is not model
     plain.processor = model.processor
     plain.save_pretrained(tmp_path / "final")
-    assert sorted(p.name for p in (tmp_path / "final").glob("*.py")) == [
-        "configuration_fuscore.py", "modeling_fuscore.py", "processing_fuscore.py", "scoring_fuscore.py"]
+    assert sorted(p.name for p in (tmp_path / "final").glob("*.py")) == sorted(MODEL_CODE_FILES)
     model.save_pretrained(tmp_path / "model")
     np.testing.assert_allclose(load_saved(tmp_path / "final").score(random_images[:3]),
                                load_saved(tmp_path / "model").score(random_images[:3]), atol=1e-6)
