@@ -66,13 +66,16 @@ RUN_NAMING_FLAGS = ("--model_name_or_path", "--train_table")
 
 
 def _flag_value(argv: Sequence[str], flag: str) -> Optional[str]:
-    """The value given to `flag` in `argv` (`--flag value` or `--flag=value`; the last one wins), else None."""
+    """The value given to `flag` in `argv` (`--flag value` or `--flag=value`, with `_` or `-` inside the name as the
+    parser takes both; the last one wins), else None."""
     value = None
+    spellings = {flag, "--" + flag[2:].replace("_", "-")}
     for position, argument in enumerate(argv):
-        if argument == flag and position + 1 < len(argv):
-            value = argv[position + 1]
-        elif argument.startswith(flag + "="):
+        name = argument.split("=", 1)[0]
+        if name in spellings and "=" in argument:
             value = argument.split("=", 1)[1]
+        elif name in spellings and position + 1 < len(argv):
+            value = argv[position + 1]
     return value
 
 

@@ -146,7 +146,8 @@ def test_a_run_naming_a_model_or_table_starts_from_the_library_defaults_not_the_
     from transformers import TrainingArguments
 
     library = TrainingArguments(output_dir=str(tmp_path))
-    for argv in (["--model_name_or_path", "tiny:qwen2_vl", "--max_steps", "2"], ["--train_table=path/to/my_table"]):
+    for argv in (["--model_name_or_path", "tiny:qwen2_vl", "--max_steps", "2"], ["--train_table=path/to/my_table"],
+                 ["--model-name-or-path", "tiny:qwen2_vl"]):
         model_args, data_args, training_args = trainer_fuscore.parse_arguments(argv)
         assert not training_args.use_cpu and model_args.dtype == "auto"
         assert training_args.save_strategy == library.save_strategy == "steps" and training_args.save_steps == library.save_steps
