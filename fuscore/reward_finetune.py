@@ -390,7 +390,8 @@ def _json_default(value):
 
 # How `--help` groups the settings (every `FinetuneSettings` field is in one group).
 _ARGUMENT_GROUPS = {
-    "scorer and data": ("model", "weights", "vifb_dir", "held_out_pairs", "seed", "crop", "batch_pairs", "eval_max_side"),
+    "scorer and data": ("model", "weights", "vifb_dir", "held_out_pairs", "seed", "threads", "crop", "batch_pairs",
+                        "eval_max_side"),
     "the 'before' network and the fidelity loss": ("pretrain_steps", "pretrain_lr", "gradient_weight"),
     "fine-tuning": ("modes", "steps", "lr", "reward_weight", "group_size", "sigma", "clip", "policy_steps",
                     "policy_weight"),
