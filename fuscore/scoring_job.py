@@ -863,19 +863,17 @@ def _read_keys(path: Path) -> pa.Table:
 
 def _lock(parts: Path):
     """An exclusive lock on the job for the first process of one launch (released when it exits, even when killed):
-    a second launch on the same output is refused instead of mixing its chunks with this one's."""
+    a second launch on the same output is refused instead of mixing its chunks with this one's. The lock file lives in
+    the parts folder, so the lock goes with the folder."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(parts / LOCK_FILE, timeout=0)
     try:
-        import fcntl
-    except ImportError:  # not on POSIX: no lock
-        return None
-    handle = open(parts / LOCK_FILE, "a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
+        lock.acquire()
+    except Timeout:
         raise ScoringJobError(f"{parts} is in use by another `fuscore score` job that is still running; wait for it to "
                               "end (or stop it), then run the command again.") from None
-    return handle
+    return lock
 
 
 def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> dict:
@@ -938,12 +936,10 @@ def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> d
                                   "replace it.")
     except BaseException:
         for lock in locks:
-            if lock is not None:
-                lock.close()
+            lock.release()
         raise
     for lock in locks[:-1]:
-        if lock is not None:
-            lock.close()
+        lock.release()
     return {"launch": new_launch_id(), "reuse": reuse, "error": None, "lock": locks[-1]}
 
 
@@ -1101,7 +1097,7 @@ def run_scoring_job(model, source: ItemSource, dimensions: Sequence[str], output
                           chunk_size=chunk_size, on_error=on_error, progress=progress, poll_seconds=poll_seconds)
     finally:
         if lock is not None:
-            lock.close()
+            lock.release()
 
 
 def _run_shard(model, source: ItemSource, dimensions: Sequence[str], *, output: Path, parts: Path, plan: dict,

@@ -143,10 +143,9 @@ def test_stopped_run_resumes_with_the_same_settings_and_refuses_others(models, t
     written = sorted(p.name for p in parts.glob("part-*.parquet"))
     assert len(written) == 3 and not output.exists()  # 9 items in 3 whole chunks; the 4th chunk holds the bad one
 
-    import fcntl
+    from filelock import FileLock
 
-    with open(parts / "job.lock", "a") as held:  # as a launch that is still running holds it
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with FileLock(parts / "job.lock"):  # as a launch that is still running holds it
         assert main([*command, *same]) == 2
         assert "in use by another `fuscore score` job that is still running" in capsys.readouterr().err
 
