@@ -17,6 +17,9 @@ With the shipped demo scorer, trained on FuScore's synthetic benchmark only, thi
 fusion that people would judge better.
 """
 
+# torch, transformers and the networks are imported inside the functions that use them, so `--help` answers at once.
+from __future__ import annotations
+
 import copy
 import io
 import json
@@ -27,10 +30,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
-
-from fuscore.fusion_net import FusionNet, compose_rgb, fidelity_loss, luminance
-from fuscore.reward import EVAFUSION_WEIGHTS, FuScoreReward, clipped_policy_loss, group_advantages
 
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "demo_model")
@@ -69,6 +68,8 @@ class FinetuneSettings:
 
 def load_scorer(name_or_path: str):
     """A FuScore model with its processor, from the checkout's classes (no code from the folder runs), on the CPU."""
+    import torch
+
     from modeling_fuscore import FuScoreForQuality
 
     model = FuScoreForQuality.from_pretrained(name_or_path, dtype=torch.float32)
@@ -77,6 +78,10 @@ def load_scorer(name_or_path: str):
 
 
 def _to_tensor(image, grey: bool) -> torch.Tensor:
+    import torch
+
+    from fuscore.fusion_net import luminance
+
     array = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float() / 255
     return luminance(array[None])[0] if grey else array
 
@@ -114,6 +119,8 @@ def load_source_pairs(vifb_dir=None, held_out_pairs: int = 5, seed: int = 0, max
 
 def random_crops(pairs: list, count: int, crop: int, generator: torch.Generator) -> tuple:
     """`count` random `crop` x `crop` windows from randomly chosen pairs: `(ir [count, 1, c, c], vis [count, 3, c, c])`."""
+    import torch
+
     irs, viss = [], []
     for _ in range(count):
         _, ir, vis = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
@@ -126,11 +133,15 @@ def random_crops(pairs: list, count: int, crop: int, generator: torch.Generator)
 
 
 def _fidelity(fused_y, ir, vis, settings) -> torch.Tensor:
+    from fuscore.fusion_net import fidelity_loss, luminance
+
     return fidelity_loss(fused_y, ir, luminance(vis), gradient_weight=settings.gradient_weight)
 
 
 def pretrain(net: FusionNet, pairs: list, settings: FinetuneSettings, generator, progress=None) -> list:
     """Fidelity-only training: the "before" network. Returns the loss per step."""
+    import torch
+
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.pretrain_lr)
     losses = []
     for _ in range(settings.pretrain_steps):
@@ -154,6 +165,8 @@ def _fine_tune(net, settings, pairs, generator, step, progress, probe, probe_cur
     """The loop both methods share: `settings.steps` times a batch of random crops and `step(optimizer, ir, vis)`,
     which updates `net` and returns the batch's mean reward; probes every `settings.probe_every` steps and at the
     end, and ticks `progress`."""
+    import torch
+
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     rewards = []
     for index in range(settings.steps):
@@ -169,6 +182,9 @@ def _fine_tune(net, settings, pairs, generator, step, progress, probe, probe_cur
 def finetune_direct(net, reward, pairs, settings, generator, progress=None, probe=None, probe_curve=None) -> list:
     """`loss = -reward_weight * mean FuScore reward + fidelity`; returns the mean reward per step (and appends
     `[step, probe()]` to `probe_curve` every `settings.probe_every` steps)."""
+    import torch
+
+    from fuscore.fusion_net import compose_rgb
 
     def step(optimizer, ir, vis):
         fused_y = torch.sigmoid(net.logits(ir, vis))
@@ -189,6 +205,11 @@ def finetune_group(net, reward, pairs, settings, generator, progress=None, probe
     `sigmoid(z)`); `group_size` candidates per crop are scored, their group advantages computed, and
     `policy_steps` clipped policy-gradient updates made on that group (with the fidelity loss on the policy mean).
     """
+    import torch
+
+    from fuscore.fusion_net import compose_rgb
+    from fuscore.reward import clipped_policy_loss, group_advantages
+
     size = settings.group_size
 
     def step(optimizer, ir, vis):
@@ -215,6 +236,8 @@ def finetune_group(net, reward, pairs, settings, generator, progress=None, probe
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:
     """`[C, H, W]` in [0, 1] -> `H x W x C` (or `H x W` for one channel) uint8, rounded."""
+    import torch
+
     array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return array[..., 0] if array.shape[-1] == 1 else array
 
@@ -222,6 +245,8 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
 def evaluate(net, model, pairs, dimensions, weights) -> dict:
     """Held-out outputs (8-bit RGB) with their FuScore (the scoring path on the 8-bit images), the reward as
     trained (weighted dimensions) and the classical metrics; means over the pairs and per-pair values."""
+    import torch
+
     from fuscore_metrics.ivif_metrics import compute_ivif_metrics_batch
 
     with torch.no_grad():
@@ -289,6 +314,11 @@ def run_reward_finetune(settings: FinetuneSettings, output_dir=None, progress: b
     Writes `results.json`, `table.md` and `before_after.png` into `output_dir` (whole or absent) when it is given.
     Returns the results (means, per-pair values, training curves, seconds per stage).
     """
+    import torch
+
+    from fuscore.fusion_net import FusionNet
+    from fuscore.reward import EVAFUSION_WEIGHTS, FuScoreReward
+
     for mode in settings.modes:
         if mode not in MODES:
             raise ValueError(f"Unknown mode {mode!r}; choose from {MODES}.")

@@ -411,7 +411,8 @@ except SystemExit as done:
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["score", "--help"], ["rank", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["score", "--help"], ["rank", "--help"],
+                                  ["reward-finetune", "--help"]])
 def test_help_and_version_answer_without_torch_and_without_warnings(args):
     """`fuscore --help` / `--version` import neither torch nor transformers (so they answer at once) and print
     nothing on stderr."""
