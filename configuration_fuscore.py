@@ -148,6 +148,35 @@ def resolve_level_token_ids(tokenizer, level_words: Sequence[str]) -> list:
     return token_ids
 
 
+class LevelWordsError(ValueError):
+    """A config's `level_words` are not the words its `level_token_ids` read (config.json edited by hand)."""
+
+
+def check_level_token_ids(config, tokenizer) -> None:
+    """`config.level_words` must be the words that `config.level_token_ids` read with `tokenizer`: the scores come
+    from the ids, so a config.json whose words were edited alone would score with the old words while everything
+    that reports the words (output metadata, cards) named the new ones. Nothing to check without ids or tokenizer.
+
+    Raises:
+        LevelWordsError: the words and ids disagree, or a word is not a single token.
+    """
+    token_ids = list(getattr(config, "level_token_ids", None) or [])
+    if tokenizer is None or not token_ids:
+        return
+    words = list(config.level_words)
+    where = f"{config._name_or_path}/config.json" if getattr(config, "_name_or_path", "") else "The model's config"
+    fix = ("To change the level words, call model.set_level_words(tokenizer, words) and save the model with "
+           "save_pretrained; do not edit level_words in config.json alone.")
+    try:
+        expected = resolve_level_token_ids(tokenizer, words)
+    except ValueError as error:
+        raise LevelWordsError(f"{where}: level_words {words}: {error} {fix}") from None
+    if expected != token_ids:
+        read = [tokenizer.decode([token]).strip() for token in token_ids]
+        raise LevelWordsError(f"{where} lists level_words {words}, but its level_token_ids {token_ids} read the "
+                              f"words {read}, so the scores would come from those. {fix}")
+
+
 def resolve_dimensions(dimensions: Union[str, Iterable, None], known: Iterable[str], argument: str = "dimensions") -> list:
     """The one check of requested rating dimensions against the ones a model has prompts for.
 
@@ -260,5 +289,5 @@ __all__ = [
     "BASE_FAMILIES", "BaseFamily", "ChatFormat", "LEGACY_CHAT_FORMAT", "chat_format",
     "DEFAULT_LEVEL_VALUES", "DEFAULT_LEVEL_WORDS", "DEFAULT_PROMPTS", "DIMENSIONS", "FuScoreConfig", "INPUT_MODES",
     "LEVELS", "OVERALL", "SUB_DIMENSIONS", "SUPPORTED_BASE_MODEL_TYPES", "check_input_mode", "default_prompts",
-    "resolve_dimensions", "resolve_level_token_ids",
+    "resolve_dimensions", "resolve_level_token_ids", "LevelWordsError", "check_level_token_ids",
 ]

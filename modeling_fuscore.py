@@ -38,13 +38,13 @@ try:  # Hub remote code: the sibling files are part of the same dynamic module p
     from .configuration_fuscore import (
         DEFAULT_LEVEL_VALUES, DEFAULT_LEVEL_WORDS, DEFAULT_PROMPTS, DIMENSIONS, SUB_DIMENSIONS,
         SUPPORTED_BASE_MODEL_TYPES, FuScoreConfig, chat_format, default_prompts, resolve_dimensions,
-        resolve_level_token_ids,
+        resolve_level_token_ids, check_level_token_ids,
     )
 except ImportError:  # A checkout or an installed FuScore: the siblings are top-level modules.
     from configuration_fuscore import (
         DEFAULT_LEVEL_VALUES, DEFAULT_LEVEL_WORDS, DEFAULT_PROMPTS, DIMENSIONS, SUB_DIMENSIONS,
         SUPPORTED_BASE_MODEL_TYPES, FuScoreConfig, chat_format, default_prompts, resolve_dimensions,
-        resolve_level_token_ids,
+        resolve_level_token_ids, check_level_token_ids,
     )
 try:
     from .processing_fuscore import FuScoreProcessor
@@ -630,7 +630,9 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                                          "with from_pretrained from a folder that holds one.")
                     # With the config at hand the tokenizer loader needs not read config.json (whose FuScore type
                     # the generic config class would warn about).
-                    self.processor = FuScoreProcessor.from_pretrained(source, trust_remote_code=False, config=self.config)
+                    processor = FuScoreProcessor.from_pretrained(source, trust_remote_code=False, config=self.config)
+                    check_level_token_ids(self.config, getattr(processor, "tokenizer", None))  # config.json edited alone
+                    self.processor = processor
         return self.processor
 
     def score(

@@ -533,25 +533,16 @@ def model_revision(name_or_path: str, cache_dir: Optional[str] = None) -> Option
 
 
 def check_level_words(model) -> list:
-    """The model's level words, checked against the token ids it reads (`config.level_token_ids`): a config.json
-    whose words were edited without their ids would score with the old words while the output named the new ones."""
-    from configuration_fuscore import resolve_level_token_ids
+    """The model's level words, checked against the token ids it reads (`configuration_fuscore.check_level_token_ids`,
+    also for a processor attached by hand): a config.json whose words were edited without their ids would score with
+    the old words while the output named the new ones."""
+    from configuration_fuscore import LevelWordsError, check_level_token_ids
 
-    words = list(model.config.level_words)
-    tokenizer = getattr(model.get_processor(), "tokenizer", None)
-    token_ids = list(getattr(model.config, "level_token_ids", None) or [])
-    if tokenizer is None or not token_ids:
-        return words
     try:
-        expected = resolve_level_token_ids(tokenizer, words)
-    except ValueError as error:
-        raise ScoringJobError(f"The model's level_words {words}: {error}") from None
-    if expected != token_ids:
-        read = [tokenizer.decode([token]).strip() for token in token_ids]
-        raise ScoringJobError(f"The model's config lists level_words {words} but reads the tokens of {read} "
-                              f"(level_token_ids {token_ids}): edit both together, with "
-                              "model.set_level_words(tokenizer, words) and save_pretrained, not config.json alone.")
-    return words
+        check_level_token_ids(model.config, getattr(model.get_processor(), "tokenizer", None))
+    except LevelWordsError as error:
+        raise ScoringJobError(str(error)) from None
+    return list(model.config.level_words)
 
 
 def software_versions() -> dict:

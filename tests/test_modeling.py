@@ -170,6 +170,35 @@ def test_a_reload_scores_like_the_saved_model(tmp_path, random_images):
                                atol=1e-6 if same_backend else 1e-4)
 
 
+def test_level_words_edited_in_config_json_alone_are_refused_when_the_model_loads_its_processor(tmp_path,
+                                                                                               random_images):
+    """The scores come from level_token_ids: words edited in config.json alone would be reported but not read."""
+    from configuration_fuscore import LevelWordsError
+
+    model = build_tiny_model("qwen2_vl", seed=4)
+    model.save_pretrained(tmp_path / "saved")
+    words = list(model.config.level_words)
+    for edited in (list(reversed(words)), [*words[:4], "abysmal"]):  # other ids; a word of several tokens
+        folder = tmp_path / "-".join(edited)
+        shutil.copytree(tmp_path / "saved", folder)
+        config = json.loads((folder / "config.json").read_text())
+        config["level_words"] = edited
+        (folder / "config.json").write_text(json.dumps(config))
+        loaded = FuScoreForQuality.from_pretrained(folder)
+        for _ in range(2):  # the refused processor is not kept: a second call is refused again
+            with pytest.raises(LevelWordsError) as error:
+                loaded.score(random_images[:2])
+            message = str(error.value)
+            assert f"{folder}/config.json" in message and f"level_words {edited}" in message
+            assert "model.set_level_words(tokenizer, words)" in message and "save_pretrained" in message
+    # The supported way: words and ids changed together, then saved; the reload reads the words it names.
+    model.set_level_words(model.get_processor().tokenizer, list(reversed(words)))
+    model.save_pretrained(tmp_path / "renamed")
+    reloaded = FuScoreForQuality.from_pretrained(tmp_path / "renamed")
+    assert reloaded.config.level_words == list(reversed(words))
+    assert all(1 <= score <= 5 for score in reloaded.score(random_images[:2]))
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_save_and_load_in_a_clean_process_from_folder_and_offline_cache(tiny_models, family, tmp_path):
     model = tiny_models[family]

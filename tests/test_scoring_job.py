@@ -757,5 +757,5 @@ def test_level_words_edited_in_config_json_alone_are_refused(models, tmp_path, c
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
     assert main(["score", str(image), "--model", str(folder), "--output", str(tmp_path / "s.parquet")]) == 2
     error = capsys.readouterr().err
-    assert "lists level_words" in error and "edit both together" in error
+    assert f"{folder}/config.json lists level_words" in error and "model.set_level_words(tokenizer, words)" in error
     assert not (tmp_path / "s.parquet").exists()
