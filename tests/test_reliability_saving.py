@@ -101,6 +101,39 @@ def test_a_checkpoint_whose_write_fails_is_not_left_under_its_name(tmp_path, mon
     assert checkpoint_problems(tmp_path / "checkpoint-1") == []
 
 
+def test_a_full_disk_while_torch_writes_the_optimizer_names_the_file_and_the_cause(tmp_path, monkeypatch):
+    """torch.save reports a full disk as "unexpected pos ..." with no file name: the error names checkpoint-2's
+    optimizer.pt, is ENOSPC, and leaves no checkpoint-2."""
+    import errno
+    import shutil
+
+    import torch
+
+    original_save, original_usage = torch.save, shutil.disk_usage
+    full = threading.Event()
+
+    def save(obj, f, *args, **kwargs):
+        if str(f).endswith("optimizer.pt") and "checkpoint-2" in str(f):
+            full.set()
+            Path(f).write_bytes(b"PK")  # torch has created the file when its write fails
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 640 vs 598")
+        return original_save(obj, f, *args, **kwargs)
+
+    def disk_usage(path):
+        usage = original_usage(path)
+        return usage._replace(free=0) if full.is_set() else usage
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    with pytest.raises(AtomicWriteError) as error:
+        trainer_fuscore.main(RUN + ["--output_dir", str(tmp_path)])
+    assert error.value.errno == errno.ENOSPC
+    assert str(error.value).startswith(f"Could not write {tmp_path / 'checkpoint-2' / 'optimizer.pt'}: No space left "
+                                       "on device")
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["checkpoint-1"]
+    assert checkpoint_problems(tmp_path / "checkpoint-1") == []
+
+
 def test_resume_last_passes_over_incomplete_checkpoints_and_says_which(uninterrupted, tmp_path, capsys):
     """A checkpoint killed mid-write by an older writer (config and weights, no optimizer or trainer state) is never
     taken for a complete one: `last` resumes from the newest complete checkpoint, names it, and ends where the

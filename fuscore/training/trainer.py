@@ -3,8 +3,10 @@
 metrics (DESIGN.md section 4), in the shape of trl's `RewardTrainer`."""
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,7 +19,7 @@ from transformers import EvalPrediction, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
-from fuscore.atomic import atomic_folder
+from fuscore.atomic import AtomicWriteError, atomic_folder
 from fuscore.objectives import compute_objective, get_objective
 
 from .answer_tokens import answer_token_nll, capture_last_hidden_state
@@ -220,6 +222,11 @@ class FuScoreTrainer(Trainer):
             self._checkpoint_staging = staging
             try:
                 super()._save_checkpoint(model, trial)  # writes staging/checkpoint-N
+            except RuntimeError as error:
+                named = torch_write_error(error, staging / name, run_dir / name)
+                if named is None:
+                    raise
+                raise named from error
             finally:
                 self._checkpoint_staging = None
             self.accelerator.wait_for_everyone()
@@ -259,6 +266,37 @@ class FuScoreTrainer(Trainer):
                 os.replace(folder, retired / folder.name)
                 shutil.rmtree(retired, ignore_errors=True)
                 remaining -= 1
+
+
+# How torch.save reports a file it could not write (a full disk): "[enforce fail at inline_container.cc:672] .
+# unexpected pos 640 vs 598", or "PytorchStreamWriter failed writing file data/0: file write failed".
+_TORCH_WRITE_FAILURE = re.compile(r"unexpected pos|PytorchStreamWriter failed|file write failed")
+# The files the Trainer writes with torch.save into a checkpoint, in the order it writes them.
+_TORCH_SAVED_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
+_FULL_DISK_BYTES = 64 * 2**20
+
+
+def torch_write_error(error: RuntimeError, written: Path, final: Path):
+    """The `AtomicWriteError` for a checkpoint file that torch.save could not write, or None for another error.
+
+    torch reports a full disk as a RuntimeError naming neither the file nor the cause. The file is the last one, in the
+    Trainer's write order, that exists in `written` (torch creates it when it starts writing); it is named as it would
+    have been under `final`. With under 64 MiB free on the disk that holds it, the error is ENOSPC."""
+    if not _TORCH_WRITE_FAILURE.search(str(error)):
+        return None
+    present = [path for pattern in _TORCH_SAVED_FILES for path in sorted(written.glob(pattern))]
+    name = final / present[-1].name if present else final
+    free = shutil.disk_usage(written if written.exists() else final.parent).free
+    detail = (str(error).strip().splitlines() or [""])[0]
+    if free < _FULL_DISK_BYTES:
+        named = AtomicWriteError(f"Could not write {name}: No space left on device (the disk holding it has "
+                                 f"{free / 2**20:.1f} MiB free; torch: {detail}). Nothing was left under {final}: "
+                                 "free some space and resume from the last complete checkpoint.")
+        named.errno = errno.ENOSPC
+    else:
+        named = AtomicWriteError(f"Could not write {name}: torch could not write the file ({detail}), as when the "
+                                 f"disk is full or the file may not grow. Nothing was left under {final}.")
+    return named
 
 
 def correlation_metrics(scores, mos, groups) -> dict:
