@@ -27,9 +27,14 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from fuscore.fusion_net import FusionNet
 
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "demo_model")
@@ -316,9 +321,6 @@ def run_reward_finetune(settings: FinetuneSettings, output_dir=None, progress: b
     """
     import torch
 
-    from fuscore.fusion_net import FusionNet
-    from fuscore.reward import EVAFUSION_WEIGHTS, FuScoreReward
-
     for mode in settings.modes:
         if mode not in MODES:
             raise ValueError(f"Unknown mode {mode!r}; choose from {MODES}.")
@@ -338,6 +340,11 @@ def run_reward_finetune(settings: FinetuneSettings, output_dir=None, progress: b
 
 
 def _run(settings: FinetuneSettings, output_dir, progress: bool, model) -> dict:
+    import torch
+
+    from fuscore.fusion_net import FusionNet
+    from fuscore.reward import EVAFUSION_WEIGHTS, FuScoreReward
+
     started = time.perf_counter()
     seconds = {}
     generator = torch.Generator().manual_seed(settings.seed)
