@@ -3,7 +3,9 @@
 
 This file is Hub remote code (`AutoModel.from_pretrained(..., trust_remote_code=True)`): it imports only the
 standard library, torch, transformers and its siblings `configuration_fuscore.py` (the configuration and the shared
-facts), `processing_fuscore.py` (the processor) and `scoring_fuscore.py` (the scoring engine behind `score`).
+facts), `processing_fuscore.py` (the processor), `scoring_fuscore.py` (the scoring engine behind `score`) and
+`acceleration_fuscore.py` (the speed machinery: packed vision attention, patch matmul, regional compilation, float8,
+activation checkpointing policies and budgets).
 
 A Qwen vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, Qwen3.5/3.6 or Qwen3.5/3.6-MoE:
 `configuration_fuscore.BASE_FAMILIES`) reads a fused image and a rating prompt that ends in an answer
@@ -19,18 +21,14 @@ the folder's own copy of these files instead.
 
 import functools
 import inspect
-import re
 import threading
-import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
-from transformers import AttentionInterface, AutoModel, PreTrainedConfig, PreTrainedModel
-from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 
@@ -47,6 +45,18 @@ except ImportError:  # A checkout or an installed FuScore: the siblings are top-
         resolve_level_token_ids, check_level_token_ids,
     )
 try:
+    from .acceleration_fuscore import (
+        CHECKPOINTING_POLICIES, PACKED_VISION_ATTENTION, PatchConv3d, check_block_checkpointing,
+        check_checkpointing_settings, compile_blocks, decoder_attention_mask, full_weight, memory_budget_backend,
+        packed_vision_attention, prepare_vision_tower, quantize_fp8, set_block_checkpointing, vision_tower_inputs,
+    )
+except ImportError:
+    from acceleration_fuscore import (
+        CHECKPOINTING_POLICIES, PACKED_VISION_ATTENTION, PatchConv3d, check_block_checkpointing,
+        check_checkpointing_settings, compile_blocks, decoder_attention_mask, full_weight, memory_budget_backend,
+        packed_vision_attention, prepare_vision_tower, quantize_fp8, set_block_checkpointing, vision_tower_inputs,
+    )
+try:
     from .processing_fuscore import FuScoreProcessor
 except ImportError:
     from processing_fuscore import FuScoreProcessor
@@ -54,9 +64,6 @@ try:
     from .scoring_fuscore import score_images
 except ImportError:
     from scoring_fuscore import score_images
-
-
-PACKED_VISION_ATTENTION = "fuscore_packed_flash_sdpa"
 
 
 def takes_encoder_outputs(base_model) -> bool:
@@ -70,124 +77,15 @@ def _forward_takes_encoder_outputs(base_model_class) -> bool:
     return "mm_encoder_outputs" in inspect.signature(base_model_class.forward).parameters
 
 
-def packed_vision_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0,
-                            cu_seq_lens_q=None, max_length_q=None, **kwargs):
-    """Vision-tower attention over a packed batch of images in one `scaled_dot_product_attention` call.
-
-    Under plain sdpa the Qwen-VL vision towers loop over the images of a batch in Python, one small attention call per
-    image and block. Registered under a name containing "flash", this function receives the packed sequence with its
-    `cu_seq_lens_q` instead (as flash-attention's varlen kernels do). When all segments have the same length, which
-    the scoring engine arranges by batching images of equal visual-token count, the batch is reshaped to
-    `[images, heads, length, dim]` and attended in one call. Segments of different lengths (a batch that spans two
-    image sizes) go on a GPU to torch's variable-length flash attention (`torch.nn.attention.varlen.varlen_attn`, one
-    kernel over the packed sequence, no padding, and no shape-dependent Python under `torch.compile`); elsewhere, or
-    where that kernel is missing or does not take the inputs, to one call per segment. Without gradients and
-    dropout (scoring) the three are one custom operator (`torch.library.custom_op`) that picks its kernel on the
-    concrete lengths, so a compiled vision block has one graph for batches of equal and of unequal lengths instead
-    of one each; training takes the same kernels as traced code.
-
-    Args:
-        query, key, value (`torch.Tensor` of shape `(1, heads, total_length, head_dim)`): the packed sequence.
-        cu_seq_lens_q (`torch.IntTensor` of shape `(segments + 1,)`): segment boundaries.
-        max_length_q (`int`): the longest segment.
-    Returns:
-        `(attn_output, None)` with `attn_output` of shape `(1, total_length, heads, head_dim)`.
-    """
-    if dropout == 0.0 and not (query.requires_grad or key.requires_grad or value.requires_grad):
-        # Scoring: one opaque operator whatever the segment lengths, so that a compiled vision block keeps one graph
-        # for batches of equal and of unequal lengths (the choice of kernel is made inside, on concrete values).
-        length = -1 if max_length_q is None else max_length_q
-        return getattr(torch.ops.fuscore, _PACKED_OP)(query, key, value, cu_seq_lens_q, length, scaling), None
-    return _packed_attention(query, key, value, cu_seq_lens_q, max_length_q, dropout, scaling), None
-
-
-def _packed_attention(query, key, value, cu_seq_lens_q, max_length_q, dropout, scaling):
-    """`packed_vision_attention`'s kernels: batched sdpa for equal segments, `varlen_attn` for unequal ones on a GPU,
-    one call per segment elsewhere; `[1, total_length, heads, head_dim]`."""
-    _, heads, total, head_dim = query.shape
-    segments = cu_seq_lens_q.numel() - 1
-    if max_length_q is not None and max_length_q * segments == total:
-        # Equal segments: sum == total and max * count == total imply every segment has length max.
-        q, k, v = (t[0].view(heads, segments, max_length_q, head_dim).transpose(0, 1) for t in (query, key, value))
-        output = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
-        return output.transpose(1, 2).reshape(1, total, heads, head_dim)
-    if max_length_q is not None and _takes_varlen(query, scaling):
-        # Batched sdpa stays for equal lengths: on one H200 the varlen kernel for every batch cost 11% of the engine's
-        # rate on uniform 448 px images (18% with the sources) (RESULTS_speed.md).
-        q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [total, heads, dim]
-        return _varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q).unsqueeze(0)
-    return _attention_per_segment(query, key, value, cu_seq_lens_q, dropout, scaling)
-
-
-def _packed_vision_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seq_lens: torch.Tensor,
-                                max_length: int, scale: Optional[float]) -> torch.Tensor:
-    """`_packed_attention` without dropout, as one operator for `torch.compile` (`max_length` -1: not known)."""
-    return _packed_attention(query, key, value, cu_seq_lens, None if max_length < 0 else max_length, 0.0, scale).contiguous()
-
-
-def _packed_vision_attention_shape(query, key, value, cu_seq_lens, max_length, scale):
-    _, heads, total, head_dim = query.shape
-    return query.new_empty((1, total, heads, head_dim))
-
-
-# One operator per copy of this file: `trust_remote_code` imports it again under another module name, and a reload
-# would register the same name twice.
-_PACKED_OP = "packed_vision_attention_" + re.sub(r"\W", "_", __name__)
-if not hasattr(torch.ops.fuscore, _PACKED_OP):
-    torch.library.custom_op(f"fuscore::{_PACKED_OP}", _packed_vision_attention_op, mutates_args=()).register_fake(
-        _packed_vision_attention_shape)
-
-
-@torch.compiler.disable
-def _attention_per_segment(query, key, value, cu_seq_lens_q, dropout, scaling):
-    """One `scaled_dot_product_attention` call per segment. Left to eager under `torch.compile` (a loop over a
-    batch's images would otherwise compile once for every number of images)."""
-    lengths = (cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).tolist()
-    outputs = [
-        F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
-        for q, k, v in zip(*(torch.split(t, lengths, dim=2) for t in (query, key, value)))
-    ]
-    return torch.cat(outputs, dim=2).transpose(1, 2)
-
-
-try:  # torch >= 2.10: flash attention over packed variable-length segments, a custom op that torch.compile traces.
-    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
-except ImportError:
-    _varlen_attn = None
-
-
-def _takes_varlen(query: torch.Tensor, scaling) -> bool:
-    """Whether `varlen_attn` runs these inputs: a CUDA tensor in half precision (flash attention's), head size up to
-    256, and the default 1/sqrt(head_dim) scaling (the argument for another one is not in every torch version)."""
-    head_dim = query.shape[-1]
-    return (_varlen_attn is not None and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16)
-            and head_dim <= 256 and (scaling is None or abs(scaling - head_dim**-0.5) < 1e-6))
-
-
-AttentionInterface.register(PACKED_VISION_ATTENTION, packed_vision_attention)
-
-
-class PatchConv3d(nn.Conv3d):
-    """The Qwen-VL vision towers' patch embedding (`patch_embed.proj`): a `Conv3d` whose kernel and stride are one
-    whole patch, applied to inputs of exactly one patch each, which is one matrix product `[patches, C*T*P*P] x
-    [C*T*P*P, hidden]`. On a GPU it is computed as that product (`patch_matmul`): on one H200 (torch 2.11, bf16) cuDNN
-    ran the convolution as an implicit-GEMM kernel at about 9 TFLOP/s, 10-12 ms of a 64-image batch of 448 px (2-4%
-    of the scoring forward, `benchmarks/RESULTS_speed.md`). The CPU keeps the convolution (its results bit for bit,
-    which `tests/test_demo_scores_pinned.py` pins). Same parameters and state-dict keys; other shapes convolve."""
-
-    def one_patch_each(self, input: torch.Tensor) -> bool:
-        return (input.dim() == 5 and tuple(input.shape[2:]) == tuple(self.kernel_size)
-                and tuple(self.stride) == tuple(self.kernel_size) and self.groups == 1 and not any(self.padding)
-                and tuple(self.dilation) == (1, 1, 1))
-
-    def patch_matmul(self, input: torch.Tensor) -> torch.Tensor:
-        output = F.linear(input.flatten(1), self.weight.flatten(1), self.bias)
-        return output.view(*output.shape, 1, 1, 1)
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.is_cuda and self.one_patch_each(input):
-            return self.patch_matmul(input)
-        return super().forward(input)
+def _answer_hidden_state(hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """The last hidden state at each row's answer position, its last real token (left or right padding)."""
+    batch_size, sequence_length = hidden_states.shape[:2]
+    if attention_mask is None:
+        answer_positions = torch.full((batch_size,), sequence_length - 1, device=hidden_states.device)
+    else:
+        answer_positions = sequence_length - 1 - attention_mask.flip(-1).argmax(-1)
+    rows = torch.arange(batch_size, device=hidden_states.device)
+    return hidden_states[rows, answer_positions.to(hidden_states.device)]
 
 
 @dataclass
@@ -335,43 +233,19 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             return_answer_hidden_state (`bool`): also return the answer-position hidden state.
         """
         self._prepare_vision_tower()
-        decoder_mask = None if right_padded and position_ids is not None else attention_mask
-        base_inputs = dict(input_ids=input_ids, attention_mask=decoder_mask, image_grid_thw=image_grid_thw,
-                           position_ids=position_ids)
+        base_inputs = dict(input_ids=input_ids, attention_mask=decoder_attention_mask(attention_mask, right_padded, position_ids),
+                           image_grid_thw=image_grid_thw, position_ids=position_ids)
         if mm_token_type_ids is not None:
             base_inputs["mm_token_type_ids"] = mm_token_type_ids
-        if pixel_values is not None and takes_encoder_outputs(self.model):
-            # The vision tower runs here, as the base model would run it, so that its precomputed inputs reach the
-            # tower alone (the language model's `position_ids` are another tensor) as arguments of this call:
-            # nothing per call is left on a shared module, and concurrent calls cannot see each other's inputs.
-            base_inputs["mm_encoder_outputs"] = {"image": self.model.get_image_features(
-                pixel_values, image_grid_thw, return_dict=True, **(vision_inputs or {}), **kwargs)}
-        elif pixel_values is not None:
-            # A base model without `mm_encoder_outputs` (transformers < 5.18) runs the tower itself. Its
-            # `get_image_features` takes precomputed inputs under an `image_` prefix and strips it
-            # (`accepts_precomputed_kwargs`); the language model gets them too and ignores them. Still call arguments
-            # only, so this path is as re-entrant as the other one, and its scores are bit-identical (tested).
-            base_inputs["pixel_values"] = pixel_values
-            base_inputs.update({f"image_{key}": value for key, value in (vision_inputs or {}).items()})
+        if pixel_values is not None:
+            base_inputs.update(self._image_inputs(pixel_values, image_grid_thw, vision_inputs, **kwargs))
         hidden_states = self.model(**base_inputs, use_cache=False, **kwargs).last_hidden_state
+        answer_hidden = _answer_hidden_state(hidden_states, attention_mask)  # [batch, hidden]
 
-        batch_size, sequence_length = input_ids.shape
-        if attention_mask is None:
-            answer_positions = torch.full((batch_size,), sequence_length - 1, device=input_ids.device)
-        else:
-            answer_positions = sequence_length - 1 - attention_mask.flip(-1).argmax(-1)
-        rows = torch.arange(batch_size, device=hidden_states.device)
-        answer_hidden = hidden_states[rows, answer_positions.to(hidden_states.device)]  # [batch, hidden]
-
-        head_weight = self.lm_head.weight
-        if hasattr(head_weight, "full_tensor"):
-            # Under FSDP2 the LM head stays a sharded DTensor here (its own forward, which would gather it, never
-            # runs): gather it to pick the level rows; the gather is differentiable.
-            head_weight = head_weight.full_tensor()
+        head_weight = full_weight(self.lm_head.weight)  # gathered under FSDP2
         level_token_ids, values = self.level_tensors(head_weight.device)
-        level_weight = head_weight[level_token_ids]  # [levels, hidden]
         # Under mixed-precision sharding the gathered weight can be float32 while activations are bf16.
-        level_logits = F.linear(answer_hidden, level_weight.to(answer_hidden.dtype)).float()
+        level_logits = F.linear(answer_hidden, head_weight[level_token_ids].to(answer_hidden.dtype)).float()
         with torch.autocast(level_logits.device.type, enabled=False):  # under bf16 autocast the score moved in 1/64 steps
             level_probs = level_logits.softmax(dim=-1)
             score = level_probs @ values
@@ -386,6 +260,20 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             regression=self.regression_head(answer_hidden).squeeze(-1).float() if self.regression_head is not None else None,
             answer_hidden_state=answer_hidden if return_answer_hidden_state else None,
         )
+
+    def _image_inputs(self, pixel_values, image_grid_thw, vision_inputs: Optional[dict], **kwargs) -> dict:
+        """The base model's image inputs, with the vision tower's precomputed `vision_inputs` handed over as call
+        arguments only: nothing per call is left on a shared module, and concurrent calls cannot see each other's."""
+        if takes_encoder_outputs(self.model):
+            # The vision tower runs here, as the base model would run it, so that its precomputed inputs reach the
+            # tower alone (the language model's `position_ids` are another tensor).
+            return {"mm_encoder_outputs": {"image": self.model.get_image_features(
+                pixel_values, image_grid_thw, return_dict=True, **(vision_inputs or {}), **kwargs)}}
+        # A base model without `mm_encoder_outputs` (transformers < 5.18) runs the tower itself. Its
+        # `get_image_features` takes precomputed inputs under an `image_` prefix and strips it
+        # (`accepts_precomputed_kwargs`); the language model gets them too and ignores them. Its scores are
+        # bit-identical to the other path's (tested).
+        return {"pixel_values": pixel_values, **{f"image_{key}": value for key, value in (vision_inputs or {}).items()}}
 
     def trains_vision_tower(self) -> bool:
         """Whether any vision-tower parameter requires a gradient (LoRA on the language model freezes the tower)."""
@@ -415,60 +303,10 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         the forward pass. This is the one method that both `gradient_checkpointing_enable` (transformers 5.17) and
         `activation_checkpointing_enable` (later 5.x) call.
         """
-        layers = self.model.language_model.layers
-        if not 0 <= self.uncheckpointed_layers <= len(layers):
-            raise ValueError(f"uncheckpointed_layers={self.uncheckpointed_layers}: the language model has "
-                             f"{len(layers)} decoder layers.")
         policy, budget = self.checkpointing_policy, self.activation_memory_budget
-        check_checkpointing_settings(policy, budget)
-        if budget is not None and enable and not all(getattr(layer, "_fuscore_compiled", False) for layer in layers):
-            raise ValueError("activation_memory_budget needs compiled decoder layers (call compile_blocks first): "
-                             "the budget is the compiler's.")
+        check_block_checkpointing(self.model.language_model.layers, self.uncheckpointed_layers, policy, budget, enable)
         super()._set_gradient_checkpointing(enable, *args, **kwargs)
-        for layer in layers:  # back to the blocks' own compiled code (compile_blocks) before a new setting
-            _restore_block_call(layer)
-        if not enable:
-            return
-        if not self.trains_vision_tower():
-            for module in self.model.visual.modules():
-                if isinstance(module, GradientCheckpointingLayer):
-                    module.gradient_checkpointing = False
-        for layer in list(layers)[len(layers) - self.uncheckpointed_layers :]:
-            layer.gradient_checkpointing = False
-        if policy is None and budget is None:
-            return
-        for layer in list(layers)[: len(layers) - self.uncheckpointed_layers]:
-            if budget is not None:
-                mode = ("budget", float(budget))
-            elif getattr(layer, "_fuscore_compiled", False) and layer._compiled_call_impl is not None:
-                mode = ("policy", policy)
-            else:  # an eager layer: transformers' own checkpointing, with the policy's context
-                layer._gradient_checkpointing_func = functools.partial(
-                    torch.utils.checkpoint.checkpoint, use_reentrant=False, context_fn=self._policy_context(policy))
-                continue
-            # A compiled layer: the checkpoint goes inside the compiled region, where the policy sees the operations
-            # and the partitioner recomputes only what the backward pass needs; transformers' own wrapper, which
-            # would checkpoint the compiled code from outside, is switched off for it.
-            layer.gradient_checkpointing = False
-            _install_block_call(layer, self._training_call(mode))
-
-    def _policy_context(self, policy: str):
-        """The `context_fn` of torch.utils.checkpoint for a policy in `CHECKPOINTING_POLICIES`."""
-        from torch.utils.checkpoint import create_selective_checkpoint_contexts
-
-        return functools.partial(create_selective_checkpoint_contexts,
-                                 CHECKPOINTING_POLICIES[policy](self.model.language_model.config))
-
-    def _training_call(self, mode: tuple):
-        """One compiled function per training mode, shared by every decoder layer (one graph per mode)."""
-        calls = self.__dict__.setdefault("_fuscore_training_calls", {})
-        if mode not in calls:
-            kind, value = mode
-            if kind == "budget":
-                calls[mode] = torch.compile(_call_block, backend=memory_budget_backend(value))
-            else:
-                calls[mode] = torch.compile(functools.partial(_call_block_checkpointed, context_fn=self._policy_context(value)))
-        return calls[mode]
+        set_block_checkpointing(self.model, enable, self.trains_vision_tower(), self.uncheckpointed_layers, policy, budget)
 
     def compile_blocks(self, vision_tower: bool = True, dynamic: Optional[bool] = True, **compile_kwargs) -> "FuScoreForQuality":
         """Compiles every decoder layer and vision block with `torch.compile` (regional compilation).
@@ -493,13 +331,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 shape. `benchmarks/bench_mixed_sizes.py` measures the shape-stable and the one-static-shape cases.
             compile_kwargs: passed to `torch.compile` (`mode`, `fullgraph`, ...).
         """
-        compile_kwargs["dynamic"] = dynamic
-        block_lists = [self.model.language_model.layers] + ([self.model.visual.blocks] if vision_tower else [])
-        for blocks in block_lists:
-            for block in blocks:
-                if not getattr(block, "_fuscore_compiled", False):
-                    block.compile(**compile_kwargs)
-                    block._fuscore_compiled = True
+        compile_blocks(self.model, vision_tower, dynamic=dynamic, **compile_kwargs)
         return self
 
     def quantize_fp8(self) -> bool:
@@ -525,40 +357,11 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         Returns:
             `True` when the decoder computes in float8 (from this call or an earlier one), `False` when it keeps bf16.
         """
-        layers = self.model.language_model.layers
-        if getattr(layers, "_fuscore_fp8", False):
-            return True
-        reason = _fp8_unsupported_reason(next(layers.parameters()))
-        if reason is None:
-            try:
-                from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
-            except Exception as error:  # not installed, or built for another torch
-                reason = (f"torchao could not be imported ({type(error).__name__}: {error}); install it with "
-                          "`pip install torchao` (0.17 tested)")
-        if reason is not None:
-            warnings.warn(f"FP8 scoring is not available: {reason}. The model keeps its bf16 path.", stacklevel=2)
-            return False
-        # A row's scale is its largest |value| / 448, so an all-zero row would quantize as 0/0 = NaN: the lower bound
-        # keeps padding tokens (a zero embedding) finite, which would otherwise reach every real token of their row
-        # through the masked attention values; a linear layer with an all-zero weight row stays in bf16.
-        # `set_inductor_config=False`: torchao would otherwise change torch's global compiler settings for every model
-        # in the process (and lengthen compilation with coordinate-descent tuning).
-        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), activation_value_lb=1e-12,
-                                                           set_inductor_config=False)
-        quantize_(layers, config, filter_fn=lambda module, name: isinstance(module, nn.Linear)
-                  and not bool(module.weight.detach().abs().amax(-1).eq(0).any()))
-        layers._fuscore_fp8 = True
-        return True
+        return quantize_fp8(self.model.language_model.layers)
 
     def _prepare_vision_tower(self) -> None:
-        """Once per model (cheap checks after that): the packed vision attention in place of sdpa's per-image loop,
-        and the patch embedding as a `PatchConv3d`."""
-        visual = self.model.visual
-        if self.config.packed_vision_attention and visual.config._attn_implementation == "sdpa":
-            visual.config._attn_implementation = PACKED_VISION_ATTENTION
-        proj = getattr(getattr(visual, "patch_embed", None), "proj", None)
-        if type(proj) is nn.Conv3d:  # same parameters and state-dict keys, computed as the matmul it is
-            proj.__class__ = PatchConv3d
+        """The packed vision attention and the patch matmul on the vision tower (`prepare_vision_tower`)."""
+        prepare_vision_tower(self.model.visual, self.config.packed_vision_attention)
 
     def vision_tower_inputs(self, image_grid_thw: torch.LongTensor) -> dict:
         """The vision tower's rotary position ids, attention segments and position-embedding interpolation for a
@@ -570,23 +373,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         (`transformers.vision_utils`) do the work with the tower's own settings, so the values are exactly the ones
         it would compute (tested for every supported family).
         """
-        from transformers import vision_utils
-        from transformers.utils.generic import get_max_seqlen
-
         self._prepare_vision_tower()  # the segment lengths it needs depend on the attention implementation
-        visual = self.model.visual
-        merge_size = visual.spatial_merge_size
-        inputs = {"position_ids": vision_utils.get_vision_position_ids(image_grid_thw, merge_size)}
-        inputs["cu_seqlens"], inputs["max_seqlen"] = vision_utils.get_vision_attention_seqlens(image_grid_thw, visual.config)
-        if hasattr(visual, "num_grid_per_side"):  # Qwen3-VL resamples a learned position grid to each image
-            inputs["interp_indices"], inputs["interp_weights"] = vision_utils.get_vision_interpolation_indices_and_weights(
-                image_grid_thw, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
-                align_corners=visual.interpolation_align_corners, spatial_merge_size=visual.config.spatial_merge_size)
-        if hasattr(visual, "window_size"):  # Qwen2.5-VL attends within windows in most blocks
-            inputs["window_index"], inputs["cu_window_seqlens"] = vision_utils.get_vision_window_index(
-                image_grid_thw, spatial_merge_size=merge_size, window_size=visual.window_size, patch_size=visual.patch_size)
-            inputs["max_window_seqlen"] = get_max_seqlen(inputs["cu_window_seqlens"], visual.config, kwarg_name="max_window_seqlen")
-        return {key: value for key, value in inputs.items() if value is not None}
+        return vision_tower_inputs(self.model.visual, image_grid_thw)
 
     def position_inputs(self, batch) -> dict:
         """`position_ids` (`rope_position_ids`) and `vision_inputs` (`vision_tower_inputs`) of a collated batch, to be
@@ -798,108 +586,9 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             processor.save_pretrained(save_directory)
 
 
-def _fp8_unsupported_reason(weight: torch.Tensor) -> Optional[str]:
-    """Why float8 scoring cannot run on the device and dtype of `weight` (a decoder weight), or `None` if it can."""
-    if weight.device.type != "cuda":
-        return (f"the model is on {weight.device.type}; float8 matmuls need an NVIDIA GPU of compute capability 8.9 or "
-                "later (Hopper such as H100/H200, or Ada): move the model there first")
-    capability = torch.cuda.get_device_capability(weight.device)
-    if capability < (8, 9):
-        return (f"{torch.cuda.get_device_name(weight.device)} has compute capability {capability[0]}.{capability[1]}; "
-                "float8 matmuls need 8.9 or later (Hopper such as H100/H200, or Ada)")
-    if weight.dtype != torch.bfloat16:
-        return (f"the decoder weights are {weight.dtype}; row-wise float8 quantizes bfloat16 weights (use a "
-                "bfloat16 checkpoint, or load the model with dtype=torch.bfloat16)")
-    return None
-
-
 _PROCESSOR_LOCK = threading.Lock()
 
 FuScoreForQuality.register_for_auto_class("AutoModel")
-
-
-def _keep_mlp_gate_up(text_config):
-    """Selective-checkpointing policy: save the outputs of the MLP's gate and up projections (the frozen weights'
-    matmuls, recognised by their shape: hidden size in, intermediate size out; LoRA's rank-r matmuls differ), so the
-    recomputed forward skips two of the layer's largest matmuls; everything else is recomputed."""
-    from torch.utils.checkpoint import CheckpointPolicy
-
-    # A MoE language model (Qwen3.5-MoE) has no dense MLP: its shared expert's projections are the ones saved.
-    intermediate = getattr(text_config, "intermediate_size", None) or getattr(text_config, "shared_expert_intermediate_size", None)
-    if intermediate is None:
-        raise ValueError("checkpointing_policy 'mlp' saves the outputs of a dense MLP or a shared expert; this language "
-                         f"model ({text_config.model_type}) has neither.")
-    hidden = text_config.hidden_size
-    aten = torch.ops.aten
-
-    def policy(ctx, op, *args, **kwargs):
-        if op in (aten.mm.default, aten.addmm.default):
-            left, right = args[-2], args[-1]
-            if left.shape[-1] == hidden and right.shape[-1] == intermediate:
-                return CheckpointPolicy.MUST_SAVE
-        return CheckpointPolicy.PREFER_RECOMPUTE
-
-    return policy
-
-
-CHECKPOINTING_POLICIES = {"mlp": _keep_mlp_gate_up}
-"""Selective activation checkpointing policies by name (`FuScoreForQuality.checkpointing_policy`): each maps the
-language model's config to a policy of `torch.utils.checkpoint.create_selective_checkpoint_contexts`."""
-
-
-def check_checkpointing_settings(policy: Optional[str], budget: Optional[float],
-                                 names: tuple = ("checkpointing_policy", "activation_memory_budget")) -> None:
-    """Raises `ValueError` for a `checkpointing_policy` not in `CHECKPOINTING_POLICIES`, an `activation_memory_budget`
-    outside [0, 1], or both set; `names` are the two settings as the caller's user knows them (the trainer's flags)."""
-    if policy is not None and policy not in CHECKPOINTING_POLICIES:
-        raise ValueError(f"{names[0]}={policy!r}: known policies are {', '.join(CHECKPOINTING_POLICIES)}.")
-    if budget is None:
-        return
-    if policy is not None:
-        raise ValueError(f"{names[0]} and {names[1]} exclude each other: the budget leaves every choice of what to "
-                         "save to the compiler.")
-    if not 0.0 <= budget <= 1.0:
-        raise ValueError(f"{names[1]}={budget}: must lie in [0, 1].")
-
-
-def memory_budget_backend(budget: float):
-    """A `torch.compile` backend: inductor, with AOT autograd's partitioner under `activation_memory_budget=budget`
-    (torch._functorch.config) while it compiles, so that compiled functions with different budgets coexist in one
-    process (the global setting would be read by whichever compiles next)."""
-    from torch._functorch import config as functorch_config
-    from torch._inductor.compile_fx import compile_fx
-
-    def backend(graph_module, example_inputs):
-        with functorch_config.patch(activation_memory_budget=budget):
-            return compile_fx(graph_module, example_inputs)
-
-    backend.__name__ = f"inductor_activation_memory_budget_{budget:g}"
-    return backend
-
-
-def _call_block(block, *args, **kwargs):
-    return block._call_impl(*args, **kwargs)
-
-
-def _call_block_checkpointed(block, *args, context_fn, **kwargs):
-    if not (block.training and torch.is_grad_enabled()):  # as transformers' own wrapper: no backward, no checkpoint
-        return block._call_impl(*args, **kwargs)
-    return torch.utils.checkpoint.checkpoint(functools.partial(block._call_impl, **kwargs), *args, use_reentrant=False,
-                                             context_fn=context_fn)
-
-
-def _install_block_call(block, compiled_call) -> None:
-    """Runs `block` through `compiled_call(block, ...)` in place of the code `compile_blocks` gave it."""
-    if not getattr(block, "_fuscore_training_call", False):
-        block._fuscore_block_call = block._compiled_call_impl
-    block._compiled_call_impl = functools.partial(compiled_call, block)
-    block._fuscore_training_call = True
-
-
-def _restore_block_call(block) -> None:
-    if getattr(block, "_fuscore_training_call", False):
-        block._compiled_call_impl = block._fuscore_block_call
-        block._fuscore_training_call = False
 
 
 def register_auto_classes() -> None:
@@ -918,9 +607,11 @@ if not __package__:
     # `transformers_modules` package and registers nothing.
     register_auto_classes()
 
+# The acceleration names stay importable from here (`acceleration_fuscore` is where they live).
 __all__ = [
-    "DEFAULT_LEVEL_VALUES", "DEFAULT_LEVEL_WORDS", "DEFAULT_PROMPTS", "DIMENSIONS", "SUB_DIMENSIONS",
-    "SUPPORTED_BASE_MODEL_TYPES", "FuScoreConfig", "FuScoreForQuality", "FuScoreOutput", "FuScorePreTrainedModel",
-    "FuScoreProcessor", "PatchConv3d", "check_checkpointing_settings", "default_prompts", "register_auto_classes", "resolve_dimensions",
-    "resolve_level_token_ids", "score_images",
+    "CHECKPOINTING_POLICIES", "DEFAULT_LEVEL_VALUES", "DEFAULT_LEVEL_WORDS", "DEFAULT_PROMPTS", "DIMENSIONS",
+    "PACKED_VISION_ATTENTION", "SUB_DIMENSIONS", "SUPPORTED_BASE_MODEL_TYPES", "FuScoreConfig", "FuScoreForQuality",
+    "FuScoreOutput", "FuScorePreTrainedModel", "FuScoreProcessor", "PatchConv3d", "check_checkpointing_settings",
+    "default_prompts", "memory_budget_backend", "packed_vision_attention", "register_auto_classes",
+    "resolve_dimensions", "resolve_level_token_ids", "score_images", "takes_encoder_outputs",
 ]

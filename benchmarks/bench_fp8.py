@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transformers  # noqa: E402
 
-import modeling_fuscore  # noqa: E402
+import acceleration_fuscore  # noqa: E402
 from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, kernel_breakdown,  # noqa: E402
                          matmul_peak_tflops, scratch_folder, timed, write_images)
 from fuscore.atomic import write_text  # noqa: E402
@@ -67,14 +67,14 @@ def cpu_float8_emulation():
     device check are lifted in this process (the dtype check stays), and torch's CPU scaled matmul computes."""
     import torchao.quantization.quant_api as quant_api
 
-    saved_torchao, saved_fuscore = quant_api._check_hardware_support, modeling_fuscore._fp8_unsupported_reason
+    saved_torchao, saved_fuscore = quant_api._check_hardware_support, acceleration_fuscore._fp8_unsupported_reason
     quant_api._check_hardware_support = lambda granularity: None
-    modeling_fuscore._fp8_unsupported_reason = (
+    acceleration_fuscore._fp8_unsupported_reason = (
         lambda weight: None if weight.dtype == torch.bfloat16 else saved_fuscore(weight))
     try:
         yield
     finally:
-        quant_api._check_hardware_support, modeling_fuscore._fp8_unsupported_reason = saved_torchao, saved_fuscore
+        quant_api._check_hardware_support, acceleration_fuscore._fp8_unsupported_reason = saved_torchao, saved_fuscore
 
 
 def quantize(model, results: dict, key: str) -> bool:

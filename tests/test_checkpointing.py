@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-import modeling_fuscore
+import acceleration_fuscore
 import trainer_fuscore
 from fuscore.lora import add_language_model_lora
 from fuscore.tiny import build_tiny_model
@@ -84,7 +84,7 @@ def test_the_mlp_policy_saves_the_gate_and_up_outputs_with_the_same_gradients(im
     projections' outputs of every layer (not LoRA's matmuls of the same width) and gives full checkpointing's
     gradients."""
     saved_shapes = []
-    policy_of = modeling_fuscore.CHECKPOINTING_POLICIES["mlp"]
+    policy_of = acceleration_fuscore.CHECKPOINTING_POLICIES["mlp"]
 
     def recording(text_config):
         policy = policy_of(text_config)
@@ -97,7 +97,7 @@ def test_the_mlp_policy_saves_the_gate_and_up_outputs_with_the_same_gradients(im
 
         return record
 
-    monkeypatch.setitem(modeling_fuscore.CHECKPOINTING_POLICIES, "mlp", recording)
+    monkeypatch.setitem(acceleration_fuscore.CHECKPOINTING_POLICIES, "mlp", recording)
     full, _, _ = train_step(images)
     selective, _, model = train_step(images, policy="mlp")
     assert_same_gradients(selective, full, atol=1e-7)
@@ -178,7 +178,7 @@ def test_compiled_selective_checkpointing_and_memory_budgets_keep_the_gradients(
     from torch.utils.checkpoint import CheckpointPolicy
 
     decisions = []
-    policy_of = modeling_fuscore.CHECKPOINTING_POLICIES["mlp"]
+    policy_of = acceleration_fuscore.CHECKPOINTING_POLICIES["mlp"]
 
     def recording(text_config):
         policy = policy_of(text_config)
@@ -191,7 +191,7 @@ def test_compiled_selective_checkpointing_and_memory_budgets_keep_the_gradients(
 
         return record
 
-    monkeypatch.setitem(modeling_fuscore.CHECKPOINTING_POLICIES, "mlp", recording)
+    monkeypatch.setitem(acceleration_fuscore.CHECKPOINTING_POLICIES, "mlp", recording)
     full, _, _ = train_step(images, num_layers=4)
     saved = {}
     for name, kwargs in (("budget0", dict(budget=0.0)), ("budget0.5", dict(budget=0.5)), ("budget1", dict(budget=1.0)),
@@ -206,7 +206,7 @@ def test_compiled_selective_checkpointing_and_memory_budgets_keep_the_gradients(
         # One compiled graph of the decoder layers' training call, shared by every layer; the vision blocks'
         # graphs from compile_blocks come beside it.
         if "budget" in name:
-            assert len(torch._dynamo.eval_frame._debug_get_cache_entry_list(modeling_fuscore._call_block.__code__)) == 1
+            assert len(torch._dynamo.eval_frame._debug_get_cache_entry_list(acceleration_fuscore._call_block.__code__)) == 1
         assert counters["stats"]["unique_graphs"] <= 3, (name, dict(counters["stats"]))
         model.gradient_checkpointing_disable()  # back to the blocks' own compiled code
         assert not any(layer._fuscore_training_call for layer in layers)

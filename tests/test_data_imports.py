@@ -72,7 +72,8 @@ def test_the_cycle_finder_finds_a_lazy_import_cycle(tmp_path):
     assert _cycle(_import_graph(tmp_path)) == ["a", "b", "a"]
 
 
-PROJECT_TOP_LEVEL = {"fuscore", "fuscore_data", "fuscore_metrics", "modeling_fuscore", "processing_fuscore",
+PROJECT_TOP_LEVEL = {"fuscore", "fuscore_data", "fuscore_metrics", "modeling_fuscore", "acceleration_fuscore",
+                     "processing_fuscore",
                      "pipeline_fuscore", "trainer_fuscore", "scoring_fuscore", "configuration_fuscore", "app", "handler"}
 # What the package headers (data/__init__.py, evaluate_metrics/__init__.py) allow each folder to use from the project.
 ALLOWED_PROJECT_IMPORTS = {

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import acceleration_fuscore
 import modeling_fuscore
 from conftest import REPO_ROOT
 from fuscore.tiny import build_tiny_model
@@ -48,14 +49,14 @@ def test_the_reason_names_an_old_gpu_a_float32_model_and_a_missing_torchao(bf16_
     cuda_weight = types.SimpleNamespace(device=torch.device("cuda:0"), dtype=torch.bfloat16)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
-    reason = modeling_fuscore._fp8_unsupported_reason(cuda_weight)
+    reason = acceleration_fuscore._fp8_unsupported_reason(cuda_weight)
     assert "NVIDIA A100-SXM4-80GB has compute capability 8.0" in reason and "8.9 or later" in reason
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    assert modeling_fuscore._fp8_unsupported_reason(cuda_weight) is None
+    assert acceleration_fuscore._fp8_unsupported_reason(cuda_weight) is None
     cuda_weight.dtype = torch.float32
-    assert "torch.float32" in modeling_fuscore._fp8_unsupported_reason(cuda_weight)
+    assert "torch.float32" in acceleration_fuscore._fp8_unsupported_reason(cuda_weight)
 
-    monkeypatch.setattr(modeling_fuscore, "_fp8_unsupported_reason", lambda weight: None)
+    monkeypatch.setattr(acceleration_fuscore, "_fp8_unsupported_reason", lambda weight: None)
     monkeypatch.setitem(sys.modules, "torchao", None)  # `import torchao...` now raises ImportError
     monkeypatch.setitem(sys.modules, "torchao.quantization", None)
     with pytest.warns(UserWarning, match=r"torchao could not be imported .*pip install torchao"):
@@ -68,7 +69,7 @@ def test_quantizes_the_decoder_linears_only_and_a_second_call_is_a_no_op(bf16_mo
     import torchao.quantization.quant_api as quant_api
 
     monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)
-    monkeypatch.setattr(modeling_fuscore, "_fp8_unsupported_reason", lambda weight: None)
+    monkeypatch.setattr(acceleration_fuscore, "_fp8_unsupported_reason", lambda weight: None)
     expected = np.array(bf16_model.score(images))
     head = bf16_model.lm_head.weight
     head_values = head.detach().clone()
@@ -186,7 +187,7 @@ def test_padded_batches_and_zero_weight_rows_stay_finite(monkeypatch):
     import torchao.quantization.quant_api as quant_api
 
     monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)
-    monkeypatch.setattr(modeling_fuscore, "_fp8_unsupported_reason", lambda weight: None)
+    monkeypatch.setattr(acceleration_fuscore, "_fp8_unsupported_reason", lambda weight: None)
     model = build_tiny_model("qwen3_vl", seed=3).to(torch.bfloat16).eval()
     pad = model.get_processor().tokenizer.pad_token_id
     with torch.no_grad():
@@ -205,4 +206,5 @@ def test_padded_batches_and_zero_weight_rows_stay_finite(monkeypatch):
 def test_loading_the_remote_code_never_requires_torchao():
     from transformers.dynamic_module_utils import get_imports
 
-    assert "torchao" not in get_imports(REPO_ROOT / "modeling_fuscore.py")
+    for name in ("modeling_fuscore.py", "acceleration_fuscore.py"):
+        assert "torchao" not in get_imports(REPO_ROOT / name)

@@ -661,16 +661,16 @@ def test_compile_auto_compiles_only_jobs_where_it_pays(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="variable-length flash attention runs on a GPU")
 def test_packed_vision_attention_on_segments_of_different_lengths_matches_the_loop():
     """On a GPU, images of different sizes in one batch go to `varlen_attn`: the same output as one call each."""
-    import modeling_fuscore
+    import acceleration_fuscore
 
     torch.manual_seed(0)
     lengths = [64, 196, 4, 300]
     heads, dim = 4, 72
     query, key, value = (torch.randn(1, heads, sum(lengths), dim, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     cu = torch.tensor([0, *np.cumsum(lengths)], device="cuda", dtype=torch.int32)
-    assert modeling_fuscore._takes_varlen(query, dim**-0.5)
-    packed, _ = modeling_fuscore.packed_vision_attention(None, query, key, value, scaling=dim**-0.5, cu_seq_lens_q=cu,
-                                                         max_length_q=max(lengths))
+    assert acceleration_fuscore._takes_varlen(query, dim**-0.5)
+    packed, _ = acceleration_fuscore.packed_vision_attention(None, query, key, value, scaling=dim**-0.5,
+                                                             cu_seq_lens_q=cu, max_length_q=max(lengths))
     loop = torch.cat([torch.nn.functional.scaled_dot_product_attention(q, k, v) for q, k, v in
                       zip(*(torch.split(t, lengths, dim=2) for t in (query, key, value)))], dim=2).transpose(1, 2)
     torch.testing.assert_close(packed, loop, atol=2e-2, rtol=2e-2)
