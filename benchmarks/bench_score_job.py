@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transformers  # noqa: E402
 
 from bench_speed import build_models, scratch_folder, write_images  # noqa: E402
-from fuscore.scoring_job import files_source, run_scoring_job  # noqa: E402
+from fuscore.scoring_job import run_scoring_job  # noqa: E402
+from fuscore.sources import files_source  # noqa: E402
 
 
 def cpu_name() -> str:

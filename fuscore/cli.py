@@ -164,7 +164,7 @@ def _check_output(output: Optional[str]) -> Optional[Path]:
 
 def _score_setup(args, state) -> tuple:
     """What `score` checks and loads before the job: the output, the items, the model and the dimensions."""
-    from fuscore import scoring_job
+    from fuscore import sources
 
     main_process = state.is_main_process
     output = _check_output(args.output)
@@ -177,7 +177,7 @@ def _score_setup(args, state) -> tuple:
         print(f"fuscore score: warning: the model reads the fused image only (input_mode 'fused'); {'/'.join(given)} "
               "ignored.", file=sys.stderr)
     loading = state.main_process_first if state.num_processes > 1 else None
-    source = scoring_job.open_source(
+    source = sources.open_source(
         args.images, ir=args.ir, vis=args.vis, image_column=args.image_column, ir_column=args.ir_column,
         vis_column=args.vis_column, split=args.split, streaming=args.streaming, recursive=args.recursive,
         use_sources=reads_sources, loading=loading, missing_sources_ok=args.on_error == "skip")
@@ -187,7 +187,7 @@ def _score_setup(args, state) -> tuple:
     if args.fp8:
         model.quantize_fp8()  # warns and keeps bf16 where float8 cannot run
     # `auto` reads the image sizes of a list of files; a dataset's are not read ahead, so it compiles.
-    listed = [item.fused for item in source.items] if isinstance(source, scoring_job.ListSource) else []
+    listed = [item.fused for item in source.items] if isinstance(source, sources.ListSource) else []
     _compile_if_asked(args, model, listed, len(dimensions))
     return output, source, model, dimensions
 
@@ -204,12 +204,13 @@ def _compile_if_asked(args, model, images, dimensions: int) -> None:
 
 def score_command(args) -> int:
     from fuscore import scoring_job
+    from fuscore.sources import SourceError
     from processing_fuscore import ImageInputError
 
     state = _process_state(args.device)
     try:
         output, source, model, dimensions = _score_setup(args, state)
-    except (OSError, ImageInputError, scoring_job.ScoringJobError, CommandLineInputError) as error:
+    except (OSError, ImageInputError, SourceError, scoring_job.ScoringJobError, CommandLineInputError) as error:
         if state.is_main_process:
             raise
         raise scoring_job.StoppedByFirstProcess(str(error)) from None  # every process meets it: one report
@@ -258,18 +259,18 @@ def _score_table(records: Sequence[dict], dimensions: Sequence[str]) -> str:
 
 # --------------------------------------------------------------------------------------------------- rank
 def rank_command(args) -> int:
-    from fuscore import ranking
+    from fuscore import ranking, sources
 
     ranking.check_output_folder(args.output_dir, args.overwrite)  # before any of the long work
     if args.manifest:
-        items = ranking.read_manifest(args.manifest)
+        items = sources.read_manifest(args.manifest)
         source = str(args.manifest)
     elif args.vifb is not None:
-        manifest = ranking.vifb_manifest_path(args.vifb or None)
-        items = ranking.read_manifest(manifest)
+        manifest = sources.vifb_manifest_path(args.vifb or None)
+        items = sources.read_manifest(manifest)
         source = f"VIFB ({manifest.parent})"
     else:
-        items = ranking.read_method_folders(args.folder, args.ir_dir, args.vis_dir)
+        items = sources.read_method_folders(args.folder, args.ir_dir, args.vis_dir)
         source = str(args.folder)
 
     labels = ranking.read_labels(args.labels, items) if args.labels else None
@@ -457,8 +458,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # --help and --version end here, before torch and transformers are imported
     from fuscore.export import ExportInputError
-    from fuscore.ranking import RankingInputError
     from fuscore.scoring_job import ScoringJobError, StoppedByFirstProcess, parts_folder, scored_rows
+    from fuscore.sources import SourceError
     from processing_fuscore import ImageInputError
 
     if args.command == "rank" and not args.folder and (args.ir_dir or args.vis_dir):
@@ -470,7 +471,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.run(args)
     except StoppedByFirstProcess:
         return USAGE_ERROR_EXIT  # the first process prints why
-    except (OSError, ImageInputError, ExportInputError, RankingInputError, ScoringJobError, CommandLineInputError) as error:
+    except (OSError, ImageInputError, ExportInputError, SourceError, ScoringJobError, CommandLineInputError) as error:
         print(f"fuscore {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR_EXIT
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ the comparison paired) and recomputes each method's mean and rank. The 95% inter
 resampled means and ranks.
 
 Inputs come from a manifest CSV (`pair, method, fused[, ir, vis]`, paths relative to the manifest), VIFB (whose
-manifest has that layout) or a folder laid out as `FOLDER/<method>/<pair>.<ext>`. Classical VIFB metrics
+manifest has that layout) or a folder laid out as `FOLDER/<method>/<pair>.<ext>`, read by `fuscore.sources`. Classical VIFB metrics
 (`fuscore_metrics.ivif_metrics`) and labels from a rating table can be put beside the scores.
 
 Outputs (`write_ranking_report`): `ranking.md`, `ranking.csv`, `scores.csv` (per image) and PNG plots, written as one
@@ -26,132 +26,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from fuscore import atomic
+from fuscore.sources import BenchmarkItem, SourceError
 
 
-# What Pillow reads as still images (an animated GIF is refused with its name when scored, not skipped here).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".avif", ".jp2",
-                    ".pgm", ".ppm", ".pnm")
-MANIFEST_COLUMNS = ("pair", "method", "fused")
 OVERALL = "overall"
 
 
-class RankingInputError(ValueError):
-    """A benchmark description (manifest row, folder layout, label table) that cannot be used; names the culprit."""
-
-
-@dataclass
-class BenchmarkItem:
-    """One fused image of the benchmark and where it came from."""
-
-    pair: str
-    method: str
-    fused: str
-    ir: Optional[str] = None
-    vis: Optional[str] = None
-    origin: str = ""  # "manifest.csv row 7" or the file path: what an error message should name
-
-
-# ----------------------------------------------------------------------------------------------------- inputs
-def list_images(folder: Path) -> list:
-    """Image files directly inside `folder`, sorted by name. Hidden files (such as the `._name.png` resource forks
-    macOS leaves on shared drives) are not images of the benchmark and are left out. A broken link with an image's
-    name is listed (it fails with its name when read) rather than skipped without a word."""
-    return sorted(path for path in folder.iterdir()
-                  if (path.is_file() or (path.is_symlink() and not path.exists()))
-                  and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."))
-
-
-def read_manifest(path) -> list:
-    """Reads a manifest CSV with columns `pair, method, fused` and optional `ir, vis` (paths relative to its folder).
-
-    Raises RankingInputError naming the row for a missing column value, a missing file or a repeated
-    (pair, method).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such manifest file.")
-    root = path.parent
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [name for name in MANIFEST_COLUMNS if name not in (reader.fieldnames or ())]
-        if missing:
-            raise RankingInputError(f"{path}: missing column(s) {missing}; a manifest needs pair, method, fused (and optionally ir, vis).")
-        rows = list(reader)
-    items = []
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
-        origin = f"{path} line {line}"
-        for name in MANIFEST_COLUMNS:
-            if not (row.get(name) or "").strip():
-                raise RankingInputError(f"{origin}: empty {name!r}.")
-        files = {}
-        for name in ("fused", "ir", "vis"):
-            value = (row.get(name) or "").strip()
-            if not value:
-                files[name] = None
-                continue
-            file = root / value
-            if not file.is_file():
-                raise FileNotFoundError(f"{origin}: {name} image {file} does not exist.")
-            files[name] = str(file)
-        items.append(BenchmarkItem(row["pair"].strip(), row["method"].strip(), files["fused"], files["ir"], files["vis"], origin))
-    if not items:
-        raise RankingInputError(f"{path}: the manifest has no rows.")
-    check_unique(items)
-    return items
-
-
-def vifb_manifest_path(vifb_dir=None) -> Path:
-    """VIFB's manifest: in `vifb_dir`, else where `fuscore_data` finds VIFB ($FUSCORE_VIFB_DIR or ../shared/data/vifb)."""
-    from fuscore_data.importers import VIFB_MANIFEST, default_vifb_dir
-
-    return Path(vifb_dir or default_vifb_dir()) / VIFB_MANIFEST
-
-
-def _match_source(folder: Optional[Path], stem: str, role: str, fused: Path) -> Optional[str]:
-    if folder is None:
-        return None
-    candidates = [folder / (stem + extension) for extension in IMAGE_EXTENSIONS]
-    candidates += [folder / (stem + extension.upper()) for extension in IMAGE_EXTENSIONS]
-    for candidate in candidates:
-        if candidate.is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"{fused}: no {role} source named {stem}.<ext> in {folder}.")
-
-
-def read_method_folders(folder, ir_dir=None, vis_dir=None) -> list:
-    """Items from `folder/<method>/<pair>.<ext>`; sources are `ir_dir/<pair>.<ext>` and `vis_dir/<pair>.<ext>`."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder.")
-    ir_folder, vis_folder = (Path(d) if d else None for d in (ir_dir, vis_dir))
-    for name, source_folder in (("--ir-dir", ir_folder), ("--vis-dir", vis_folder)):
-        if source_folder is not None and not source_folder.is_dir():
-            raise FileNotFoundError(f"{source_folder}: no such folder ({name}).")
-    excluded = {p.resolve() for p in (ir_folder, vis_folder) if p is not None}
-    items = []
-    for method_folder in sorted(p for p in folder.iterdir() if p.is_dir() and p.resolve() not in excluded):
-        for image in list_images(method_folder):
-            items.append(BenchmarkItem(
-                pair=image.stem, method=method_folder.name, fused=str(image),
-                ir=_match_source(ir_folder, image.stem, "infrared", image),
-                vis=_match_source(vis_folder, image.stem, "visible", image),
-                origin=str(image),
-            ))
-    if not items:
-        raise RankingInputError(f"{folder}: no images found in <method>/ subfolders (expected {folder}/<method>/<pair>.png).")
-    check_unique(items)
-    return items
-
-
-def check_unique(items: Sequence[BenchmarkItem]) -> None:
-    seen = {}
-    for item in items:
-        key = (item.pair, item.method)
-        if key in seen:
-            raise RankingInputError(f"{item.origin}: pair {item.pair!r} and method {item.method!r} already appear at {seen[key]}.")
-        seen[key] = item.origin
-
-
+# ----------------------------------------------------------------------------------------------------- labels
 def read_labels(table_path, items: Sequence[BenchmarkItem]) -> list:
     """The `mos` of each item from a rating table (matched on pair_id and method); None where the table has none."""
     import datasets
@@ -167,7 +48,7 @@ def read_labels(table_path, items: Sequence[BenchmarkItem]) -> list:
             labels[(str(pair), str(method))] = float(mos)
     matched = [labels.get((item.pair, item.method)) for item in items]
     if not any(value is not None for value in matched):
-        raise RankingInputError(
+        raise SourceError(
             f"{table_path}: no row matches the benchmark's (pair, method) pairs; e.g. the benchmark has "
             f"({items[0].pair!r}, {items[0].method!r}) and the table ({columns['pair_id'][0]!r}, {columns['method'][0]!r})."
         )
@@ -198,7 +79,7 @@ def _classical_for_item(item: BenchmarkItem, metrics):
         images = [np.asarray(Image.open(path)) for path in (item.fused, item.ir, item.vis)]
         return compute_ivif_metrics(*images, metrics=metrics)
     except (ValueError, OSError) as error:
-        raise RankingInputError(f"{item.origin}: classical metrics failed: {error}") from None
+        raise SourceError(f"{item.origin}: classical metrics failed: {error}") from None
 
 
 def classical_metrics(items: Sequence[BenchmarkItem], metrics: Optional[Sequence[str]] = None, workers: int = 1,
@@ -213,7 +94,7 @@ def classical_metrics(items: Sequence[BenchmarkItem], metrics: Optional[Sequence
 
     without_sources = [item.origin for item in items if not (item.ir and item.vis)]
     if without_sources:
-        raise RankingInputError(f"Classical metrics need the infrared and visible sources; {without_sources[0]} has none "
+        raise SourceError(f"Classical metrics need the infrared and visible sources; {without_sources[0]} has none "
                                 f"({len(without_sources)} items lack them). Give ir/vis columns or --ir-dir/--vis-dir.")
     names = list(metrics) if metrics else list(METRIC_NAMES)
     compute = partial(_classical_for_item, metrics=names)

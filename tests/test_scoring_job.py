@@ -546,7 +546,8 @@ def test_an_image_rewritten_under_its_name_is_scored_again_and_equals_a_fresh_jo
 
 
 def test_a_rewritten_image_in_a_partial_output_is_scored_again(models, tmp_path):
-    from fuscore.scoring_job import files_source, run_scoring_job
+    from fuscore.scoring_job import run_scoring_job
+    from fuscore.sources import files_source
 
     paths = _write_images(tmp_path / "images", 3)
     model = load_saved(models[0])
@@ -580,7 +581,8 @@ def test_progress_is_per_batch_and_an_interrupt_keeps_the_batches_scored(models,
     """One chunk of 6 images in batches of 2: the bar moves after each batch, and Ctrl-C during the third batch
     keeps the four images scored (a relaunch scores the other two and equals an uninterrupted job's rows)."""
     import fuscore.scoring_job as scoring_job
-    from fuscore.scoring_job import files_source, run_scoring_job
+    from fuscore.scoring_job import run_scoring_job
+    from fuscore.sources import files_source
 
     _write_images(tmp_path / "images", 6)
     model = load_saved(models[0])
@@ -612,7 +614,8 @@ def test_a_removed_job_folder_or_chunk_file_stops_the_job_instead_of_waiting(mod
     import shutil
 
     import fuscore.scoring_job as scoring_job
-    from fuscore.scoring_job import ScoringJobError, files_source, run_scoring_job
+    from fuscore.scoring_job import ScoringJobError, run_scoring_job
+    from fuscore.sources import files_source
 
     _write_images(tmp_path / "images", 3)
     model = load_saved(models[0])
@@ -707,13 +710,13 @@ def test_folders_list_gif_avif_and_broken_links_instead_of_skipping_them(models,
 
 
 def test_recursive_sources_are_matched_by_relative_path_and_shared_names_are_refused(tmp_path):
-    from fuscore.scoring_job import ScoringJobError, files_source
+    from fuscore.sources import SourceError, files_source
 
     for sub in ("a", "b"):
         _write_images(tmp_path / "fused" / sub, 1, prefix="x")
     _write_images(tmp_path / "ir", 1, prefix="x")
     _write_images(tmp_path / "vis", 1, prefix="x")
-    with pytest.raises(ScoringJobError, match="share the name x000.png: with --recursive their ir sources are "
+    with pytest.raises(SourceError, match="share the name x000.png: with --recursive their ir sources are "
                                               "matched by relative path"):
         files_source([str(tmp_path / "fused")], ir=str(tmp_path / "ir"), vis=str(tmp_path / "vis"), recursive=True)
     for sub in ("a", "b"):
