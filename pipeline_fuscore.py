@@ -2,7 +2,7 @@
 """The FuScore pipeline: `pipeline(model="org/fuscore", trust_remote_code=True)`.
 
 This file is Hub remote code: it imports only the standard library, transformers and its siblings
-`configuration_fuscore.py` and `scoring_fuscore.py` (the model and processor it drives come from the sibling files). An exported
+`configuration_fuscore.py`, `image_utils_fuscore.py` and `scoring_fuscore.py` (the model and processor it drives come from the sibling files). An exported
 FuScore folder declares the pipeline in its `config.json`:
 
     "custom_pipelines": {"fused-image-quality": {"impl": "pipeline_fuscore.FuScorePipeline", "pt": ["AutoModel"]}}
@@ -42,9 +42,9 @@ try:  # Hub remote code: the sibling files are part of the same dynamic module p
 except ImportError:  # A checkout or an installed FuScore: the siblings are top-level modules.
     from configuration_fuscore import DIMENSIONS, OVERALL
 try:
-    from .processing_fuscore import ImageInputError, load_image
+    from .image_utils_fuscore import ImageInputError, load_image
 except ImportError:
-    from processing_fuscore import ImageInputError, load_image
+    from image_utils_fuscore import ImageInputError, load_image
 try:
     from .scoring_fuscore import check_count, score_images
 except ImportError:

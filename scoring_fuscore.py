@@ -3,7 +3,7 @@
 trainer's evaluation.
 
 This file is Hub remote code: it imports only the standard library, torch, transformers and its siblings
-`configuration_fuscore.py` and `processing_fuscore.py`. It drives any FuScore model object (it needs the model's
+`configuration_fuscore.py` and `image_utils_fuscore.py`. It drives any FuScore model object (it needs the model's
 `forward`, `position_inputs`, `device` and `dtype`), so it never imports `modeling_fuscore.py`.
 """
 
@@ -19,9 +19,9 @@ import torch
 
 
 try:  # Hub remote code: the sibling file is part of the same dynamic module package.
-    from .processing_fuscore import image_size
+    from .image_utils_fuscore import image_size
 except ImportError:  # A checkout or an installed FuScore: the sibling is a top-level module.
-    from processing_fuscore import image_size
+    from image_utils_fuscore import image_size
 
 
 def check_count(value, argument: str, minimum: int = 1) -> int:

@@ -73,7 +73,7 @@ def test_the_cycle_finder_finds_a_lazy_import_cycle(tmp_path):
 
 
 PROJECT_TOP_LEVEL = {"fuscore", "fuscore_data", "fuscore_metrics", "modeling_fuscore", "acceleration_fuscore",
-                     "processing_fuscore",
+                     "processing_fuscore", "image_utils_fuscore",
                      "pipeline_fuscore", "trainer_fuscore", "scoring_fuscore", "configuration_fuscore", "app", "handler"}
 # What the package headers (data/__init__.py, evaluate_metrics/__init__.py) allow each folder to use from the project.
 ALLOWED_PROJECT_IMPORTS = {

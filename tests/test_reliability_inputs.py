@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
+import image_utils_fuscore
 import processing_fuscore
 from fuscore.tiny import build_tiny_model, build_tiny_tokenizer
 from fuscore_data import tables
@@ -262,7 +263,7 @@ def test_oversized_file_fails_before_decoding_with_the_size_and_the_fix(tmp_path
 
 
 def test_oversized_array_fails_with_the_limit(monkeypatch):
-    monkeypatch.setattr(processing_fuscore, "MAX_IMAGE_PIXELS", 32 * 32)
+    monkeypatch.setattr(image_utils_fuscore, "MAX_IMAGE_PIXELS", 32 * 32)
     with pytest.raises(ImageInputError, match=r"big-array: 40x40 pixels is over the limit of 1024 pixels"):
         load_image(np.zeros((40, 40, 3), dtype=np.uint8), source="big-array")
 
