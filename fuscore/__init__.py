@@ -8,7 +8,7 @@ never imports this package. This package builds on it: `objectives/` (the regist
 soft labels and losses, DESIGN sections 3-4), `training/` (the trainer's config, collator, samplers, loading and the
 `FuScoreTrainer` subclass that `trainer_fuscore.py` runs), `sources` (what is scored: image files and folders,
 manifests and datasets as items, the benchmark readers), `scoring_job` (sharded, resumable scoring of whole
-datasets, section 8), `reward`, `fusion_net` and `reward_finetune` (FuScore as a reward for fusion networks, section
+datasets, section 8) with `model_identity` (the model revision a job records), `reward`, `fusion_net` and `reward_finetune` (FuScore as a reward for fusion networks, section
 7), `ranking` and `cli` (the `fuscore` command), `export`, `hub`, `model_card` and `eval_results` (Hub-ready
 folders), `atomic` (the one whole-or-absent writer every file and folder goes through), `lora` and `tiny` (LoRA on the
 language model; tiny random-init models for tests). It may import the Hub layer, `fuscore_data` (data/) and

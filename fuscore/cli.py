@@ -204,6 +204,7 @@ def _compile_if_asked(args, model, images, dimensions: int) -> None:
 
 def score_command(args) -> int:
     from fuscore import scoring_job
+    from fuscore.model_identity import model_revision
     from fuscore.sources import SourceError
     from processing_fuscore import ImageInputError
 
@@ -216,7 +217,7 @@ def score_command(args) -> int:
         raise scoring_job.StoppedByFirstProcess(str(error)) from None  # every process meets it: one report
     result = scoring_job.run_scoring_job(
         model, source, dimensions, output, model_name=args.model,
-        model_revision=scoring_job.model_revision(args.model) if output else None, batch_size=args.batch_size,
+        model_revision=model_revision(args.model) if output else None, batch_size=args.batch_size,
         num_workers=_loader_workers(args, model), chunk_size=args.chunk_size, on_error=args.on_error,
         overwrite=args.overwrite, progress=True, state=state)
     if not result.complete:  # another process merges the output

@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 8 -m fuscore score images/ --output scores.parquet
     accelerate launch -m fuscore.cli score org/dataset --image-column fused --output scores.parquet
 
-A job is a list of items in input order with stable keys: the absolute path of each fused image for files (folders,
+A job is a list of items in input order (an `ItemSource` of `fuscore.sources`) with stable keys: the absolute path of each fused image for files (folders,
 image files, a manifest CSV), ``<split>/<row>`` for a `datasets` dataset. The input is cut into chunks of
 ``chunk_size`` consecutive items; chunk i belongs to process i mod N of an `accelerate launch` or `torchrun` (accelerate's
 ``PartialState`` gives the index and N), so the split is deterministic and needs no scheduler. Each chunk is scored by
@@ -35,11 +35,9 @@ The output (Parquet, loadable with ``datasets.load_dataset("parquet", data_files
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
-import platform
 import re
 import shutil
 import threading
@@ -53,6 +51,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fuscore import atomic
+from fuscore.model_identity import software_versions
 from fuscore.sources import ItemSource, JobItem, content_sha256, content_stat
 
 
@@ -80,48 +79,7 @@ class StoppedByFirstProcess(ScoringJobError):
     """Raised on the other processes when the first one refused to start the job (it reports the reason)."""
 
 
-# =================================================================================================== model identity
-def _file_fingerprint(path: Path, digest, sample_above: int = 256 << 20, blocks: int = 64, block: int = 1 << 16) -> None:
-    size = path.stat().st_size
-    digest.update(f"{path.name}:{size}:".encode())
-    with open(path, "rb") as handle:
-        if size <= sample_above:
-            for piece in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(piece)
-            return
-        # Large weight files: the header and 64 blocks spread over the file (any retraining changes them).
-        digest.update(handle.read(1 << 20))
-        for index in range(blocks):
-            handle.seek((size - block) * index // (blocks - 1))
-            digest.update(handle.read(block))
-
-
-def model_revision(name_or_path: str, cache_dir: Optional[str] = None) -> Optional[str]:
-    """What identifies the model's weights: the Hub commit of a repo id (its snapshot in the Hub cache), or for a
-    folder a SHA-256 fingerprint of its config, processor and weight files (the base's too for a LoRA adapter), so a
-    copy of the folder elsewhere is the same model and a retrained one is not."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for file in sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".model", ".txt")):
-            _file_fingerprint(file, digest)
-        adapter = path / "adapter_config.json"
-        if adapter.is_file():
-            base = json.loads(adapter.read_text()).get("base_model_name_or_path") or ""
-            digest.update(f"base:{model_revision(base) if base else ''}".encode())
-        return "sha256:" + digest.hexdigest()
-    try:
-        from transformers.utils import cached_file
-
-        config = cached_file(name_or_path, "config.json", cache_dir=cache_dir, _raise_exceptions_for_missing_entries=False)
-    except Exception:  # no cache entry and no network: the name alone identifies the model then
-        return None
-    if config is None:
-        return None
-    snapshot = Path(config).parent
-    return snapshot.name if snapshot.parent.name == "snapshots" else None
-
-
+# =================================================================================================== model checks
 def check_level_words(model) -> list:
     """The model's level words, checked against the token ids it reads (`configuration_fuscore.check_level_token_ids`,
     also for a processor attached by hand): a config.json whose words were edited without their ids would score with
@@ -133,18 +91,6 @@ def check_level_words(model) -> list:
     except LevelWordsError as error:
         raise ScoringJobError(str(error)) from None
     return list(model.config.level_words)
-
-
-def software_versions() -> dict:
-    from importlib import metadata
-
-    versions = {"python": platform.python_version()}
-    for package in ("fuscore", "torch", "transformers", "datasets", "accelerate", "pyarrow"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 # =================================================================================================== scoring

@@ -409,7 +409,7 @@ def test_model_revision_names_the_weights_not_the_path(models, tmp_path):
     import shutil
 
     from fuscore.hub import add_folder_to_hub_cache
-    from fuscore.scoring_job import model_revision
+    from fuscore.model_identity import model_revision
 
     copy = tmp_path / "elsewhere"
     shutil.copytree(models[0], copy)
