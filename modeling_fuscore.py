@@ -22,6 +22,7 @@ the folder's own copy of these files instead.
 import functools
 import inspect
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
