@@ -47,7 +47,6 @@ DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 DEFAULT_QUEUE_SIZE = 16
 DEFAULT_CONCURRENCY = 1
 DEFAULT_MAX_FILE_SIZE_MB = 100
-DIMENSION_ORDER = ("overall", "thermal_retention", "texture_preservation", "artifacts", "sharpness")
 DISPLAY_DECIMALS = 3
 # Best level green to worst red, in the model's level order (excellent .. bad for the default words).
 LEVEL_COLORS = ("#1a9850", "#91cf60", "#fee08b", "#fc8d59", "#d73027")
@@ -139,8 +138,8 @@ def check_image_pixels(upload, role: str, max_pixels: int) -> None:
 
 
 def model_dimensions(model) -> list:
-    known = list(model.get_processor().prompts)
-    return [dim for dim in DIMENSION_ORDER if dim in known] + [dim for dim in known if dim not in DIMENSION_ORDER]
+    """Every dimension the model has a prompt for, in FuScore's order (the one resolver's `"all"`)."""
+    return model.get_processor().resolve_dimensions("all")
 
 
 def format_value(value: float) -> str:

@@ -182,7 +182,8 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         processor: its `FuScoreProcessor`.
         fused: a list of images (paths, encoded bytes, PIL images or HxW[xC] arrays).
         ir, vis: lists of the matching sources (or None).
-        dimensions: names the processor has prompts for (see `configuration_fuscore.resolve_dimensions`).
+        dimensions: names the processor has prompts for, as its `resolve_dimensions` returns them (the caller's front
+            door resolves them once; this engine takes them as given).
         batch_size: items per forward pass.
         num_workers: decoding workers (threads on a GPU, DataLoader processes on the CPU).
         progress: show a progress bar.
@@ -198,7 +199,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     fused = list(fused)
     ir = _as_list(ir, len(fused), "ir")
     vis = _as_list(vis, len(fused), "vis")
-    dimensions = processor.resolve_dimensions(dimensions)
+    dimensions = list(dimensions)
     batch_size = check_count(batch_size, "batch_size")
     num_workers = check_count(num_workers, "num_workers", minimum=0)
     if processor.input_mode == "fused" and any(source is not None for source in ir + vis):

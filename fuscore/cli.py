@@ -93,19 +93,13 @@ def load_scoring_model(name_or_path: str, device: Optional[str] = None):
 
 
 def _dimensions(argument: str, model) -> list:
-    known = list(model.get_processor().prompts)
-    from modeling_fuscore import DIMENSIONS
-
-    ordered_known = [dim for dim in DIMENSIONS if dim in known] + [dim for dim in known if dim not in DIMENSIONS]
-    if argument == "all":
-        return ordered_known
-    requested = [name.strip() for name in argument.split(",") if name.strip()]
-    if not requested:
-        raise CommandLineInputError(f"--dimensions {argument!r} names no dimension; this model knows: {', '.join(ordered_known)} (or 'all').")
-    unknown = [name for name in requested if name not in known]
-    if unknown:
-        raise CommandLineInputError(f"--dimensions: unknown {unknown}; this model knows: {', '.join(ordered_known)} (or 'all').")
-    return list(dict.fromkeys(requested))
+    """`--dimensions` ("all" or comma-separated names) resolved once by the model's processor (the one resolver,
+    `configuration_fuscore.resolve_dimensions`)."""
+    requested = argument if argument == "all" else [name.strip() for name in argument.split(",") if name.strip()]
+    try:
+        return model.get_processor().resolve_dimensions(requested, argument="--dimensions")
+    except ValueError as error:
+        raise CommandLineInputError(str(error)) from None
 
 
 def _loader_workers(args, model) -> int:

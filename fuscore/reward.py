@@ -125,13 +125,8 @@ class FuScoreReward(nn.Module):
         super().__init__()
         if dimensions is None:
             dimensions = list(weights) if isinstance(weights, Mapping) else ["overall"]
-        self.dimensions = [dimensions] if isinstance(dimensions, str) else list(dimensions)
-        if not self.dimensions or len(set(self.dimensions)) != len(self.dimensions):
-            raise ValueError(f"dimensions must be distinct rating dimensions, got {self.dimensions}.")
         self.processor = processor or model.get_processor()
-        unknown = [name for name in self.dimensions if name not in self.processor.prompts]
-        if unknown:
-            raise ValueError(f"Unknown rating dimension(s) {unknown}; this model knows: {', '.join(self.processor.prompts)}.")
+        self.dimensions = self.processor.resolve_dimensions(dimensions)
         if weights is None:
             weights = [1.0] * len(self.dimensions)
         elif isinstance(weights, Mapping):
