@@ -25,7 +25,7 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from configuration_fuscore import SUB_DIMENSIONS
-from scoring_fuscore import _to_device
+from scoring_fuscore import to_device
 
 
 # EVAFusion (Liu et al., "Bridging Human Evaluation to Infrared and Visible Image Fusion", CVPR 2026) fine-tunes its
@@ -169,7 +169,7 @@ class FuScoreReward(nn.Module):
         batch = self.processor.tensor_inputs(fused, ir, vis, dimensions=self.dimensions)
         batch = {**batch, **self.model.position_inputs(batch)}
         pixel_values = batch.pop("pixel_values")
-        batch = _to_device(batch, fused.device)
+        batch = to_device(batch, fused.device)
         batch["pixel_values"] = pixel_values if self.bf16 else pixel_values.to(self.model.dtype)
         return batch
 
