@@ -35,7 +35,8 @@ from fuscore.atomic import remove_stale_temporaries, write_text
 from fuscore.hub import save_model_folder
 from fuscore.objectives import get_objective
 from fuscore.training.collator import FuScoreCollator, SyntheticScenes, weightless_copy
-from fuscore.training.config import DEMO_CONFIG, DEMO_MODEL, DataArguments, FuScoreTrainingConfig, ModelArguments
+from fuscore.hub import DEMO_MODEL
+from fuscore.training.config import DEMO_CONFIG, DataArguments, FuScoreTrainingConfig, ModelArguments
 from fuscore.training.loading import (
     check_output_dir,
     check_resume_settings,

@@ -50,12 +50,12 @@ import acceleration_fuscore  # noqa: E402
 from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, kernel_breakdown,  # noqa: E402
                          matmul_peak_tflops, scratch_folder, timed, write_images)
 from fuscore.atomic import write_text  # noqa: E402
+from fuscore.hub import DEMO_MODEL  # noqa: E402
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
 from scoring_fuscore import to_device  # noqa: E402
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_MODEL = REPO_ROOT / "fuscore" / "demo_model"
 DEFAULT_VIFB = REPO_ROOT.parent / "shared" / "data" / "vifb"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 TARGET_SPEEDUP, TARGET_SRCC, TARGET_MAX_DIFF = 1.4, 0.995, 0.05

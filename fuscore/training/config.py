@@ -8,13 +8,12 @@ from typing import Optional
 
 from transformers import TrainingArguments
 
+from fuscore.hub import DEMO_MODEL
 from fuscore.objectives import OBJECTIVE_REGISTRY, get_objective
 
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_ROOT.parent
-DEMO_MODEL = PACKAGE_ROOT / "demo_model"
-"""The shipped synthetic-trained checkpoint (installed with the package)."""
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 """The embedded demo's config: what `python trainer_fuscore.py` runs, and the base of arguments given without
 `--config` that name neither a model nor a table (a run that names one starts from the library's defaults)."""
