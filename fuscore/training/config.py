@@ -122,10 +122,10 @@ class FuScoreTrainingConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        get_objective(self.objective)  # an unknown name fails here, listing the known ones
+        record = get_objective(self.objective)  # an unknown name fails here, listing the known ones
         if self.pair_target_raters is not None and self.pair_target_raters < 1:
             raise ValueError(f"--pair_target_raters {self.pair_target_raters}: must be at least 1 (raters per MOS).")
-        if self.pair_target_raters is not None and "loss_within" not in get_objective(self.objective).terms:
+        if self.pair_target_raters is not None and "loss_within" not in record.terms:
             raise ValueError(f"--pair_target_raters applies to FuScore's Thurstone terms; objective "
                              f"{self.objective!r} has none (a peer's objective keeps its published targets).")
         if self.uncheckpointed_layers < 0:
