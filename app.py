@@ -29,7 +29,6 @@ import argparse
 import base64
 import binascii
 import html
-import importlib.util
 import io
 import os
 import warnings
@@ -42,12 +41,11 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
-DEMO_MODEL_NAME = "fuscore/demo_model"
+DEMO_MODEL_NAME = "fuscore/demo_model"  # how the page names the demo (its path: fuscore.hub.DEMO_MODEL)
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 DEFAULT_QUEUE_SIZE = 16
 DEFAULT_CONCURRENCY = 1
 DEFAULT_MAX_FILE_SIZE_MB = 100
-DIMENSION_ORDER = ("overall", "thermal_retention", "texture_preservation", "artifacts", "sharpness")
 DISPLAY_DECIMALS = 3
 # Best level green to worst red, in the model's level order (excellent .. bad for the default words).
 LEVEL_COLORS = ("#1a9850", "#91cf60", "#fee08b", "#fc8d59", "#d73027")
@@ -63,84 +61,37 @@ SCORE_COLUMNS = ("dimension", "score", "uncertainty")
 
 
 def load_model(name_or_path: str):
-    """The one place the app loads its model: with FuScore's own classes where FuScore is installed (no code from the
-    model folder runs, and the shipped demo folder holds none), else as the model repo's remote code (a Space that
-    has only the model repo)."""
+    """The one place the app loads its model: with FuScore's own loader (`fuscore.hub.load_model`: no code from the
+    model folder runs, and the shipped demo folder holds none) where FuScore is installed, else as the model repo's
+    remote code (a Space that has only the model repo)."""
     try:
-        from modeling_fuscore import FuScoreForQuality
+        from fuscore.hub import load_model as load_fuscore_model
     except ImportError:
         from transformers import AutoModel
 
         return AutoModel.from_pretrained(name_or_path, trust_remote_code=True).eval()
-    return FuScoreForQuality.from_pretrained(name_or_path).eval()
+    return load_fuscore_model(name_or_path)
 
 
 def default_model_path() -> str:
-    """The shipped demo checkpoint: `fuscore/demo_model` beside this file (a checkout), else in an installed FuScore.
-
-    Resolved from this file, not from the working folder, so `python path/to/app.py` started anywhere finds it
-    instead of taking the relative name for a Hub repo id.
-    """
-    candidates = [Path(__file__).resolve().parent / DEMO_MODEL_NAME]
-    spec = importlib.util.find_spec("fuscore")  # locates an installed package without importing it
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [Path(location) / "demo_model" for location in spec.submodule_search_locations]
-    for candidate in candidates:
-        if (candidate / "config.json").is_file():
-            return str(candidate)
+    """The shipped demo checkpoint (`fuscore.hub.DEMO_MODEL`, beside this file in a checkout, else in an installed
+    FuScore): resolved from the package, not from the working folder, so `python path/to/app.py` started anywhere
+    finds it instead of taking the relative name for a Hub repo id."""
+    try:
+        from fuscore.hub import DEMO_MODEL
+    except ImportError:
+        DEMO_MODEL = None
+    if DEMO_MODEL is not None and (DEMO_MODEL / "config.json").is_file():
+        return str(DEMO_MODEL)
     raise FileNotFoundError(
-        f"The shipped demo checkpoint is not in {candidates[0]} nor in an installed FuScore; pass --model "
+        f"The shipped demo checkpoint is not in {DEMO_MODEL or 'an installed FuScore'}; pass --model "
         "(or set FUSCORE_MODEL) to a FuScore model folder or Hub repo id."
     )
 
 
-def image_input(label: str, elem_id: str) -> gr.Image:
-    """An image upload; its event runs with `preprocess=False`, so the function gets the upload as sent (see
-    `uploaded_file`): `gr.Image` would open every upload with Pillow first, even with `type="filepath"`, and a text
-    file named .png or a decompression bomb would fail there with Gradio's generic error."""
-    return gr.Image(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"], elem_id=elem_id)
-
-
-def uploaded_file(payload):
-    """The uploaded file's path (or a pasted data URL's bytes) from an image input's unprocessed value."""
-    if payload is None:
-        return None
-    url = payload.get("url") or ""
-    if url.startswith("data:"):
-        try:
-            return base64.b64decode(url.split(",", 1)[1], validate=True)
-        except (IndexError, binascii.Error, ValueError):
-            raise gr.Error("The pasted image is not valid base64 image data.") from None
-    if not payload.get("path"):
-        raise gr.Error("The upload did not arrive: try again.")
-    return str(payload["path"])
-
-
-def check_image_pixels(upload, role: str, max_pixels: int) -> None:
-    """Refuses an upload with more than `max_pixels` pixels, from its header (Pillow's lazy open decodes nothing).
-
-    A file Pillow cannot open at all is left to FuScore's loader, which says what is wrong with it.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(upload) if isinstance(upload, bytes) else upload) as image:
-                width, height = image.size
-    except Image.DecompressionBombError:  # Pillow refuses to open more than twice its MAX_IMAGE_PIXELS
-        raise gr.Error(f"The {role} has more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels, over this app's "
-                       f"limit of {max_pixels:,} pixels: downscale it and upload it again.") from None
-    except Exception:  # noqa: BLE001 - not openable: FuScore's loader reports it with its own message
-        return
-    if width * height > max_pixels:
-        raise gr.Error(
-            f"The {role} is {width}x{height} = {width * height:,} pixels, over this app's limit of {max_pixels:,} "
-            "pixels (the model would shrink it anyway): downscale it and upload it again."
-        )
-
-
 def model_dimensions(model) -> list:
-    known = list(model.get_processor().prompts)
-    return [dim for dim in DIMENSION_ORDER if dim in known] + [dim for dim in known if dim not in DIMENSION_ORDER]
+    """Every dimension the model has a prompt for, in FuScore's order (the one resolver's `"all"`)."""
+    return model.get_processor().resolve_dimensions("all")
 
 
 def format_value(value: float) -> str:

@@ -31,7 +31,7 @@ result equals `model.score`'s at batch size `n * dimensions`.
 """
 
 import os
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -88,6 +88,7 @@ class FuScorePipeline(Pipeline):
         # tensors, only decoded images, so nothing is padded by it.
         self.tokenizer = self.processor.tokenizer
         self.level_words = list(self.model.config.level_words)
+        self._default_dimensions = self._resolve_dimensions("all")
 
     def save_pretrained(self, save_directory, **kwargs):
         """The model's folder (`FuScoreForQuality.save_pretrained`: weights, code files, pipeline registration) with the
@@ -100,13 +101,14 @@ class FuScorePipeline(Pipeline):
     def _sanitize_parameters(self, dimensions: Union[str, Sequence[str], None] = None, **unused):
         if unused:
             raise TypeError(f"FuScorePipeline got unexpected arguments: {', '.join(sorted(unused))}.")
-        preprocess_params = {}
-        if dimensions is not None:
-            preprocess_params["dimensions"] = dimensions
+        # Resolved once per call (or once at build time), not once per input.
+        preprocess_params = {} if dimensions is None else {"dimensions": self._resolve_dimensions(dimensions)}
         return preprocess_params, {}, {}
 
     def _resolve_dimensions(self, dimensions) -> tuple:
-        requested = self.processor.resolve_dimensions(dimensions)
+        # transformers' __init__ reads the build-time arguments before this class's __init__ sets the processor.
+        processor = getattr(self, "processor", None) or self.model.get_processor()
+        requested = processor.resolve_dimensions(dimensions)
         # Overall first, then FuScore's dimensions in their usual order, then any custom ones; each once.
         ordered = [OVERALL] + [name for name in DIMENSIONS if name in requested]
         return tuple(dict.fromkeys(ordered + requested))
@@ -120,7 +122,7 @@ class FuScorePipeline(Pipeline):
                                     postprocess_params)
 
     # ----------------------------------------------------------------- stages
-    def preprocess(self, inputs: Any, dimensions=None) -> dict:
+    def preprocess(self, inputs: Any, dimensions: Optional[tuple] = None) -> dict:
         """One input -> its decoded images (`load_image`, so a bad file fails here with its name, in a DataLoader
         worker when `num_workers` is set) and the dimensions to score."""
         if isinstance(inputs, dict) and not _is_datasets_image(inputs):
@@ -136,7 +138,7 @@ class FuScorePipeline(Pipeline):
             "fused": _decode(fused, "fused"),
             "ir": None if ir is None else _decode(ir, "ir"),
             "vis": None if vis is None else _decode(vis, "vis"),
-            "dimensions": self._resolve_dimensions(dimensions),
+            "dimensions": dimensions or self._default_dimensions,
         }
 
     def _forward(self, model_inputs: dict) -> dict:

@@ -182,7 +182,8 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         processor: its `FuScoreProcessor`.
         fused: a list of images (paths, encoded bytes, PIL images or HxW[xC] arrays).
         ir, vis: lists of the matching sources (or None).
-        dimensions: names the processor has prompts for (see `configuration_fuscore.resolve_dimensions`).
+        dimensions: names the processor has prompts for, as its `resolve_dimensions` returns them (the caller's front
+            door resolves them once; this engine takes them as given).
         batch_size: items per forward pass.
         num_workers: decoding workers (threads on a GPU, DataLoader processes on the CPU).
         progress: show a progress bar.
@@ -198,7 +199,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     fused = list(fused)
     ir = _as_list(ir, len(fused), "ir")
     vis = _as_list(vis, len(fused), "vis")
-    dimensions = processor.resolve_dimensions(dimensions)
+    dimensions = list(dimensions)
     batch_size = check_count(batch_size, "batch_size")
     num_workers = check_count(num_workers, "num_workers", minimum=0)
     if processor.input_mode == "fused" and any(source is not None for source in ir + vis):
@@ -271,7 +272,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         if on_gpu and "position_ids" in batch:
             # Collated batches are right-padded: the decoder needs no padding mask (`forward`'s `right_padded`).
             batch["right_padded"] = True
-        batch = _to_device(batch, model.device)
+        batch = to_device(batch, model.device)
         batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
         return batch, positions
 
@@ -336,11 +337,11 @@ def _evaluating(model):
                 _SCORING_CALLS[model] = (calls - 1, was_training)
 
 
-def _to_device(value, device):
+def to_device(value, device):
     """Moves the tensors of a batch (nested mappings included, a `BatchFeature` too) to `device`; to a GPU from pinned
     memory, asynchronously."""
     if isinstance(value, Mapping):
-        return {key: _to_device(item, device) for key, item in value.items()}
+        return {key: to_device(item, device) for key, item in value.items()}
     if not torch.is_tensor(value):
         return value
     if device.type == "cuda" and value.device.type == "cpu":
@@ -420,4 +421,4 @@ def _in_background_thread(iterable, depth: int = 2):
 
 
 __all__ = ["COMPILE_PAYS_FROM_VISUAL_TOKENS", "MAX_BATCH_PADDING", "compile_for_job", "compile_pays", "image_tokens",
-           "plan_batches", "score_images"]
+           "plan_batches", "score_images", "to_device"]

@@ -35,7 +35,8 @@ from fuscore.atomic import remove_stale_temporaries, write_text
 from fuscore.hub import save_model_folder
 from fuscore.objectives import get_objective
 from fuscore.training.collator import FuScoreCollator, SyntheticScenes, weightless_copy
-from fuscore.training.config import DEMO_CONFIG, DEMO_MODEL, DataArguments, FuScoreTrainingConfig, ModelArguments
+from fuscore.hub import DEMO_MODEL
+from fuscore.training.config import DEMO_CONFIG, DataArguments, FuScoreTrainingConfig, ModelArguments
 from fuscore.training.loading import (
     check_output_dir,
     check_resume_settings,
@@ -207,7 +208,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
             raise ValueError("--synthetic_stream needs --max_steps: the stream has no end.")
         train_data = SyntheticScenes(train_data, training_args.images_per_pair)
     check_tables(train_data, eval_data, data_args, training_args)
-    collator = FuScoreCollator(processor, model.config.level_values, training_args.objective, training_args.sigma_min,
+    collator = FuScoreCollator(processor, model.config.level_values, objective, training_args.sigma_min,
                                data_args.dimension, position_model=weightless_copy(fuscore_model),
                                pair_target_raters=training_args.pair_target_raters)
     trainer = FuScoreTrainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,

@@ -70,6 +70,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import numpy as np  # noqa: E402
 
+from fuscore.hub import DEMO_MODEL  # noqa: E402
+
 
 # key -> (label, training options, label source). Options are FuScoreTrainingConfig fields.
 ROWS = {
@@ -107,7 +109,6 @@ METRICS = (("accuracy_truth", "within-pair accuracy (truth)"), ("srcc_within_tru
            ("srcc_truth", "SRCC (truth)"), ("accuracy_mos", "within-pair accuracy (MOS)"),
            ("mean_pred_sd", "mean predicted sd"))
 TERMS = ("loss_dist", "loss_within", "loss_cross")
-DEMO_MODEL = REPO_ROOT / "fuscore" / "demo_model"
 RESULTS_JSON = REPO_ROOT / "benchmarks" / "results_ablation.json"
 RESULTS_MD = REPO_ROOT / "benchmarks" / "RESULTS_ablation.md"
 DEFAULT_OUTPUT = REPO_ROOT / "outputs" / "ablation"

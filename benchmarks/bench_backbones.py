@@ -107,7 +107,7 @@ def plain_pass(base, processor, paths, batch_size: int, device) -> None:
     """The base model's batched forward over `paths` in input order, processor serial, left-padded, last logits."""
     from bench_mixed_sizes import left_padded
 
-    from scoring_fuscore import _to_device
+    from scoring_fuscore import to_device
 
     visual = base.model.visual.config
     attention, visual._attn_implementation = visual._attn_implementation, "sdpa"  # the base model's own vision attention
@@ -115,7 +115,7 @@ def plain_pass(base, processor, paths, batch_size: int, device) -> None:
         with torch.inference_mode():
             for start in range(0, len(paths), batch_size):
                 batch = processor.collate([processor.prepare_sample(path) for path in paths[start : start + batch_size]])
-                batch = _to_device(left_padded(batch), device)
+                batch = to_device(left_padded(batch), device)
                 batch["pixel_values"] = batch["pixel_values"].to(base.dtype)
                 base(**batch, logits_to_keep=1, use_cache=False).logits.float().cpu()
     finally:

@@ -50,12 +50,12 @@ import acceleration_fuscore  # noqa: E402
 from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, kernel_breakdown,  # noqa: E402
                          matmul_peak_tflops, scratch_folder, timed, write_images)
 from fuscore.atomic import write_text  # noqa: E402
+from fuscore.hub import DEMO_MODEL  # noqa: E402
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
-from scoring_fuscore import _to_device  # noqa: E402
+from scoring_fuscore import to_device  # noqa: E402
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_MODEL = REPO_ROOT / "fuscore" / "demo_model"
 DEFAULT_VIFB = REPO_ROOT.parent / "shared" / "data" / "vifb"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 TARGET_SPEEDUP, TARGET_SRCC, TARGET_MAX_DIFF = 1.4, 0.995, 0.05
@@ -178,7 +178,7 @@ def speed_benchmark(args, device, results: dict) -> None:
     for batch_paths in batches:
         batch = dict(processor(batch_paths))
         batch.update(model.position_inputs(batch))
-        batch = _to_device(batch, device)
+        batch = to_device(batch, device)
         batch["pixel_values"] = batch["pixel_values"].to(dtype)
         prepared.append(batch)
     images = sum(len(b) for b in batches)

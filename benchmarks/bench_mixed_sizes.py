@@ -53,7 +53,7 @@ import transformers  # noqa: E402
 from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, image_processor_for,  # noqa: E402
                          matmul_peak_tflops, scratch_folder, timed, write_images)
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
-from scoring_fuscore import _to_device, compile_pays, image_tokens, plan_batches  # noqa: E402
+from scoring_fuscore import to_device, compile_pays, image_tokens, plan_batches  # noqa: E402
 
 
 # (benchmark, share of the workload, native size or None for VIFB's own files)
@@ -247,7 +247,7 @@ def mode_rows(mode, base, fused_model, samples, uniform, args, device, dtype, pe
         images = {"fused": [s[0] for s in batch_samples]}
         if mode == "fused_ir_vis":
             images.update(ir=[s[1] for s in batch_samples], vis=[s[2] for s in batch_samples])
-        batch = _to_device(left_padded(model.processor(**images)), device)
+        batch = to_device(left_padded(model.processor(**images)), device)
         batch["pixel_values"] = batch["pixel_values"].to(dtype)
         logits = base(**batch, logits_to_keep=1).logits[:, -1, level_ids].float()
         return logits.softmax(-1) @ values

@@ -31,7 +31,7 @@ import transformers  # noqa: E402
 
 from bench_speed import build_models, scratch_folder, synchronize, write_images  # noqa: E402
 from fuscore.reward import FuScoreReward  # noqa: E402
-from scoring_fuscore import _to_device  # noqa: E402
+from scoring_fuscore import to_device  # noqa: E402
 
 
 def measure(step, device, steps: int, rounds: int, images_per_step: int) -> dict:
@@ -97,7 +97,7 @@ def main():
                                  device, 1, args.rounds, len(paths))
     batch = processor(paths[: args.batch_size])
     batch = {**batch, **model.position_inputs(batch)}
-    batch = _to_device(batch, device)
+    batch = to_device(batch, device)
     batch["pixel_values"] = batch["pixel_values"].to(dtype)
 
     def engine_forward():

@@ -52,7 +52,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText  # noqa: E402
 from fuscore.objectives import compute_objective, label_for_objective  # noqa: E402
 from fuscore.tiny import build_tiny_tokenizer, tiny_base_config  # noqa: E402
 from modeling_fuscore import FuScoreConfig, FuScoreForQuality  # noqa: E402
-from scoring_fuscore import _to_device  # noqa: E402
+from scoring_fuscore import to_device  # noqa: E402
 
 
 def qwen3_vl_8b_config(tokenizer):
@@ -239,7 +239,7 @@ def scoring_benchmark(args, device, dtype, results: dict) -> tuple:
         print(f"{key}: {img_s:.1f} img/s ({results[f'{key}_fraction_of_peak']:.1%} of peak)", flush=True)
 
     def to_device(batch):
-        batch = _to_device(batch, device)  # the engine's own upload (nested vision inputs included)
+        batch = to_device(batch, device)  # the engine's own upload (nested vision inputs included)
         batch["pixel_values"] = batch["pixel_values"].to(dtype)
         return batch
 
@@ -440,7 +440,7 @@ def train_benchmark(args, device, dtype, paths, flops, peak, run_results: dict) 
     batch = {key: value.to(device) for key, value in processor(paths[:batch_size]).items()}
     batch["pixel_values"] = batch["pixel_values"].to(dtype)
     # The RoPE ids and the vision tower's positions computed on the CPU, as the trainer's collator does.
-    positions = _to_device(model.position_inputs({key: value.cpu() for key, value in batch.items()}), device)
+    positions = to_device(model.position_inputs({key: value.cpu() for key, value in batch.items()}), device)
     results = {"train_batch": batch_size}
 
     peft_model = add_language_model_lora(model, r=64, alpha=128, dropout=0.0)

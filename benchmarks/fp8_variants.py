@@ -48,7 +48,7 @@ from bench_speed import (build_models, count_flops_per_image, matmul_peak_tflops
                          write_images)
 from fuscore.atomic import write_text  # noqa: E402
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
-from scoring_fuscore import _to_device  # noqa: E402
+from scoring_fuscore import to_device  # noqa: E402
 
 # name: (decoder layers: "all" / "mlp", vision tower: None / "blocks" / "all", fast accumulation, torchao's inductor settings)
 VARIANTS = {
@@ -135,7 +135,7 @@ def speed_part(args, device, results: dict) -> None:
     for start in range(0, len(paths), args.batch_size):
         batch = dict(processor(paths[start : start + args.batch_size]))
         batch.update(model.position_inputs(batch))
-        batch = _to_device(batch, device)
+        batch = to_device(batch, device)
         batch["pixel_values"] = batch["pixel_values"].to(dtype)
         prepared.append(batch)
     images = len(paths)

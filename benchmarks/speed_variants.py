@@ -35,7 +35,7 @@ from transformers import AutoModelForImageTextToText  # noqa: E402
 from fuscore.objectives import compute_objective, label_for_objective  # noqa: E402
 from fuscore.tiny import build_tiny_tokenizer, tiny_base_config  # noqa: E402
 from modeling_fuscore import FuScoreConfig, FuScoreForQuality  # noqa: E402
-from scoring_fuscore import _to_device  # noqa: E402
+from scoring_fuscore import to_device  # noqa: E402
 
 
 def build(args, device, dtype):
@@ -345,7 +345,7 @@ def training_part(args, device, dtype, results):
         batch.update(model.position_inputs(batch))
     else:
         batch["position_ids"] = model.rope_position_ids(batch)
-    batch = _to_device(batch, device)
+    batch = to_device(batch, device)
     batch["pixel_values"] = batch["pixel_values"].to(dtype)
 
     peft_model = add_language_model_lora(model, r=64, alpha=128, dropout=0.0)

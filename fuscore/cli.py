@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 from fuscore.scoring_job import DEFAULT_CHUNK_SIZE  # pyarrow, not torch: `--help` stays fast
 
 
-DEFAULT_MODEL = str(Path(__file__).resolve().parent / "demo_model")
+DEFAULT_MODEL = str(Path(__file__).resolve().parent / "demo_model")  # fuscore.hub.DEMO_MODEL (hub imports torch-free but not instantly)
 USAGE_ERROR_EXIT = 2
 SOME_ITEMS_FAILED_EXIT = 1
 INTERRUPTED_EXIT = 130
@@ -47,65 +47,20 @@ def resolve_device(requested: Optional[str]) -> str:
 
 
 def load_scoring_model(name_or_path: str, device: Optional[str] = None):
-    """A FuScore model (folder, Hub id or LoRA adapter folder) with its processor, on `device`.
+    """`--model` loaded by the library's one loader (`fuscore.hub.load_model`), on `device`."""
+    from fuscore.hub import load_model
 
-    The checkout's classes are used and no code from the model folder runs: a folder that is not a FuScore model is
-    refused from its config alone, and errors such as `ImageInputError` are the project's own.
-    """
-    from fuscore.export import check_fuscore_config, load_fuscore_processor
-    from modeling_fuscore import FuScoreForQuality
-
-    local = Path(name_or_path)
-    if not local.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1):
-        raise FileNotFoundError(f"{name_or_path}: no such model folder (and not a Hub repo id of the form org/name).")
-    adapter_config = local / "adapter_config.json"
-    if adapter_config.is_file():
-        base = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or ""
-        check_fuscore_config(base, f"--model {name_or_path} (the adapter's base model)")
-    else:
-        check_fuscore_config(name_or_path, f"--model {name_or_path}")
-    from fuscore.export import NotAFuScoreModelError
-
-    try:
-        if adapter_config.is_file():
-            model = FuScoreForQuality.from_pretrained(name_or_path, dtype="auto")
-        else:
-            model, info = FuScoreForQuality.from_pretrained(name_or_path, dtype="auto", output_loading_info=True)
-            missing = list(info.get("missing_keys") or [])
-            if missing:  # a weight file of another model, or none: its tensors would be random, its scores too
-                raise NotAFuScoreModelError(
-                    f"--model {name_or_path}: its weights lack {len(missing)} of the model's tensors (e.g. "
-                    f"{missing[0]}); the folder's weight file is not this model's. Use a folder written by "
-                    "FuScoreForQuality.save_pretrained, the trainer or fuscore export.")
-        # An adapter folder has no processor files; its base (where the weights came from) has them.
-        model.processor = load_fuscore_processor(model.config._name_or_path if adapter_config.is_file() else name_or_path)
-    except NotAFuScoreModelError:
-        raise
-    except Exception as error:  # noqa: BLE001 - a damaged or foreign model folder: one line naming it, exit 2
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise NotAFuScoreModelError(f"--model {name_or_path}: cannot load the model ({type(error).__name__}: "
-                                    f"{first_line}). The folder is damaged or incomplete (a truncated weight file?); "
-                                    "write it again or use another.") from None
-    from fuscore.scoring_job import check_level_words
-
-    check_level_words(model)  # before any scoring: words and token ids must agree
-    return model.to(resolve_device(device)).eval()
+    return load_model(name_or_path, label=f"--model {name_or_path}").to(resolve_device(device)).eval()
 
 
 def _dimensions(argument: str, model) -> list:
-    known = list(model.get_processor().prompts)
-    from modeling_fuscore import DIMENSIONS
-
-    ordered_known = [dim for dim in DIMENSIONS if dim in known] + [dim for dim in known if dim not in DIMENSIONS]
-    if argument == "all":
-        return ordered_known
-    requested = [name.strip() for name in argument.split(",") if name.strip()]
-    if not requested:
-        raise CommandLineInputError(f"--dimensions {argument!r} names no dimension; this model knows: {', '.join(ordered_known)} (or 'all').")
-    unknown = [name for name in requested if name not in known]
-    if unknown:
-        raise CommandLineInputError(f"--dimensions: unknown {unknown}; this model knows: {', '.join(ordered_known)} (or 'all').")
-    return list(dict.fromkeys(requested))
+    """`--dimensions` ("all" or comma-separated names) resolved once by the model's processor (the one resolver,
+    `configuration_fuscore.resolve_dimensions`)."""
+    requested = argument if argument == "all" else [name.strip() for name in argument.split(",") if name.strip()]
+    try:
+        return model.get_processor().resolve_dimensions(requested, argument="--dimensions")
+    except ValueError as error:
+        raise CommandLineInputError(str(error)) from None
 
 
 def _loader_workers(args, model) -> int:
@@ -148,15 +103,12 @@ def _model_input_mode(name_or_path: str) -> str:
 
 
 def _check_output(output: Optional[str]) -> Optional[Path]:
-    from fuscore.scoring_job import OUTPUT_FORMATS
+    from fuscore.scoring_job import check_output_name
 
     if output is None:
         return None
     path = Path(output)
-    if path.is_dir():
-        raise CommandLineInputError(f"--output {path} is a folder; give a file name ending in {', '.join(OUTPUT_FORMATS)}.")
-    if path.suffix.lower() not in OUTPUT_FORMATS:
-        raise CommandLineInputError(f"--output {path}: the name must end in {', '.join(OUTPUT_FORMATS)}.")
+    check_output_name(path)
     if path.parent.exists() and not path.parent.is_dir():
         raise CommandLineInputError(f"--output {path}: {path.parent} is not a folder.")
     return path

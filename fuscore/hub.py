@@ -23,6 +23,8 @@ from huggingface_hub.constants import HF_HUB_CACHE
 from fuscore.atomic import AtomicWriteError, atomic_folder, write_text
 
 PathLike = Union[str, os.PathLike]
+DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
+"""The shipped synthetic-trained demo checkpoint (installed with the package): the one definition of its path."""
 # What `save_pretrained` writes into a model folder that the code files do not cover.
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
@@ -196,3 +198,56 @@ def add_folder_to_hub_cache(folder, repo_id: str, cache_dir: Optional[str] = Non
             shutil.copytree(folder, staging, dirs_exist_ok=True)
     write_text(repo_folder / "refs" / revision, commit)
     return snapshot
+
+
+def load_model(name_or_path: PathLike = DEMO_MODEL, *, label: Optional[str] = None, **from_pretrained_kwargs):
+    """The one loader of a FuScore model to score with: a saved folder, a Hub repo id, a LoRA adapter folder (its base
+    from `adapter_config.json`) or, by default, the shipped demo (`DEMO_MODEL`), with its processor, in eval mode.
+
+    The checkout's classes are used and no code from the model folder runs: a folder that is not a FuScore model is
+    refused from its config alone, a weight file that lacks the model's tensors is refused, and the level words are
+    checked against the tokenizer before any scoring. `label` names the model in error messages (the CLI passes
+    `--model <name>`); `from_pretrained_kwargs` (default `dtype="auto"`) go to `from_pretrained`.
+
+    Raises:
+        FileNotFoundError: no such folder, and not a Hub repo id.
+        fuscore.export.NotAFuScoreModelError: not a FuScore model, or a damaged one (one line naming it).
+    """
+    from fuscore.export import NotAFuScoreModelError, check_fuscore_config, load_fuscore_processor
+    from fuscore.scoring_job import check_level_words
+    from modeling_fuscore import FuScoreForQuality
+
+    name_or_path = os.fspath(name_or_path)
+    label = label or name_or_path
+    from_pretrained_kwargs.setdefault("dtype", "auto")
+    local = Path(name_or_path)
+    if not local.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1):
+        raise FileNotFoundError(f"{name_or_path}: no such model folder (and not a Hub repo id of the form org/name).")
+    adapter_config = local / "adapter_config.json"
+    if adapter_config.is_file():
+        base = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or ""
+        check_fuscore_config(base, f"{label} (the adapter's base model)")
+    else:
+        check_fuscore_config(name_or_path, label)
+    try:
+        if adapter_config.is_file():
+            model = FuScoreForQuality.from_pretrained(name_or_path, **from_pretrained_kwargs)
+        else:
+            model, info = FuScoreForQuality.from_pretrained(name_or_path, output_loading_info=True, **from_pretrained_kwargs)
+            missing = list(info.get("missing_keys") or [])
+            if missing:  # a weight file of another model, or none: its tensors would be random, its scores too
+                raise NotAFuScoreModelError(
+                    f"{label}: its weights lack {len(missing)} of the model's tensors (e.g. {missing[0]}); the folder's "
+                    "weight file is not this model's. Use a folder written by FuScoreForQuality.save_pretrained, the "
+                    "trainer or fuscore export.")
+        # An adapter folder has no processor files; its base (where the weights came from) has them.
+        model.processor = load_fuscore_processor(model.config._name_or_path if adapter_config.is_file() else name_or_path)
+    except NotAFuScoreModelError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a damaged or foreign model folder: one line naming it
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise NotAFuScoreModelError(f"{label}: cannot load the model ({type(error).__name__}: {first_line}). The folder "
+                                    "is damaged or incomplete (a truncated weight file?); write it again or use "
+                                    "another.") from None
+    check_level_words(model)  # before any scoring: words and token ids must agree
+    return model.eval()

@@ -58,15 +58,18 @@ def read_labels(table_path, items: Sequence[BenchmarkItem]) -> list:
 # ----------------------------------------------------------------------------------------------------- scoring
 def score_benchmark(model, items: Sequence[BenchmarkItem], dimensions: Sequence[str], batch_size: int = 8,
                     processor=None, progress: bool = True, num_workers: int = 0) -> dict:
-    """`{dimension: {"score": array, "std": array, "probs": array [n, levels]}}` for every item. The sources go to
-    the model only when it reads them (they may be there for the classical metrics alone)."""
-    reads_sources = getattr(processor or model.get_processor(), "input_mode", "fused") == "fused_ir_vis"
+    """`{dimension: {"score": array, "std": array, "probs": array [n, levels]}}` for every item, on `dimensions` as
+    resolved by the caller (`FuScoreProcessor.resolve_dimensions`). The sources go to the model only when it reads
+    them (they may be there for the classical metrics alone)."""
+    from scoring_fuscore import score_images
+
+    processor = processor or model.get_processor()
+    reads_sources = processor.input_mode == "fused_ir_vis"
     ir = [item.ir for item in items] if reads_sources else None
     vis = [item.vis for item in items] if reads_sources else None
-    details = model.score([item.fused for item in items], ir=ir, vis=vis,
-                          dimensions=list(dimensions), batch_size=batch_size, processor=processor, progress=progress,
-                          num_workers=num_workers, return_details=True)
-    return {dim: {key: np.asarray([detail[dim][key] for detail in details], dtype=np.float64) for key in ("score", "std", "probs")}
+    results = score_images(model, processor, [item.fused for item in items], ir, vis, dimensions,
+                           batch_size=batch_size, num_workers=num_workers, progress=progress)
+    return {dim: {key: np.asarray(results[dim][key], dtype=np.float64) for key in ("score", "std", "probs")}
             for dim in dimensions}
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from configuration_fuscore import SUB_DIMENSIONS
-from scoring_fuscore import _to_device
+from scoring_fuscore import to_device
 
 
 # EVAFusion (Liu et al., "Bridging Human Evaluation to Infrared and Visible Image Fusion", CVPR 2026) fine-tunes its
@@ -125,13 +125,8 @@ class FuScoreReward(nn.Module):
         super().__init__()
         if dimensions is None:
             dimensions = list(weights) if isinstance(weights, Mapping) else ["overall"]
-        self.dimensions = [dimensions] if isinstance(dimensions, str) else list(dimensions)
-        if not self.dimensions or len(set(self.dimensions)) != len(self.dimensions):
-            raise ValueError(f"dimensions must be distinct rating dimensions, got {self.dimensions}.")
         self.processor = processor or model.get_processor()
-        unknown = [name for name in self.dimensions if name not in self.processor.prompts]
-        if unknown:
-            raise ValueError(f"Unknown rating dimension(s) {unknown}; this model knows: {', '.join(self.processor.prompts)}.")
+        self.dimensions = self.processor.resolve_dimensions(dimensions)
         if weights is None:
             weights = [1.0] * len(self.dimensions)
         elif isinstance(weights, Mapping):
@@ -174,7 +169,7 @@ class FuScoreReward(nn.Module):
         batch = self.processor.tensor_inputs(fused, ir, vis, dimensions=self.dimensions)
         batch = {**batch, **self.model.position_inputs(batch)}
         pixel_values = batch.pop("pixel_values")
-        batch = _to_device(batch, fused.device)
+        batch = to_device(batch, fused.device)
         batch["pixel_values"] = pixel_values if self.bf16 else pixel_values.to(self.model.dtype)
         return batch
 

@@ -31,13 +31,15 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from fuscore.hub import DEMO_MODEL
+
 if TYPE_CHECKING:
     import torch
 
     from fuscore.fusion_net import FusionNet
 
 
-DEFAULT_MODEL = str(Path(__file__).resolve().parent / "demo_model")
+DEFAULT_MODEL = str(DEMO_MODEL)
 CLASSICAL_METRICS = ("EN", "SD", "SF", "AG", "MI", "SSIM", "Qabf")
 MODES = ("direct", "group")
 
@@ -72,14 +74,12 @@ class FinetuneSettings:
 
 
 def load_scorer(name_or_path: str):
-    """A FuScore model with its processor, from the checkout's classes (no code from the folder runs), on the CPU."""
+    """A FuScore model with its processor (`fuscore.hub.load_model`: no code from the folder runs), float32 on the CPU."""
     import torch
 
-    from modeling_fuscore import FuScoreForQuality
+    from fuscore.hub import load_model
 
-    model = FuScoreForQuality.from_pretrained(name_or_path, dtype=torch.float32)
-    model.get_processor()  # loaded now, so that a folder without one fails here
-    return model.eval()
+    return load_model(name_or_path, dtype=torch.float32)
 
 
 def _to_tensor(image, grey: bool) -> torch.Tensor:

@@ -348,13 +348,18 @@ def _lock(parts: Path):
     return lock
 
 
-def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> dict:
-    """On the first process: lock the job, check (or start) the parts folder and an earlier output against the
-    command. Returns what the other processes need: the launch id and whether the earlier output is reused."""
+def check_output_name(output: Path) -> None:
+    """The one check of a scores file's name: a file (not a folder) whose name ends in one of `OUTPUT_FORMATS`."""
     if output.is_dir():
         raise ScoringJobError(f"--output {output} is a folder; give a file name ending in {', '.join(OUTPUT_FORMATS)}.")
     if output.suffix.lower() not in OUTPUT_FORMATS:
         raise ScoringJobError(f"--output {output}: the name must end in {', '.join(OUTPUT_FORMATS)}.")
+
+
+def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> dict:
+    """On the first process: lock the job, check (or start) the parts folder and an earlier output against the
+    command. Returns what the other processes need: the launch id and whether the earlier output is reused."""
+    check_output_name(output)
     if parts.exists() and not parts.is_dir():
         raise ScoringJobError(f"{parts} exists and is not a folder; remove it (FuScore keeps a job's chunks there).")
     locks = []  # closed on any error; the one of the parts folder in use is returned

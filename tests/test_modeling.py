@@ -488,11 +488,11 @@ def test_batches_move_to_the_device_whole():
     """The engine's and the benchmarks' device move takes a processor's `BatchFeature` and nested vision inputs."""
     from transformers import BatchFeature
 
-    from scoring_fuscore import _to_device
+    from scoring_fuscore import to_device
 
     batch = BatchFeature({"input_ids": torch.ones(2, 3, dtype=torch.long), "vision_inputs": {"position_ids": torch.zeros(4, 2)},
                           "dimension": "overall"})
-    moved = _to_device(batch, torch.device("meta"))
+    moved = to_device(batch, torch.device("meta"))
     assert moved["input_ids"].is_meta and moved["vision_inputs"]["position_ids"].is_meta
     assert moved["dimension"] == "overall"
 

@@ -279,7 +279,7 @@ def test_deqa_loss_is_deqa_scores_training_loss():
     q = np.stack([deqa_reference(m, s) for m, s in zip(mu.tolist(), std.tolist())])
     terms = compute_objective("deqa", level_logits=level_logits, vocab_logits=vocab, score=score,
                               soft_label=torch.tensor(q), mu=mu, sigma=std, answer_nll=answer_nll, answer_tokens=answer_tokens,
-                              fixed_std=False, lambda_fidelity=7.0)  # neither applies: DeQA's weights, fixed std
+                              fixed_std=False, lambda_within=7.0)  # neither applies: DeQA's weights, fixed std
     expected = _deqa_by_hand(vocab, score.detach(), q, mu, std, answer_nll, answer_tokens)
     assert terms["loss"].item() == pytest.approx(expected, rel=1e-6)
     terms["loss"].backward()

@@ -41,7 +41,7 @@ SKIP_DIRS = {".git", ".ci", "node_modules", ".venv"} | GITIGNORED_DIRS
 # Where `trust_remote_code=True` is intended, as (file, enclosing function): each loads a FuScore checkpoint, whose
 # code is FuScore's own remote code. A new call site fails this test until it is reviewed and added here.
 INTENDED_TRUST_REMOTE_CODE = {
-    ("fuscore/cli.py", "load_scoring_model"),
+    ("fuscore/hub.py", "load_model"),
     ("fuscore/export.py", "_load_processor"),
     ("trainer_fuscore.py", "load_model"),  # only for checkpoints whose config says model_type "fuscore"
     ("app.py", "load_model"),

@@ -247,13 +247,14 @@ def level_log_probs(level_logits: Optional[torch.Tensor], vocab_logits: Optional
 # ---------------------------------------------------------------------------------------------------------------------
 # The objectives' losses (what the registry records hold). Keyword arguments: `level_log_probs` (B, L) from
 # `level_log_probs`, the model's `score`, `score_std`, `regression` (B,), the batch's `soft_label` (B, L), `mu`,
-# `sigma` (B,), `group_ids` (B,), and the options; each takes what it needs and ignores the rest.
+# `sigma` (B,), `group_ids` (B,), and the options; each declares exactly what it uses, and `compute_objective` passes
+# each only what it declares.
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def fuscore_loss(*, level_log_probs=None, score=None, score_std=None, soft_label=None, mu=None, sigma=None,
                  group_ids=None, lambda_within: float = 1.0, lambda_cross: float = 0.5, fixed_std: bool = False,
-                 eps: float = 1e-8, **_) -> dict[str, torch.Tensor]:
+                 eps: float = 1e-8) -> dict[str, torch.Tensor]:
     """`L_dist + lambda_within L_within + lambda_cross L_cross` (`tripartite_loss`); terms `loss_dist`,
     `loss_within`, `loss_cross`."""
     _require("fuscore", level_logits=level_log_probs, score=score, soft_label=soft_label, mu=mu, sigma=sigma,
@@ -290,7 +291,7 @@ def _answer_ce(answer_nll: torch.Tensor, answer_tokens: torch.Tensor, rows: slic
 
 
 def deqa_loss(*, level_log_probs=None, score=None, soft_label=None, mu=None, sigma=None, answer_nll=None,
-              answer_tokens=None, eps: float = 1e-8, **_) -> dict[str, torch.Tensor]:
+              answer_tokens=None, eps: float = 1e-8) -> dict[str, torch.Tensor]:
     """DeQA-Score's training loss (src/model/modeling_mplug_owl2.py `forward_pair` with scripts/train.sh's options).
 
     The batch is randomly drawn (the record's `batches="random"`) and read as pairs: row `i` with row `i + B // 2`
@@ -308,7 +309,7 @@ def deqa_loss(*, level_log_probs=None, score=None, soft_label=None, mu=None, sig
       the KL takes); FuScore's model reads the level at the end of its answer prefix, so the CE covers the answer
       prefix, teacher-forced; the period and end-of-turn after the level word never reach FuScore's model.
 
-    `lambda_fidelity`, `fixed_std` and the within/cross weights do not apply: the weights are DeQA's. Terms:
+    `fixed_std` and the within/cross weights are not its arguments: the weights are DeQA's. Terms:
     `loss_kl` and `loss_ce_answer` (means over the batch), `loss_fidelity`.
     """
     _require("deqa", level_logits=level_log_probs, score=score, soft_label=soft_label, mu=mu, sigma=sigma,
@@ -326,8 +327,8 @@ def deqa_loss(*, level_log_probs=None, score=None, soft_label=None, mu=None, sig
             "loss_fidelity": loss_fidelity.detach()}
 
 
-def qalign_loss(*, level_log_probs=None, soft_label=None, answer_nll=None, answer_tokens=None,
-                **_) -> dict[str, torch.Tensor]:
+def qalign_loss(*, level_log_probs=None, soft_label=None, answer_nll=None,
+                answer_tokens=None) -> dict[str, torch.Tensor]:
     """Q-Align's training loss: the next-token cross-entropy of its answer "The quality of the image is <level>.",
     full-vocabulary softmax, one token mean over every answer token of the batch (plain supervised fine-tuning).
 
@@ -353,7 +354,7 @@ def _one_hot_target(objective: str, target: torch.Tensor) -> torch.Tensor:
     return target.argmax(dim=-1)
 
 
-def onehot_loss(*, level_log_probs=None, soft_label=None, **_) -> dict[str, torch.Tensor]:
+def onehot_loss(*, level_log_probs=None, soft_label=None) -> dict[str, torch.Tensor]:
     """Cross-entropy to the one-hot level; term `loss_ce`. Raises if `soft_label` is not one-hot."""
     _require("nearest_onehot", level_logits=level_log_probs, soft_label=soft_label)
     target = _one_hot_target("nearest_onehot", soft_label.detach().to(level_log_probs.device))
@@ -361,7 +362,7 @@ def onehot_loss(*, level_log_probs=None, soft_label=None, **_) -> dict[str, torc
     return {"loss": loss_ce, "loss_ce": loss_ce}
 
 
-def scalar_loss(*, regression=None, mu=None, **_) -> dict[str, torch.Tensor]:
+def scalar_loss(*, regression=None, mu=None) -> dict[str, torch.Tensor]:
     """`MSE(regression, mu)` on the regression head's output; term `loss_mse`."""
     _require("scalar", regression=regression, mu=mu)
     prediction = _float(regression).reshape(-1)

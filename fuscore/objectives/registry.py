@@ -25,6 +25,8 @@ shared by the five unless `--multi_heads`), plus an MSE on the artifact heatmap.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional, get_args
 
@@ -68,6 +70,11 @@ def regression_output(outputs) -> torch.Tensor:
     return outputs.regression
 
 
+LOSS_INPUTS = ("level_log_probs", "score", "score_std", "regression", "soft_label", "mu", "sigma", "group_ids",
+               "answer_nll", "answer_tokens", "lambda_within", "lambda_cross", "fixed_std", "eps")
+"""Everything `compute_objective` can give a loss; each loss's signature names the ones it uses."""
+
+
 @dataclass(frozen=True)
 class Objective:
     """One training objective: how its labels are built, its loss, and what it needs from the model and the data.
@@ -76,9 +83,11 @@ class Objective:
         name (`str`): the value of `--objective`.
         label (`Callable`): `label(mu, sub_scores, mos_std, sigma_min, level_values) -> (soft_label, sigma)`, the
             per-row targets a collator stores (`soft_label` `(N, L)` in `level_values`' order, `sigma` `(N,)`).
-        loss (`Callable`): keyword arguments (`level_log_probs`, `score`, `score_std`, `regression`, `soft_label`,
-            `mu`, `sigma`, `group_ids` and the options `lambda_within`, `lambda_cross`, `lambda_fidelity`,
-            `fixed_std`, `eps`) -> dict of scalar tensors: `loss` (with the gradient) and the terms in `terms`.
+        loss (`Callable`): keyword arguments, those it uses among `level_log_probs`, `score`, `score_std`,
+            `regression`, `soft_label`, `mu`, `sigma`, `group_ids`, `answer_nll`, `answer_tokens` and the options
+            `lambda_within`, `lambda_cross`, `fixed_std`, `eps` (its signature is the list of its inputs:
+            `compute_objective` passes it those alone) -> dict of scalar tensors: `loss` (with the gradient) and the
+            terms in `terms`.
         predict (`Callable`): model outputs -> `[B]` prediction (the expected score, or the regression head's
             output), what evaluation correlates with the MOS.
         regression_head (`bool`): the model needs a regression head on the answer-position hidden state.
@@ -104,11 +113,20 @@ class Objective:
     description: str = ""
     answer_tokens: bool = False
 
+    @functools.cached_property
+    def loss_inputs(self) -> tuple[str, ...]:
+        """The keyword arguments the loss takes (its signature): what `compute_objective` passes it."""
+        return tuple(inspect.signature(self.loss).parameters)
+
     def __post_init__(self):
         if self.softmax not in get_args(Softmax):
             raise ValueError(f"Objective {self.name!r}: softmax must be one of {get_args(Softmax)}, got {self.softmax!r}.")
         if self.batches not in get_args(Batches):
             raise ValueError(f"Objective {self.name!r}: batches must be one of {get_args(Batches)}, got {self.batches!r}.")
+        unknown = sorted(set(self.loss_inputs) - set(LOSS_INPUTS))
+        if unknown:
+            raise ValueError(f"Objective {self.name!r}: its loss takes {unknown}, which compute_objective does not "
+                             f"provide ({', '.join(LOSS_INPUTS)}).")
 
 
 _RECORDS = (
@@ -195,14 +213,15 @@ def compute_objective(
     group_ids: Optional[GroupIds] = None,
     lambda_within: float = 1.0,
     lambda_cross: float = 0.5,
-    lambda_fidelity: float = 1.0,
     fixed_std: bool = False,
     softmax: Optional[Softmax] = None,
     answer_nll: Optional[torch.Tensor] = None,
     answer_tokens: Optional[torch.Tensor] = None,
     eps: float = 1e-8,
 ) -> dict[str, torch.Tensor]:
-    """The training loss of one batch for `objective`; what `FuScoreTrainer.compute_loss` calls.
+    """The training loss of one batch for `objective` (a name or its registry record, read once by the caller);
+    what `FuScoreTrainer.compute_loss` calls. The loss gets the arguments its signature names (`Objective.loss_inputs`)
+    and no others: an option an objective does not use (DeQA's fixed weights) reaches nothing.
 
     Model outputs: `level_logits` `(B, L)`, `vocab_logits` `(B, V)` (only for the full-vocabulary softmax),
     `score` `(B,)`, `score_std` `(B,)`, `regression` `(B,)`, and for the records with `answer_tokens` the summed
@@ -226,7 +245,8 @@ def compute_objective(
     """
     record = get_objective(objective)
     log_probs = level_log_probs(level_logits, vocab_logits, softmax or record.softmax)
-    return record.loss(level_log_probs=log_probs, score=score, score_std=score_std, regression=regression,
-                       soft_label=soft_label, mu=mu, sigma=sigma, group_ids=group_ids, lambda_within=lambda_within,
-                       lambda_cross=lambda_cross, lambda_fidelity=lambda_fidelity, fixed_std=fixed_std,
-                       answer_nll=answer_nll, answer_tokens=answer_tokens, eps=eps)
+    given = dict(level_log_probs=log_probs, score=score, score_std=score_std, regression=regression,
+                 soft_label=soft_label, mu=mu, sigma=sigma, group_ids=group_ids, lambda_within=lambda_within,
+                 lambda_cross=lambda_cross, fixed_std=fixed_std, answer_nll=answer_nll, answer_tokens=answer_tokens,
+                 eps=eps)
+    return record.loss(**{name: given[name] for name in record.loss_inputs})

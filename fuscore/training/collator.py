@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fuscore.objectives import get_objective, label_for_objective, mos_standard_error, resolve_overall_score
+from fuscore.objectives import Objective, get_objective, label_for_objective, mos_standard_error, resolve_overall_score
 from configuration_fuscore import SUB_DIMENSIONS
 
 from .answer_tokens import answer_prefix_ids, answer_token_labels
@@ -38,7 +38,7 @@ class FuScoreCollator:
 
     label_keys = ("soft_label", "mu", "sigma", "group_ids", "mos", "answer_labels")
 
-    def __init__(self, processor, level_values: Sequence[float], objective: str = "fuscore", sigma_min: float = 0.2,
+    def __init__(self, processor, level_values: Sequence[float], objective: Union[str, Objective] = "fuscore", sigma_min: float = 0.2,
                  dimension: str = "overall", position_model=None, pair_target_raters: Optional[int] = None):
         self.processor = processor
         if pair_target_raters is not None:
@@ -46,10 +46,10 @@ class FuScoreCollator:
         self.pair_target_raters = pair_target_raters
         self.position_model = position_model
         self.level_values = list(level_values)
-        self.objective = objective
+        self.objective = get_objective(objective)  # the registry record, read once
         self.sigma_min = sigma_min
         self.dimension = dimension
-        self.answer_ids = answer_prefix_ids(processor, dimension) if get_objective(objective).answer_tokens else None
+        self.answer_ids = answer_prefix_ids(processor, dimension) if self.objective.answer_tokens else None
 
     def __call__(self, rows: Sequence[Union[dict, Sequence[dict]]]):
         rows = [row for item in rows for row in (item if isinstance(item, (list, tuple)) else [item])]

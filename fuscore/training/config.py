@@ -8,13 +8,12 @@ from typing import Optional
 
 from transformers import TrainingArguments
 
+from fuscore.hub import DEMO_MODEL
 from fuscore.objectives import OBJECTIVE_REGISTRY, get_objective
 
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_ROOT.parent
-DEMO_MODEL = PACKAGE_ROOT / "demo_model"
-"""The shipped synthetic-trained checkpoint (installed with the package)."""
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 """The embedded demo's config: what `python trainer_fuscore.py` runs, and the base of arguments given without
 `--config` that name neither a model nor a table (a run that names one starts from the library's defaults)."""
@@ -123,10 +122,10 @@ class FuScoreTrainingConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        get_objective(self.objective)  # an unknown name fails here, listing the known ones
+        record = get_objective(self.objective)  # an unknown name fails here, listing the known ones
         if self.pair_target_raters is not None and self.pair_target_raters < 1:
             raise ValueError(f"--pair_target_raters {self.pair_target_raters}: must be at least 1 (raters per MOS).")
-        if self.pair_target_raters is not None and "loss_within" not in get_objective(self.objective).terms:
+        if self.pair_target_raters is not None and "loss_within" not in record.terms:
             raise ValueError(f"--pair_target_raters applies to FuScore's Thurstone terms; objective "
                              f"{self.objective!r} has none (a peer's objective keeps its published targets).")
         if self.uncheckpointed_layers < 0:

@@ -51,11 +51,12 @@ def load_model(model_args: ModelArguments, regression_head: bool = False):
         pixel_bounds = {k: v for k, v in (("min_pixels", model_args.min_pixels), ("max_pixels", model_args.max_pixels)) if v}
         model = build_tiny_model(parts[1], input_mode=model_args.input_mode, regression_head=regression_head, **pixel_bounds, **size)
     elif PreTrainedConfig.get_config_dict(name)[0].get("model_type") == "fuscore":
-        model = FuScoreForQuality.from_pretrained(name, **kwargs)
+        from fuscore.hub import load_model as load_fuscore_model
+
+        model = load_fuscore_model(name, **kwargs)  # the library's one loader (checks, processor, level words)
         if regression_head and model.regression_head is None:
             logger.warning("%s has no regression head; the objective trains a freshly initialised one.", name)
             model.add_regression_head()
-        model.get_processor()
     else:
         model = FuScoreForQuality.from_base(name, input_mode=model_args.input_mode, regression_head=regression_head,
                                             min_pixels=model_args.min_pixels, max_pixels=model_args.max_pixels, **kwargs)
