@@ -89,6 +89,50 @@ def default_model_path() -> str:
     )
 
 
+def image_input(label: str, elem_id: str) -> gr.Image:
+    """An image upload; its event runs with `preprocess=False`, so the function gets the upload as sent (see
+    `uploaded_file`): `gr.Image` would open every upload with Pillow first, even with `type="filepath"`, and a text
+    file named .png or a decompression bomb would fail there with Gradio's generic error."""
+    return gr.Image(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"], elem_id=elem_id)
+
+
+def uploaded_file(payload):
+    """The uploaded file's path (or a pasted data URL's bytes) from an image input's unprocessed value."""
+    if payload is None:
+        return None
+    url = payload.get("url") or ""
+    if url.startswith("data:"):
+        try:
+            return base64.b64decode(url.split(",", 1)[1], validate=True)
+        except (IndexError, binascii.Error, ValueError):
+            raise gr.Error("The pasted image is not valid base64 image data.") from None
+    if not payload.get("path"):
+        raise gr.Error("The upload did not arrive: try again.")
+    return str(payload["path"])
+
+
+def check_image_pixels(upload, role: str, max_pixels: int) -> None:
+    """Refuses an upload with more than `max_pixels` pixels, from its header (Pillow's lazy open decodes nothing).
+
+    A file Pillow cannot open at all is left to FuScore's loader, which says what is wrong with it.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(upload) if isinstance(upload, bytes) else upload) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:  # Pillow refuses to open more than twice its MAX_IMAGE_PIXELS
+        raise gr.Error(f"The {role} has more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels, over this app's "
+                       f"limit of {max_pixels:,} pixels: downscale it and upload it again.") from None
+    except Exception:  # noqa: BLE001 - not openable: FuScore's loader reports it with its own message
+        return
+    if width * height > max_pixels:
+        raise gr.Error(
+            f"The {role} is {width}x{height} = {width * height:,} pixels, over this app's limit of {max_pixels:,} "
+            "pixels (the model would shrink it anyway): downscale it and upload it again."
+        )
+
+
 def model_dimensions(model) -> list:
     """Every dimension the model has a prompt for, in FuScore's order (the one resolver's `"all"`)."""
     return model.get_processor().resolve_dimensions("all")
