@@ -371,7 +371,8 @@ def evaluate_run(trainer, collator, table, batch_size: int) -> dict:
 
     model = trainer.model
     model.eval()
-    scores, sds, sums = [], [], {}
+    scores, sds = [], []
+    trainer._metrics["eval"].clear()  # compute_loss records each term per image here (the trainer's eval metrics)
     for start in range(0, len(table), batch_size):
         rows = table.select(range(start, min(start + batch_size, len(table))))
         inputs = trainer._prepare_inputs(collator(list(rows)))
@@ -379,8 +380,6 @@ def evaluate_run(trainer, collator, table, batch_size: int) -> dict:
             _, outputs = trainer.compute_loss(model, inputs, return_outputs=True)
         scores.append(outputs.score.float().cpu())
         sds.append(outputs.score_std.float().cpu())
-        for name, value in trainer._last_terms.items():  # batch means, weighted by the batch's size
-            sums[name] = sums.get(name, 0.0) + float(value) * len(rows)
     score = torch.cat(scores).numpy().astype(np.float64)
     groups = table["pair_id"]
     truth = correlation_metrics(score, truth_of(table), groups)
@@ -389,7 +388,7 @@ def evaluate_run(trainer, collator, table, batch_size: int) -> dict:
             "srcc_truth": truth["srcc"], "plcc_truth": truth["plcc"], "accuracy_mos": mos["pairwise_accuracy_within"],
             "srcc_within_mos": mos["srcc_within"], "srcc_mos": mos["srcc"],
             "mean_pred_sd": float(torch.cat(sds).double().mean()),
-            **{f"eval_{name}": total / len(table) for name, total in sums.items()}}
+            **{f"eval_{name}": float(np.mean(values)) for name, values in trainer._metrics["eval"].items()}}
 
 
 def run_one(args, row: str, seed: int, setting_paths: dict, cache: dict) -> dict:

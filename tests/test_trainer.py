@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from datasets import concatenate_datasets
 
 import trainer_fuscore
 from fuscore.objectives import fuscore_soft_label
@@ -380,17 +381,22 @@ def test_a_table_of_single_image_pairs_fails_at_the_start_naming_it(tmp_path, mo
 def test_an_evaluation_before_training_leaves_the_model_unprepared(tmp_path):
     """accelerate marks a model it prepared for evaluation as prepared; `train()` would then not wrap it in DDP and
     several processes would train apart (tests/test_reliability_saving.py measures it under two processes). The
-    trainer's evaluation loop undoes that preparation before training."""
+    trainer's evaluate and predict undo that preparation before training. Their loss terms are means over the images,
+    weighted as the Trainer weights the loss: with uneven batches (3 + 2 images) the loss is still their weighted sum."""
     from fuscore.training.config import FuScoreTrainingConfig
 
     model = build_tiny_model("qwen2_vl")
     table = SyntheticIVIF(image_size=56, seed=1).table(num_scenes=2, images_per_scene=2)
-    args = FuScoreTrainingConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_eval_batch_size=4)
+    table = concatenate_datasets([table, table.select([0])])
+    args = FuScoreTrainingConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_eval_batch_size=3)
     trainer = trainer_fuscore.FuScoreTrainer(model=model, args=args, eval_dataset=table,
                                              data_collator=FuScoreCollator(model.processor, model.config.level_values))
-    metrics = trainer.evaluate()
-    assert {"eval_loss", "eval_loss_dist", "eval_srcc"} <= set(metrics)
-    assert not getattr(model, "_is_accelerate_prepared", False) and model not in trainer.accelerator._models
+    for prefix, metrics in (("eval", trainer.evaluate()), ("test", trainer.predict(table).metrics)):
+        assert {f"{prefix}_loss", f"{prefix}_loss_dist", f"{prefix}_srcc"} <= set(metrics)
+        assert metrics[f"{prefix}_loss"] == pytest.approx(metrics[f"{prefix}_loss_dist"] + metrics[f"{prefix}_loss_within"]
+                                                          + 0.5 * metrics[f"{prefix}_loss_cross"], rel=1e-5)
+        assert not getattr(model, "_is_accelerate_prepared", False) and model not in trainer.accelerator._models
+    assert trainer.state.log_history[-1]["eval_loss_dist"] == pytest.approx(metrics["test_loss_dist"], rel=1e-6)
 
 
 def test_help_lists_fuscore_options_first_in_groups(capsys):

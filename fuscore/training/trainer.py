@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,13 @@ class FuScoreTrainer(Trainer):
 
     The objective's registry record (`fuscore.objectives.get_objective(args.objective)`) decides the loss, the softmax
     mode, the prediction that evaluation correlates with the MOS, and the batch layout. Every loss term is logged
-    separately for training (`loss_dist`, `loss_within`, `loss_cross`, ..., averaged over the logging interval and
-    over the processes) and for evaluation (`eval_loss_dist`, ..., through the Trainer's own evaluation loop, which
-    gathers them across processes with the predictions). The default `compute_metrics` gives PLCC, SRCC, KRCC, RMSE
-    and the within-pair SRCC and ranking accuracy through the project's `evaluate` module (`fuscore_metrics`).
+    separately, in trl's shape: `compute_loss` appends each term, gathered across the processes, to
+    `self._metrics["train"]` or `self._metrics["eval"]`, and `log` adds their means to the record and clears them.
+    Training logs `loss_dist`, `loss_within`, `loss_cross`, ... (the mean over the steps since the last log and over
+    the processes); evaluation logs `eval_loss_dist`, ... (the mean over the evaluated images, weighted as the
+    Trainer weights `eval_loss`), which `evaluate()` also returns. What needs every prediction at once goes through the
+    Trainer's `compute_metrics` hook: by default PLCC, SRCC, KRCC, RMSE and the within-pair SRCC and ranking accuracy
+    through the project's `evaluate` module (`fuscore_metrics`).
 
     The loss is a batch mean, so the model is marked as not taking `num_items_in_batch` and the Trainer divides by the
     accumulation steps: accumulating k batches gives the same update as one k-times-larger batch. Checkpoints are
@@ -58,9 +62,9 @@ class FuScoreTrainer(Trainer):
             )
         self.model_accepts_loss_kwargs = False
         self._log_under_output_dir()
-        self._term_sums: dict[str, float] = {}
-        self._term_count = 0
-        self._last_terms: dict[str, torch.Tensor] = {}
+        # Each loss term's values since the last log, per mode (trl's shape); `log` averages and clears them.
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._eval_prefix = "eval"  # the running evaluation's `metric_key_prefix`, which its logged terms carry
         self._checkpoint_staging = None
         self.run_settings = None  # the run's settings (`loading.run_settings`), recorded in each checkpoint
 
@@ -139,29 +143,41 @@ class FuScoreTrainer(Trainer):
             softmax=softmax,
             **answer,
         )
-        self._last_terms = {name: value.detach() for name, value in terms.items() if name != "loss"}
-        if model.training:
-            for name, value in self._last_terms.items():
-                self._term_sums[name] = self._term_sums.get(name, 0.0) + float(value)
-            self._term_count += 1
+        self._record_terms(terms, training=model.training, rows=labels["mu"].shape[0])
         return (terms["loss"], outputs) if return_outputs else terms["loss"]
 
+    def _record_terms(self, terms: dict, training: bool, rows: int) -> None:
+        """Appends the batch's loss terms, gathered across the processes (every process computes a loss for every
+        batch, so the gather is collective), to `self._metrics`: in training one value per batch, the mean over the
+        processes; in evaluation one value per image, gathered as the Trainer gathers `eval_loss` (padding rows that
+        accelerate adds to even out the last batch are dropped), so their mean weighs the batches alike."""
+        names = [name for name in terms if name != "loss"]
+        if not names:
+            return
+        values = torch.stack([terms[name].detach().float() for name in names])
+        if training:
+            columns = self.accelerator.gather(values[None]).mean(dim=0)[:, None]
+        else:
+            columns = self.accelerator.gather_for_metrics(values.repeat(rows, 1)).T
+        metrics = self._metrics["train" if training else "eval"]
+        for name, column in zip(names, columns.tolist()):
+            metrics[name].extend(column)
+
     def log(self, logs: dict, *args, **kwargs) -> None:
-        """Adds the training loss terms, averaged since the last log and over the processes, to a training log."""
-        if self._term_count and "loss" in logs:
-            # The Trainer logs on every process (it gathers the loss here too), so this gather is collective.
-            names = list(self._term_sums)
-            means = torch.tensor([[self._term_sums[name] / self._term_count for name in names]], dtype=torch.float64,
-                                 device=self.args.device)
-            logs.update(zip(names, self.accelerator.gather(means).mean(dim=0).tolist()))
-            self._term_sums, self._term_count = {}, 0
+        """Adds the mean of each loss term recorded since the last log (training or evaluation, as the model is in)
+        to the record, then clears them, as trl's trainers do. The record of `evaluate()` is its returned dict, so the
+        evaluation terms are returned too."""
+        mode = "train" if self.model.training else "eval"
+        prefix = "" if mode == "train" else f"{self._eval_prefix}_"
+        logs.update({f"{prefix}{name}": sum(values) / len(values)
+                     for name, values in self._metrics[mode].items() if values})
         super().log(logs, *args, **kwargs)
+        self._metrics[mode].clear()
 
     # ------------------------------------------------------------------ evaluation
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """One evaluation batch through `compute_loss`: the loss, the "logits" `[B, 1 + T]` (the record's prediction,
-        then each of its `T` loss terms repeated per row, so the Trainer gathers them with the predictions), and the
-        labels `(mos, group_ids)`."""
+        """One evaluation batch through `compute_loss`: the loss, the record's prediction `[B]` (what evaluation
+        correlates with the MOS) and the labels `(mos, group_ids)`."""
         inputs = self._prepare_inputs(inputs)
         labels = (inputs["mos"], inputs["group_ids"])
         with torch.no_grad(), self.compute_loss_context_manager():
@@ -169,43 +185,69 @@ class FuScoreTrainer(Trainer):
         loss = loss.detach().mean()
         if prediction_loss_only:
             return loss, None, None
-        prediction = self.objective.predict(outputs).detach().float().reshape(-1)
-        terms = [self._last_terms[name].float().expand_as(prediction) for name in self.objective.terms]
-        return loss, torch.stack([prediction, *terms], dim=1), labels
+        return loss, self.objective.predict(outputs).detach().float().reshape(-1), labels
 
-    def evaluation_loop(self, *args, **kwargs):
-        """The Trainer's loop; an evaluation before training then leaves the model as it found it.
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        """The Trainer's evaluation; its record and its returned dict also hold the mean of each loss term
+        (`eval_loss_dist`, ...), and an evaluation before training leaves the model as it found it
+        (`_left_unprepared`)."""
+        self._metrics["eval"].clear()  # what a `predict` or a direct `compute_loss` call left
+        self._eval_prefix = metric_key_prefix
+        with self._left_unprepared():
+            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
-        The loop prepares a model not yet prepared with accelerate's `prepare_model(evaluation_mode=True)` (no DDP
-        wrapper), which marks it as prepared: `train()` would then never wrap it in `DistributedDataParallel`, and
-        under several processes each would train its own copy without synchronising gradients (measured: after the
-        first step the two processes' gradient norms differ from the one-process run's). That preparation is undone.
-        """
-        prepared = getattr(self.model, "_is_accelerate_prepared", False)
-        output = super().evaluation_loop(*args, **kwargs)
-        if (not prepared and not self.is_in_train and self.model_wrapped is self.model
-                and not (self.is_fsdp_enabled or self.is_deepspeed_enabled)):
-            model = self.model
-            if "_original_forward" in vars(model):  # the mixed-precision wrapper of the forward pass
-                model.forward = model._original_forward
-                del model._original_forward
-            if hasattr(model, "_is_accelerate_prepared"):
-                del model._is_accelerate_prepared
-            self.accelerator._models = [entry for entry in self.accelerator._models if entry is not model]
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
+        """The Trainer's prediction (the record's prediction per image, the labels, the metrics); its metrics also
+        hold the mean of each loss term (`test_loss_dist`, ...), and the model is left as found (`_left_unprepared`)."""
+        self._metrics["eval"].clear()
+        with self._left_unprepared():
+            output = super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        output.metrics.update({f"{metric_key_prefix}_{name}": sum(values) / len(values)
+                               for name, values in self._metrics["eval"].items() if values})
+        self._metrics["eval"].clear()
         return output
 
+    @contextlib.contextmanager
+    def _left_unprepared(self):
+        """Undoes the preparation that the Trainer's evaluation loop gives a model not yet prepared, outside training.
+
+        The loop prepares it with accelerate's `prepare_model(evaluation_mode=True)` (no DDP wrapper), which marks it
+        as prepared: `train()` would then never wrap it in `DistributedDataParallel`, and under several processes each
+        would train its own copy without synchronising gradients (measured: after the first step the two processes'
+        gradient norms differ from the one-process run's). No public setting avoids that preparation, and accelerate
+        has no public call that un-prepares one model (`Accelerator.free_memory` drops every prepared object and
+        resets the step, and leaves the model's marks), so the marks are removed here by name: the forward's
+        mixed-precision wrapper, `_is_accelerate_prepared` and the accelerator's reference.
+        """
+        prepared = getattr(self.model, "_is_accelerate_prepared", False)
+        try:
+            yield
+        finally:
+            if (not prepared and not self.is_in_train and self.model_wrapped is self.model
+                    and not (self.is_fsdp_enabled or self.is_deepspeed_enabled)):
+                model = self.model
+                if "_original_forward" in vars(model):  # the mixed-precision wrapper of the forward pass
+                    model.forward = model._original_forward
+                    del model._original_forward
+                if hasattr(model, "_is_accelerate_prepared"):
+                    del model._is_accelerate_prepared
+                self.accelerator._models = [entry for entry in self.accelerator._models if entry is not model]
+
     def correlation_metrics(self, prediction: EvalPrediction) -> dict:
-        """The default `compute_metrics`: correlations of the prediction column with the MOS (`correlation_metrics`)
-        and the mean of each loss term over the evaluated images."""
-        columns = np.asarray(prediction.predictions)
+        """The default `compute_metrics`: correlations of the predictions with the MOS (`correlation_metrics`)."""
         mos, groups = prediction.label_ids
-        metrics = correlation_metrics(columns[:, 0], np.asarray(mos), np.asarray(groups))
-        for column, name in enumerate(self.objective.terms, start=1):
-            metrics[name] = float(columns[:, column].astype(np.float64).mean())
-        return metrics
+        return correlation_metrics(np.asarray(prediction.predictions), np.asarray(mos), np.asarray(groups))
 
     # ------------------------------------------------------------------ checkpoints, whole or absent
+    # The two private overrides that stay. The Trainer writes `checkpoint-N` in place, file by file, and its rotation
+    # deletes old ones in place, so a run killed while saving leaves a folder under a checkpoint's name that is not a
+    # checkpoint. No setting or callback changes where it writes (`on_save` runs once the folder is written), and
+    # `save_only_model` / `save_total_limit` only choose what is written and kept. So `_save_checkpoint` runs the
+    # Trainer's own save into a staging folder (which `_get_output_dir` names while it runs) and renames it into
+    # place, and `_rotate_checkpoints_whole` applies `save_total_limit` as `transformers.trainer_utils.
+    # rotate_checkpoints` does, renaming each folder away before deleting it. Both are the same in 5.17 and 5.25.
     def _get_output_dir(self, trial) -> str:
+        """The run folder, or the staging folder while `_save_checkpoint` runs the Trainer's save."""
         if self._checkpoint_staging is not None:
             return str(self._checkpoint_staging)
         return super()._get_output_dir(trial)
