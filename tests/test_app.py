@@ -118,6 +118,7 @@ def test_decompression_bomb_is_refused_with_the_apps_limit(served_app, files):
     assert GENERIC_ERROR not in str(raised.value) and model.calls == calls
 
 
+@pytest.mark.slow
 def test_fifty_concurrent_requests_get_the_direct_scores(served_app, app_module, tiny_model, tmp_path):
     client, _ = served_app
     rng = np.random.default_rng(21)
@@ -229,6 +230,7 @@ def test_fused_only_model_asks_for_the_fused_image_only(served_app):
     assert len(client.view_api(return_format="dict")["named_endpoints"]["/score"]["parameters"]) == 1
 
 
+@pytest.mark.slow
 def test_started_from_another_folder_serves_the_shipped_model(app_module, files, tmp_path):
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}

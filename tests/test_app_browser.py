@@ -25,6 +25,9 @@ if not CHROMIUM.is_file() and not shutil.which("chromium"):
     pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
 
+pytestmark = pytest.mark.slow  # browser runs: seconds each
+
+
 @pytest.fixture(scope="module")
 def running_app():
     from fuscore.tiny import build_tiny_model

@@ -12,6 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.slow
 def test_tiny_mixed_sizes_run_scores_like_the_plain_forward_without_padding(tmp_path):
     output = tmp_path / "mixed.json"
     done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_mixed_sizes.py"), "--tiny",

@@ -135,6 +135,7 @@ def test_bad_settings_fail_naming_them(images):
     assert config(activation_memory_budget=0.3, gradient_checkpointing=True, compile_blocks=True).activation_memory_budget == 0.3
 
 
+@pytest.mark.slow
 def test_the_trainer_hands_the_policy_to_the_model(tmp_path, monkeypatch):
     """--checkpointing_policy reaches the layers when the Trainer switches checkpointing on, and trains to the loss of
     full checkpointing."""
@@ -166,6 +167,7 @@ def test_the_trainer_hands_the_policy_to_the_model(tmp_path, monkeypatch):
 
 
 @needs_compiler
+@pytest.mark.slow
 def test_compiled_selective_checkpointing_and_memory_budgets_keep_the_gradients(images, monkeypatch):
     """Compiled layers: the policy runs inside the compiled region, where it keeps the frozen gate and up projections'
     outputs (its decisions, recorded while the region compiles); a larger memory budget saves more; each mode
@@ -238,6 +240,7 @@ def test_bench_speed_names_a_bad_row_or_part(monkeypatch, capsys):
 
 
 @needs_compiler
+@pytest.mark.slow
 def test_bench_speed_tiny_runs_the_new_training_rows(tmp_path):
     rows = ["baseline_ckpt", "fuscore_compiled_ckpt", "fuscore_compiled_sac_mlp", "fuscore_compiled_budget0.5",
             "reward_fwd_bwd", "reward_fwd_bwd_checkpointed"]

@@ -135,6 +135,7 @@ def test_sources_given_to_a_fused_only_model_warn_and_are_ignored(saved_model, f
     np.testing.assert_array_equal([float(row["overall"]) for row in rows], model.score([str(p) for p in images]))
 
 
+@pytest.mark.slow
 def test_score_with_loader_workers_and_compile(saved_model, fusion_benchmark, tmp_path, capsys):
     """Decoding in worker processes and compiled blocks change the speed, not the scores or their order."""
     folder, model = saved_model
@@ -163,6 +164,7 @@ def test_score_prints_a_table(saved_model, fusion_benchmark, capsys):
     assert f"{model.score(str(image)):.3f}" in printed
 
 
+@pytest.mark.slow
 def test_missing_file_exits_2_naming_it_without_traceback(saved_model, tmp_path):
     missing = tmp_path / "no_such_fused.png"
     result = subprocess.run([sys.executable, "-m", "fuscore.cli", "score", str(missing), "--model", str(saved_model[0])],

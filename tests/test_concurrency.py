@@ -34,6 +34,7 @@ def _run(model, job):
 
 @pytest.mark.parametrize("encoder_outputs", [True, False], ids=["mm_encoder_outputs", "image_prefixed_inputs"])
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.slow
 def test_four_threads_with_mixed_shapes_and_batch_sizes_get_the_serial_scores_exactly(family, encoder_outputs,
                                                                                       monkeypatch):
     import modeling_fuscore

@@ -273,6 +273,7 @@ def test_load_table_reads_a_saved_evafusion_folder_on_its_own_scale(tmp_path, sa
         assert list(back["pair_id"]) == list(table["pair_id"])
 
 
+@pytest.mark.slow
 def test_trainer_trains_a_step_on_a_saved_evafusion_folder(tmp_path, saved_evafusion):
     output = tmp_path / "run"
     command = [sys.executable, str(REPO_ROOT / "trainer_fuscore.py"), "--model_name_or_path", "tiny:qwen2_vl:32x1",

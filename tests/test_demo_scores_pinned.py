@@ -75,6 +75,7 @@ def demo_model():
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
+@pytest.mark.slow
 def test_demo_scores_on_vifb_are_bit_identical_to_the_pinned_values(demo_model, batch_size):
     details = demo_model.score([str(SHARED_VIFB / name) for name in IMAGES], dimensions=DIMENSIONS,
                                batch_size=batch_size, return_details=True)

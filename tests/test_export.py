@@ -72,6 +72,7 @@ print(json.dumps(result))
 """
 
 
+@pytest.mark.slow
 def test_export_loads_in_a_clean_process_from_folder_and_offline_cache(saved_model, images, tmp_path, monkeypatch):
     source, model = saved_model
     cache = tmp_path / "hub_cache"
@@ -199,6 +200,7 @@ def test_a_failed_export_leaves_nothing_behind(saved_model, tmp_path, monkeypatc
     assert [path.name for path in target.parent.iterdir()] == ["fuscore"]  # no staging folder left
 
 
+@pytest.mark.slow
 def test_the_shipped_demo_model_holds_no_code_and_its_export_loads_in_a_clean_process(images, tmp_path):
     """The demo folder is config, weights, tokenizer and processor files (plus card and evaluation): the checkout's
     classes load it in-process, and `fuscore export` writes the code that a clean environment runs."""

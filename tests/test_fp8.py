@@ -131,6 +131,7 @@ def fused_images(folder, count: int, seed: int):
     return folder
 
 
+@pytest.mark.slow
 def test_bench_fp8_tiny_quantizes_scores_and_compares(tmp_path):
     pytest.importorskip("torchao")
     fused = fused_images(tmp_path / "fused", 6, seed=2)
@@ -149,6 +150,7 @@ def test_bench_fp8_tiny_quantizes_scores_and_compares(tmp_path):
     assert "fp8 / bf16 engine end to end" in result.stdout and "SRCC" in result.stdout
 
 
+@pytest.mark.slow
 def test_fp8_variants_tiny_quantizes_each_variant_and_profiles_it(tmp_path):
     """benchmarks/fp8_variants.py --tiny: every variant quantizes the layers it names (float8 emulated on the CPU),
     is timed and profiled against bf16, and the demo model's fidelity is measured for the ones whose numerics differ."""

@@ -165,6 +165,7 @@ def test_busy_endpoint_refuses_at_once(handler_module, exported, good_b64):
     assert busy({"inputs": good_b64}) == results[0]  # the places are given back
 
 
+@pytest.mark.slow
 def test_fifty_concurrent_requests_get_the_direct_scores(endpoint, exported):
     from transformers import AutoModel
 

@@ -46,6 +46,7 @@ print(json.dumps({{"scores": model.score(list(np.load({images!r})))}}))
 """
 
 
+@pytest.mark.slow
 def test_merged_and_adapter_folders_load_in_a_clean_process(saved_base, tmp_path):
     peft_model = _lora_model(saved_base)
     images = np.random.default_rng(5).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)

@@ -346,6 +346,7 @@ def vifb_values():
     return published, ours
 
 
+@pytest.mark.slow
 def test_vifb_per_image_values_match_published(vifb_values):
     published, ours = vifb_values
     mismatches = [

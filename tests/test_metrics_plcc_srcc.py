@@ -148,6 +148,7 @@ def test_evaluate_module_with_and_without_groups():
     assert grouped.compute() == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_evaluate_modules_load_offline(tmp_path):
     """Both evaluate modules load from the repository with the Hub switched off."""
     script = (

@@ -200,6 +200,7 @@ def test_level_words_edited_in_config_json_alone_are_refused_when_the_model_load
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.slow
 def test_save_and_load_in_a_clean_process_from_folder_and_offline_cache(tiny_models, family, tmp_path):
     model = tiny_models[family]
     rng = np.random.default_rng(7)
@@ -531,6 +532,7 @@ def test_compiled_blocks_score_like_eager_and_compile_once_per_block_type(random
 
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.slow
 def test_compiled_blocks_do_not_recompile_for_new_image_sizes(random_images):
     """A folder of real images comes in many sizes: after the first sizes, new ones (batches of one size and batches
     that mix sizes) run the graphs already compiled, and score as the eager model does."""

@@ -179,6 +179,7 @@ def base_folders(tokenizers, tmp_path_factory):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.slow
 def test_from_base_on_a_folder_with_the_real_tokenizer(base_folders, family, tmp_path):
     model = FuScoreForQuality.from_base(str(base_folders[family]))
     assert model.config.level_token_ids == level_ranks(family)

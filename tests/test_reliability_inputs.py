@@ -761,6 +761,7 @@ def _frames(count: int) -> list:
 
 
 @pytest.mark.parametrize("fmt", [fmt for fmt in ("GIF", "PNG", "WEBP", "TIFF") if fmt in Image.SAVE])
+@pytest.mark.slow
 def test_animated_and_multi_page_images_are_refused_with_the_fix(tmp_path, fmt):
     frames = _frames(3)
     path = tmp_path / f"animated.{fmt.lower()}"

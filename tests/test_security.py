@@ -209,6 +209,7 @@ def test_trust_remote_code_only_where_intended():
     assert not unexpected, f"trust_remote_code at unreviewed places: {sorted(unexpected)}"
 
 
+@pytest.mark.slow
 def test_trainer_does_not_run_the_remote_code_of_a_base_checkpoint(tmp_path):
     """A base model named to the trainer is a Qwen-VL checkpoint; its folder's code must never be imported."""
     folder = tmp_path / "not_a_fuscore_model"
@@ -350,6 +351,7 @@ socket.getaddrinfo = _refuse
 """
 
 
+@pytest.mark.slow
 def test_remote_code_imports_offline_as_a_hub_package(tmp_path, monkeypatch):
     """The files imported as the Hub loads them (a package, relative sibling imports) in a clean interpreter where
     no project module is importable, the Hub is not told to stay offline, and every connection attempt fails."""
@@ -373,6 +375,7 @@ def test_remote_code_imports_offline_as_a_hub_package(tmp_path, monkeypatch):
     assert result["attempts"] == []
 
 
+@pytest.mark.slow
 def test_remote_code_imports_offline_from_the_checkout(tmp_path, monkeypatch):
     """The same files as top-level modules (a checkout), through the sibling fallback, with the network blocked."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -396,6 +399,7 @@ def test_remote_code_imports_offline_from_the_checkout(tmp_path, monkeypatch):
     assert result["project"] == [], "remote code pulled in non-remote project modules"
 
 
+@pytest.mark.slow
 def test_a_saved_checkpoint_loads_and_scores_with_the_network_blocked(tmp_path, monkeypatch):
     """A Hub user's path end to end, from a local folder: AutoModel with remote code, no project modules, no network."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -414,6 +418,7 @@ def test_a_saved_checkpoint_loads_and_scores_with_the_network_blocked(tmp_path, 
     assert result["module"].startswith("transformers_modules.")
 
 
+@pytest.mark.slow
 def test_the_projects_classes_never_run_a_model_folders_code(tmp_path, monkeypatch):
     """`FuScoreForQuality.from_pretrained(folder)` and `score()` use the project's classes, processor included; the
     folder's own code files run only when the caller passes trust_remote_code=True."""

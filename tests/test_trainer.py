@@ -282,6 +282,7 @@ def test_collator_fills_a_missing_overall_score_with_the_sub_score_mean():
 
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.slow
 def test_compiled_blocks_train_like_eager_with_lora_and_checkpointing(tmp_path):
     """--compile_blocks (the GPU recipe's setting) with LoRA and activation checkpointing trains the same model."""
     common = FAST + ["--use_lora", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0",
