@@ -1,7 +1,11 @@
 """The shipped demo model's scores on a few VIFB images, pinned to the values the code gave before the Hub layer was
 restructured (configuration, modeling, scoring engine, processing and pipeline files): the restructure and any later
-refactor must keep them bit-identical. Values are for the PIL image-processor backend (the one transformers picks
-without torchvision) on the CPU; skipped when the VIFB images are absent."""
+refactor must keep them. Values are for the PIL image-processor backend (the one transformers picks without
+torchvision) on the CPU; skipped when the VIFB images are absent.
+
+The values were pinned on an Intel Xeon; another CPU's vector kernels round differently (an AMD EPYC gave scores up to
+4.8e-7 away, at the commit that pinned them too), so the scores must match to `SCORE_TOLERANCE`, ten times that
+difference."""
 
 
 import pytest
@@ -59,6 +63,7 @@ PINNED = {
     },
 }
 # The overall level probabilities of the first image at batch size 4.
+SCORE_TOLERANCE = 5e-6
 PINNED_PROBS = [0.05906115472316742, 0.10907116532325745, 0.20461788773536682, 0.22402220964431763, 0.4032275974750519]
 
 
@@ -76,11 +81,12 @@ def demo_model():
 
 @pytest.mark.parametrize("batch_size", [1, 4])
 @pytest.mark.slow
-def test_demo_scores_on_vifb_are_bit_identical_to_the_pinned_values(demo_model, batch_size):
+def test_demo_scores_on_vifb_match_the_pinned_values(demo_model, batch_size):
     details = demo_model.score([str(SHARED_VIFB / name) for name in IMAGES], dimensions=DIMENSIONS,
                                batch_size=batch_size, return_details=True)
     for dimension in DIMENSIONS:
-        assert [row[dimension]["score"] for row in details] == PINNED[batch_size][dimension]["score"], dimension
-        assert [row[dimension]["std"] for row in details] == PINNED[batch_size][dimension]["std"], dimension
+        expected = PINNED[batch_size][dimension]
+        assert [row[dimension]["score"] for row in details] == pytest.approx(expected["score"], abs=SCORE_TOLERANCE), dimension
+        assert [row[dimension]["std"] for row in details] == pytest.approx(expected["std"], abs=SCORE_TOLERANCE), dimension
     if batch_size == 4:
-        assert details[0]["overall"]["probs"] == PINNED_PROBS
+        assert details[0]["overall"]["probs"] == pytest.approx(PINNED_PROBS, abs=SCORE_TOLERANCE)

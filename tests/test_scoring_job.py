@@ -327,7 +327,7 @@ def test_bad_arguments_are_refused_before_any_scoring(models, tmp_path, capsys):
         (["score", "./no_such_dataset", "--image-column", "fused"], "no such file or folder"),
         (["score", str(tmp_path / "images"), "--split", "train"], "--split goes with a dataset"),
         (["score", str(tmp_path / "images"), "--streaming"], "--streaming goes with a dataset"),
-        (["score", str(paths[0]), "--dimensions", ","], "names no dimension"),
+        (["score", str(paths[0]), "--dimensions", ","], "--dimensions is empty; name at least one of"),
         (["score", str(paths[0]), "--device", "nonsense"], "--device 'nonsense': not a device"),
         (["score", str(tmp_path / "table.csv")], "name its image column with --image-column"),
         (["score", str(tmp_path / "no_rows")], "the dataset has no rows to score"),
