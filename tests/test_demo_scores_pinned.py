@@ -3,7 +3,7 @@ restructured (configuration, modeling, scoring engine, processing and pipeline f
 refactor must keep them. Values are for the PIL image-processor backend (the one transformers picks without
 torchvision) on the CPU; skipped when the VIFB images are absent.
 
-The values were pinned on an Intel Xeon; another CPU's vector kernels round differently (an AMD EPYC gave scores up to
+The values were pinned on an Intel Xeon; another CPU's vector kernels round differently (on an AMD EPYC one score came out
 4.8e-7 away, at the commit that pinned them too), so the scores must match to `SCORE_TOLERANCE`, ten times that
 difference."""
 
