@@ -359,6 +359,7 @@ def test_vifb_per_image_values_match_published(vifb_values):
     assert not mismatches, mismatches
 
 
+@pytest.mark.slow
 def test_vifb_method_averages_match_published(vifb_values):
     """ADF's average over the 21 pairs (over the pairs whose published file is available)."""
     published, ours = vifb_values
