@@ -118,6 +118,7 @@ def test_qwen3_5_recipes_run_end_to_end_at_toy_size(recipe, tmp_path):
 
 
 @pytest.mark.parametrize("family", ["qwen3_5", "qwen3_vl_moe"])
+@pytest.mark.slow
 def test_scoring_job_and_export_on_the_family(family, tmp_path):
     """`fuscore score` (the scoring job: chunks, parquet) and `fuscore export` on a saved model of the family; the
     exported folder loads in a clean process with trust_remote_code and scores as the job did."""

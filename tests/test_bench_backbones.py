@@ -4,9 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_backbone_benchmark_runs_at_toy_size(tmp_path):
     output = tmp_path / "backbones.json"
     finished = subprocess.run(

@@ -511,6 +511,7 @@ def test_level_tensors_follow_the_configured_levels(random_images):
 
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.slow
 def test_compiled_blocks_score_like_eager_and_compile_once_per_block_type(random_images):
     from torch._dynamo.utils import counters
 

@@ -63,6 +63,7 @@ def tokenizers():
     return {family: build_qwen_tokenizer(family) for family in FAMILIES}
 
 
+@pytest.mark.slow
 def test_the_qwen3_5_ranks_encode_as_tiktoken_does(tokenizers):
     """The converted Qwen3.5 tokenizer gives tiktoken's own encoding of its ranks with its pattern."""
     tiktoken = pytest.importorskip("tiktoken")

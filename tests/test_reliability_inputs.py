@@ -792,6 +792,7 @@ def test_a_multi_picture_jpeg_is_read_as_its_photo(tmp_path):
     assert np.array_equal(np.asarray(load_image(path)), expected)
 
 
+@pytest.mark.slow
 def test_sources_given_to_a_fused_only_model_are_ignored_with_a_warning(tiny_models, random_images):
     import pipeline_fuscore
     from transformers import pipeline

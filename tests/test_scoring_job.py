@@ -428,6 +428,7 @@ def test_hidden_resource_fork_files_are_not_images(models, tmp_path):
     assert "._img000" not in output.read_text() and paths[1].name in output.read_text()
 
 
+@pytest.mark.slow
 def test_python_dash_m_fuscore_is_the_command(tmp_path):
     missing = tmp_path / "missing.png"
     result = subprocess.run([sys.executable, "-m", "fuscore", "score", str(missing)], capture_output=True, text=True,
