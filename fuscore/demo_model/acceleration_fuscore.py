@@ -1,0 +1,1 @@
+../../acceleration_fuscore.py
