@@ -280,16 +280,38 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         """Whether any vision-tower parameter requires a gradient (LoRA on the language model freezes the tower)."""
         return any(parameter.requires_grad for parameter in self.model.visual.parameters())
 
-    # How many of the last decoder layers keep their activations when activation checkpointing is on, instead of
-    # recomputing them in the backward pass: memory for speed (see `_set_gradient_checkpointing`).
+    # Activation-checkpointing settings, set with `configure_checkpointing` and read when checkpointing is switched on.
     uncheckpointed_layers: int = 0
-    # How the other decoder layers are checkpointed (read by `_set_gradient_checkpointing`, like the count above):
-    # `checkpointing_policy` None recomputes everything in the backward pass; a name in `CHECKPOINTING_POLICIES`
-    # saves the matmul outputs it names (selective activation checkpointing). `activation_memory_budget` b in [0, 1]
-    # (compiled decoder layers only) leaves the choice to the compiler: no torch.utils.checkpoint, AOT autograd's
-    # min-cut partitioner keeps a fraction b of what it would save by default (0: recompute all it can).
     checkpointing_policy: Optional[str] = None
     activation_memory_budget: Optional[float] = None
+
+    def configure_checkpointing(self, uncheckpointed_layers: int = 0, policy: Optional[str] = None,
+                                memory_budget: Optional[float] = None) -> "FuScoreForQuality":
+        """How activation checkpointing treats the decoder layers once it is switched on (by the Trainer's
+        `gradient_checkpointing=True`, or `gradient_checkpointing_enable`): checked now, applied then. Call it before
+        checkpointing is switched on.
+
+        Args:
+            uncheckpointed_layers: how many of the last decoder layers keep their activations instead of recomputing
+                them in the backward pass: memory for speed (see `_set_gradient_checkpointing`).
+            policy: `None` recomputes everything in the backward pass; a name in `CHECKPOINTING_POLICIES` saves the
+                matmul outputs it names (selective activation checkpointing).
+            memory_budget: b in [0, 1] (compiled decoder layers only, `compile_blocks` first) leaves the choice to
+                the compiler: no torch.utils.checkpoint, AOT autograd's min-cut partitioner keeps a fraction b of
+                what it would save by default (0: recompute all it can).
+
+        Raises:
+            ValueError: a count above the number of decoder layers, an unknown policy, a budget outside [0, 1], a
+                budget without compiled decoder layers, or checkpointing already on.
+        """
+        if self.is_gradient_checkpointing:
+            raise ValueError("configure_checkpointing: gradient checkpointing is already on; call it before "
+                             "switching checkpointing on (it is applied then).")
+        check_block_checkpointing(self.model.language_model.layers, uncheckpointed_layers, policy, memory_budget,
+                                  enable=True)
+        self.uncheckpointed_layers, self.checkpointing_policy = uncheckpointed_layers, policy
+        self.activation_memory_budget = memory_budget
+        return self
 
     def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs):
         """Checkpoints the decoder layers but the last `uncheckpointed_layers`, and the vision blocks only if the

@@ -188,19 +188,17 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     resume_plan = check_resume_settings(resume, model_args, data_args, training_args) if resume else None
     model = load_model(model_args, regression_head=objective.regression_head)
     fuscore_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    layer_count = len(fuscore_model.model.language_model.layers)
-    if training_args.uncheckpointed_layers > layer_count:  # checked here, before the evaluation that precedes training
-        raise ValueError(f"--uncheckpointed_layers {training_args.uncheckpointed_layers}: the model's language model "
-                         f"has {layer_count} decoder layers.")
-    # Read when the Trainer switches checkpointing on, at the start of training.
-    fuscore_model.uncheckpointed_layers = training_args.uncheckpointed_layers
-    fuscore_model.checkpointing_policy = training_args.checkpointing_policy
-    fuscore_model.activation_memory_budget = training_args.activation_memory_budget
     if training_args.compile_blocks:
         # A trained vision tower stays eager under checkpointing: torch refuses to compile its blocks inside
         # checkpointing's recompute regions ("RNG ops in recompute regions"). A frozen one is never checkpointed.
         trained_and_checkpointed = fuscore_model.trains_vision_tower() and training_args.gradient_checkpointing
         fuscore_model.compile_blocks(vision_tower=not trained_and_checkpointed)
+    # Checked here, before the evaluation that precedes training; applied when the Trainer switches checkpointing on.
+    try:
+        fuscore_model.configure_checkpointing(training_args.uncheckpointed_layers, training_args.checkpointing_policy,
+                                              training_args.activation_memory_budget)
+    except ValueError as error:
+        raise ValueError(f"--uncheckpointed_layers / --checkpointing_policy / --activation_memory_budget: {error}") from None
     processor = model.get_processor()
     train_data, eval_data = load_tables(data_args, training_args.seed)
     if data_args.synthetic_stream:

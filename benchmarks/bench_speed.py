@@ -545,8 +545,7 @@ def train_benchmark(args, device, dtype, paths, flops, peak, run_results: dict) 
             if step_fn is baseline_step:
                 # The base model's own vision attention: a FuScore forward switches the shared tower to its packed one.
                 base.model.visual.config._attn_implementation = "sdpa"
-            model.uncheckpointed_layers = config["uncheckpointed"]
-            model.checkpointing_policy, model.activation_memory_budget = config["policy"], config["budget"]
+            model.configure_checkpointing(config["uncheckpointed"], config["policy"], config["budget"])
             if config["checkpointing"]:
                 enabled = base if config["checkpointing"] == "plain" else peft_model
                 enabled.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -561,7 +560,7 @@ def train_benchmark(args, device, dtype, paths, flops, peak, run_results: dict) 
                 memory[name] = max(memory[name], torch.cuda.max_memory_allocated() / 2**30)
             print(f"train round {round_index + 1} {name}: {rates[name][-1]:.2f} samples/s", flush=True)
     peft_model.gradient_checkpointing_disable()
-    model.uncheckpointed_layers, model.checkpointing_policy, model.activation_memory_budget = 0, None, None
+    model.configure_checkpointing()  # back to the defaults
     results["train_grad_accumulation"], results["train_optimizer"] = args.grad_accumulation, "AdamW (fused)"
     results["train_uncheckpointed_layers"] = uncheckpointed_counts(args)
     results["train_memory_budgets"] = memory_budgets(args)

@@ -448,8 +448,7 @@ def test_uncheckpointed_layers_skip_their_recomputation_with_the_same_gradients(
             for name, parameter in peft_model.named_parameters():
                 if "lora_B" in name:
                     parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-        fuscore_model = peft_model.get_base_model()
-        fuscore_model.uncheckpointed_layers = uncheckpointed_layers
+        fuscore_model = peft_model.get_base_model().configure_checkpointing(uncheckpointed_layers)
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         peft_model.train()
         layers = fuscore_model.model.language_model.layers
@@ -470,9 +469,15 @@ def test_uncheckpointed_layers_skip_their_recomputation_with_the_same_gradients(
         torch.testing.assert_close(last_kept[name], gradient, rtol=1e-5, atol=1e-7, msg=name)
 
     model = build_tiny_model("qwen3_vl", seed=5, num_layers=3)
-    model.uncheckpointed_layers = 4
     with pytest.raises(ValueError, match="uncheckpointed_layers=4: the language model has 3 decoder layers"):
-        model.gradient_checkpointing_enable()
+        model.configure_checkpointing(4)
+    with pytest.raises(ValueError, match="needs compiled decoder layers"):
+        model.configure_checkpointing(memory_budget=0.5)
+    assert model.uncheckpointed_layers == 0 and model.activation_memory_budget is None  # a refused call changes nothing
+    model.configure_checkpointing(1).gradient_checkpointing_enable()
+    assert [layer.gradient_checkpointing for layer in model.model.language_model.layers] == [True, True, False]
+    with pytest.raises(ValueError, match="already on"):
+        model.configure_checkpointing(2)
 
 
 def test_a_model_that_has_scored_can_still_train(random_images):

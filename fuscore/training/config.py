@@ -100,12 +100,12 @@ class FuScoreTrainingConfig(TrainingArguments):
                 "took about 10-15 s on that H100."})
     uncheckpointed_layers: int = field(default=0, metadata={
         "help": "With --gradient_checkpointing: the last N decoder layers keep their activations instead of "
-                "recomputing them in the backward pass (FuScoreForQuality.uncheckpointed_layers). Each layer left "
+                "recomputing them in the backward pass (FuScoreForQuality.configure_checkpointing). Each layer left "
                 "unchecked costs about 0.44 GiB for Qwen3-VL-8B at 16 images of 448 px and saves its recomputation; "
                 "benchmarks/RESULTS_speed.md has the measured trade."})
     checkpointing_policy: Optional[str] = field(default=None, metadata={
         "help": "With --gradient_checkpointing: selective activation checkpointing of the checkpointed decoder "
-                "layers (FuScoreForQuality.checkpointing_policy). 'mlp' keeps the outputs of the MLP's gate and up "
+                "layers (FuScoreForQuality.configure_checkpointing). 'mlp' keeps the outputs of the MLP's gate and up "
                 "projections and recomputes the rest: for Qwen3-VL-8B at 16 images of 448 px about 0.17 GiB more per "
                 "layer. With --compile_blocks the checkpoint runs inside each compiled layer. Unset: every "
                 "checkpointed layer recomputes everything."})
