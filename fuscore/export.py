@@ -96,8 +96,11 @@ def load_export_source(source: Union[str, os.PathLike], base_model: Optional[str
     """Loads what `source` holds: returns `(model, processor, evaluation, base_name)`.
 
     `model` is a `FuScoreForQuality`, or a peft `PeftModel` around one when `source` is a LoRA adapter folder (whose
-    base comes from `adapter_config.json`, or from `base_model` when given).
+    base comes from `adapter_config.json`, or from `base_model` when given): export needs the adapter as peft's object
+    to merge it or to save it alone. The FuScore model itself comes from `fuscore.hub.load_model`, with its checks.
     """
+    from fuscore.hub import load_model
+
     folder = Path(source)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder. Pass a saved FuScore model or LoRA adapter folder.")
@@ -110,18 +113,15 @@ def load_export_source(source: Union[str, os.PathLike], base_model: Optional[str
         base_name = base_model or adapter_config.get("base_model_name_or_path")
         if not base_name:
             raise NotAFuScoreModelError(f"{adapter_config_path} names no base model; pass --base-model.")
-        check_fuscore_config(base_name, f"{adapter_config_path} (base model)")
-        base = FuScoreForQuality.from_pretrained(base_name, dtype="auto")
-        processor = base.get_processor()
+        base = load_model(base_name, label=f"{adapter_config_path} (base model)")
         model = PeftModel.from_pretrained(base, str(folder))
-        return model, processor, evaluation, str(base_name)
+        return model, base.processor, evaluation, str(base_name)
     if not (folder / "config.json").is_file():
         raise NotAFuScoreModelError(
             f"{folder} has neither config.json nor adapter_config.json: it is not a saved FuScore model or adapter."
         )
-    check_fuscore_config(str(folder), f"{folder / 'config.json'}")
-    model = FuScoreForQuality.from_pretrained(str(folder), dtype="auto")
-    return model, model.get_processor(), evaluation, evaluation.get("base_model")
+    model = load_model(folder, label=f"{folder / 'config.json'}")
+    return model, model.processor, evaluation, evaluation.get("base_model")
 
 
 def _unwrap(model):
