@@ -1,6 +1,6 @@
 """The Qwen3.5 training recipes end to end at real size (issue 28): random-init base, a few optimizer steps, one GPU.
 
-    python benchmarks/bench_recipes.py --output recipes.json     # one H100/H200: both recipes, about 5-7 minutes
+    python benchmarks/bench_recipes.py --output recipes.json     # one H100/H200: both recipes (estimated 5-7 minutes)
     python benchmarks/bench_recipes.py --tiny                     # on a CPU: the same code path at toy size
 
 No base weights can be downloaded, so for each recipe (default `configs/qwen3_5_2b_lora.yaml`, then
@@ -429,7 +429,7 @@ def main():
     parser.add_argument("--table-workers", type=int, default=min(16, os.cpu_count() or 1),
                         help="processes rendering the synthetic table")
     parser.add_argument("--scratch", default=None, help="folder for the base folders, table and runs (default: a "
-                        "temporary folder under $TMPDIR; the 9B recipe needs ~45 GB free there)")
+                        "temporary folder under $TMPDIR; the 9B recipe needs ~23 GiB free there)")
     parser.add_argument("--time-limit", type=int, default=None, help="stop after this many seconds, keeping what was "
                         "measured (the recipe under way is recorded up to its last step)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
@@ -447,7 +447,8 @@ def main():
 
     scratch = Path(tempfile.mkdtemp(prefix="fuscore_recipes_", dir=args.scratch))
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "tiny": args.tiny,
-               "machine": machine_info(args.tiny), "max_steps": args.max_steps, "recipes": []}
+               "machine": machine_info(args.tiny), "max_steps": args.max_steps,
+               "scratch_free_gib": shutil.disk_usage(scratch).free / 2**30, "recipes": []}
     state = {"interrupted": None}
 
     def save():
