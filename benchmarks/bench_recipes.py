@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DEFAULT_RECIPES = ("configs/qwen3_5_2b_lora.yaml", "configs/qwen3_5_9b_lora.yaml")
 CHILD_FLAG = "--trainer-child"
+NO_FLA_ENV = "FUSCORE_BENCH_NO_FLA"  # set for the trainer child of `--kernels torch`
 TINY_SIDE = 64  # the toy run's image side: 2 x 2 merged visual tokens per image
 # The toy run's batches: the same pair-aware path at a sixteenth of the recipes' 4 pairs x 4 images x 4 accumulated.
 TINY_LAYOUT = {"pairs_per_batch": 2, "images_per_pair": 2, "gradient_accumulation_steps": 1}
@@ -417,6 +418,8 @@ def format_summary(results: dict) -> str:
 
 def main():
     if CHILD_FLAG in sys.argv[1:2]:  # python bench_recipes.py --trainer-child RECORD -- <trainer arguments>
+        if os.environ.get(NO_FLA_ENV) == "1":  # before transformers is imported: it picks the kernels at import
+            sys.modules["fla"] = None
         separator = sys.argv.index("--")
         run_trainer_child(sys.argv[2], sys.argv[separator + 1:])
         return
@@ -432,8 +435,14 @@ def main():
                         "temporary folder under $TMPDIR; the 9B recipe needs ~23 GiB free there)")
     parser.add_argument("--time-limit", type=int, default=None, help="stop after this many seconds, keeping what was "
                         "measured (the recipe under way is recorded up to its last step)")
+    parser.add_argument("--kernels", choices=("auto", "torch"), default="auto",
+                        help="auto: flash-linear-attention's Gated DeltaNet kernels where fla imports (its backward "
+                        "refuses Hopper GPUs with Triton >= 3.4 and < 3.7.1 unless tilelang is installed); torch: "
+                        "transformers' PyTorch fallback (fla hidden from the trainer)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args()
+    if args.kernels == "torch":
+        os.environ[NO_FLA_ENV] = "1"  # inherited by the trainer children
     if args.max_steps < 2:
         parser.error("--max-steps must be at least 2: the first step is not timed.")
     if args.tiny:
@@ -447,7 +456,7 @@ def main():
 
     scratch = Path(tempfile.mkdtemp(prefix="fuscore_recipes_", dir=args.scratch))
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "tiny": args.tiny,
-               "machine": machine_info(args.tiny), "max_steps": args.max_steps,
+               "machine": machine_info(args.tiny), "max_steps": args.max_steps, "kernels": args.kernels,
                "scratch_free_gib": shutil.disk_usage(scratch).free / 2**30, "recipes": []}
     state = {"interrupted": None}
 
