@@ -62,9 +62,9 @@ try:
 except ImportError:
     from processing_fuscore import FuScoreProcessor
 try:
-    from .scoring_fuscore import score_images
+    from .scoring_fuscore import ARTIFACT_MAP, score_images, upsample_artifact_map
 except ImportError:
-    from scoring_fuscore import score_images
+    from scoring_fuscore import ARTIFACT_MAP, score_images, upsample_artifact_map
 
 
 def takes_encoder_outputs(base_model) -> bool:
@@ -537,6 +537,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         progress: bool = False,
         compile: Union[bool, str] = False,
         fp8: bool = False,
+        return_maps: bool = False,
     ):
         """Scores fused images (with `scoring_fuscore.score_images`, the scoring engine).
 
@@ -558,6 +559,11 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 `benchmarks/RESULTS_speed.md`), else score eagerly.
             fp8: first quantize the decoder's linear layers to float8 (`quantize_fp8`; GPUs of compute capability
                 8.9 or later, with torchao; elsewhere a warning and the bf16 path). Pays with `compile=True`.
+            return_maps: also return each image's artifact map (models with the artifact map head only,
+                `config.artifact_map`; any other raises a ValueError that points at `explain`): float32 numpy
+                `(height, width)` at the image's own size, in [0, 1], the probability that a pixel belongs to an
+                artifact (the head's per-patch probabilities, upsampled bilinearly: `upsample_artifact_map`). The
+                map is the same for every dimension (the fused image's tokens precede the question).
 
         Several threads may score with one model at once: each call keeps its state to itself, and the scores are
         the ones a serial call gives.
@@ -565,6 +571,9 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         Returns:
             For one image and one dimension a float; for a list of images and one dimension a list of floats; for
             several dimensions a dict mapping each dimension to that. With `return_details`, a list of dicts.
+            With `return_maps`, per image (a dict for one image, a list of dicts for a list) the dict
+            `{dimension: score, ..., "artifact_map": map}`, or `{dimension: {"score", "std", "probs"}, ...,
+            "artifact_map": map}` with `return_details` too.
         """
         single = not isinstance(fused, (list, tuple))
         fused_list = [fused] if single else list(fused)
@@ -573,7 +582,16 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         if fp8:
             self.quantize_fp8()
         results = score_images(self, processor, fused_list, ir, vis, dimension_list, batch_size=batch_size,
-                               num_workers=num_workers, progress=progress, compile=compile)
+                               num_workers=num_workers, progress=progress, compile=compile, return_maps=return_maps)
+        if return_maps:
+            per_image = [
+                {**{dim: ({"score": results[dim]["score"][i], "std": results[dim]["std"][i],
+                           "probs": results[dim]["probs"][i]} if return_details else results[dim]["score"][i])
+                    for dim in dimension_list},
+                 ARTIFACT_MAP: upsample_artifact_map(**results[ARTIFACT_MAP][i])}
+                for i in range(len(fused_list))
+            ]
+            return per_image[0] if single else per_image
         if return_details:
             details = [
                 {dim: {"score": results[dim]["score"][i], "std": results[dim]["std"][i], "probs": results[dim]["probs"][i]}

@@ -164,3 +164,95 @@ def test_add_artifact_head_sets_the_flag_and_old_configs_load_without_it(tiny_mo
     with torch.no_grad():
         probs = built(**built.processor([np.zeros((56, 56, 3), np.uint8)])).artifact_probs
     assert ((probs - 0.5).abs() < 0.1).all()
+
+
+# ------------------------------------------------------------------------------------------------ saving and loading
+_LOAD_AND_MAP = """
+import json, numpy as np
+from transformers import AutoModel
+model = AutoModel.from_pretrained({folder!r}, trust_remote_code=True)
+images = list(np.load({images!r}))
+results = model.score(images, return_maps=True, batch_size=2)
+print(json.dumps({{"module": type(model).__module__, "flag": model.config.artifact_map,
+                   "scores": [r["overall"] for r in results], "maps": [r["artifact_map"].tolist() for r in results]}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def saved_with_head(head_models, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("artifact_head") / "model"
+    head_models["qwen3_vl"].save_pretrained(folder)
+    return folder
+
+
+def _maps(model, images):
+    return [result["artifact_map"] for result in model.score(images, return_maps=True, batch_size=2)]
+
+
+def test_the_head_is_saved_in_the_safetensors_and_loads_back(head_models, images, saved_with_head, tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    from conftest import load_saved
+    from fuscore.export import export_model
+    from fuscore.hub import load_model
+    from modeling_fuscore import FuScoreForQuality
+
+    with safe_open(saved_with_head / "model.safetensors", "pt") as weights:
+        names = set(weights.keys())
+    assert {"artifact_head.dense.weight", "artifact_head.dense.bias", "artifact_head.out.weight",
+            "artifact_head.out.bias"} <= names
+    assert json.loads((saved_with_head / "config.json").read_text())["artifact_map"] is True
+    expected = _maps(load_saved(saved_with_head), images[:3])
+    exported = export_model(saved_with_head, tmp_path / "export").folder
+    for loaded in (FuScoreForQuality.from_pretrained(saved_with_head), load_model(saved_with_head),
+                   FuScoreForQuality.from_pretrained(exported)):
+        assert loaded.config.artifact_map and loaded.artifact_head is not None
+        for got, want in zip(_maps(loaded, images[:3]), expected):
+            np.testing.assert_allclose(got, want, atol=1e-6)
+    # The head's weights are the saved model's, not a fresh init.
+    torch.testing.assert_close(load_model(saved_with_head).artifact_head.out.weight,
+                               head_models["qwen3_vl"].artifact_head.out.weight)
+
+
+def test_a_folder_whose_weights_lack_the_head_is_refused_and_one_without_it_has_no_maps(tiny_models, images,
+                                                                                         saved_with_head, tmp_path):
+    import json
+    import shutil
+
+    from fuscore.export import NotAFuScoreModelError
+    from fuscore.hub import load_model
+
+    plain = tmp_path / "plain"
+    tiny_models["qwen3_vl"].save_pretrained(plain)
+    assert json.loads((plain / "config.json").read_text())["artifact_map"] is False
+    loaded = load_model(plain)
+    assert loaded.artifact_head is None
+    with pytest.raises(ValueError, match="trained without artifact maps.*model.explain"):
+        loaded.score(images[0], return_maps=True)
+    # config.json says there is a head, the weights have none: its maps would come from a random head.
+    lying = tmp_path / "lying"
+    shutil.copytree(plain, lying)
+    config = json.loads((lying / "config.json").read_text())
+    config["artifact_map"] = True
+    (lying / "config.json").write_text(json.dumps(config))
+    with pytest.raises(NotAFuScoreModelError, match="artifact_head"):
+        load_model(lying)
+
+
+@pytest.mark.slow
+def test_remote_code_in_a_clean_process_serves_the_saved_maps(saved_with_head, images, tmp_path):
+    from conftest import load_saved, run_clean_python
+
+    np.save(tmp_path / "images.npy", np.stack([image[:52, :66] for image in images[1:]]))
+    stacked = list(np.load(tmp_path / "images.npy"))
+    loaded = load_saved(saved_with_head)
+    expected = loaded.score(stacked, return_maps=True, batch_size=2)
+    result = run_clean_python(_LOAD_AND_MAP.format(folder=str(saved_with_head), images=str(tmp_path / "images.npy")),
+                              tmp_path)
+    assert result["module"].startswith("transformers_modules.") and result["flag"] is True
+    np.testing.assert_allclose(result["scores"], [r["overall"] for r in expected], atol=1e-6)
+    for got, want in zip(result["maps"], expected):
+        np.testing.assert_allclose(np.asarray(got, np.float32), want["artifact_map"], atol=1e-6)
+        assert np.asarray(got).shape == (52, 66)
