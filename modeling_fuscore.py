@@ -105,7 +105,7 @@ def fused_image_tokens(input_ids: torch.LongTensor, image_grid_thw: torch.LongTe
         divided by the spatial merge size).
     """
     is_image = input_ids == image_token_id
-    run_starts = is_image & ~F.pad(is_image[:, :-1], (1, 0), value=False)
+    run_starts = is_image & ~torch.cat([is_image.new_zeros(is_image.shape[0], 1), is_image[:, :-1]], dim=1)
     mask = is_image & (run_starts.cumsum(-1) == 1)
     images_per_row = run_starts.sum(-1)
     first_image = images_per_row.cumsum(0) - images_per_row
@@ -687,7 +687,11 @@ class FuScoreForQuality(FuScorePreTrainedModel):
 
         The trainer calls it to train maps on a model that has none; the head is on the LM head's device and dtype.
         From then on `forward` returns `artifact_probs` and `artifact_grids`, and `score(..., return_maps=True)`
-        serves the maps.
+        serves the maps. The contract for a map loss: `artifact_probs` (float32 `(N,)`) splits into rows by
+        `artifact_grids.prod(-1)`, each row's entries in row-major order of its `(h, w)` grid, exactly as
+        `fuscore.objectives.maps.map_targets(maps, artifact_grids.tolist())` lays out its targets. Under LoRA the
+        head is an ordinary module: list it in peft's `modules_to_save` (`["artifact_head"]`) so the adapter trains
+        and saves it.
         """
         hidden_size = self.config.base_config.get_text_config().hidden_size
         self.artifact_head = FuScoreArtifactHead(hidden_size, device=self.lm_head.weight.device,
