@@ -131,7 +131,7 @@ def write_map_png(path: Path, artifact_map) -> Path:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(np.rint(np.clip(artifact_map, 0, 1) * 255).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    Image.fromarray(np.rint(np.clip(artifact_map, 0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG")
     return atomic.write_bytes(path, buffer.getvalue())
 
 
