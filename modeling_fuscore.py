@@ -272,6 +272,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         right_padded: bool = False,
         return_vocab_logits: bool = False,
         return_answer_hidden_state: bool = False,
+        return_artifact_map: bool = True,
         **kwargs,
     ) -> FuScoreOutput:
         r"""
@@ -295,8 +296,10 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             return_vocab_logits (`bool`): also return full-vocabulary logits at the answer position (DeQA-style loss).
             return_answer_hidden_state (`bool`): also return the answer-position hidden state.
 
-        With the artifact map head (`config.artifact_map`), the output also holds `artifact_probs` and
-        `artifact_grids` (see `FuScoreOutput`), read from the same forward pass's final hidden states.
+            return_artifact_map (`bool`): with the artifact map head (`config.artifact_map`), also return
+                `artifact_probs` and `artifact_grids` (see `FuScoreOutput`), read from the same forward pass's final
+                hidden states. Selecting the fused image's tokens waits for the GPU (their count is data), so the
+                scoring engine passes `False` unless maps are asked for, keeping its batches overlapped.
         """
         self._prepare_vision_tower()
         base_inputs = dict(input_ids=input_ids, attention_mask=decoder_attention_mask(attention_mask, right_padded, position_ids),
@@ -325,7 +328,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             vocab_logits=self.lm_head(answer_hidden).float() if return_vocab_logits else None,
             regression=self.regression_head(answer_hidden).squeeze(-1).float() if self.regression_head is not None else None,
             answer_hidden_state=answer_hidden if return_answer_hidden_state else None,
-            **self._artifact_outputs(hidden_states, input_ids, image_grid_thw),
+            **(self._artifact_outputs(hidden_states, input_ids, image_grid_thw) if return_artifact_map else {}),
         )
 
     def _artifact_outputs(self, hidden_states, input_ids, image_grid_thw) -> dict:

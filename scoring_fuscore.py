@@ -340,6 +340,8 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
             batch["right_padded"] = True
         batch = to_device(batch, model.device)
         batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        if getattr(model, "artifact_head", None) is not None:
+            batch["return_artifact_map"] = return_maps  # selecting the map's tokens waits for the GPU: only if asked
         return batch, positions
 
     # On a GPU the batches are prepared in a background thread: the forward pass blocks its thread at the base

@@ -73,6 +73,20 @@ def test_the_engine_gives_each_image_its_own_map_at_any_batch_size(mapped, image
             np.testing.assert_allclose(entry["artifact_map"], expected, atol=1e-5, rtol=0)
 
 
+def test_scores_alone_do_not_run_the_head(mapped, images):
+    """Selecting the map's tokens waits for the GPU: the engine skips the head unless maps are asked for."""
+    calls = []
+    handle = mapped.artifact_head.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        same_size = [images[0], images[3]]  # one batch
+        mapped.score(same_size, batch_size=2)
+        assert calls == []
+        mapped.score(same_size, batch_size=2, return_maps=True)
+        assert calls == [1]
+    finally:
+        handle.remove()
+
+
 def test_a_model_without_the_head_refuses_maps_and_points_at_explain(tiny_models, images):
     from scoring_fuscore import score_images
 
