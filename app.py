@@ -58,6 +58,10 @@ RESULT_MIN_WIDTH = 320
 # benchmark images, which are for research use only.
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples" / "space"
 SCORE_COLUMNS = ("dimension", "score", "uncertainty")
+# The artifact map overlay (models with the artifact map head): this colour, at an opacity of OVERLAY_OPACITY times
+# the map's probability, over the fused image.
+OVERLAY_COLOR = (255, 0, 0)
+OVERLAY_OPACITY = 0.6
 
 
 def load_model(name_or_path: str):
@@ -153,6 +157,27 @@ def scores_table(details: dict):
         lambda name: name.replace("_", " "), subset=[SCORE_COLUMNS[0]])
 
 
+def has_artifact_maps(model) -> bool:
+    """Whether the model was trained with artifact maps (it has the artifact map head, `config.artifact_map`)."""
+    return getattr(model, "artifact_head", None) is not None
+
+
+def map_overlay(upload, artifact_map) -> Image.Image:
+    """The fused image (upright, as FuScore's loader reads it) with its artifact map laid over it: `OVERLAY_COLOR` at
+    an opacity of `OVERLAY_OPACITY` x the map's probability per pixel, so clean regions keep the image as it is."""
+    import numpy as np
+    from PIL import ImageOps
+
+    with Image.open(io.BytesIO(upload) if isinstance(upload, bytes) else upload) as opened:
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+    height, width = artifact_map.shape
+    if image.size != (width, height):  # never for a map of this image; a safeguard for the display only
+        image = image.resize((width, height), Image.BILINEAR)
+    alpha = OVERLAY_OPACITY * np.clip(np.asarray(artifact_map, dtype=np.float32), 0, 1)[..., None]
+    blended = (1 - alpha) * np.asarray(image, dtype=np.float32) + alpha * np.asarray(OVERLAY_COLOR, dtype=np.float32)
+    return Image.fromarray(np.rint(blended).astype(np.uint8))
+
+
 def example_rows(needs_sources: bool) -> list:
     """The shipped example scenes as input rows (fused image, and its sources for a model that reads them)."""
     rows = []
@@ -168,6 +193,8 @@ def build_app(model, model_name: str = "", max_image_pixels: int = DEFAULT_MAX_I
     """The Gradio interface around an already loaded FuScore model (tests pass a tiny one), with its bounded queue.
 
     A model that reads the fused image only gets a fused-image input only: sources it would ignore are not asked for.
+    A model trained with artifact maps (`has_artifact_maps`) also shows its map laid over the fused image
+    (`map_overlay`); the API then returns that image as a third output.
     """
     for name, value in (("max_image_pixels", max_image_pixels), ("queue_size", queue_size), ("concurrency", concurrency)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -176,6 +203,7 @@ def build_app(model, model_name: str = "", max_image_pixels: int = DEFAULT_MAX_I
     level_words = list(model.config.level_words)
     needs_sources = model.get_processor().input_mode == "fused_ir_vis"
     roles = ("fused image", "infrared source", "visible source") if needs_sources else ("fused image",)
+    shows_maps = has_artifact_maps(model)
 
     def score(*payloads):
         uploads = [uploaded_file(payload) for payload in payloads]
@@ -187,11 +215,13 @@ def build_app(model, model_name: str = "", max_image_pixels: int = DEFAULT_MAX_I
             check_image_pixels(upload, role, max_image_pixels)
         fused, ir, vis = uploads if needs_sources else (uploads[0], None, None)
         try:
-            details = model.score(fused, ir=ir, vis=vis, dimensions=dimensions, return_details=True)
+            details = model.score(fused, ir=ir, vis=vis, dimensions=dimensions, return_details=True,
+                                  **({"return_maps": True} if shows_maps else {}))
         except ValueError as error:  # FuScore's ImageInputError: unreadable, too small, sources not registered
             # Gradio renders an error as HTML, and the message carries the uploader's file name.
             raise gr.Error(html.escape(_name_uploads(str(error), roles, uploads), quote=False)) from None
-        return scores_table(details), level_frame(details["overall"]["probs"])
+        outputs = (scores_table({dim: details[dim] for dim in dimensions}), level_frame(details["overall"]["probs"]))
+        return (*outputs, map_overlay(fused, details["artifact_map"])) if shows_maps else outputs
 
     def level_frame(probs):
         import pandas as pd  # a gradio dependency
@@ -230,8 +260,13 @@ def build_app(model, model_name: str = "", max_image_pixels: int = DEFAULT_MAX_I
                     color_map=dict(zip(level_words, LEVEL_COLORS)) if len(level_words) == len(LEVEL_COLORS) else None,
                     label="Overall level distribution", elem_id="fuscore-levels",
                 )
+        outputs = [table, levels]
+        if shows_maps:
+            outputs.append(gr.Image(label=f"Artifact map: red where the model sees artifacts (opacity "
+                                          f"{OVERLAY_OPACITY:g} x probability)", type="pil", format="png",
+                                    interactive=False, elem_id="fuscore-artifact-map"))
         # Unprocessed inputs: the uploads reach `score` as files, for FuScore's own loader to decode and check.
-        button.click(score, inputs=inputs, outputs=[table, levels], api_name="score", preprocess=False)
+        button.click(score, inputs=inputs, outputs=outputs, api_name="score", preprocess=False)
     return app.queue(max_size=queue_size, default_concurrency_limit=concurrency)
 
 

@@ -235,6 +235,10 @@ class FuScoreConfig(PreTrainedConfig):
             Token ids of the level words, resolved from the tokenizer when the model is built.
         regression_head (`bool`, defaults to `False`):
             Adds a linear regression head on the answer-position hidden state (the `scalar` training baseline).
+        artifact_map (`bool`, defaults to `False`):
+            Adds the artifact map head (`FuScoreArtifactHead`): one artifact probability per merged patch of each
+            row's fused image, read from the language model's final hidden states at that image's visual tokens
+            (DESIGN.md section 10). Folders saved before it existed load as `False` (no head, no maps).
         packed_vision_attention (`bool`, defaults to `True`):
             Where the vision tower runs under sdpa, attend all images of a batch in one call instead of a Python
             loop over images (see `packed_vision_attention`). Scores are unchanged up to floating-point rounding.
@@ -247,6 +251,7 @@ class FuScoreConfig(PreTrainedConfig):
     level_values: Optional[list] = None
     level_token_ids: Optional[list] = None
     regression_head: bool = False
+    artifact_map: bool = False
     packed_vision_attention: bool = True
 
     def __post_init__(self, **kwargs):

@@ -62,9 +62,9 @@ try:
 except ImportError:
     from processing_fuscore import FuScoreProcessor
 try:
-    from .scoring_fuscore import score_images
+    from .scoring_fuscore import ARTIFACT_MAP, score_images, upsample_artifact_map
 except ImportError:
-    from scoring_fuscore import score_images
+    from scoring_fuscore import ARTIFACT_MAP, score_images, upsample_artifact_map
 
 
 def takes_encoder_outputs(base_model) -> bool:
@@ -89,6 +89,57 @@ def _answer_hidden_state(hidden_states: torch.Tensor, attention_mask: Optional[t
     return hidden_states[rows, answer_positions.to(hidden_states.device)]
 
 
+def fused_image_tokens(input_ids: torch.LongTensor, image_grid_thw: torch.LongTensor, image_token_id: int,
+                       merge_size: int) -> tuple:
+    """Where each row's fused image is among a batch's tokens, and its merged-patch grid.
+
+    Every FuScore prompt writes the fused image first (`FuScoreProcessor.build_prompt`: the images in model order,
+    fused, infrared, visible, as `prepare_images` returns them), each image a contiguous run of image tokens between
+    its vision start and end tokens; so the fused image of a row is its first run of image tokens, and its grid the
+    row's first entry of `image_grid_thw` (one entry per image, rows in batch order). Pads are never image tokens.
+
+    Returns:
+        `(mask, grids)`: bool `(batch_size, sequence_length)`, true at the fused image's visual tokens (in a row,
+        left to right: the merged patches in row-major grid order, as the vision tower's merger emits them), and long
+        `(batch_size, 2)`, the `(h, w)` merged-patch grid of each row's fused image (`image_grid_thw`'s h and w
+        divided by the spatial merge size).
+    """
+    is_image = input_ids == image_token_id
+    run_starts = is_image & ~torch.cat([is_image.new_zeros(is_image.shape[0], 1), is_image[:, :-1]], dim=1)
+    mask = is_image & (run_starts.cumsum(-1) == 1)
+    images_per_row = run_starts.sum(-1)
+    first_image = images_per_row.cumsum(0) - images_per_row
+    grids = image_grid_thw.to(first_image.device)[first_image][:, 1:] // merge_size
+    return mask, grids
+
+
+class FuScoreArtifactHead(nn.Module):
+    """The artifact map head: one artifact logit per visual token of the fused image (DESIGN.md section 10).
+
+    A two-layer MLP (`dense`: hidden -> min(hidden, 512), GELU, `out`: -> 1) applied to each token alone: about
+    2.1 M parameters for a 4096-wide decoder. It reads the language model's final hidden states (after the final
+    norm) at the fused image's visual tokens. Those states come from the whole vision tower (full attention within
+    the image, so every patch has seen the whole fused image) and from every decoder layer, attending causally to the
+    prompt's opening (system turn and user tag) and to the image's earlier tokens; they are the model's own reading
+    of the image, shaped by the rating it was trained for, one per merged patch, on the fused image's grid. Causal
+    attention means they have not read the question nor, in `fused_ir_vis` mode, the sources (both come after the
+    fused image): the map is the same whichever dimension is asked (up to rounding) and depends on the fused image
+    alone. The fused image's tokens are still the ones to read: they are the only ones on the fused image's grid
+    that describe the fused image, and the rating path is untouched (no extra forward, no change to the prompt).
+    """
+
+    def __init__(self, hidden_size: int, device=None, dtype=None):
+        super().__init__()
+        width = min(hidden_size, 512)
+        self.dense = nn.Linear(hidden_size, width, device=device, dtype=dtype)
+        self.out = nn.Linear(width, 1, device=device, dtype=dtype)
+        self.dense._fuscore_head = self.out._fuscore_head = True
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`(..., hidden_size)` -> `(...)` logits."""
+        return self.out(F.gelu(self.dense(hidden_states))).squeeze(-1)
+
+
 @dataclass
 class FuScoreOutput(ModelOutput):
     r"""
@@ -109,6 +160,14 @@ class FuScoreOutput(ModelOutput):
             Output of the regression head (only when `config.regression_head`).
         answer_hidden_state (`torch.FloatTensor` of shape `(batch_size, hidden_size)`, *optional*):
             Last hidden state at the answer position (only with `return_answer_hidden_state=True`).
+        artifact_probs (`torch.FloatTensor` of shape `(num_patches,)`, *optional*):
+            Artifact probability (float32 sigmoid of the artifact map head) of each merged patch of each row's fused
+            image: the rows concatenated in batch order, each row's patches in row-major order of its grid, the
+            order `fuscore.objectives.maps.map_targets` flattens the pooled target maps in. Only when the model has
+            the head (`config.artifact_map`) and images are given.
+        artifact_grids (`torch.LongTensor` of shape `(batch_size, 2)`, *optional*):
+            `(h, w)` merged-patch grid of each row's fused image (`image_grid_thw`'s h and w divided by the spatial
+            merge size); row `b` owns `h_b * w_b` consecutive entries of `artifact_probs`. With `artifact_probs`.
     """
 
     level_logits: Optional[torch.FloatTensor] = None
@@ -118,6 +177,8 @@ class FuScoreOutput(ModelOutput):
     vocab_logits: Optional[torch.FloatTensor] = None
     regression: Optional[torch.FloatTensor] = None
     answer_hidden_state: Optional[torch.FloatTensor] = None
+    artifact_probs: Optional[torch.FloatTensor] = None
+    artifact_grids: Optional[torch.LongTensor] = None
 
 
 class FuScorePreTrainedModel(PreTrainedModel):
@@ -164,6 +225,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         if config.regression_head:
             self.regression_head = nn.Linear(text_config.hidden_size, 1)
             self.regression_head._fuscore_head = True
+        self.artifact_head = FuScoreArtifactHead(text_config.hidden_size) if config.artifact_map else None
         self.processor = None  # attached by `from_base`, `from_pretrained` loads it lazily in `score`
         self.post_init()
 
@@ -210,6 +272,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         right_padded: bool = False,
         return_vocab_logits: bool = False,
         return_answer_hidden_state: bool = False,
+        return_artifact_map: bool = True,
         **kwargs,
     ) -> FuScoreOutput:
         r"""
@@ -232,6 +295,11 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 layers, and flash attention where a mask would rule it out). The scoring engine sets it on a GPU.
             return_vocab_logits (`bool`): also return full-vocabulary logits at the answer position (DeQA-style loss).
             return_answer_hidden_state (`bool`): also return the answer-position hidden state.
+
+            return_artifact_map (`bool`): with the artifact map head (`config.artifact_map`), also return
+                `artifact_probs` and `artifact_grids` (see `FuScoreOutput`), read from the same forward pass's final
+                hidden states. Selecting the fused image's tokens waits for the GPU (their count is data), so the
+                scoring engine passes `False` unless maps are asked for, keeping its batches overlapped.
         """
         self._prepare_vision_tower()
         base_inputs = dict(input_ids=input_ids, attention_mask=decoder_attention_mask(attention_mask, right_padded, position_ids),
@@ -260,7 +328,20 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             vocab_logits=self.lm_head(answer_hidden).float() if return_vocab_logits else None,
             regression=self.regression_head(answer_hidden).squeeze(-1).float() if self.regression_head is not None else None,
             answer_hidden_state=answer_hidden if return_answer_hidden_state else None,
+            **(self._artifact_outputs(hidden_states, input_ids, image_grid_thw) if return_artifact_map else {}),
         )
+
+    def _artifact_outputs(self, hidden_states, input_ids, image_grid_thw) -> dict:
+        """`artifact_probs` and `artifact_grids` from the final hidden states (empty without the head or images)."""
+        if self.artifact_head is None or image_grid_thw is None:
+            return {}
+        base_config = self.config.base_config
+        mask, grids = fused_image_tokens(input_ids, image_grid_thw, base_config.image_token_id,
+                                         base_config.vision_config.spatial_merge_size)
+        logits = self.artifact_head(hidden_states[mask.to(hidden_states.device)])
+        with torch.autocast(logits.device.type, enabled=False):
+            probs = logits.float().sigmoid()
+        return {"artifact_probs": probs, "artifact_grids": grids}
 
     def _image_inputs(self, pixel_values, image_grid_thw, vision_inputs: Optional[dict], **kwargs) -> dict:
         """The base model's image inputs, with the vision tower's precomputed `vision_inputs` handed over as call
@@ -459,6 +540,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         progress: bool = False,
         compile: Union[bool, str] = False,
         fp8: bool = False,
+        return_maps: bool = False,
     ):
         """Scores fused images (with `scoring_fuscore.score_images`, the scoring engine).
 
@@ -480,6 +562,11 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 `benchmarks/RESULTS_speed.md`), else score eagerly.
             fp8: first quantize the decoder's linear layers to float8 (`quantize_fp8`; GPUs of compute capability
                 8.9 or later, with torchao; elsewhere a warning and the bf16 path). Pays with `compile=True`.
+            return_maps: also return each image's artifact map (models with the artifact map head only,
+                `config.artifact_map`; any other raises a ValueError that points at `explain`): float32 numpy
+                `(height, width)` at the image's own size, in [0, 1], the probability that a pixel belongs to an
+                artifact (the head's per-patch probabilities, upsampled bilinearly: `upsample_artifact_map`). The
+                map is the same for every dimension (the fused image's tokens precede the question).
 
         Several threads may score with one model at once: each call keeps its state to itself, and the scores are
         the ones a serial call gives.
@@ -487,6 +574,9 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         Returns:
             For one image and one dimension a float; for a list of images and one dimension a list of floats; for
             several dimensions a dict mapping each dimension to that. With `return_details`, a list of dicts.
+            With `return_maps`, per image (a dict for one image, a list of dicts for a list) the dict
+            `{dimension: score, ..., "artifact_map": map}`, or `{dimension: {"score", "std", "probs"}, ...,
+            "artifact_map": map}` with `return_details` too.
         """
         single = not isinstance(fused, (list, tuple))
         fused_list = [fused] if single else list(fused)
@@ -495,7 +585,16 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         if fp8:
             self.quantize_fp8()
         results = score_images(self, processor, fused_list, ir, vis, dimension_list, batch_size=batch_size,
-                               num_workers=num_workers, progress=progress, compile=compile)
+                               num_workers=num_workers, progress=progress, compile=compile, return_maps=return_maps)
+        if return_maps:
+            per_image = [
+                {**{dim: ({"score": results[dim]["score"][i], "std": results[dim]["std"][i],
+                           "probs": results[dim]["probs"][i]} if return_details else results[dim]["score"][i])
+                    for dim in dimension_list},
+                 ARTIFACT_MAP: upsample_artifact_map(**results[ARTIFACT_MAP][i])}
+                for i in range(len(fused_list))
+            ]
+            return per_image[0] if single else per_image
         if return_details:
             details = [
                 {dim: {"score": results[dim]["score"][i], "std": results[dim]["std"][i], "probs": results[dim]["probs"][i]}
@@ -524,13 +623,15 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         level_values: Optional[Sequence[float]] = None,
         prompts: Optional[dict] = None,
         regression_head: bool = False,
+        artifact_map: bool = False,
         min_pixels: Optional[int] = None,
         max_pixels: Optional[int] = None,
         **from_pretrained_kwargs,
     ) -> "FuScoreForQuality":
         """Builds a FuScore model from a Qwen-VL base checkpoint (a Hub id such as `Qwen/Qwen3-VL-8B-Instruct` or a
-        local folder), with its weights, tokenizer and image processor. `from_pretrained_kwargs` (dtype,
-        attn_implementation, device_map, ...) go to the base model's `from_pretrained`."""
+        local folder), with its weights, tokenizer and image processor. `artifact_map=True` adds a freshly
+        initialised artifact map head (`add_artifact_head`). `from_pretrained_kwargs` (dtype, attn_implementation,
+        device_map, ...) go to the base model's `from_pretrained`."""
         from transformers import AutoModelForImageTextToText, AutoTokenizer
         # From its own module: transformers 5.17 exports a placeholder that demands torchvision at the top level,
         # although the PIL backend it falls back to needs none.
@@ -552,6 +653,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             level_words=list(level_words) if level_words else None,
             level_values=list(level_values) if level_values else None,
             regression_head=regression_head,
+            artifact_map=artifact_map,
         )
         return cls.from_base_model(base, config, tokenizer, image_processor, prompts=prompts, input_mode=input_mode)
 
@@ -567,6 +669,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         model.lm_head = base_model.lm_head
         if model.regression_head is not None:
             model.add_regression_head()
+        if model.artifact_head is not None:
+            model.add_artifact_head()
         model.processor = FuScoreProcessor(image_processor, tokenizer, prompts=prompts, input_mode=input_mode,
                                            chat_format=chat_format(config.base_config.model_type))
         model.config._name_or_path = getattr(base_model.config, "_name_or_path", "")
@@ -579,6 +683,26 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         self.regression_head._fuscore_head = True
         self._init_weights(self.regression_head)
         self.config.regression_head = True
+
+    def add_artifact_head(self):
+        """A freshly initialised artifact map head (`FuScoreArtifactHead`), replacing any there is, and
+        `config.artifact_map = True`, so that `save_pretrained` saves it and `from_pretrained` builds it again.
+
+        The trainer calls it to train maps on a model that has none; the head is on the LM head's device and dtype.
+        From then on `forward` returns `artifact_probs` and `artifact_grids`, and `score(..., return_maps=True)`
+        serves the maps. The contract for a map loss: `artifact_probs` (float32 `(N,)`) splits into rows by
+        `artifact_grids.prod(-1)`, each row's entries in row-major order of its `(h, w)` grid, exactly as
+        `fuscore.objectives.maps.map_targets(maps, artifact_grids.tolist())` lays out its targets. Under LoRA the
+        head is an ordinary module: list it in peft's `modules_to_save` (`["artifact_head"]`) so the adapter trains
+        and saves it.
+        """
+        hidden_size = self.config.base_config.get_text_config().hidden_size
+        self.artifact_head = FuScoreArtifactHead(hidden_size, device=self.lm_head.weight.device,
+                                                 dtype=self.lm_head.weight.dtype)
+        for module in self.artifact_head.modules():
+            if isinstance(module, nn.Linear):
+                self._init_weights(module)
+        self.config.artifact_map = True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves everything a load needs: the weights (safetensors), the config with the pipeline's registration
@@ -634,7 +758,7 @@ if not __package__:
 __all__ = [
     "CHECKPOINTING_POLICIES", "DEFAULT_LEVEL_VALUES", "DEFAULT_LEVEL_WORDS", "DEFAULT_PROMPTS", "DIMENSIONS",
     "PACKED_VISION_ATTENTION", "SUB_DIMENSIONS", "SUPPORTED_BASE_MODEL_TYPES", "FuScoreConfig", "FuScoreForQuality",
-    "FuScoreOutput", "FuScorePreTrainedModel", "FuScoreProcessor", "PatchConv3d", "check_checkpointing_settings",
-    "default_prompts", "memory_budget_backend", "packed_vision_attention", "register_auto_classes",
+    "FuScoreArtifactHead", "FuScoreOutput", "FuScorePreTrainedModel", "FuScoreProcessor", "PatchConv3d", "check_checkpointing_settings",
+    "default_prompts", "fused_image_tokens", "memory_budget_backend", "packed_vision_attention", "register_auto_classes",
     "resolve_dimensions", "resolve_level_token_ids", "score_images", "takes_encoder_outputs",
 ]

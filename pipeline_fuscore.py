@@ -46,9 +46,9 @@ try:
 except ImportError:
     from image_utils_fuscore import ImageInputError, load_image
 try:
-    from .scoring_fuscore import check_count, score_images
+    from .scoring_fuscore import ARTIFACT_MAP, check_artifact_maps, check_count, score_images, upsample_artifact_map
 except ImportError:
-    from scoring_fuscore import check_count, score_images
+    from scoring_fuscore import ARTIFACT_MAP, check_artifact_maps, check_count, score_images, upsample_artifact_map
 
 TASK_NAME = "fused-image-quality"
 INPUT_KEYS = ("fused", "ir", "vis")
@@ -67,10 +67,14 @@ class FuScorePipeline(Pipeline):
         batch_size: images per forward pass (default 1); with d dimensions a pass holds `batch_size * d` items, so
             the scores equal `model.score(images, dimensions, batch_size=batch_size * d)`.
         num_workers: DataLoader workers that read and decode the inputs (transformers' own argument).
+        return_maps: also return each input's artifact map (models trained with maps: `config.artifact_map`; any
+            other raises a ValueError that points at `model.explain`).
 
     Returns, per input, `{"score", "std", "probs", "dimensions"}`: the overall score in [1, 5], its uncertainty (the
     spread of the level distribution), the level probabilities as `{level word: probability}` in the model's level
-    order, and the same three values for each other requested dimension under `"dimensions"`.
+    order, and the same three values for each other requested dimension under `"dimensions"`. With `return_maps`,
+    also `"artifact_map"`: float32 numpy `(height, width)` in [0, 1] at the fused image's size, as
+    `model.score(..., return_maps=True)` gives it.
     """
 
     _load_processor = None  # the FuScore processor is loaded when the repo has one, else taken from the model
@@ -98,12 +102,18 @@ class FuScorePipeline(Pipeline):
         super().save_pretrained(save_directory, **kwargs)
 
     # ----------------------------------------------------------------- parameters
-    def _sanitize_parameters(self, dimensions: Union[str, Sequence[str], None] = None, **unused):
+    def _sanitize_parameters(self, dimensions: Union[str, Sequence[str], None] = None, return_maps: Optional[bool] = None,
+                             **unused):
         if unused:
             raise TypeError(f"FuScorePipeline got unexpected arguments: {', '.join(sorted(unused))}.")
         # Resolved once per call (or once at build time), not once per input.
         preprocess_params = {} if dimensions is None else {"dimensions": self._resolve_dimensions(dimensions)}
-        return preprocess_params, {}, {}
+        forward_params = {}
+        if return_maps is not None:
+            if return_maps:
+                check_artifact_maps(self.model)  # before any input is read
+            forward_params["return_maps"] = bool(return_maps)
+        return preprocess_params, forward_params, {}
 
     def _resolve_dimensions(self, dimensions) -> tuple:
         # transformers' __init__ reads the build-time arguments before this class's __init__ sets the processor.
@@ -141,7 +151,7 @@ class FuScorePipeline(Pipeline):
             "dimensions": dimensions or self._default_dimensions,
         }
 
-    def _forward(self, model_inputs: dict) -> dict:
+    def _forward(self, model_inputs: dict, return_maps: bool = False) -> dict:
         """One preprocessed input, or a batch of them as transformers' collate gives it (one list per key), scored in
         one engine call; returns `{"scores": ...}` shaped as it came (one result, or a list that transformers unbatches)."""
         batched = isinstance(model_inputs["fused"], list)
@@ -150,17 +160,24 @@ class FuScorePipeline(Pipeline):
         vis = model_inputs["vis"] if batched else [model_inputs["vis"]]
         dimensions = list(model_inputs["dimensions"][0] if batched else model_inputs["dimensions"])
         results = score_images(self.model, self.processor, fused, ir, vis, dimensions,
-                               batch_size=len(fused) * len(dimensions))
+                               batch_size=len(fused) * len(dimensions), return_maps=return_maps)
         scores = [{dimension: {key: results[dimension][key][row] for key in ("score", "std", "probs")}
                    for dimension in dimensions} for row in range(len(fused))]
+        if return_maps:  # the patch grid travels (transformers unbatches it); postprocess upsamples it
+            for row, entry in enumerate(scores):
+                entry[ARTIFACT_MAP] = results[ARTIFACT_MAP][row]
         return {"scores": scores if batched else scores[0]}
 
     def postprocess(self, model_outputs: dict) -> dict:
+        scores = dict(model_outputs["scores"])
+        artifact_map = scores.pop(ARTIFACT_MAP, None)
         per_dimension = {
             dimension: {"score": values["score"], "std": values["std"], "probs": dict(zip(self.level_words, values["probs"]))}
-            for dimension, values in model_outputs["scores"].items()
+            for dimension, values in scores.items()
         }
         overall = per_dimension.pop(OVERALL)
+        if artifact_map is not None:
+            return {**overall, "dimensions": per_dimension, ARTIFACT_MAP: upsample_artifact_map(**artifact_map)}
         return {**overall, "dimensions": per_dimension}
 
 

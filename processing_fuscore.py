@@ -152,7 +152,8 @@ class FuScoreProcessor(ProcessorMixin):
     def prepare_sample(self, fused: ImageLike, ir: ImageLike = None, vis: ImageLike = None, dimension: str = "overall",
                        source: Optional[str] = None, defer_pixels: bool = False) -> dict:
         """Everything one sample needs, unbatched: `input_ids` (list), `image_grid_thw` [n, 3] and `pixel_values`
-        [patches, dim].
+        [patches, dim], and `fused_size`, the fused image's `(height, width)` as loaded (the size an artifact map of
+        it is upsampled to).
 
         With `defer_pixels`, the images stay decoded 8-bit tensors (`images`, a list of [3, H, W] uint8, with their
         `image_token_counts`) and the image processor runs later in `collate`, possibly on the GPU: a preprocessing
@@ -170,7 +171,7 @@ class FuScoreProcessor(ProcessorMixin):
             sample = {"image_grid_thw": grid, "pixel_values": vision["pixel_values"]}
         text = self.build_prompt(dimension, token_counts)
         input_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return {"input_ids": input_ids, **sample}
+        return {"input_ids": input_ids, **sample, "fused_size": (images[0].height, images[0].width)}
 
     @property
     def supports_device_preprocessing(self) -> bool:

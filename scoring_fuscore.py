@@ -88,6 +88,41 @@ def _single_threaded_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+# The key under which `score_images` returns the artifact maps (and `on_batch` reports them); no dimension may have it.
+ARTIFACT_MAP = "artifact_map"
+
+
+def check_artifact_maps(model, name: str = "This model") -> None:
+    """Raises a ValueError, saying what to use instead, when `model` (a FuScore model, or a peft model around one)
+    has no artifact map head: maps are asked of a model trained without them, and zeros would pass for "no
+    artifacts"."""
+    if getattr(model, "artifact_head", None) is None:
+        raise ValueError(
+            f"{name} was trained without artifact maps (its config has artifact_map false: there is no artifact map "
+            "head), so it cannot return them. To see which pixels its score depends on, use model.explain(...): a "
+            "saliency map of the score, which is attribution, not artifact detection."
+        )
+
+
+def upsample_artifact_map(grid, size) -> "np.ndarray":
+    """An artifact map at an image's own size from its merged-patch grid: float32 `(height, width)` in [0, 1].
+
+    Args:
+        grid: `(h, w)` artifact probabilities of the image's merged patches (array or tensor).
+        size: the image's `(height, width)`.
+
+    The image processor resizes the whole image onto the patch grid (no crop), so each cell covers an equal
+    `height / h x width / w` share of the image; the map is the grid upsampled bilinearly with the cells' values at
+    their centres (`align_corners=False`), constant beyond the outer centres. Every pixel is a convex combination of
+    cell values, so the map stays in [0, 1].
+    """
+    grid = torch.as_tensor(grid, dtype=torch.float32)
+    height, width = (int(n) for n in size)
+    upsampled = torch.nn.functional.interpolate(grid[None, None], size=(height, width), mode="bilinear",
+                                                align_corners=False)[0, 0]
+    return upsampled.clamp_(0, 1).numpy()
+
+
 # The most padding a batch may hold, as a fraction of its visual tokens: a batch that would pass it ends early.
 MAX_BATCH_PADDING = 0.03
 
@@ -169,7 +204,7 @@ def compile_for_job(model, processor, tokens, dimensions: int, compile) -> bool:
 
 
 def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overall",), batch_size=8, num_workers=0,
-                 progress=False, compile=False, on_batch=None) -> dict:
+                 progress=False, compile=False, on_batch=None, return_maps=False) -> dict:
     """Scores `fused` (a list of images) with `model` on each of `dimensions`.
 
     Items (image x dimension) are sorted by visual-token count so each batch pads little, decoded by `num_workers`
@@ -191,10 +226,17 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
             it pays for this job; `False`: as the model is (`compile_for_job`).
         on_batch: called after each batch with the images it completed (every dimension scored), as
             `[(index, {dimension: {"score", "std", "probs"}}), ...]` (a scoring job's progress and what it keeps
-            when interrupted).
+            when interrupted); with `return_maps`, each image's dict also holds its map under `ARTIFACT_MAP`.
+        return_maps: also return each image's artifact map (the model needs the artifact map head:
+            `check_artifact_maps`), as `{"grid": float32 (h, w) array, "size": (height, width)}`: the head's
+            probabilities on the fused image's merged-patch grid and the image's own size, which
+            `upsample_artifact_map` turns into the map at that size (kept small here: a job of many large images
+            would otherwise hold every full-size map). The map is read from the image's first dimension's row: the
+            fused image's tokens precede the question, so every dimension's row gives the same map.
 
     Returns:
-        In input order, `{dimension: {"score": [...], "std": [...], "probs": [[...], ...]}}`.
+        In input order, `{dimension: {"score": [...], "std": [...], "probs": [[...], ...]}}`; with `return_maps`,
+        also `{ARTIFACT_MAP: [{"grid", "size"}, ...]}`.
     """
     fused = list(fused)
     ir = _as_list(ir, len(fused), "ir")
@@ -205,6 +247,11 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     if processor.input_mode == "fused" and any(source is not None for source in ir + vis):
         warnings.warn("This model reads the fused image alone (input_mode 'fused'): the infrared and visible sources "
                       "given with it are ignored.", UserWarning, stacklevel=2)
+    if return_maps:
+        check_artifact_maps(model)
+        if ARTIFACT_MAP in dimensions:
+            raise ValueError(f"A dimension named {ARTIFACT_MAP!r} cannot be scored with return_maps: the maps are "
+                             "returned under that name.")
     tokens = image_tokens(processor, fused)
     compile_for_job(model, processor, tokens, len(dimensions), compile)
     items, batches = plan_batches(tokens, dimensions, batch_size)
@@ -216,7 +263,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         # A failed item travels to the scoring loop as it is (collating the batch around it would fail otherwise).
         if defer_pixels or any(isinstance(sample, _Failed) for sample in samples):
             return samples, None
-        return processor.collate(samples), [sample["position"] for sample in samples]
+        return processor.collate(samples), [(sample["position"], sample["fused_size"]) for sample in samples]
 
     if defer_pixels and num_workers > 0:
         loader = _decoded_in_threads(dataset, batches, num_workers)
@@ -231,6 +278,8 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         )
 
     results = {dim: {"score": [None] * len(fused), "std": [None] * len(fused), "probs": [None] * len(fused)} for dim in dimensions}
+    maps = [None] * len(fused)
+    fused_sizes = [None] * len(fused)  # (height, width) of each fused image as loaded, filled as batches are prepared
     dimensions_left = [len(dimensions)] * len(fused)
     on_gpu = model.device.type == "cuda"
 
@@ -239,6 +288,9 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         # reading the values then waits for this batch alone, not for the batches queued after it.
         values = [output.score.to("cpu", non_blocking=True), output.score_std.to("cpu", non_blocking=True),
                   output.level_probs.to("cpu", non_blocking=True)]
+        if return_maps:
+            values += [output.artifact_probs.to("cpu", non_blocking=True),
+                       output.artifact_grids.to("cpu", non_blocking=True)]
         copied = None
         if on_gpu:
             copied = torch.cuda.Event()
@@ -249,24 +301,38 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         values, copied = copy
         if copied is not None:
             copied.synchronize()
-        scores, stds, probs = (value.tolist() for value in values)
+        scores, stds, probs = (value.tolist() for value in values[:3])
+        if return_maps:
+            grids = values[4].tolist()
+            patch_probs = values[3].split([h * w for h, w in grids])
         for row, position in enumerate(positions):
             index, dimension = items[position]
             results[dimension]["score"][index] = scores[row]
             results[dimension]["std"][index] = stds[row]
             results[dimension]["probs"][index] = probs[row]
+            if return_maps and dimension == dimensions[0]:
+                maps[index] = {"grid": patch_probs[row].reshape(grids[row]).clone().numpy(),
+                               "size": tuple(fused_sizes[index])}
             dimensions_left[index] -= 1
         if on_batch is not None:
             completed = sorted({items[position][0] for position in positions if dimensions_left[items[position][0]] == 0})
-            on_batch([(index, {dim: {name: results[dim][name][index] for name in ("score", "std", "probs")}
-                                for dim in dimensions}) for index in completed])
+            on_batch([(index, image_results(index)) for index in completed])
+
+    def image_results(index) -> dict:
+        found = {dim: {name: results[dim][name][index] for name in ("score", "std", "probs")} for dim in dimensions}
+        if return_maps:
+            found[ARTIFACT_MAP] = maps[index]
+        return found
 
     def prepare(item):
-        batch, positions = item
-        if defer_pixels or positions is None:  # uncollated samples: deferred pixels, or a batch where an item failed
+        batch, placed = item
+        if defer_pixels or placed is None:  # uncollated samples: deferred pixels, or a batch where an item failed
             samples = _checked(batch)
-            positions = [sample["position"] for sample in samples]
+            placed = [(sample["position"], sample["fused_size"]) for sample in samples]
             batch = processor.collate(samples, device=model.device if defer_pixels else None)
+        positions = [position for position, _ in placed]
+        for position, size in placed:
+            fused_sizes[items[position][0]] = size
         # The positions are computed here, on the CPU, rather than inside the forward pass on the GPU.
         batch = {**batch, **model.position_inputs(batch)}
         if on_gpu and "position_ids" in batch:
@@ -274,6 +340,8 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
             batch["right_padded"] = True
         batch = to_device(batch, model.device)
         batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        if getattr(model, "artifact_head", None) is not None:
+            batch["return_artifact_map"] = return_maps  # selecting the map's tokens waits for the GPU: only if asked
         return batch, positions
 
     # On a GPU the batches are prepared in a background thread: the forward pass blocks its thread at the base
@@ -306,6 +374,8 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     finally:
         if hasattr(prepared, "close"):
             prepared.close()
+    if return_maps:
+        results[ARTIFACT_MAP] = maps
     return results
 
 
@@ -420,5 +490,5 @@ def _in_background_thread(iterable, depth: int = 2):
         thread.join(timeout=5)
 
 
-__all__ = ["COMPILE_PAYS_FROM_VISUAL_TOKENS", "MAX_BATCH_PADDING", "compile_for_job", "compile_pays", "image_tokens",
+__all__ = ["ARTIFACT_MAP", "COMPILE_PAYS_FROM_VISUAL_TOKENS", "check_artifact_maps", "upsample_artifact_map", "MAX_BATCH_PADDING", "compile_for_job", "compile_pays", "image_tokens",
            "plan_batches", "score_images", "to_device"]

@@ -136,6 +136,13 @@ def _score_setup(args, state) -> tuple:
     device = args.device or (str(state.device) if state.num_processes > 1 else None)
     model = load_scoring_model(args.model, device)
     dimensions = _dimensions(args.dimensions, model)
+    if args.maps is not None:
+        from scoring_fuscore import check_artifact_maps
+
+        try:
+            check_artifact_maps(model, f"--model {args.model}")
+        except ValueError as error:
+            raise CommandLineInputError(str(error)) from None
     if args.fp8:
         model.quantize_fp8()  # warns and keeps bf16 where float8 cannot run
     # `auto` reads the image sizes of a list of files; a dataset's are not read ahead, so it compiles.
@@ -171,20 +178,28 @@ def score_command(args) -> int:
         model, source, dimensions, output, model_name=args.model,
         model_revision=model_revision(args.model) if output else None, batch_size=args.batch_size,
         num_workers=_loader_workers(args, model), chunk_size=args.chunk_size, on_error=args.on_error,
-        overwrite=args.overwrite, progress=True, state=state)
+        overwrite=args.overwrite, progress=True, state=state, maps_dir=args.maps)
     if not result.complete:  # another process merges the output
         return 0
     if output is not None:
         notes = [f"{result.n_reused} of them scored by an earlier run"] if result.n_reused else []
         if result.n_rescored:
             notes.append(f"{result.n_rescored} scored again: their images changed since an earlier run scored them")
+        if result.n_remapped:
+            notes.append(f"{result.n_remapped} scored again: their maps were missing from {args.maps}")
         note = f" ({'; '.join(notes)})" if notes else ""
         print(f"Wrote {result.n_items} scores to {output}{note}", file=sys.stderr)
+        if args.maps is not None:
+            print(f"Wrote their artifact maps to {args.maps} (one grey PNG per image, named in the "
+                  "'artifact_map' column)", file=sys.stderr)
         if result.dropped:
             print(f"fuscore score: {result.dropped} scores of an earlier run were left out: their items are no longer "
                   "in the source.", file=sys.stderr)
     else:
         print(_score_table(result.table.to_pylist(), dimensions))
+        if args.maps is not None:
+            print(f"Wrote the artifact maps to {args.maps}: one grey PNG per image, named after it "
+                  "(<name>-<first 12 hex digits of the SHA-256 of its key>.png)", file=sys.stderr)
     if result.failures:
         print(f"fuscore score: {result.n_failed} of {result.n_items} items could not be scored"
               + (" (their errors are in the 'error' column)" if output else "") + ":", file=sys.stderr)
@@ -357,7 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
                        help=f"consecutive items scored and written together, the unit of the split over processes "
                             f"(default: {DEFAULT_CHUNK_SIZE})")
-    score.add_argument("--overwrite", action="store_true", help="discard an earlier or partial output and score everything again")
+    score.add_argument("--maps", metavar="DIR", help="also write each image's artifact map to DIR as a grey PNG at "
+                       "the image's size (255 = artifact), named in the output's 'artifact_map' column; models "
+                       "trained with maps only. DIR must be new or empty, unless the job resumes into it or "
+                       "--overwrite is given")
+    score.add_argument("--overwrite", action="store_true", help="discard an earlier or partial output (and write "
+                       "over the files of --maps) and score everything again")
     add_model_arguments(score)
     score.set_defaults(run=score_command)
 

@@ -30,11 +30,21 @@ The output (Parquet, loadable with ``datasets.load_dataset("parquet", data_files
 ``split`` and ``row`` (datasets), then for each dimension ``<dimension>``, ``<dimension>_std`` and
 ``<dimension>_probs`` (the level probabilities, in the order of the level words), and ``error``. The Parquet schema metadata key
 ``fuscore`` holds the job as JSON: model name and revision, dimensions, level words, source, software versions.
+
+With ``maps_dir`` (``fuscore score ... --maps DIR``, models with the artifact map head only) each scored item's
+artifact map is also written to ``DIR`` as an 8-bit grey PNG at the fused image's size (0 = no artifact, 255 = sure
+artifact; `map_file_name` names it from the item's key), and the output gains the column ``artifact_map``: that
+file's name, so rows and maps match whatever the order. A chunk's maps are written, each whole, before its rows: an
+item with a row has its map, and an interrupted or failed chunk leaves only maps that its relaunch writes again (an
+item whose map was deleted since is scored again). The maps folder is part of the job's identity: a resumed job
+must name the same one, and a folder that already holds files is written into only by a resumed job or with
+``overwrite``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -67,7 +77,8 @@ OUTPUT_FORMATS = (".parquet", ".csv", ".json", ".jsonl")
 DEFAULT_CHUNK_SIZE = 2048
 ON_ERROR_CHOICES = ("stop", "skip")
 # The job settings that must agree between the command and the partial output it resumes.
-IDENTITY_FIELDS = ("model_revision", "dimensions", "level_words", "source")
+IDENTITY_FIELDS = ("model_revision", "dimensions", "level_words", "source", "artifact_maps")
+MAP_COLUMN = "artifact_map"  # the scores table's column naming each item's map file in the maps folder
 
 
 class ScoringJobError(ValueError):
@@ -94,13 +105,55 @@ def check_level_words(model) -> list:
 
 
 # =================================================================================================== scoring
-def _scores_schema(source_columns: Sequence, dimensions: Sequence[str]) -> pa.Schema:
+def _scores_schema(source_columns: Sequence, dimensions: Sequence[str], maps: bool = False) -> pa.Schema:
     fields = [pa.field("key", pa.string())] + [pa.field(name, kind) for name, kind in source_columns]
     for dim in dimensions:
         fields += [pa.field(dim, pa.float64()), pa.field(f"{dim}_std", pa.float64()),
                    pa.field(f"{dim}_probs", pa.list_(pa.float64()))]
+    if maps:
+        fields.append(pa.field(MAP_COLUMN, pa.string()))
     fields += [pa.field("content_stat", pa.string()), pa.field("content_sha256", pa.string())]
     return pa.schema(fields + [pa.field("error", pa.string())])
+
+
+# =================================================================================================== maps
+def map_file_name(key: str) -> str:
+    """The PNG an item's artifact map is written to: its key's file stem (characters other than letters, digits,
+    `.`, `_` and `-` replaced by `_`, at most 80) and the first 12 hex digits of the key's SHA-256, so two images of
+    one name in different folders get different files and a relaunch finds the same one."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(key).stem or "item")[:80]
+    return f"{stem}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:12]}.png"
+
+
+def write_map_png(path: Path, artifact_map) -> Path:
+    """Writes an artifact map (float `(H, W)` in [0, 1]) as an 8-bit grey PNG, whole or not at all."""
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.rint(np.clip(artifact_map, 0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return atomic.write_bytes(path, buffer.getvalue())
+
+
+def _write_maps(maps_dir: Optional[Path], items: Sequence[JobItem], details: Sequence) -> None:
+    """The maps of the scored items among `items` (`details[i]` None for one that failed)."""
+    if maps_dir is None:
+        return
+    from scoring_fuscore import ARTIFACT_MAP, upsample_artifact_map
+
+    for item, detail in zip(items, details):
+        if detail is not None:
+            write_map_png(maps_dir / map_file_name(item.key), upsample_artifact_map(**detail[ARTIFACT_MAP]))
+
+
+def _check_maps_dir(maps_dir: Path, may_hold_files: bool) -> None:
+    """The maps folder can be written: not a file, and empty unless the job resumes into it or overwrites."""
+    if maps_dir.exists() and not maps_dir.is_dir():
+        raise ScoringJobError(f"--maps {maps_dir} is a file; give a folder for the artifact maps.")
+    if not may_hold_files and maps_dir.is_dir() and any(maps_dir.iterdir()):
+        raise ScoringJobError(f"--maps {maps_dir} already holds files; give another folder, or pass --overwrite to "
+                              "write the maps over them.")
+    maps_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _unchanged(item: JobItem, row: dict) -> bool:
@@ -134,14 +187,18 @@ def _first_image_error(model, item: JobItem) -> Optional[str]:
 
 
 def score_chunk(model, items: Sequence[JobItem], dimensions: Sequence[str], *, batch_size: int = 8,
-                num_workers: int = 0, on_error: str = "stop", on_batch: Optional[Callable] = None) -> list:
+                num_workers: int = 0, on_error: str = "stop", on_batch: Optional[Callable] = None,
+                return_maps: bool = False) -> list:
     """`(detail or None, error or None)` per item, in order. Scores come from one `model.score` call; when an image
     is bad, the bad items are found (their images loaded one by one) and the others scored again without them, so
     one bad image never costs the rest of the chunk. Under `on_error="stop"` the first bad item raises
     `ImageInputError` naming it. `on_batch([(position in items, detail), ...])` is called after each batch with the
-    items it completed."""
+    items it completed. With `return_maps` a detail also holds the item's map (`scoring_fuscore.ARTIFACT_MAP`: its
+    patch grid and image size)."""
     from processing_fuscore import ImageInputError
-    from scoring_fuscore import score_images
+    from scoring_fuscore import ARTIFACT_MAP, score_images
+
+    keys = list(dimensions) + ([ARTIFACT_MAP] if return_maps else [])
 
     def score(positions, workers):
         selected = [items[position] for position in positions]
@@ -151,9 +208,13 @@ def score_chunk(model, items: Sequence[JobItem], dimensions: Sequence[str], *, b
                 on_batch([(positions[index], detail) for index, detail in completed])
         results = score_images(model, model.get_processor(), [item.fused for item in selected],
                                [item.ir for item in selected], [item.vis for item in selected], list(dimensions),
-                               batch_size=batch_size, num_workers=workers, on_batch=report)
-        return [{dim: {name: results[dim][name][index] for name in ("score", "std", "probs")} for dim in dimensions}
-                for index in range(len(selected))]
+                               batch_size=batch_size, num_workers=workers, on_batch=report, return_maps=return_maps)
+        details = [{dim: {name: results[dim][name][index] for name in ("score", "std", "probs")} for dim in dimensions}
+                   for index in range(len(selected))]
+        if return_maps:
+            for index, detail in enumerate(details):
+                detail[ARTIFACT_MAP] = results[ARTIFACT_MAP][index]
+        return details
 
     if not items:
         return []
@@ -188,7 +249,7 @@ def _chunk_table(items: Sequence[JobItem], results: Sequence, schema: pa.Schema,
     """The rows of a scored chunk; `contents` holds each item's `(content_stat, content_sha256)` taken before it was
     scored (a re-write during the scoring then makes the next run score it again)."""
     data = {name: [] for name in schema.names}
-    source_names = [name for name in schema.names[1:] if name not in ("error", "content_stat", "content_sha256")
+    source_names = [name for name in schema.names[1:] if name not in ("error", "content_stat", "content_sha256", MAP_COLUMN)
                     and not _is_score_column(name, dimensions)]
     contents = contents or [(None, None)] * len(items)
     for item, (detail, error), (stat, sha) in zip(items, results, contents):
@@ -202,6 +263,8 @@ def _chunk_table(items: Sequence[JobItem], results: Sequence, schema: pa.Schema,
             data[dim].append(None if entry is None else float(entry["score"]))
             data[f"{dim}_std"].append(None if entry is None else float(entry["std"]))
             data[f"{dim}_probs"].append(None if entry is None else [float(p) for p in entry["probs"]])
+        if MAP_COLUMN in data:
+            data[MAP_COLUMN].append(None if detail is None else map_file_name(item.key))
         data["error"].append(error)
     return pa.table(data, schema=schema)
 
@@ -243,6 +306,7 @@ class JobResult:
     n_scored: int = 0  # by this process in this run
     n_reused: int = 0  # items an earlier run had scored (not scored again)
     n_rescored: int = 0  # items an earlier run had scored whose images changed since: scored again by this run
+    n_remapped: int = 0  # items an earlier run had scored whose map file was gone: scored again by this run
     failures: list = field(default_factory=list)  # (name or key, error), input order
     table: Optional[pa.Table] = None
     dropped: int = 0  # rows of an earlier run whose items are no longer in the source
@@ -254,8 +318,9 @@ def parts_folder(output) -> Path:
 
 
 def job_description(model_name: str, model_revision: Optional[str], dimensions: Sequence[str], level_words: Sequence[str],
-                    source: ItemSource, input_mode: Optional[str] = None) -> dict:
+                    source: ItemSource, input_mode: Optional[str] = None, maps_dir=None) -> dict:
     path = Path(model_name)
+    maps = {"artifact_maps": os.path.abspath(maps_dir)} if maps_dir is not None else {}  # absent: older jobs match
     return {
         "format": FORMAT_VERSION,
         "model": os.path.abspath(model_name) if path.exists() else model_name,
@@ -265,6 +330,7 @@ def job_description(model_name: str, model_revision: Optional[str], dimensions: 
         "input_mode": input_mode,
         "source": source.identity,
         "versions": software_versions(),
+        **maps,
     }
 
 
@@ -389,7 +455,7 @@ def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> d
             with atomic.atomic_folder(parts) as staging:
                 atomic.write_text(staging / JOB_FILE, json.dumps(description, indent=2))
             locks.append(_lock(parts))
-        reuse = False
+        reuse = earlier_matches = False
         if output.suffix.lower() == ".parquet" and output.is_file() and not overwrite:
             existing = _read_metadata(output)
             if existing is None:
@@ -398,7 +464,7 @@ def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> d
             if problem and not resuming:
                 raise ScoringJobError(f"{problem}. Give another --output, or pass --overwrite to replace it.")
             # A matching partial output was started for this file (by an --overwrite run): it replaces the file.
-            reuse = problem is None
+            reuse = earlier_matches = problem is None
         elif output.suffix.lower() == ".json" and output.is_file() and not overwrite and not resuming:
             existing = _read_json_metadata(output)
             if existing is None:
@@ -406,11 +472,15 @@ def _prepare(output: Path, parts: Path, description: dict, overwrite: bool) -> d
             problem = _mismatch(existing, description, f"The existing output {output}")
             if problem:
                 raise ScoringJobError(f"{problem}. Give another --output, or pass --overwrite to replace it.")
+            earlier_matches = True
         elif output.suffix.lower() in (".csv", ".jsonl") and output.is_file() and not overwrite and not resuming:
             kind = "a CSV file" if output.suffix.lower() == ".csv" else "a JSON Lines file"
             raise ScoringJobError(f"{output} exists, and {kind} does not record the model and settings that wrote "
                                   "it (Parquet and JSON outputs do): give another --output, or pass --overwrite to "
                                   "replace it.")
+        if description.get("artifact_maps"):
+            # The maps of a job resumed, or of the earlier run of the same job, are this job's own.
+            _check_maps_dir(Path(description["artifact_maps"]), may_hold_files=overwrite or resuming or earlier_matches)
     except BaseException:
         for lock in locks:
             lock.release()
@@ -510,13 +580,14 @@ class _Progress:
 def run_scoring_job(model, source: ItemSource, dimensions: Sequence[str], output=None, *, model_name: str = "",
                     model_revision: Optional[str] = None, batch_size: int = 8, num_workers: int = 0,
                     chunk_size: int = DEFAULT_CHUNK_SIZE, on_error: str = "stop", overwrite: bool = False,
-                    progress: bool = True, state=None, poll_seconds: float = 0.5) -> JobResult:
+                    progress: bool = True, state=None, poll_seconds: float = 0.5, maps_dir=None) -> JobResult:
     """Scores every item of `source` on `dimensions` into `output` (.parquet, .csv or .json), resumably.
 
     With `state` (accelerate's `PartialState`) of several processes, each scores its shard and the first one merges
     the output once every item has a row. Without `output` the job runs in one process and in memory
     (`JobResult.table`). Raises `ScoringJobError` on a mismatch with an earlier run, `ImageInputError` for a bad
-    image under `on_error="stop"` (what was scored before it is kept for the relaunch).
+    image under `on_error="stop"` (what was scored before it is kept for the relaunch). With `maps_dir`, the
+    artifact maps are written there too (see the module's notes); a model without the artifact map head is refused.
     """
     if on_error not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}.")
@@ -526,13 +597,23 @@ def run_scoring_job(model, source: ItemSource, dimensions: Sequence[str], output
     world = state.num_processes if state is not None else 1
     main = rank == 0
     level_words = check_level_words(model)
+    if maps_dir is not None:
+        from scoring_fuscore import check_artifact_maps
+
+        maps_dir = Path(maps_dir)
+        try:
+            check_artifact_maps(model, f"The model {model_name}" if model_name else "This model")
+        except ValueError as error:
+            raise ScoringJobError(str(error)) from None
     description = job_description(model_name, model_revision, dimensions, level_words, source,
-                                  getattr(model.get_processor(), "input_mode", None))
-    schema = _scores_schema(source.columns, dimensions)
+                                  getattr(model.get_processor(), "input_mode", None), maps_dir=maps_dir)
+    schema = _scores_schema(source.columns, dimensions, maps=maps_dir is not None)
 
     if output is None:
         if world > 1:
             raise ScoringJobError("Several processes need --output: each writes its chunks beside it.")
+        if maps_dir is not None:
+            _check_maps_dir(maps_dir, may_hold_files=overwrite)
         tables = []
         bar = _Progress(progress, source.total, 0, None, "", poll=False)
         try:
@@ -545,7 +626,8 @@ def run_scoring_job(model, source: ItemSource, dimensions: Sequence[str], output
                     bar.advance(len(fresh))
 
                 results = score_chunk(model, chunk, dimensions, batch_size=batch_size, num_workers=num_workers,
-                                      on_error=on_error, on_batch=on_batch)
+                                      on_error=on_error, on_batch=on_batch, return_maps=maps_dir is not None)
+                _write_maps(maps_dir, chunk, [detail for detail, _ in results])
                 tables.append(_chunk_table(chunk, results, schema, dimensions))
                 bar.advance(len(chunk) - len(counted))
         finally:
@@ -571,7 +653,8 @@ def run_scoring_job(model, source: ItemSource, dimensions: Sequence[str], output
     try:
         return _run_shard(model, source, dimensions, output=output, parts=parts, plan=plan, description=description,
                           schema=schema, rank=rank, world=world, batch_size=batch_size, num_workers=num_workers,
-                          chunk_size=chunk_size, on_error=on_error, progress=progress, poll_seconds=poll_seconds)
+                          chunk_size=chunk_size, on_error=on_error, progress=progress, poll_seconds=poll_seconds,
+                          maps_dir=maps_dir)
     finally:
         if lock is not None:
             lock.release()
@@ -579,7 +662,8 @@ def run_scoring_job(model, source: ItemSource, dimensions: Sequence[str], output
 
 def _run_shard(model, source: ItemSource, dimensions: Sequence[str], *, output: Path, parts: Path, plan: dict,
                description: dict, schema: pa.Schema, rank: int, world: int, batch_size: int, num_workers: int,
-               chunk_size: int, on_error: str, progress: bool, poll_seconds: float) -> JobResult:
+               chunk_size: int, on_error: str, progress: bool, poll_seconds: float,
+               maps_dir: Optional[Path] = None) -> JobResult:
     """This process's chunks; then, on the first process, the wait for the others' and the merge."""
     from processing_fuscore import ImageInputError
 
@@ -591,13 +675,17 @@ def _run_shard(model, source: ItemSource, dimensions: Sequence[str], *, output: 
     def own(position: int, key: str) -> bool:
         return owner_of(position // chunk_size, world) == rank
 
+    remapped = set()  # items scored before whose map file is gone
+
     def needed(item: JobItem) -> bool:
         row = done.get(item.key)
         if row is None:
             return True
         if _unchanged(item, row):
-            return False
-        bar.rescore()  # its image changed since it was scored: it is scored again
+            if maps_dir is None or (maps_dir / map_file_name(item.key)).is_file():
+                return False
+            remapped.add(item.key)
+        bar.rescore()  # its image changed since it was scored (or its map is gone): it is scored again
         return True
 
     if getattr(source, "streaming", False):  # counting the stream's keys would read it once more
@@ -621,10 +709,11 @@ def _run_shard(model, source: ItemSource, dimensions: Sequence[str], *, output: 
             name = f"part-{launch}-r{rank:05d}-{sequence:06d}-n{{rows}}.parquet"
             try:
                 results = score_chunk(model, chunk, dimensions, batch_size=batch_size, num_workers=num_workers,
-                                      on_error=on_error, on_batch=on_batch)
+                                      on_error=on_error, on_batch=on_batch, return_maps=maps_dir is not None)
             except BaseException as error:  # Ctrl-C, a bad image under "stop": the batches scored so far are kept
                 if finished and (parts / JOB_FILE).is_file():
                     kept = sorted(finished)
+                    _write_maps(maps_dir, [chunk[i] for i in kept], [finished[i] for i in kept])  # before their rows
                     table = _chunk_table([chunk[i] for i in kept], [(finished[i], None) for i in kept], schema,
                                          dimensions, [contents[i] for i in kept])
                     _write_table(parts / name.format(rows=len(kept)), table)
@@ -634,6 +723,7 @@ def _run_shard(model, source: ItemSource, dimensions: Sequence[str], *, output: 
                 raise
             table = _chunk_table(chunk, results, schema, dimensions, contents)
             _check_parts(parts)
+            _write_maps(maps_dir, chunk, [detail for detail, _ in results])  # before the rows that name them
             _write_table(parts / name.format(rows=len(chunk)), table)
             scored += len(chunk)
             bar.advance(len(chunk) - len(finished))
@@ -646,7 +736,7 @@ def _run_shard(model, source: ItemSource, dimensions: Sequence[str], *, output: 
         _wait_for_processes(parts, launch, world, poll_seconds)
     finally:
         bar.close()
-    result = _merge(output, parts, all_keys, plan["reuse"], description, schema, launch)
+    result = _merge(output, parts, all_keys, plan["reuse"], description, schema, launch, remapped)
     result.n_scored = scored
     return result
 
@@ -680,7 +770,7 @@ def _failures(table: pa.Table) -> list:
 
 
 def _merge(output: Path, parts: Path, keys: Sequence[str], reuse: bool, description: dict, schema: pa.Schema,
-           this_launch: str) -> JobResult:
+           this_launch: str, remapped: frozenset = frozenset()) -> JobResult:
     """Every key's newest row (the earlier output's rows first, then the chunks in launch order), in input order,
     written to `output`; the parts go. Counts the items this launch scored again after an earlier run had scored
     them (their images changed) and those it took from earlier runs."""
@@ -703,14 +793,15 @@ def _merge(output: Path, parts: Path, keys: Sequence[str], reuse: bool, descript
     wanted = set(keys)
     dropped = sum(1 for key in best if key not in wanted)
     reused = sum(1 for key in keys if row_launches[best[key]] != this_launch)
-    rescored = len(rescored & wanted)
+    n_remapped = len(rescored & wanted & set(remapped))
+    rescored = len((rescored - set(remapped)) & wanted)
     failures = _failures(merged)
     description = {**description, "n_items": merged.num_rows, "n_failed": len(failures)}
     merged = merged.replace_schema_metadata({METADATA_KEY: json.dumps(description)})
     write_scores(output, merged)
     shutil.rmtree(parts, ignore_errors=True)
     return JobResult(output, True, merged.num_rows, len(failures), failures=failures, table=merged, dropped=dropped,
-                     n_reused=reused, n_rescored=rescored)
+                     n_reused=reused, n_rescored=rescored, n_remapped=n_remapped)
 
 
 # =================================================================================================== writing

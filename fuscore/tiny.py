@@ -153,16 +153,19 @@ def build_tiny_model(
     input_mode: str = "fused",
     seed: int = 0,
     regression_head: bool = False,
+    artifact_map: bool = False,
     min_pixels: int = 56 * 56,
     max_pixels: int = 112 * 112,
     level_words: Optional[list] = None,
     **size_kwargs,
 ) -> FuScoreForQuality:
-    """A random-init FuScore model of `family` with its processor attached, built entirely offline."""
+    """A random-init FuScore model of `family` with its processor attached, built entirely offline (with the artifact
+    map head when `artifact_map`)."""
     torch.manual_seed(seed)
     tokenizer = build_tiny_tokenizer(family=family)
     base_config = tiny_base_config(family, tokenizer, **size_kwargs)
     base = AutoModelForImageTextToText.from_config(base_config)
-    config = FuScoreConfig(base_config=base.config, regression_head=regression_head, level_words=level_words)
+    config = FuScoreConfig(base_config=base.config, regression_head=regression_head, level_words=level_words,
+                           artifact_map=artifact_map)
     image_processor = tiny_image_processor(family, min_pixels=min_pixels, max_pixels=max_pixels)
     return FuScoreForQuality.from_base_model(base, config, tokenizer, image_processor, input_mode=input_mode)
