@@ -46,6 +46,10 @@ class BaseFamily:
     name: str
     example: str
     chat_format: ChatFormat
+    # Whether `compile="auto"` may compile the blocks (`scoring_fuscore.compile_pays`). Qwen3.5's may not: compiling
+    # the 2B architecture's blocks took 248 s on one H100 for 3.6% more samples/s at 448 px, and the 9B's had not
+    # finished after 150 s (benchmarks/RESULTS_speed.md); `compile=True` still compiles them.
+    compile_may_pay: bool = True
 
 
 # Qwen2-VL and Qwen2.5-VL open a conversation without a system message with a default one, and FuScore keeps it: the
@@ -59,9 +63,10 @@ BASE_FAMILIES = {family.model_type: family for family in (
     BaseFamily("qwen2_5_vl", "Qwen2.5-VL", "Qwen/Qwen2.5-VL-7B-Instruct", ChatFormat(system_turn=_QWEN2_SYSTEM)),
     BaseFamily("qwen3_vl", "Qwen3-VL", "Qwen/Qwen3-VL-8B-Instruct", ChatFormat()),
     BaseFamily("qwen3_vl_moe", "Qwen3-VL-MoE", "Qwen/Qwen3-VL-30B-A3B-Instruct", ChatFormat()),
-    BaseFamily("qwen3_5", "Qwen3.5 / Qwen3.6", "Qwen/Qwen3.5-9B", ChatFormat(assistant_prefix=_NO_THINKING)),
+    BaseFamily("qwen3_5", "Qwen3.5 / Qwen3.6", "Qwen/Qwen3.5-9B", ChatFormat(assistant_prefix=_NO_THINKING),
+               compile_may_pay=False),
     BaseFamily("qwen3_5_moe", "Qwen3.5-MoE / Qwen3.6-MoE", "Qwen/Qwen3.5-35B-A3B",
-               ChatFormat(assistant_prefix=_NO_THINKING)),
+               ChatFormat(assistant_prefix=_NO_THINKING), compile_may_pay=False),
 )}
 SUPPORTED_BASE_MODEL_TYPES = tuple(BASE_FAMILIES)
 # Folders saved before the chat format was recorded: their prompts had no system turn and no think block.

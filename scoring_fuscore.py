@@ -18,9 +18,11 @@ from collections.abc import Mapping
 import torch
 
 
-try:  # Hub remote code: the sibling file is part of the same dynamic module package.
+try:  # Hub remote code: the sibling files are part of the same dynamic module package.
+    from .configuration_fuscore import BASE_FAMILIES
     from .image_utils_fuscore import image_size
-except ImportError:  # A checkout or an installed FuScore: the sibling is a top-level module.
+except ImportError:  # A checkout or an installed FuScore: the siblings are top-level modules.
+    from configuration_fuscore import BASE_FAMILIES
     from image_utils_fuscore import image_size
 
 
@@ -104,7 +106,7 @@ def check_artifact_maps(model, name: str = "This model") -> None:
         )
 
 
-def upsample_artifact_map(grid, size) -> "np.ndarray":
+def upsample_artifact_map(grid, size):
     """An artifact map at an image's own size from its merged-patch grid: float32 `(height, width)` in [0, 1].
 
     Args:
@@ -174,12 +176,14 @@ def compile_pays(model, processor, tokens, dimensions: int = 1) -> bool:
     """Whether compiling `model`'s blocks pays for a job of fused images with visual-token counts `tokens`
     (`image_tokens`) on `dimensions` dimensions: on a GPU, when the job's visual tokens (the sources' too, taken to
     be as large as the fused image) reach `COMPILE_PAYS_FROM_VISUAL_TOKENS`, scaled by the decoder's size. A job
-    whose sizes are unknown (no counts) is taken to be large. Never on the CPU, where it was not measured. A model
+    whose sizes are unknown (no counts) is taken to be large. Never on the CPU, where it was not measured, nor for a
+    base family whose compiled blocks were measured not to pay (`BaseFamily.compile_may_pay`: Qwen3.5's). A model
     already compiled gives True (compiling again is free)."""
     layers = model.model.language_model.layers
     if all(getattr(layer, "_fuscore_compiled", False) for layer in layers):
         return True
-    if model.device.type != "cuda":
+    family = BASE_FAMILIES.get(getattr(model.config.base_config, "model_type", None))
+    if model.device.type != "cuda" or (family is not None and not family.compile_may_pay):
         return False
     known = [count for count in tokens if count]
     if not known:

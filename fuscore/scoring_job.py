@@ -198,8 +198,6 @@ def score_chunk(model, items: Sequence[JobItem], dimensions: Sequence[str], *, b
     from processing_fuscore import ImageInputError
     from scoring_fuscore import ARTIFACT_MAP, score_images
 
-    keys = list(dimensions) + ([ARTIFACT_MAP] if return_maps else [])
-
     def score(positions, workers):
         selected = [items[position] for position in positions]
         report = None

@@ -657,6 +657,10 @@ def test_compile_auto_compiles_only_jobs_where_it_pays(monkeypatch):
     assert scoring_fuscore.compile_pays(model, processor, [per_image] * int(np.ceil(needed / 5)), dimensions=5)
     assert scoring_fuscore.compile_pays(model, processor, [per_image] * (needed - 1) + [0])
     assert scoring_fuscore.compile_pays(model, processor, [])  # sizes unknown: taken to be a large job
+    # A family whose compiled blocks were measured not to pay (Qwen3.5's) stays eager under "auto", however large.
+    qwen3_5 = build_tiny_model("qwen3_5", seed=1)
+    monkeypatch.setattr(type(qwen3_5), "device", property(lambda self: torch.device("cuda")))
+    assert not scoring_fuscore.compile_pays(qwen3_5, qwen3_5.processor, [per_image] * 10**9)
     for layer in model.model.language_model.layers:
         layer._fuscore_compiled = True
     assert scoring_fuscore.compile_pays(model, processor, [per_image])
