@@ -539,6 +539,23 @@ def test_compiled_blocks_score_like_eager_and_compile_once_per_block_type(random
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
 @pytest.mark.slow
+@pytest.mark.parametrize("family", ["qwen3_5", "qwen3_5_moe", "qwen3_vl_moe"])
+def test_compiled_blocks_of_the_newer_families_score_like_eager(family, random_images):
+    """Regional compilation of the Gated DeltaNet and MoE decoder layers and of their vision blocks keeps the scores."""
+    model = build_tiny_model(family, seed=4)
+    images = [image[:48, :64] for image in random_images[:4]]
+    eager = np.array(model.score(images, batch_size=2))
+    torch._dynamo.reset()
+    compiled = np.array(model.score(images, batch_size=2, compile=True))
+    np.testing.assert_allclose(compiled, eager, atol=1e-5, rtol=0)
+    assert np.ptp(eager) > 1e-5
+    blocks = [*model.model.language_model.layers, *model.model.visual.blocks]
+    assert all(getattr(block, "_compiled_call_impl", None) is not None for block in blocks)
+    torch._dynamo.reset()
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.slow
 def test_compiled_blocks_do_not_recompile_for_new_image_sizes(random_images):
     """A folder of real images comes in many sizes: after the first sizes, new ones (batches of one size and batches
     that mix sizes) run the graphs already compiled, and score as the eager model does."""
