@@ -16,9 +16,11 @@ The map of an image `x` (values in [0, 1], the image's own size) for the score `
 
 1. SmoothGrad (Smilkov et al., "SmoothGrad: removing noise by adding noise", 2017): `samples` copies
    `x + N(0, noise^2)`, noise drawn from a generator seeded with `seed` alone (so an image's map does not depend on
-   the other images of a call), each scored through `tensor_inputs` and the model's `forward` (no rounding to 8 bits,
-   so the gradient reaches every pixel; the resize to the model's patch grid is inside the differentiable path, so
-   the gradient is at the image's own size);
+   the other images of a call), clamped to [0, 1] (the gradient is taken at the clamped copy: the model's path clamps
+   too, and a copy pushed past black or white would otherwise give no gradient to a saturated pixel), each scored
+   through `tensor_inputs` and the model's `forward` (no rounding to 8 bits, so the gradient reaches every pixel;
+   the resize to the model's patch grid is inside the differentiable path, so the gradient is at the image's own
+   size);
 2. per copy `sum_c |d s / d x_c|` (absolute value summed over the colour channels), averaged over the copies;
 3. a Gaussian blur, by default of standard deviation half a model patch in the image's pixels (the model reads
    14 or 16-pixel patches of the resized image, and raw gradients show that grid);
@@ -152,7 +154,7 @@ def _saliency_map(model, processor, image, ir, vis, dimensions, samples, noise, 
     grid = None
     for start in range(0, copies, batch_size):
         chunk = perturbations[start : start + batch_size].to(device)
-        noisy = (fused + chunk).requires_grad_(True)
+        noisy = (fused + chunk).clamp_(0, 1).requires_grad_(True)
         given = [source.expand(len(chunk), -1, -1, -1) for source in sources] or [None, None]
         batch = tensor_batch(model, processor, noisy, *given, dimensions=dimensions)
         grid = batch["image_grid_thw"][0]
