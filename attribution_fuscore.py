@@ -148,12 +148,14 @@ def _saliency_map(model, processor, image, ir, vis, dimensions, samples, noise, 
     fused, sources = tensors[0], tensors[1:]
     height, width = fused.shape[-2:]
     copies = samples if noise > 0 else 1
+    # One copy's noise at a time from one generator: the same noise whatever `batch_size`, and only a batch of it in
+    # memory at once.
     generator = torch.Generator().manual_seed(seed)
-    perturbations = torch.randn((copies, *fused.shape[1:]), generator=generator) * noise
     total = torch.zeros(height, width, dtype=torch.float32, device=device)
     grid = None
     for start in range(0, copies, batch_size):
-        chunk = perturbations[start : start + batch_size].to(device)
+        chunk = torch.cat([torch.randn((1, *fused.shape[1:]), generator=generator)
+                           for _ in range(min(batch_size, copies - start))]).mul_(noise).to(device)
         noisy = (fused + chunk).clamp_(0, 1).requires_grad_(True)
         given = [source.expand(len(chunk), -1, -1, -1) for source in sources] or [None, None]
         batch = tensor_batch(model, processor, noisy, *given, dimensions=dimensions)

@@ -122,7 +122,9 @@ def image_key(image) -> tuple:
     if isinstance(image, bytes):
         return ("bytes", hashlib.sha256(image).hexdigest())
     if torch.is_tensor(image):
-        image = image.detach().cpu().contiguous().numpy()
+        data = image.detach().cpu().contiguous()
+        content = data.view(torch.uint8).numpy().tobytes() if data.ndim else data.numpy().tobytes()
+        return ("array", tuple(data.shape), str(data.dtype), hashlib.sha256(content).hexdigest())
     if hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "tobytes"):
         return ("array", tuple(image.shape), str(image.dtype), hashlib.sha256(image.tobytes()).hexdigest())
     return ("object", id(image))
