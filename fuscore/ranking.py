@@ -9,8 +9,9 @@ resampled means and ranks.
 Beside it, a pairwise ranking (DESIGN.md section 11): every two images of one source pair are compared under FuScore's
 Thurstone model (the probabilities of a win, a tie within `tie_band` and a loss, from their predicted overall scores
 and spreads), and Davidson's tie-aware Bradley-Terry model is fitted to those expected wins and ties over all pairs
-(`fuscore.pairwise.rank_methods_pairwise`). It uses each image's spread as well as its score, and only comparisons
-within a scene, so a scene where every method scores high weighs no more than another.
+(`fuscore.pairwise.rank_methods_pairwise`). It uses each image's spread as well as its score, and counts comparisons
+within a scene rather than averaging scores: one scene where a method fails badly costs it one lost comparison per
+rival, not a large share of its mean, and methods that lack some scenes are compared on the scenes they share.
 
 Inputs come from a manifest CSV (`pair, method, fused[, ir, vis]`, paths relative to the manifest), VIFB (whose
 manifest has that layout) or a folder laid out as `FOLDER/<method>/<pair>.<ext>`, read by `fuscore.sources`. Classical VIFB metrics
@@ -516,8 +517,8 @@ def _pairwise_markdown(pairwise: PairwiseRanking, table) -> list:
         "Thurstone model: the probabilities that one is better, that they tie and that the other is better, from "
         f"their predicted overall scores and spreads, differences within ±{pairwise.tie_band:g} counting as ties. "
         "Davidson's tie-aware Bradley-Terry model is fitted by maximum likelihood to these expected wins and ties: "
-        "method i beats j with odds exp(strength_i - strength_j), and their tie probability grows with the tie "
-        f"parameter ν = {fit.tie:.3f}.")
+        "P(i beats j) / P(j beats i) = exp(strength_i - strength_j), and the probability of a tie grows with the "
+        f"tie parameter ν = {fit.tie:.3f}.")
     if not fit.finite:
         lines += ["", "**Some methods won (or tied) every comparison against the others: their strengths have no finite "
                       "estimate; the order holds, the sizes mean nothing.**"]
