@@ -160,7 +160,7 @@ def _saliency_map(model, processor, image, ir, vis, dimensions, samples, noise, 
         given = [source.expand(len(chunk), -1, -1, -1) for source in sources] or [None, None]
         batch = tensor_batch(model, processor, noisy, *given, dimensions=dimensions)
         grid = batch["image_grid_thw"][0]
-        score = model(**batch).score
+        score = model(**batch, return_artifact_map=False).score  # the score alone: no artifact head
         (gradient,) = torch.autograd.grad(score.sum(), noisy)
         total += gradient.abs().sum(dim=1).sum(dim=0).float()
     saliency = total / copies

@@ -118,3 +118,19 @@ def test_explain_refuses_bad_settings(tiny_models):
         model.explain(image, dimension="all")
     with pytest.raises(ValueError, match="2 images but 1 infrared"):
         model.explain(_images(2), ir=[image])
+
+
+def test_a_model_with_an_artifact_map_head_is_explained_like_any_other():
+    """The saliency map is the score's: a model with the artifact map head gets the map that the same scorer without
+    the head gets (the head does not feed the score), and no gradient is left on any parameter, the head's included."""
+    from fuscore.tiny import build_tiny_model
+
+    with_head = build_tiny_model("qwen2_vl", seed=6, artifact_map=True)
+    without = build_tiny_model("qwen2_vl", seed=6)
+    without.load_state_dict({key: value for key, value in with_head.state_dict().items()
+                             if not key.startswith("artifact_head.")})
+    image = _images(1, seed=6)[0]
+    saliency = with_head.explain(image, samples=2)
+    assert saliency.shape == image.shape[:2] and np.isfinite(saliency).all()
+    np.testing.assert_allclose(saliency, without.explain(image, samples=2), atol=1e-6)
+    assert all(parameter.grad is None for parameter in with_head.parameters())
