@@ -5,7 +5,8 @@ This file is Hub remote code (`AutoModel.from_pretrained(..., trust_remote_code=
 standard library, torch, transformers and its siblings `configuration_fuscore.py` (the configuration and the shared
 facts), `processing_fuscore.py` (the processor), `scoring_fuscore.py` (the scoring engine behind `score`) and
 `acceleration_fuscore.py` (the speed machinery: packed vision attention, patch matmul, regional compilation, float8,
-activation checkpointing policies and budgets).
+activation checkpointing policies and budgets), `comparison_fuscore.py` (pairwise comparison, behind `compare`) and
+`attribution_fuscore.py` (saliency, behind `explain`).
 
 A Qwen vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3-VL-MoE, Qwen3.5/3.6 or Qwen3.5/3.6-MoE:
 `configuration_fuscore.BASE_FAMILIES`) reads a fused image and a rating prompt that ends in an answer
@@ -65,6 +66,14 @@ try:
     from .scoring_fuscore import ARTIFACT_MAP, score_images, upsample_artifact_map
 except ImportError:
     from scoring_fuscore import ARTIFACT_MAP, score_images, upsample_artifact_map
+try:
+    from .comparison_fuscore import PairwiseOutcome, compare_images
+except ImportError:
+    from comparison_fuscore import PairwiseOutcome, compare_images
+try:
+    from .attribution_fuscore import saliency_maps
+except ImportError:
+    from attribution_fuscore import saliency_maps
 
 
 def takes_encoder_outputs(base_model) -> bool:
@@ -606,6 +615,93 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         if len(dimension_list) == 1 and not (isinstance(dimensions, str) and dimensions == "all"):
             return by_dimension[dimension_list[0]]
         return by_dimension
+
+    def compare(
+        self,
+        a,
+        b,
+        ir=None,
+        vis=None,
+        dimension: str = "overall",
+        tie_band: float = 0.0,
+        batch_size: int = 8,
+        processor: Optional[FuScoreProcessor] = None,
+        ir_b=None,
+        vis_b=None,
+        num_workers: int = 0,
+        progress: bool = False,
+    ) -> PairwiseOutcome:
+        """Probability that fused image `a` is better than `b`, from the two predicted level distributions under
+        FuScore's Thurstone model (DESIGN.md section 11; `comparison_fuscore.compare_images`):
+
+            P(a better than b) = Phi((s_a - s_b) / sqrt(sd_a^2 + sd_b^2)),
+
+        `s` and `sd` being each image's predicted score and spread. An image against itself gives 0.5, and
+        `P(a, b) + P(b, a) = 1`. With `tie_band = t > 0`, a difference of quality within `t` is a tie: the three
+        outcomes' probabilities sum to 1. Every distinct image is scored once (`score`'s engine).
+
+        Args:
+            a, b: one fused image each, or two lists of the same length (pair `i` is `a[i]` against `b[i]`).
+            ir, vis: the sources (for `input_mode="fused_ir_vis"`): of both images, as for two fusion methods' results
+                on one scene; one image for every pair or one per pair. `ir_b`, `vis_b`: `b`'s own, where it comes
+                from other sources.
+            dimension: the rating dimension compared.
+            tie_band: half-width of the band of score differences called a tie, on the score scale (0: no ties).
+            batch_size, processor, num_workers, progress: as in `score`.
+
+        Returns:
+            `PairwiseOutcome(a_better, tie, b_better)`, a named tuple: floats for one pair, lists of floats for lists.
+            `model.compare(a, b).a_better` is P(a better than b); `tie` is 0 without a tie band.
+        """
+        return compare_images(self, processor or self.get_processor(), a, b, ir=ir, vis=vis, ir_b=ir_b, vis_b=vis_b,
+                              dimension=dimension, tie_band=tie_band, batch_size=batch_size, num_workers=num_workers,
+                              progress=progress)
+
+    def explain(
+        self,
+        image,
+        ir=None,
+        vis=None,
+        dimension: str = "overall",
+        samples: int = 16,
+        noise: float = 0.1,
+        blur: Optional[float] = None,
+        seed: int = 0,
+        batch_size: int = 8,
+        processor: Optional[FuScoreProcessor] = None,
+    ):
+        """A saliency map of the expected score with respect to the fused image's pixels: where the score comes
+        from. **Attribution, not artifact detection**: bright pixels are those the score is most sensitive to, for
+        better or worse; artifact maps come from a model trained with them. Works for any model, with or without an
+        artifact map head.
+
+        SmoothGrad (`attribution_fuscore`, whose docstring gives every step): the gradient of the score through the
+        differentiable tensor path (`FuScoreProcessor.tensor_inputs`, as `fuscore.reward`), absolute value summed
+        over the colour channels, averaged over `samples` copies with Gaussian noise of standard deviation `noise`,
+        blurred by a Gaussian of standard deviation `blur` pixels (None: half a model patch), divided by its 99th
+        percentile and capped at 1. Each image is explained on its own (its map does not depend on the others in a
+        list), with noise seeded by `seed`. The model's train/eval mode, `requires_grad` flags and `.grad` are left
+        as they were.
+
+        Args:
+            image: one fused image or a list (paths, encoded bytes, PIL images or HxW[xC] arrays).
+            ir, vis: the matching sources (for `input_mode="fused_ir_vis"`): one each for one image, lists for lists.
+            dimension: the rating dimension whose score is explained.
+            samples, noise, blur, seed: the smoothing (see above); `samples=1, noise=0, blur=0` is the raw gradient.
+            batch_size: noisy copies per forward and backward pass.
+
+        Returns:
+            A float32 numpy array `(H, W)` in [0, 1] of the image's own size (EXIF orientation applied, as `score`
+            reads it); a list of them for a list of images.
+        """
+        single = not isinstance(image, (list, tuple))
+        images = [image] if single else list(image)
+        maps = saliency_maps(self, processor or self.get_processor(), images,
+                             None if ir is None else ([ir] if single else ir),
+                             None if vis is None else ([vis] if single else vis), dimension=dimension,
+                             samples=samples, noise=noise, blur=blur, seed=seed, batch_size=batch_size)
+        maps = [saliency.numpy() for saliency in maps]
+        return maps[0] if single else maps
 
     # ------------------------------------------------------------------ building
     def set_level_words(self, tokenizer, level_words: Optional[Sequence[str]] = None):

@@ -270,10 +270,17 @@ def rank_command(args) -> int:
     report = ranking.write_ranking_report(
         args.output_dir, items, scores, list(model.config.level_words), model_name=args.model, classical=classical,
         labels=labels, n_resamples=args.bootstrap_resamples, seed=args.seed, higher_is_better=higher_is_better, note=note,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, tie_band=args.tie_band,
     )
+    fitted = report.pairwise.fit is not None
+    print(f"rank  {'method':<20} {'mean':>5}  {f'{report.ranking.confidence:.0%} interval':<16}"
+          + ("  BT rank  BT strength" if fitted else ""))
     for row in report.table[: min(5, len(report.table))]:
-        print(f"{row['rank']:>3}. {row['method']:<20} {row['mean_score']:.3f}  [{row['ci_low']:.3f}, {row['ci_high']:.3f}]")
+        pairwise = f"  {row['bt_rank']:>7}  {row['bt_strength']:>+11.3f}" if fitted else ""
+        print(f"{row['rank']:>4}  {row['method']:<20} {row['mean_score']:.3f}  [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+              f"{pairwise}")
+    if not fitted:
+        print(f"fuscore rank: no pairwise (Bradley-Terry) ranking: {report.pairwise.problem}", file=sys.stderr)
     print(f"Wrote {', '.join(str(path) for path in report.files.values())}", file=sys.stderr)
     return 0
 
@@ -382,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(run=score_command)
 
     rank = commands.add_parser("rank", help="rank fusion methods", description=(
-        "Rank fusion methods by mean score with bootstrap intervals over source pairs. Give a manifest CSV "
-        "(pair,method,fused[,ir,vis]), --vifb, or a FOLDER laid out as FOLDER/<method>/<pair>.png."))
+        "Rank fusion methods by mean score with bootstrap intervals over source pairs, and by a tie-aware "
+        "Bradley-Terry (Davidson) fit to all comparisons of two methods' images of one source pair. Give a manifest "
+        "CSV (pair,method,fused[,ir,vis]), --vifb, or a FOLDER laid out as FOLDER/<method>/<pair>.png."))
     inputs = rank.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--manifest", help="CSV with pair, method, fused[, ir, vis] (paths relative to the CSV)")
     inputs.add_argument("--vifb", nargs="?", const="", metavar="DIR", help="the VIFB benchmark (default: $FUSCORE_VIFB_DIR or ../shared/data/vifb)")
@@ -398,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir")
     rank.add_argument("--bootstrap-resamples", type=int, default=2000)
     rank.add_argument("--seed", type=int, default=0)
+    rank.add_argument("--tie-band", type=float, default=None, metavar="T",
+                      help="overall-score differences within T count as ties in the pairwise (Bradley-Terry) ranking "
+                           "(default: 0.1, a tenth of a level step; 0: no ties)")
     add_model_arguments(rank)
     rank.set_defaults(run=rank_command)
 
@@ -440,6 +451,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name in ("batch_size", "bootstrap_resamples", "workers", "chunk_size"):
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1.")
+    if args.command == "rank":
+        from fuscore.ranking import DEFAULT_TIE_BAND  # not at the top: `--help` stays free of torch
+
+        if args.tie_band is None:
+            args.tie_band = DEFAULT_TIE_BAND
+        elif not 0 <= args.tie_band < float("inf"):
+            parser.error(f"--tie-band must be a number of at least 0, got {args.tie_band}.")
     try:
         return args.run(args)
     except StoppedByFirstProcess:

@@ -1,16 +1,9 @@
 """Pairwise comparison of fused images, and a tie-aware ranking of fusion methods from all within-pair comparisons.
 
-**Thurstone comparison** (DESIGN.md section 11; the model FuScore's fidelity terms train). Each fused image's quality is
-read from its predicted level distribution as a normal variable with the distribution's mean `s` and standard
-deviation `sd` (`level_moments`). For images a and b the difference `D = X_a - X_b` is then `N(s_a - s_b, sd_a^2 +
-sd_b^2)`, so
-
-    P(a better than b) = Phi((s_a - s_b) / sqrt(sd_a^2 + sd_b^2)),
-
-0.5 for an image against itself and `P(a, b) + P(b, a) = 1`. With a tie band `t > 0` the difference is called a tie
-when `|D| <= t` (the Thurstone-Mosteller model with a tie threshold, Glenn and David, 1960): P(a) =
-`Phi((s_a - s_b - t) / sigma)`, P(b) = `Phi((s_b - s_a - t) / sigma)`, P(tie) the rest. The variance is floored at
-`eps`, so two one-level distributions (sd = 0) give 0.5 / 0 / 1 instead of NaN.
+**Thurstone comparison** (DESIGN.md section 11): `P(a better than b) = Phi((s_a - s_b) / sqrt(sd_a^2 + sd_b^2))` from
+the two images' predicted level distributions, with an optional tie band. It is defined once, in the Hub file
+`comparison_fuscore.py` (the remote code behind `model.compare`, which cannot import this package), whose
+`PairwiseOutcome`, `level_moments`, `preference_probabilities` and `compare_distributions` are re-exported here.
 
 **Tie-aware Bradley-Terry**: methods are ranked by Davidson's (1970) extension of the Bradley-Terry model, the
 standard one with ties: with strengths `pi_i = exp(theta_i)` and a tie parameter `nu >= 0`,
@@ -24,22 +17,21 @@ as a pairwise model such as LPIFM outputs A / B / tie). Why by hand: choix, the 
 has Bradley-Terry but no tie model, and the PyPI packages that fit ties are Bayesian (PyMC) or unmaintained; the
 Davidson likelihood is a few lines on top of scipy.optimize.
 
-Pure math (torch for the comparison, numpy/scipy for the fit): no model, no file. The Hub remote code (`model.compare`)
-cannot import this package; it may hold the same two-line formula, tested against `preference_probabilities`.
+The fit is pure math (numpy/scipy): no model, no file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Union
+from typing import Optional
 
 import numpy as np
 import torch
 from scipy import optimize, sparse
 from scipy.sparse import csgraph
 
-from configuration_fuscore import DEFAULT_LEVEL_VALUES
+from comparison_fuscore import PairwiseOutcome, compare_distributions, level_moments, preference_probabilities
 
 
 __all__ = [
@@ -53,71 +45,6 @@ __all__ = [
     "preference_probabilities",
     "rank_methods_pairwise",
 ]
-
-TensorLike = Union[torch.Tensor, float, Sequence[float]]
-
-
-class PairwiseOutcome(NamedTuple):
-    """Probabilities of the three outcomes of comparing a with b (tensors of the broadcast shape); they sum to 1."""
-
-    a_better: torch.Tensor
-    tie: torch.Tensor
-    b_better: torch.Tensor
-
-
-def level_moments(level_probs: torch.Tensor, level_values: Sequence[float] = DEFAULT_LEVEL_VALUES
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean `s = sum_l p_l v_l` and standard deviation `sd = sqrt(sum_l p_l (v_l - s)^2)` of level distributions.
-
-    Args:
-        level_probs (`torch.Tensor` of shape `(..., L)`): probabilities over the levels, in `level_values`' order (the
-            model's own order by default: excellent..bad = 5..1).
-    Returns:
-        `(score, std)`, each of shape `(...)`, as the model's `score` and `score_std`.
-    """
-    probs = torch.as_tensor(level_probs)
-    probs = probs.to(torch.promote_types(probs.dtype, torch.float32))
-    values = torch.as_tensor(level_values, dtype=probs.dtype, device=probs.device)
-    if probs.shape[-1] != values.numel():
-        raise ValueError(f"level_probs has {probs.shape[-1]} levels but level_values {values.numel()}.")
-    score = probs @ values
-    std = (probs * (values - score[..., None]) ** 2).sum(-1).clamp_min(0).sqrt()
-    return score, std
-
-
-def preference_probabilities(score_a: TensorLike, std_a: TensorLike, score_b: TensorLike, std_b: TensorLike,
-                             tie_band: float = 0.0, eps: float = 1e-8) -> PairwiseOutcome:
-    """Thurstone outcome probabilities of comparing image a with image b (module docstring), broadcast over batches.
-
-    Args:
-        score_a, std_a, score_b, std_b: predicted scores and spreads (tensors or numbers, broadcastable).
-        tie_band (`float`, defaults to 0): half-width `t` of the band of score differences called a tie, on the score
-            scale; 0 gives two outcomes (`tie` is 0).
-        eps (`float`): floor of the variance `sd_a^2 + sd_b^2`.
-    Returns:
-        `PairwiseOutcome(a_better, tie, b_better)`; `a_better` of (a, b) equals `b_better` of (b, a).
-    """
-    if not tie_band >= 0:
-        raise ValueError(f"tie_band must be >= 0, got {tie_band}.")
-    tensors = [torch.as_tensor(x) for x in (score_a, std_a, score_b, std_b)]
-    dtype = torch.promote_types(torch.result_type(*tensors[:2]), torch.result_type(*tensors[2:]))
-    dtype = torch.promote_types(dtype, torch.float32)
-    score_a, std_a, score_b, std_b = (x.to(dtype) for x in tensors)
-    sigma = (std_a**2 + std_b**2).clamp_min(eps).sqrt()
-    difference = score_a - score_b
-    a_better = torch.special.ndtr((difference - tie_band) / sigma)
-    b_better = torch.special.ndtr((-difference - tie_band) / sigma)
-    # The rest is the tie (written so, it is the same for (a, b) and (b, a), bit for bit).
-    tie = (1.0 - (a_better + b_better)).clamp_min(0) if tie_band > 0 else torch.zeros_like(a_better)
-    return PairwiseOutcome(a_better, tie, b_better)
-
-
-def compare_distributions(probs_a: torch.Tensor, probs_b: torch.Tensor, tie_band: float = 0.0,
-                          level_values: Sequence[float] = DEFAULT_LEVEL_VALUES) -> PairwiseOutcome:
-    """`preference_probabilities` from two (batches of) level distributions `(..., L)`."""
-    return preference_probabilities(*level_moments(probs_a, level_values), *level_moments(probs_b, level_values),
-                                     tie_band=tie_band)
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Davidson's tie-aware Bradley-Terry model

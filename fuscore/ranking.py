@@ -6,6 +6,13 @@ benchmark: the bootstrap resamples *source pairs* with replacement (the same res
 the comparison paired) and recomputes each method's mean and rank. The 95% intervals are percentiles of those
 resampled means and ranks.
 
+Beside it, a pairwise ranking (DESIGN.md section 11): every two images of one source pair are compared under FuScore's
+Thurstone model (the probabilities of a win, a tie within `tie_band` and a loss, from their predicted overall scores
+and spreads), and Davidson's tie-aware Bradley-Terry model is fitted to those expected wins and ties over all pairs
+(`fuscore.pairwise.rank_methods_pairwise`). It uses each image's spread as well as its score, and counts comparisons
+within a scene rather than averaging scores: one scene where a method fails badly costs it one lost comparison per
+rival, not a large share of its mean, and methods that lack some scenes are compared on the scenes they share.
+
 Inputs come from a manifest CSV (`pair, method, fused[, ir, vis]`, paths relative to the manifest), VIFB (whose
 manifest has that layout) or a folder laid out as `FOLDER/<method>/<pair>.<ext>`, read by `fuscore.sources`. Classical VIFB metrics
 (`fuscore_metrics.ivif_metrics`) and labels from a rating table can be put beside the scores.
@@ -26,10 +33,14 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from fuscore import atomic
+from fuscore.pairwise import DavidsonFit, rank_methods_pairwise
 from fuscore.sources import BenchmarkItem, SourceError
 
 
 OVERALL = "overall"
+# Overall-score differences within this band count as ties in the pairwise ranking: a tenth of the step between two
+# level words. A judgement call, stated in every report; 0 gives plain Bradley-Terry (no ties).
+DEFAULT_TIE_BAND = 0.1
 
 
 # ----------------------------------------------------------------------------------------------------- labels
@@ -180,6 +191,32 @@ def bootstrap_ranking(scores, pairs, methods, n_resamples: int = 2000, confidenc
     )
 
 
+@dataclass
+class PairwiseRanking:
+    """Davidson's tie-aware Bradley-Terry fit over all within-pair comparisons (`fit`), or why there is none
+    (`problem`: fewer than two methods, or methods never compared on a common source pair)."""
+
+    tie_band: float
+    fit: Optional[DavidsonFit] = None
+    problem: str = ""
+
+    def rank_of(self) -> dict:
+        """method -> its rank by strength (1 = strongest); empty without a fit."""
+        return {name: rank for rank, (name, _) in enumerate(self.fit.ranking(), start=1)} if self.fit else {}
+
+
+def pairwise_ranking(scores, stds, pairs, methods, tie_band: float = DEFAULT_TIE_BAND) -> PairwiseRanking:
+    """`fuscore.pairwise.rank_methods_pairwise` on the overall scores and spreads (expected counts), or the reason it
+    cannot be fitted."""
+    if len(set(methods)) < 2:
+        return PairwiseRanking(tie_band, problem="only one method: nothing to compare.")
+    try:
+        fit = rank_methods_pairwise(pairs, methods, scores, stds, tie_band=tie_band)
+    except ValueError as error:
+        return PairwiseRanking(tie_band, problem=str(error))
+    return PairwiseRanking(tie_band, fit=fit)
+
+
 def method_means(values, methods, method_order) -> np.ndarray:
     """Mean of `values` per method (NaN-aware), in `method_order`."""
     values = np.asarray(values, dtype=np.float64)
@@ -208,6 +245,7 @@ class RankingReport:
     ranking: MethodRanking
     table: list  # one dict per method, best first (the rows of ranking.csv)
     files: dict = field(default_factory=dict)  # name -> path
+    pairwise: Optional[PairwiseRanking] = None
 
 
 def _csv_text(rows: Sequence[dict]) -> str:
@@ -307,8 +345,12 @@ def write_ranking_report(
     higher_is_better: Optional[dict] = None,
     note: str = "",
     overwrite: bool = False,
+    tie_band: float = DEFAULT_TIE_BAND,
 ) -> RankingReport:
     """Ranks methods by mean overall score and writes ranking.md, ranking.csv, scores.csv and the plots.
+
+    Beside the mean-score ranking, the pairwise one (`pairwise_ranking` with `tie_band`): ranking.csv gains
+    `bt_rank` and `bt_strength` (Davidson log-strength, mean 0; empty where no fit), ranking.md a section.
 
     The files are written as one set (a temporary folder renamed to `output_dir` once complete). `output_dir` may be
     new or empty; a non-empty one is replaced only with `overwrite` (FileExistsError otherwise, before any work).
@@ -321,6 +363,9 @@ def write_ranking_report(
     methods = [item.method for item in items]
     overall = scores[OVERALL]["score"]
     ranking = bootstrap_ranking(overall, pairs, methods, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    pairwise = pairwise_ranking(overall, scores[OVERALL]["std"], pairs, methods, tie_band=tie_band)
+    bt_rank = pairwise.rank_of()
+    bt_strength = dict(zip(pairwise.fit.methods, pairwise.fit.strength)) if pairwise.fit else {}
     order = ranking.methods
     dimensions = list(scores)
     classical = classical or {}
@@ -341,6 +386,7 @@ def write_ranking_report(
             "mean_score": float(ranking.mean[i]), "ci_low": float(ranking.ci_low[i]), "ci_high": float(ranking.ci_high[i]),
             "rank_ci_low": int(ranking.rank_low[i]), "rank_ci_high": int(ranking.rank_high[i]),
             "mean_std": float(std_means[i]),
+            "bt_rank": bt_rank.get(method, ""), "bt_strength": float(bt_strength.get(method, np.nan)),
         }
         row.update({f"mean_{dim}": float(per_method[dim][i]) for dim in dimensions if dim != OVERALL})
         if label_means is not None:
@@ -380,13 +426,13 @@ def write_ranking_report(
                                                f"Predicted vs labelled ({int(labelled.sum())} images; {stats_text})")
 
     markdown = _ranking_markdown(ranking, table, dimensions, classical_means, higher_is_better, label_summary,
-                                 model_name, len(items), note)
+                                 model_name, len(items), note, pairwise)
     contents["ranking.md"] = markdown.encode()
     # An empty folder holds no earlier run to protect: it is replaced like a missing one.
     with atomic.atomic_folder(output, overwrite=overwrite or output.is_dir()) as staging:
         for name, data in contents.items():
             (staging / name).write_bytes(data)
-    return RankingReport(ranking=ranking, table=table, files={name: output / name for name in contents})
+    return RankingReport(ranking=ranking, table=table, files={name: output / name for name in contents}, pairwise=pairwise)
 
 
 def check_output_folder(output, overwrite: bool) -> None:
@@ -407,7 +453,7 @@ def check_output_folder(output, overwrite: bool) -> None:
 
 
 def _ranking_markdown(ranking, table, dimensions, classical_means, higher_is_better, label_summary, model_name,
-                      n_items, note) -> str:
+                      n_items, note, pairwise: Optional[PairwiseRanking] = None) -> str:
     sub_dimensions = [dim for dim in dimensions if dim != OVERALL]
     header = ["rank", "method", "mean score", f"{ranking.confidence:.0%} CI", "rank range", "mean std"]
     header += [dim.replace("_", " ") for dim in sub_dimensions]
@@ -433,6 +479,8 @@ def _ranking_markdown(ranking, table, dimensions, classical_means, higher_is_bet
         if "mean_label" in row:
             cells.append(_fmt(row["mean_label"]))
         lines.append(_markdown_row(cells))
+    if pairwise is not None:
+        lines += _pairwise_markdown(pairwise, table)
     if classical_means:
         names = list(classical_means)
         lines += ["", "## Classical metrics per method (mean over images, FuScore rank order)", "",
@@ -457,6 +505,33 @@ def _ranking_markdown(ranking, table, dimensions, classical_means, higher_is_bet
     plots = ["ranking.png", "levels.png"] + (["scatter.png"] if "mean_label" in table[0] else [])
     lines += ["", "Files: `ranking.csv` (this table), `scores.csv` (per image), " + ", ".join(f"`{p}`" for p in plots) + ".", ""]
     return "\n".join(lines)
+
+
+def _pairwise_markdown(pairwise: PairwiseRanking, table) -> list:
+    lines = ["", "## Pairwise ranking (tie-aware Bradley-Terry)", ""]
+    if pairwise.fit is None:
+        return lines + [f"Not fitted: {pairwise.problem}"]
+    fit = pairwise.fit
+    lines.append(
+        f"Every two images of one source pair are compared ({fit.n_comparisons:g} comparisons) under FuScore's "
+        "Thurstone model: the probabilities that one is better, that they tie and that the other is better, from "
+        f"their predicted overall scores and spreads, differences within ±{pairwise.tie_band:g} counting as ties. "
+        "Davidson's tie-aware Bradley-Terry model is fitted by maximum likelihood to these expected wins and ties: "
+        "P(i beats j) / P(j beats i) = exp(strength_i - strength_j), and the probability of a tie grows with the "
+        f"tie parameter ν = {fit.tie:.3f}.")
+    if not fit.finite:
+        lines += ["", "**Some methods won (or tied) every comparison against the others: their strengths have no finite "
+                      "estimate; the order holds, the sizes mean nothing.**"]
+    if not fit.converged:
+        lines += ["", "**The optimiser reported no convergence; read the strengths with care.**"]
+    mean_rank = {row["method"]: row["rank"] for row in table}
+    lines += ["", "| BT rank | method | strength | rank by mean score |", "|---|---|---|---|"]
+    for rank, (method, strength) in enumerate(fit.ranking(), start=1):
+        lines.append(_markdown_row([str(rank), str(method), f"{strength:+.3f}", str(mean_rank[method])]))
+    strengths = [row["bt_strength"] for row in table]
+    lines += ["", f"Spearman correlation of the strengths with the mean scores, over the methods: "
+                  f"{_fmt(spearman(strengths, [row['mean_score'] for row in table]))}."]
+    return lines
 
 
 def _markdown_row(cells) -> str:

@@ -1,0 +1,1 @@
+../../attribution_fuscore.py

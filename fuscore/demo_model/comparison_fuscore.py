@@ -1,0 +1,1 @@
+../../comparison_fuscore.py
