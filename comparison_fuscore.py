@@ -21,7 +21,7 @@ of NaN.
 
 import hashlib
 import os
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import NamedTuple, Sequence, Union
 
 import torch
 
