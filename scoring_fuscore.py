@@ -20,9 +20,11 @@ import torch
 
 try:  # Hub remote code: the sibling files are part of the same dynamic module package.
     from .configuration_fuscore import BASE_FAMILIES
-    from .image_utils_fuscore import image_size
 except ImportError:  # A checkout or an installed FuScore: the siblings are top-level modules.
     from configuration_fuscore import BASE_FAMILIES
+try:
+    from .image_utils_fuscore import image_size
+except ImportError:
     from image_utils_fuscore import image_size
 
 
