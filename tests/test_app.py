@@ -3,6 +3,7 @@ would: bad uploads get FuScore's message, large ones are refused from their head
 concurrent requests get the direct scores, and `python app.py` started elsewhere serves the shipped model."""
 
 import base64
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,11 +19,19 @@ from PIL import Image
 from app_support import REPO_ROOT, free_port, load_app_module, served, write_palette_png
 
 
-pytest.importorskip("gradio", reason="gradio is not installed (pip install gradio, the project's [app] extra)")
-gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-from gradio_client.utils import QueueError  # noqa: E402
+if importlib.util.find_spec("gradio") is None or importlib.util.find_spec("gradio_client") is None:
+    pytest.skip("gradio is not installed (pip install gradio, the project's [app] extra)", allow_module_level=True)
+Client = handle_file = AppError = QueueError = None  # gradio_client's, set by _gradio_client below
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _gradio_client():
+    """gradio_client (and, in app_module, gradio) is imported when this file's tests run, not when pytest collects
+    them: gradio takes seconds to import, and a test process that runs none of these tests should not pay them."""
+    global Client, handle_file, AppError, QueueError
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    from gradio_client.utils import QueueError
 
 GENERIC_ERROR = "upstream Gradio app has raised an exception"
 
@@ -47,13 +56,6 @@ class RecordingModel:
 @pytest.fixture(scope="module")
 def app_module():
     return load_app_module()
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    from fuscore.tiny import build_tiny_model
-
-    return build_tiny_model("qwen2_vl", seed=13)
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +184,8 @@ def test_pixel_cap_and_queue_are_configurable(app_module, tiny_model, files, mon
             _score(Client(url, verbose=False, download_files=False), files / "good.png")
 
 
-def test_model_with_sources_names_the_bad_upload(app_module, files):
-    from fuscore.tiny import build_tiny_model
-
-    model = build_tiny_model("qwen2_vl", input_mode="fused_ir_vis", seed=5)
+def test_model_with_sources_names_the_bad_upload(app_module, tiny_model_ir_vis, files):
+    model = tiny_model_ir_vis
     with served(app_module, app_module.build_app(model)) as url:
         client = Client(url, verbose=False, download_files=False)
         assert len(client.view_api(return_format="dict")["named_endpoints"]["/score"]["parameters"]) == 3

@@ -4,6 +4,7 @@ Needs `apt-get install chromium` and `pip install gradio playwright` (no `playwr
 is used). Skipped with the reason when one of them is missing.
 """
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -19,8 +20,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DIMENSIONS = ("overall", "thermal_retention", "texture_preservation", "artifacts", "sharpness")
 
-pytest.importorskip("gradio", reason="gradio is not installed (pip install gradio, the project's [app] extra)")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+# Checked without importing (gradio and playwright take seconds to import; they are imported when the tests run).
+if importlib.util.find_spec("gradio") is None:
+    pytest.skip("gradio is not installed (pip install gradio, the project's [app] extra)", allow_module_level=True)
+if importlib.util.find_spec("playwright") is None:
+    pytest.skip("playwright is not installed (pip install playwright)", allow_module_level=True)
 if not CHROMIUM.is_file() and not shutil.which("chromium"):
     pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
@@ -29,11 +33,9 @@ pytestmark = pytest.mark.slow  # browser runs: seconds each
 
 
 @pytest.fixture(scope="module")
-def running_app():
-    from fuscore.tiny import build_tiny_model
-
+def running_app(tiny_model):
     app_module = load_app_module()
-    model = build_tiny_model("qwen2_vl", seed=13)
+    model = tiny_model
     with served(app_module, app_module.build_app(model, model_name="tiny test model")) as url:
         yield url, model, app_module
 
@@ -41,6 +43,8 @@ def running_app():
 @pytest.fixture
 def page(tmp_path):
     executable = str(CHROMIUM if CHROMIUM.is_file() else shutil.which("chromium"))
+    from playwright import sync_api
+
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             user_data_dir=str(tmp_path / "chromium-profile"), executable_path=executable, headless=True,

@@ -14,8 +14,6 @@ from PIL import Image
 
 from fuscore.cli import main
 from fuscore.ranking import bootstrap_ranking
-from fuscore.tiny import build_tiny_model
-from conftest import load_saved
 
 
 METHODS = ("alpha", "beta", "gamma")
@@ -24,18 +22,14 @@ ALL_DIMENSIONS = ("overall", "thermal_retention", "texture_preservation", "artif
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cli") / "model"
-    build_tiny_model("qwen2_vl", seed=9).save_pretrained(folder)
-    return folder, load_saved(folder)
+def saved_model(saved_tiny_model, loaded_tiny_model):
+    return saved_tiny_model, loaded_tiny_model
 
 
 @pytest.fixture(scope="module")
-def sources_model(tmp_path_factory):
+def sources_model(saved_tiny_model_ir_vis, loaded_tiny_model_ir_vis):
     """A tiny model that reads the fused image with its infrared and visible sources."""
-    folder = tmp_path_factory.mktemp("cli") / "model_ir_vis"
-    build_tiny_model("qwen2_vl", input_mode="fused_ir_vis", seed=9).save_pretrained(folder)
-    return folder, load_saved(folder)
+    return saved_tiny_model_ir_vis, loaded_tiny_model_ir_vis
 
 
 @pytest.fixture(scope="module")

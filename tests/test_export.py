@@ -6,6 +6,7 @@ import base64
 import importlib.util
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -16,10 +17,9 @@ from PIL import Image
 from transformers import AutoModel
 
 import fuscore.export as export_module
-from conftest import REMOTE_CODE_FILES, REPO_ROOT, load_saved, run_clean_python
+from conftest import REMOTE_CODE_FILES, REPO_ROOT, run_clean_python
 from fuscore.export import CUSTOM_PIPELINES, NotAFuScoreModelError, export_model
 from fuscore.lora import add_language_model_lora
-from fuscore.tiny import build_tiny_model
 
 
 EVALUATION = {"metrics": {"plcc": 0.7311, "srcc": 0.6902, "runtime": 1.5}, "dataset": "toy held-out split",
@@ -27,11 +27,12 @@ EVALUATION = {"metrics": {"plcc": 0.7311, "srcc": 0.6902, "runtime": 1.5}, "data
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
+def saved_model(saved_tiny_model, loaded_tiny_model, tmp_path_factory):
+    """The shared tiny model's folder, copied to hold an evaluation file as a trained model's does."""
     folder = tmp_path_factory.mktemp("export") / "trained"
-    build_tiny_model("qwen2_vl", seed=7).save_pretrained(folder)
+    shutil.copytree(saved_tiny_model, folder)
     (folder / "fuscore_eval.json").write_text(json.dumps(EVALUATION))
-    return folder, load_saved(folder)
+    return folder, loaded_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -93,9 +93,8 @@ def test_quantizes_the_decoder_linears_only_and_a_second_call_is_a_no_op(bf16_mo
 
 
 @pytest.fixture
-def saved_model(tmp_path):
-    folder = tmp_path / "model"
-    build_tiny_model("qwen2_vl", seed=9).save_pretrained(folder)
+def saved_model(saved_tiny_model, tmp_path):
+    folder = saved_tiny_model
     image = tmp_path / "fused.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(image)
     return folder, image

@@ -6,6 +6,7 @@ import base64
 import importlib.util
 import io
 import json
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,7 +16,6 @@ from PIL import Image
 
 from app_support import write_palette_png
 from fuscore.export import HANDLER_FILE, export_model
-from fuscore.tiny import build_tiny_model
 
 
 LIMIT_VARIABLES = ("FUSCORE_MAX_IMAGE_PIXELS", "FUSCORE_MAX_INPUTS", "FUSCORE_MAX_WAITING_REQUESTS")
@@ -36,10 +36,9 @@ def handler_module():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(saved_tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("handler")
-    model = build_tiny_model("qwen2_vl", seed=9)
-    model.save_pretrained(root / "trained")
+    shutil.copytree(saved_tiny_model, root / "trained")
     (root / "trained" / "fuscore_eval.json").write_text(json.dumps({"metrics": {}, "synthetic": True}))
     return export_model(root / "trained", root / "fuscore").folder
 

@@ -7,14 +7,11 @@ from transformers import AutoModel
 
 from conftest import run_clean_python
 from fuscore.lora import add_language_model_lora
-from fuscore.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")
-def saved_base(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lora") / "base"
-    build_tiny_model("qwen3_vl", seed=4).save_pretrained(folder)
-    return folder
+def saved_base(saved_tiny_models):
+    return saved_tiny_models["qwen3_vl"]
 
 
 def _lora_model(folder):

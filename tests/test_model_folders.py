@@ -13,12 +13,11 @@ from conftest import MODEL_CODE_FILES
 from fuscore.atomic import AtomicWriteError
 from fuscore.hub import (IncompleteModelFolderError, check_model_folder, copy_model_folder, save_model_folder,
                          writing_model_folder)
-from fuscore.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")
-def model():
-    return build_tiny_model("qwen2_vl", seed=9)
+def model(tiny_model):
+    return tiny_model
 
 
 def _entries(folder):

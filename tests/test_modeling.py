@@ -1,5 +1,6 @@
 """FuScoreForQuality and FuScoreProcessor at tiny size, for the three Qwen-VL families."""
 
+import copy
 import io
 import json
 import shutil
@@ -110,8 +111,8 @@ def test_bad_images_fail_with_the_file_name(tiny_models, tmp_path):
         model.score(np.full((32, 32), 7.5))
 
 
-def test_fused_with_sources_mode(random_images):
-    model = build_tiny_model("qwen2_vl", input_mode="fused_ir_vis", seed=2)
+def test_fused_with_sources_mode(tiny_model_ir_vis, random_images):
+    model = tiny_model_ir_vis
     fused, ir, vis = random_images[0], random_images[0][..., 0], random_images[0][:, :, ::-1]
     batch = model.processor([fused], [ir], [vis])
     assert batch["image_grid_thw"].shape == (3, 3)
@@ -158,9 +159,9 @@ print(json.dumps({{"scores": model.score(images, processor=processor, batch_size
 """
 
 
-def test_a_reload_scores_like_the_saved_model(tmp_path, random_images):
+def test_a_reload_scores_like_the_saved_model(tiny_models, tmp_path, random_images):
     """The same weights come back; the image processor is the backend transformers picks on this machine."""
-    model = build_tiny_model("qwen3_vl", seed=4)
+    model = tiny_models["qwen3_vl"]
     model.save_pretrained(tmp_path / "saved")
     reloaded = load_saved(tmp_path / "saved")
     same_backend = type(reloaded.get_processor().image_processor) is type(model.get_processor().image_processor)
@@ -170,12 +171,12 @@ def test_a_reload_scores_like_the_saved_model(tmp_path, random_images):
                                atol=1e-6 if same_backend else 1e-4)
 
 
-def test_level_words_edited_in_config_json_alone_are_refused_when_the_model_loads_its_processor(tmp_path,
+def test_level_words_edited_in_config_json_alone_are_refused_when_the_model_loads_its_processor(tiny_model, tmp_path,
                                                                                                random_images):
     """The scores come from level_token_ids: words edited in config.json alone would be reported but not read."""
     from configuration_fuscore import LevelWordsError
 
-    model = build_tiny_model("qwen2_vl", seed=4)
+    model = copy.deepcopy(tiny_model)  # its level words are changed below
     model.save_pretrained(tmp_path / "saved")
     words = list(model.config.level_words)
     for edited in (list(reversed(words)), [*words[:4], "abysmal"]):  # other ids; a word of several tokens
@@ -229,8 +230,8 @@ def test_save_and_load_in_a_clean_process_from_folder_and_offline_cache(tiny_mod
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_packed_vision_attention_matches_the_per_image_loop(family, random_images):
-    model = build_tiny_model(family, seed=5)
+def test_packed_vision_attention_matches_the_per_image_loop(tiny_models, family, random_images):
+    model = copy.deepcopy(tiny_models[family])  # its settings are changed below
     same_size = [random_images[0][:48, :64]] * 2 + [random_images[1][:48, :64]]
     for images in (same_size, random_images[:5]):  # equal segments (one call) and unequal ones (fallback loop)
         model.config.packed_vision_attention = True
@@ -407,7 +408,7 @@ def test_tiny_image_processors_leave_the_class_defaults_alone():
     assert dict(Qwen2VLImageProcessorPil.size) == defaults
 
 
-def test_frozen_vision_tower_is_not_checkpointed():
+def test_frozen_vision_tower_is_not_checkpointed(tiny_models):
     """Nothing back-propagates through a frozen tower: only the decoder layers are checkpointed, so the vision blocks
     can be compiled for training. A tower that trains keeps its checkpointing."""
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -423,12 +424,12 @@ def test_frozen_vision_tower_is_not_checkpointed():
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
-    model = build_tiny_model("qwen3_vl", seed=5)
+    model = copy.deepcopy(tiny_models["qwen3_vl"])
     enable_checkpointing(model)
     assert model.trains_vision_tower()
     assert all(checkpointed(model.model.visual.modules())) and all(checkpointed(model.model.language_model.modules()))
 
-    peft_model = add_language_model_lora(build_tiny_model("qwen3_vl", seed=5), r=4, alpha=8, dropout=0.0)
+    peft_model = add_language_model_lora(copy.deepcopy(tiny_models["qwen3_vl"]), r=4, alpha=8, dropout=0.0)
     enable_checkpointing(peft_model)
     fuscore_model = peft_model.get_base_model()
     assert not fuscore_model.trains_vision_tower()
@@ -480,9 +481,9 @@ def test_uncheckpointed_layers_skip_their_recomputation_with_the_same_gradients(
         model.configure_checkpointing(2)
 
 
-def test_a_model_that_has_scored_can_still_train(random_images):
+def test_a_model_that_has_scored_can_still_train(tiny_model, random_images):
     """`score` runs under inference mode; what it caches on the model must not break a later training forward."""
-    model = build_tiny_model("qwen2_vl", seed=3)
+    model = copy.deepcopy(tiny_model)
     model.score(random_images[:2])
     model.train()
     output = model(**model.processor(random_images[:2]))
@@ -503,9 +504,9 @@ def test_batches_move_to_the_device_whole():
     assert moved["dimension"] == "overall"
 
 
-def test_level_tensors_follow_the_configured_levels(random_images):
+def test_level_tensors_follow_the_configured_levels(tiny_model, random_images):
     """The level ids and values are cached per device; a change of the configured levels must not hit a stale copy."""
-    model = build_tiny_model("qwen2_vl", seed=3)
+    model = copy.deepcopy(tiny_model)
     batch = model.processor(random_images[:2])
     with torch.no_grad():
         before = model(**batch)
@@ -585,7 +586,7 @@ def test_patch_embedding_runs_as_a_matmul_with_the_convolutions_outputs_and_keys
     shapes keep the convolution itself."""
     from modeling_fuscore import PatchConv3d
 
-    model = build_tiny_model(family, seed=2).eval()
+    model = build_tiny_model(family, seed=2).eval()  # a model that never ran: the first forward prepares it
     keys = list(model.state_dict())
     batch = model.processor([image[:48, :64] for image in random_images[:2]])
     proj = model.model.visual.patch_embed.proj
@@ -647,7 +648,7 @@ def test_compiled_vision_blocks_keep_one_graph_for_equal_and_unequal_image_lengt
         torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
 
 
-def test_compile_auto_compiles_only_jobs_where_it_pays(monkeypatch):
+def test_compile_auto_compiles_only_jobs_where_it_pays(tiny_model, monkeypatch):
     """`compile="auto"`: on a GPU, from `COMPILE_PAYS_FROM_VISUAL_TOKENS` scaled by the decoder's size; never on the
     CPU; a model already compiled counts as paid. Checked on the rule's arithmetic with the device faked as CUDA."""
     from PIL import Image
@@ -655,7 +656,7 @@ def test_compile_auto_compiles_only_jobs_where_it_pays(monkeypatch):
     import scoring_fuscore
     from fuscore.cli import build_parser
 
-    model = build_tiny_model("qwen2_vl", seed=1)
+    model = copy.deepcopy(tiny_model)  # its layers are marked compiled below
     processor = model.processor
     image = Image.new("RGB", (112, 112))
     per_image = processor.num_visual_tokens(112, 112)

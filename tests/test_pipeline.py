@@ -12,15 +12,9 @@ from PIL import Image
 from transformers import pipeline
 
 import pipeline_fuscore
-from fuscore.tiny import build_tiny_model
 
 
 ALL_DIMENSIONS = ("overall", "thermal_retention", "texture_preservation", "artifacts", "sharpness")
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    return build_tiny_model("qwen2_vl", seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +65,8 @@ def test_lists_batches_and_generators_match_single_calls(scorer, tiny_model, ima
     assert len(set(round(score, 6) for score in expected)) > 1, "different images must get different scores"
 
 
-def test_dimensions_argument_and_sources(images):
-    model = build_tiny_model("qwen2_vl", input_mode="fused_ir_vis", seed=5)
+def test_dimensions_argument_and_sources(images, tiny_model_ir_vis):
+    model = tiny_model_ir_vis
     scorer = pipeline(pipeline_fuscore.TASK_NAME, model=model, device="cpu")
     fused, ir, vis = images[2], images[2][..., 0], images[2][..., 1]
     result = scorer({"fused": fused, "ir": ir, "vis": vis}, dimensions=["sharpness"])

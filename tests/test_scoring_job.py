@@ -18,22 +18,18 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, load_saved
+from conftest import REPO_ROOT
 from fuscore.cli import main
 from fuscore.scoring_job import PARTS_SUFFIX, parts_folder
 from fuscore.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """Two tiny saved models with different weights (the same architecture)."""
-    root = tmp_path_factory.mktemp("job_models")
-    folders = []
-    for seed in (3, 4):
-        folder = root / f"model{seed}"
-        build_tiny_model("qwen2_vl", seed=seed).save_pretrained(folder)
-        folders.append(folder)
-    return folders
+def models(saved_tiny_model, tmp_path_factory):
+    """Two tiny saved models with different weights (the same architecture): the shared one and another seed's."""
+    other = tmp_path_factory.mktemp("job_models") / "model4"
+    build_tiny_model("qwen2_vl", seed=4).save_pretrained(other)
+    return [saved_tiny_model, other]
 
 
 def _write_images(folder: Path, count: int, seed: int = 0, prefix: str = "img") -> list:
@@ -91,7 +87,7 @@ def _torchrun(processes: int) -> list:
 
 
 # ------------------------------------------------------------------------------------------------ one process
-def test_folder_to_parquet_loads_with_datasets_and_equals_model_score(models, tmp_path, capsys):
+def test_folder_to_parquet_loads_with_datasets_and_equals_model_score(models, loaded_tiny_model, tmp_path, capsys):
     import datasets
 
     paths = _write_images(tmp_path / "images", 10)
@@ -110,7 +106,7 @@ def test_folder_to_parquet_loads_with_datasets_and_equals_model_score(models, tm
     assert loaded["error"] == [None] * 10
 
     # Each chunk of 4 consecutive images is one call of the public API: the scores are those, bit for bit.
-    model = load_saved(models[0])
+    model = loaded_tiny_model
     expected = []
     for start in range(0, 10, 4):
         expected += model.score([str(p) for p in paths[start : start + 4]], dimensions=["overall", "sharpness"],
@@ -200,7 +196,7 @@ def test_a_damaged_parts_folder_is_an_error_that_says_what_to_do(models, tmp_pat
     assert len(_rows(output)) == 5
 
 
-def test_on_error_skip_lists_the_bad_items_and_a_relaunch_retries_them(models, tmp_path, capsys):
+def test_on_error_skip_lists_the_bad_items_and_a_relaunch_retries_them(models, loaded_tiny_model, tmp_path, capsys):
     paths = _write_images(tmp_path / "images", 8)
     images = tmp_path / "images"
     (images / "b_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
@@ -222,7 +218,7 @@ def test_on_error_skip_lists_the_bad_items_and_a_relaunch_retries_them(models, t
     assert "too small" in rows["c_tiny.png"]["error"]
     assert _metadata(output)["n_failed"] == 3
     # The good images of a chunk with bad ones are scored all the same (to the engine's last-bit batch effects).
-    model = load_saved(models[0])
+    model = loaded_tiny_model
     for path, expected in zip(paths, model.score([str(p) for p in paths])):
         assert rows[path.name]["overall"] == pytest.approx(expected, abs=1e-6)
         assert rows[path.name]["error"] is None
@@ -367,9 +363,8 @@ def test_a_changed_folder_keeps_earlier_scores_and_leaves_out_removed_items(mode
     assert [row["path"] for row in _rows(output)] == [str(p) for p in (paths[0], paths[2], paths[3], *added)]
 
 
-def test_a_model_that_reads_sources_needs_them_and_skip_records_a_missing_one(tmp_path, capsys):
-    model = tmp_path / "model_ir_vis"
-    build_tiny_model("qwen2_vl", input_mode="fused_ir_vis", seed=2).save_pretrained(model)
+def test_a_model_that_reads_sources_needs_them_and_skip_records_a_missing_one(saved_tiny_model_ir_vis, tmp_path, capsys):
+    model = saved_tiny_model_ir_vis
     fused = _write_images(tmp_path / "fused", 3)
     _write_images(tmp_path / "ir", 3, seed=1)
     _write_images(tmp_path / "vis", 3, seed=2)
@@ -546,12 +541,12 @@ def test_an_image_rewritten_under_its_name_is_scored_again_and_equals_a_fresh_jo
     assert _rows(output) == after
 
 
-def test_a_rewritten_image_in_a_partial_output_is_scored_again(models, tmp_path):
+def test_a_rewritten_image_in_a_partial_output_is_scored_again(models, loaded_tiny_model, tmp_path):
     from fuscore.scoring_job import run_scoring_job
     from fuscore.sources import files_source
 
     paths = _write_images(tmp_path / "images", 3)
-    model = load_saved(models[0])
+    model = loaded_tiny_model
     output = tmp_path / "scores.parquet"
     source = files_source([str(tmp_path / "images")])
 
@@ -578,7 +573,7 @@ def test_a_rewritten_image_in_a_partial_output_is_scored_again(models, tmp_path)
     assert result.table.column("overall").to_pylist() == fresh.table.column("overall").to_pylist()
 
 
-def test_progress_is_per_batch_and_an_interrupt_keeps_the_batches_scored(models, tmp_path, monkeypatch):
+def test_progress_is_per_batch_and_an_interrupt_keeps_the_batches_scored(models, loaded_tiny_model, tmp_path, monkeypatch):
     """One chunk of 6 images in batches of 2: the bar moves after each batch, and Ctrl-C during the third batch
     keeps the four images scored (a relaunch scores the other two and equals an uninterrupted job's rows)."""
     import fuscore.scoring_job as scoring_job
@@ -586,7 +581,7 @@ def test_progress_is_per_batch_and_an_interrupt_keeps_the_batches_scored(models,
     from fuscore.sources import files_source
 
     _write_images(tmp_path / "images", 6)
-    model = load_saved(models[0])
+    model = loaded_tiny_model
     output = tmp_path / "scores.parquet"
     steps = []
     original_advance = scoring_job._Progress.advance
@@ -611,7 +606,7 @@ def test_progress_is_per_batch_and_an_interrupt_keeps_the_batches_scored(models,
     assert (result.n_reused, result.n_scored, result.n_items) == (4, 2, 6)
 
 
-def test_a_removed_job_folder_or_chunk_file_stops_the_job_instead_of_waiting(models, tmp_path):
+def test_a_removed_job_folder_or_chunk_file_stops_the_job_instead_of_waiting(models, loaded_tiny_model, tmp_path):
     import shutil
 
     import fuscore.scoring_job as scoring_job
@@ -619,7 +614,7 @@ def test_a_removed_job_folder_or_chunk_file_stops_the_job_instead_of_waiting(mod
     from fuscore.sources import files_source
 
     _write_images(tmp_path / "images", 3)
-    model = load_saved(models[0])
+    model = loaded_tiny_model
     original = scoring_job.score_chunk
     for case in ("folder", "chunk"):
         output = tmp_path / f"{case}.parquet"
@@ -648,7 +643,7 @@ def test_a_removed_job_folder_or_chunk_file_stops_the_job_instead_of_waiting(mod
                                progress=False).n_items == 3
 
 
-def test_extreme_aspect_ratios_get_fuscores_named_error_everywhere(models, tmp_path, capsys):
+def test_extreme_aspect_ratios_get_fuscores_named_error_everywhere(models, loaded_tiny_model, tmp_path, capsys):
     """Images over 200 times longer than wide (or under 16 px a side) are FuScore's named error before Qwen-VL's
     token count runs: from model.score, and in a job under --on-error skip (the others scored, again on relaunch)."""
     from processing_fuscore import ImageInputError
@@ -657,7 +652,7 @@ def test_extreme_aspect_ratios_get_fuscores_named_error_everywhere(models, tmp_p
     _write_images(folder, 2)
     for width, height in ((5000, 20), (3300, 16), (5000, 10)):
         Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(folder / f"long_{width}x{height}.png")
-    model = load_saved(models[0])
+    model = loaded_tiny_model
     for width, height in ((5000, 20), (3300, 16), (5000, 10)):
         path = folder / f"long_{width}x{height}.png"
         with pytest.raises(ImageInputError, match=f"long_{width}x{height}.png: {width}x{height} pixels is"):

@@ -15,7 +15,6 @@ import pytest
 
 import conftest
 from conftest import REPO_ROOT, run_clean_python
-from fuscore.tiny import build_tiny_model
 
 
 # The files a Hub user runs with trust_remote_code=True (written next to every saved FuScore checkpoint; the
@@ -87,8 +86,8 @@ def _dotted(node) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_a_saved_model_holds_safetensors_weights_and_no_pickle(tmp_path):
-    model = build_tiny_model("qwen3_vl", seed=2)
+def test_a_saved_model_holds_safetensors_weights_and_no_pickle(tiny_models, tmp_path):
+    model = tiny_models["qwen3_vl"]
     model.save_pretrained(tmp_path / "model")
     names = sorted(path.name for path in (tmp_path / "model").iterdir())
     assert "model.safetensors" in names
@@ -126,12 +125,12 @@ class _Payload:
         return (open, (str(self.marker), "w"))
 
 
-def test_a_pickled_weights_file_is_never_executed(tmp_path):
+def test_a_pickled_weights_file_is_never_executed(saved_tiny_model, tmp_path):
     import trainer_fuscore
     from modeling_fuscore import FuScoreForQuality
 
     folder = tmp_path / "tampered"
-    build_tiny_model("qwen2_vl", seed=3).save_pretrained(folder)
+    shutil.copytree(saved_tiny_model, folder)
     (folder / "model.safetensors").unlink()
     marker = tmp_path / "pickle_code_ran"
     with open(folder / "pytorch_model.bin", "wb") as handle:
@@ -400,12 +399,11 @@ def test_remote_code_imports_offline_from_the_checkout(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_saved_checkpoint_loads_and_scores_with_the_network_blocked(tmp_path, monkeypatch):
+def test_a_saved_checkpoint_loads_and_scores_with_the_network_blocked(saved_tiny_models, tmp_path, monkeypatch):
     """A Hub user's path end to end, from a local folder: AutoModel with remote code, no project modules, no network."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    folder = tmp_path / "checkpoint"
-    build_tiny_model("qwen2_5_vl", seed=5).save_pretrained(folder)
+    folder = saved_tiny_models["qwen2_5_vl"]
     code = _NETWORK_GUARD + textwrap.dedent(f"""
         import numpy as np
         from transformers import AutoModel
@@ -419,7 +417,7 @@ def test_a_saved_checkpoint_loads_and_scores_with_the_network_blocked(tmp_path, 
 
 
 @pytest.mark.slow
-def test_the_projects_classes_never_run_a_model_folders_code(tmp_path, monkeypatch):
+def test_the_projects_classes_never_run_a_model_folders_code(saved_tiny_model, tmp_path, monkeypatch):
     """`FuScoreForQuality.from_pretrained(folder)` and `score()` use the project's classes, processor included; the
     folder's own code files run only when the caller passes trust_remote_code=True."""
     from transformers import AutoModel
@@ -428,7 +426,7 @@ def test_the_projects_classes_never_run_a_model_folders_code(tmp_path, monkeypat
 
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
     folder = tmp_path / "planted"
-    build_tiny_model("qwen2_vl", seed=6).save_pretrained(folder)
+    shutil.copytree(saved_tiny_model, folder)
     marker = tmp_path / "folder_code_ran"
     planted = sorted(folder.glob("*_fuscore.py"))
     assert {path.name for path in planted} == set(conftest.MODEL_CODE_FILES)
