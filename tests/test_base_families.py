@@ -8,6 +8,7 @@ gradients, FSDP auto-wrap, the prompt against the real chat template and tokeniz
 layer kinds, padding that must not reach the Gated DeltaNet state from either side, and the Qwen3.5 recipes run end to
 end at toy size."""
 
+import copy
 import json
 
 import numpy as np
@@ -30,8 +31,8 @@ def test_every_family_is_supported_and_has_a_tiny_model():
 
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)
-def test_lora_adapts_each_layer_kind_trains_and_merges(family, random_images):
-    model = build_tiny_model(family, seed=2, num_layers=2)
+def test_lora_adapts_each_layer_kind_trains_and_merges(tiny_models, family, random_images):
+    model = copy.deepcopy(tiny_models[family])  # adapted and trained below
     peft_model = add_language_model_lora(model, r=4, alpha=8, dropout=0.0)
     adapted = {name.rsplit(".lora_A", 1)[0].split("language_model.layers.", 1)[1]
                for name, _ in peft_model.named_parameters() if ".lora_A" in name}
@@ -62,7 +63,7 @@ def test_lora_adapts_each_layer_kind_trains_and_merges(family, random_images):
     adapted_scores = peft_model.score(images)
     merged = peft_model.merge_and_unload()
     assert merged.score(images) == pytest.approx(adapted_scores, abs=1e-5)
-    assert merged.score(images) != pytest.approx(build_tiny_model(family, seed=2, num_layers=2).score(images), abs=1e-4)
+    assert merged.score(images) != pytest.approx(tiny_models[family].score(images), abs=1e-4)
 
 
 @pytest.mark.parametrize("family", ["qwen3_5", "qwen3_5_moe"])
@@ -119,7 +120,7 @@ def test_qwen3_5_recipes_run_end_to_end_at_toy_size(recipe, tmp_path):
 
 @pytest.mark.parametrize("family", ["qwen3_5", "qwen3_vl_moe"])
 @pytest.mark.slow
-def test_scoring_job_and_export_on_the_family(family, tmp_path):
+def test_scoring_job_and_export_on_the_family(saved_tiny_models, family, tmp_path):
     """`fuscore score` (the scoring job: chunks, parquet) and `fuscore export` on a saved model of the family; the
     exported folder loads in a clean process with trust_remote_code and scores as the job did."""
     import pyarrow.parquet as pq
@@ -128,8 +129,7 @@ def test_scoring_job_and_export_on_the_family(family, tmp_path):
     from conftest import run_clean_python
     from fuscore.cli import main
 
-    folder = tmp_path / "model"
-    build_tiny_model(family, seed=6).save_pretrained(folder)
+    folder = saved_tiny_models[family]
     rng = np.random.default_rng(2)
     images = tmp_path / "images"
     images.mkdir()

@@ -158,14 +158,13 @@ def test_score_prints_a_table(saved_model, fusion_benchmark, capsys):
     assert f"{model.score(str(image)):.3f}" in printed
 
 
-@pytest.mark.slow
-def test_missing_file_exits_2_naming_it_without_traceback(saved_model, tmp_path):
+def test_missing_file_exits_2_naming_it_without_traceback(saved_model, tmp_path, capsys):
+    """In this process (`python -m fuscore` as a command: tests/test_scoring_job.py)."""
     missing = tmp_path / "no_such_fused.png"
-    result = subprocess.run([sys.executable, "-m", "fuscore.cli", "score", str(missing), "--model", str(saved_model[0])],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert str(missing) in result.stderr
-    assert "Traceback" not in result.stderr
+    assert main(["score", str(missing), "--model", str(saved_model[0])]) == 2
+    error = capsys.readouterr().err
+    assert str(missing) in error
+    assert "Traceback" not in error
 
 
 def test_unmatched_source_and_corrupt_image_exit_2(saved_model, sources_model, fusion_benchmark, tmp_path, capsys):

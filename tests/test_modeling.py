@@ -148,17 +148,6 @@ def test_model_without_level_ids_says_how_to_fix(tiny_models, random_images):
         bare(**model.processor(random_images[:1]))
 
 
-_LOAD_AND_SCORE = """
-import json, numpy as np
-from transformers import AutoModel, AutoProcessor
-model = AutoModel.from_pretrained({source!r}, trust_remote_code=True)
-processor = AutoProcessor.from_pretrained({source!r}, trust_remote_code=True)
-images = list(np.load({images!r}))
-print(json.dumps({{"scores": model.score(images, processor=processor, batch_size=3),
-                   "module": type(model).__module__, "processor": type(processor).__name__}}))
-"""
-
-
 def test_a_reload_scores_like_the_saved_model(tiny_models, tmp_path, random_images):
     """The same weights come back; the image processor is the backend transformers picks on this machine."""
     model = tiny_models["qwen3_vl"]
@@ -200,32 +189,57 @@ def test_level_words_edited_in_config_json_alone_are_refused_when_the_model_load
     assert all(1 <= score <= 5 for score in reloaded.score(random_images[:2]))
 
 
+_LOAD_AND_SCORE_EACH = """
+import json, numpy as np
+from transformers import AutoModel, AutoProcessor
+images = list(np.load({images!r}))
+results = {{}}
+for source in {sources!r}:
+    model = AutoModel.from_pretrained(source, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+    results[source] = {{"scores": model.score(images, processor=processor, batch_size=3),
+                        "module": type(model).__module__, "processor": type(processor).__name__}}
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def clean_loads(tiny_models, tmp_path_factory):
+    """Each family's tiny model saved (a folder named for its family, and that folder put in an offline Hub cache as
+    org/fuscore-tiny-<family>), then loaded and scored with remote code in one clean process (a fresh interpreter
+    without the project; one for all twelve loads, not one per load: 8-10 s of imports each)."""
+    root = tmp_path_factory.mktemp("clean_loads")
+    images = np.random.default_rng(7).integers(0, 256, (4, 56, 72, 3), dtype=np.uint8)
+    np.save(root / "images.npy", images)
+    cache = root / "hub_cache"
+    folders, sources = {}, []
+    for family in FAMILIES:
+        folders[family] = root / f"fuscore-tiny-{family}"
+        tiny_models[family].save_pretrained(folders[family])
+        add_folder_to_hub_cache(folders[family], f"org/fuscore-tiny-{family}", cache_dir=str(cache))
+        sources += [str(folders[family]), f"org/fuscore-tiny-{family}"]
+    loaded = run_clean_python(_LOAD_AND_SCORE_EACH.format(sources=sources, images=str(root / "images.npy")), root,
+                              env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(root / "hf_home")})
+    return {"images": images, "folders": folders, "loaded": loaded}
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.slow
-def test_save_and_load_in_a_clean_process_from_folder_and_offline_cache(tiny_models, family, tmp_path):
-    model = tiny_models[family]
-    rng = np.random.default_rng(7)
-    images = rng.integers(0, 256, (4, 56, 72, 3), dtype=np.uint8)
-    np.save(tmp_path / "images.npy", images)
-    folder = tmp_path / "fuscore-tiny"
-    model.save_pretrained(folder)
-    expected = load_saved(folder).score(list(images))
+def test_save_and_load_in_a_clean_process_from_folder_and_offline_cache(clean_loads, family):
+    folder = clean_loads["folders"][family]
+    expected = load_saved(folder).score(list(clean_loads["images"]))
     assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
     assert set(MODEL_CODE_FILES) | {"processor_config.json"} <= {p.name for p in folder.iterdir()}
     assert json.loads((folder / "config.json").read_text())["auto_map"] == {
         "AutoConfig": "configuration_fuscore.FuScoreConfig", "AutoModel": "modeling_fuscore.FuScoreForQuality"}
 
-    from_folder = run_clean_python(_LOAD_AND_SCORE.format(source=str(folder), images=str(tmp_path / "images.npy")), tmp_path)
+    from_folder = clean_loads["loaded"][str(folder)]
     assert from_folder["module"].startswith("transformers_modules."), "must load as remote code, not the project"
     assert from_folder["processor"] == "FuScoreProcessor"
     np.testing.assert_allclose(from_folder["scores"], expected, atol=1e-6)
 
-    cache = tmp_path / "hub_cache"
-    add_folder_to_hub_cache(folder, "org/fuscore-tiny", cache_dir=str(cache))
-    from_cache = run_clean_python(
-        _LOAD_AND_SCORE.format(source="org/fuscore-tiny", images=str(tmp_path / "images.npy")),
-        tmp_path, env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "hf_home")},
-    )
+    from_cache = clean_loads["loaded"][f"org/fuscore-tiny-{family}"]
+    assert from_cache["module"].startswith("transformers_modules.")
     np.testing.assert_allclose(from_cache["scores"], expected, atol=1e-6)
 
 
@@ -610,6 +624,7 @@ def test_patch_embedding_runs_as_a_matmul_with_the_convolutions_outputs_and_keys
 
 
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.slow  # a CPU compile: 5 s on the idle 2-core machine
 def test_compiled_vision_blocks_keep_one_graph_for_equal_and_unequal_image_lengths():
     """Scoring's vision attention is one operator whatever the images' lengths (its kernel is chosen inside): a
     compiled vision block traces one graph, without breaks, for batches of one size and batches that mix sizes,

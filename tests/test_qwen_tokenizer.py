@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from qwen_tokenizer import (
-    ADDED_TOKENS, NUM_RANKS, QWEN3_5_FAMILIES, QWEN3_5_NUM_RANKS, QWEN3_5_PATTERN, QWEN_PATTERN, build_qwen_tokenizer,
-    ranks_path,
+    ADDED_TOKENS, NUM_RANKS, QWEN3_5_FAMILIES, QWEN3_5_NUM_RANKS, QWEN3_5_PATTERN, QWEN_PATTERN, TEMPLATE_FILES,
+    build_qwen_tokenizer, ranks_path,
 )
 
 try:
@@ -58,9 +58,21 @@ OVERALL_TOKENS_448 = {"qwen2_vl": 299, "qwen2_5_vl": 299, "qwen3_vl": 228, "qwen
                       "qwen3_5_moe": 232}
 
 
+class _Tokenizers(dict):
+    """{family: its real tokenizer}, built on first use; families whose tokenizers are the same (the same vocabulary,
+    added tokens and chat template: Qwen3-VL and its MoE, Qwen3.5 and its MoE) share one (built in about a second
+    each)."""
+
+    def __missing__(self, family):
+        same = [other for other in self if (ADDED_TOKENS[other], TEMPLATE_FILES[other]) ==
+                (ADDED_TOKENS[family], TEMPLATE_FILES[family])]
+        self[family] = self[same[0]] if same else build_qwen_tokenizer(family)
+        return self[family]
+
+
 @pytest.fixture(scope="module")
 def tokenizers():
-    return {family: build_qwen_tokenizer(family) for family in FAMILIES}
+    return _Tokenizers()
 
 
 @pytest.mark.slow

@@ -250,9 +250,11 @@ def _free_port() -> int:
 # Fault injection: SIGKILL while saving
 # ---------------------------------------------------------------------------------------------------------------------
 
-# The child announces each save (a checkpoint or the final folder) on stdout, so the parent can kill it inside one.
-_CHILD = """
-import sys, time
+# Each training to kill is its own process, forked from one server process that imported the trainer once (a fresh
+# interpreter per trial would spend 8-10 s on imports alone). The child announces each save (a checkpoint or the final
+# folder) on its own pipe, so the parent can kill it inside one.
+_FORK_SERVER = """
+import json, os, sys, time, traceback
 import trainer_fuscore
 from fuscore.training.trainer import FuScoreTrainer
 
@@ -266,19 +268,74 @@ def announced(function, label):
 
 FuScoreTrainer._save_checkpoint = announced(FuScoreTrainer._save_checkpoint, "checkpoint")
 trainer_fuscore.save_final_model = announced(trainer_fuscore.save_final_model, "final")
-trainer_fuscore.main(sys.argv[1:])
-print("DONE", flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:  # the training process: its stdout is the request's pipe
+        code = 1
+        try:
+            os.dup2(os.open(request["announcements"], os.O_WRONLY), 1)
+            trainer_fuscore.main(request["argv"])
+            print("DONE", flush=True)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    print(pid, flush=True)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 """
 
 
-def _start_child(output_dir: Path) -> subprocess.Popen:
+@pytest.fixture
+def fork_server():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", _CHILD, *RUN, "--output_dir", str(output_dir)], cwd=REPO_ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        yield server
+    finally:
+        server.stdin.close()
+        server.wait(timeout=60)
 
 
-def _saves(process: subprocess.Popen, on_start=None) -> tuple:
+class _ForkedTraining:
+    """A training run in a process forked by the server, with the parts of `subprocess.Popen` the test uses: `stdout`
+    (its announcements), `poll`, `send_signal` (through a pidfd: never another process that reused the pid), `wait`
+    and `returncode`."""
+
+    def __init__(self, server: subprocess.Popen, output_dir: Path):
+        announcements = output_dir.parent / f"{output_dir.name}.announcements"
+        os.mkfifo(announcements)
+        server.stdin.write(json.dumps({"argv": RUN + ["--output_dir", str(output_dir)],
+                                       "announcements": str(announcements)}) + "\n")
+        server.stdin.flush()
+        self.pid = int(server.stdout.readline())
+        self._pidfd = os.pidfd_open(self.pid)  # the child is alive: it waits for this end of the pipe to open
+        self.stdout = open(announcements)
+        self._server, self.returncode = server, None
+
+    def poll(self):
+        return self.returncode
+
+    def send_signal(self, signum):
+        try:
+            signal.pidfd_send_signal(self._pidfd, signum)
+        except ProcessLookupError:  # it has exited
+            pass
+
+    def wait(self):
+        if self.returncode is None:
+            self.returncode = int(self._server.stdout.readline())
+            self.stdout.close()
+        return self.returncode
+
+    def __del__(self):  # the pidfd stays open until then: a late timer's signal finds the exited process, not a reuse
+        os.close(self._pidfd)
+
+
+def _saves(process: _ForkedTraining, on_start=None) -> tuple:
     """Reads the child's announcements until it exits: `(label, start, end)` of each finished save, and whether the
     child ended inside a save (one started and not finished)."""
     saves, started = [], None
@@ -316,12 +373,13 @@ def _check_folders(output_dir: Path) -> list:
 
 @pytest.mark.slow
 def test_training_killed_while_saving_leaves_only_whole_folders_and_resumes_to_the_same_model(uninterrupted,
-                                                                                            tmp_path):
+                                                                                            fork_server, tmp_path):
     """20 trials: the training subprocess is SIGKILLed at a random moment inside a random save (a checkpoint or the
     final folder). Every folder under its final name is complete and loads; `--resume_from_checkpoint last` then
     always works and ends at the uninterrupted run's weights."""
+    server = fork_server
     # Calibrate the kill moments on one uninterrupted child: how long each save takes here.
-    calibration, _ = _saves(_start_child(tmp_path / "calibration"))
+    calibration, _ = _saves(_ForkedTraining(server, tmp_path / "calibration"))
     assert [label for label, _, _ in calibration] == ["checkpoint"] * MAX_STEPS + ["final"]
     rng = random.Random(20261201)
     outcomes = []
@@ -329,7 +387,7 @@ def test_training_killed_while_saving_leaves_only_whole_folders_and_resumes_to_t
         output_dir = tmp_path / f"trial{trial}"
         target = rng.randrange(len(calibration))  # which save to interrupt, and when inside it
         delay = rng.uniform(0.0, calibration[target][2] - calibration[target][1])
-        process = _start_child(output_dir)
+        process = _ForkedTraining(server, output_dir)
 
         def kill_later(index, process=process, target=target, delay=delay):
             if index == target:
