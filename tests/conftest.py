@@ -42,12 +42,27 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
     """`-n N` without `--dist`: whole files to each worker (a file's module fixtures, such as a reference training,
-    are then built once instead of once per worker, and a worker imports gradio only if it runs the app's tests)."""
+    are then built once instead of once per worker, and a worker imports gradio only if it runs the app's tests),
+    in the order the workers collected them (heaviest first: see pytest_collection_modifyitems)."""
     if config.getvalue("dist") == "load":
         from xdist.scheduler import LoadFileScheduling
 
+        config.option.loadscopereorder = False
         return LoadFileScheduling(config, log)
     return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the files with the most work first (a `slow` test takes 5 s or more, another a fraction of a
+    second), so that no long file starts last while the other workers have finished; a file's tests keep their order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    cost = {}
+    for item in items:
+        cost[item.nodeid.split("::")[0]] = cost.get(item.nodeid.split("::")[0], 0) + (
+            10 if item.get_closest_marker("slow") else 0.2)
+    items.sort(key=lambda item: -cost[item.nodeid.split("::")[0]])
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

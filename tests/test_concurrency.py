@@ -1,12 +1,13 @@
 """Concurrent scoring on one model object (a web server, the Gradio app, an Inference Endpoint): every call gets the
 scores a serial call gets, bit for bit, whatever the other threads score at the same time."""
 
+import copy
 import threading
 
 import numpy as np
 import pytest
 
-from fuscore.tiny import FAMILIES, build_tiny_model
+from fuscore.tiny import FAMILIES
 
 
 def _images():
@@ -35,11 +36,11 @@ def _run(model, job):
 @pytest.mark.parametrize("encoder_outputs", [True, False], ids=["mm_encoder_outputs", "image_prefixed_inputs"])
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.slow
-def test_four_threads_with_mixed_shapes_and_batch_sizes_get_the_serial_scores_exactly(family, encoder_outputs,
-                                                                                      monkeypatch):
+def test_four_threads_with_mixed_shapes_and_batch_sizes_get_the_serial_scores_exactly(tiny_models, family,
+                                                                                      encoder_outputs, monkeypatch):
     import modeling_fuscore
 
-    model = build_tiny_model(family, seed=12)
+    model = copy.deepcopy(tiny_models[family])  # its dropout and mode are changed below
     # Both routes by which the forward pass hands the vision inputs over (see modeling_fuscore.takes_encoder_outputs).
     if encoder_outputs and not modeling_fuscore.takes_encoder_outputs(model.model):
         pytest.skip("this transformers has no mm_encoder_outputs (added in 5.18)")
@@ -79,13 +80,12 @@ def test_four_threads_with_mixed_shapes_and_batch_sizes_get_the_serial_scores_ex
     assert model.training
 
 
-def test_concurrent_first_calls_load_the_processor_once(tmp_path):
+def test_concurrent_first_calls_load_the_processor_once(saved_tiny_model):
     from modeling_fuscore import FuScoreForQuality
 
-    build_tiny_model("qwen2_vl", seed=13).save_pretrained(tmp_path / "model")
-    model = FuScoreForQuality.from_pretrained(tmp_path / "model")
+    model = FuScoreForQuality.from_pretrained(saved_tiny_model)
     images = _images()[:3]
-    expected = FuScoreForQuality.from_pretrained(tmp_path / "model").score(images)
+    expected = FuScoreForQuality.from_pretrained(saved_tiny_model).score(images)
     processors, errors = [], []
 
     def worker():

@@ -71,13 +71,13 @@ def _assert_names(error: BaseException, name: str):
 
 
 @pytest.fixture(scope="module")
-def processor():
-    return build_tiny_model("qwen2_vl", seed=3).processor
+def processor(tiny_model):
+    return tiny_model.processor
 
 
 @pytest.fixture(scope="module")
-def sources_model():
-    return build_tiny_model("qwen2_vl", input_mode="fused_ir_vis", seed=4)
+def sources_model(tiny_model_ir_vis):
+    return tiny_model_ir_vis
 
 
 # ---------------------------------------------------------------------------------------------------------------------

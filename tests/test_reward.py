@@ -147,10 +147,10 @@ def test_patch_layout_holds_indices_above_float32_precision():
 
 # ---------------------------------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("family", FAMILIES)
-def test_gradient_matches_finite_differences(family):
+def test_gradient_matches_finite_differences(tiny_models, family):
     """float64 scorer (its score is cast to float32 at the end): the directional derivative along several masked
     copies of the gradient, by central differences, matches the analytic one (observed to 1e-4 relative)."""
-    model = build_tiny_model(family, seed=1).double()
+    model = copy.deepcopy(tiny_models[family]).double()
     if family.endswith("_moe"):  # the grouped matmul of the experts takes no float64: the per-expert loop does
         model.model.set_experts_implementation("eager")
     reward = FuScoreReward(model, weights=EVAFUSION_WEIGHTS)

@@ -88,11 +88,15 @@ def test_the_example_is_deterministic_whatever_ran_before_and_whatever_the_core_
     setting, not the machine's), and a mode's row does not depend on which other modes ran before it."""
     settings = dict(pretrain_steps=3, steps=2, crop=56, batch_pairs=2, group_size=2, policy_steps=1, eval_max_side=96,
                     held_out_pairs=2, probe_every=1)
-    torch.set_num_threads(1)
-    both = run_reward_finetune(FinetuneSettings(**settings), progress=False)
-    assert torch.get_num_threads() == 1, "the caller's thread count is restored"
-    torch.set_num_threads(2)
-    group = run_reward_finetune(FinetuneSettings(**settings, modes=("group",)), progress=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        both = run_reward_finetune(FinetuneSettings(**settings), progress=False)
+        assert torch.get_num_threads() == 1, "the caller's thread count is restored"
+        torch.set_num_threads(2)
+        group = run_reward_finetune(FinetuneSettings(**settings, modes=("group",)), progress=False)
+    finally:
+        torch.set_num_threads(threads)  # this test process's own count (one per xdist worker on 2 cores)
     for name in ("before", "after (group)"):
         assert group["held_out"][name]["per_pair"] == both["held_out"][name]["per_pair"], name
     assert group["curves"]["group_reward"] == both["curves"]["group_reward"]

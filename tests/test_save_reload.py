@@ -54,27 +54,36 @@ def _assert_complete(folder):
     assert processor["input_mode"] == "fused_ir_vis" and processor["prompts"]["overall"]["question"] == PROMPT
 
 
-# Loads `folder` where the project cannot be imported: scores, the pipeline's scores, and (with `save_to`) saves it
-# again from there.
+# Loads each folder where the project cannot be imported (one clean process for all): scores, the pipeline's scores,
+# and (with `save_to`) saves it again from there.
 _CLEAN = """
 import json, numpy as np
 from transformers import AutoModel, pipeline
 arrays = np.load({images!r})
-model = AutoModel.from_pretrained({folder!r}, trust_remote_code=True)
-scores = model.score(list(arrays[:, 0]), ir=list(arrays[:, 1]), vis=list(arrays[:, 2]))
-scorer = pipeline(model={folder!r}, trust_remote_code=True)
-piped = [r["score"] for r in scorer([{{"fused": a[0], "ir": a[1], "vis": a[2]}} for a in arrays])]
-save_to = {save_to!r}
-if save_to:
-    AutoModel.from_pretrained({folder!r}, trust_remote_code=True).save_pretrained(save_to)
-print(json.dumps({{"scores": scores, "pipeline": piped, "task": scorer.task,
-                  "input_mode": scorer.processor.input_mode}}))
+results = {{}}
+for folder in {folders!r}:
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    scores = model.score(list(arrays[:, 0]), ir=list(arrays[:, 1]), vis=list(arrays[:, 2]))
+    scorer = pipeline(model=folder, trust_remote_code=True)
+    piped = [r["score"] for r in scorer([{{"fused": a[0], "ir": a[1], "vis": a[2]}} for a in arrays])]
+    save_to = {save_to!r}
+    if save_to:
+        AutoModel.from_pretrained(folder, trust_remote_code=True).save_pretrained(save_to)
+    results[folder] = {{"scores": scores, "pipeline": piped, "task": scorer.task,
+                       "input_mode": scorer.processor.input_mode}}
+print(json.dumps(results))
 """
 
 
-def _clean_load(folder, images_path, tmp_path, save_to=None) -> dict:
+def _clean_loads(folders, images_path, tmp_path, save_to=None) -> dict:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    return run_clean_python(_CLEAN.format(folder=str(folder), images=str(images_path), save_to=str(save_to or "")), tmp_path)
+    folders = [str(folder) for folder in folders]
+    code = _CLEAN.format(folders=folders, images=str(images_path), save_to=str(save_to or ""))
+    return run_clean_python(code, tmp_path)
+
+
+def _clean_load(folder, images_path, tmp_path, save_to=None) -> dict:
+    return _clean_loads([folder], images_path, tmp_path, save_to)[str(folder)]
 
 
 @pytest.mark.slow
@@ -121,6 +130,7 @@ def test_the_readme_lora_snippet_saves_a_folder_that_scores(triple_folder, tripl
     """README: `add_language_model_lora(model)` then `merge_and_unload().save_pretrained(...)` gives a folder with
     the processor and code files that scores as the LoRA model did, for a model built in memory or loaded."""
     arrays, images_path = triples
+    expected = {}
     for name, model in (("loaded", FuScoreForQuality.from_pretrained(triple_folder)),
                         ("auto", AutoModel.from_pretrained(triple_folder, trust_remote_code=True))):
         peft_model = add_language_model_lora(model, r=4, alpha=8)
@@ -128,13 +138,14 @@ def test_the_readme_lora_snippet_saves_a_folder_that_scores(triple_folder, tripl
         for parameter_name, parameter in peft_model.named_parameters():
             if "lora_B" in parameter_name:  # LoRA starts as the identity; give it an effect
                 torch.nn.init.normal_(parameter, std=0.2)
-        expected = _scores(peft_model, arrays)
         out = tmp_path / name
+        expected[str(out)] = _scores(peft_model, arrays)
         peft_model.merge_and_unload().save_pretrained(out)
         _assert_complete(out)
-        loaded = _clean_load(out, images_path, tmp_path / name)
-        np.testing.assert_allclose(loaded["scores"], expected, atol=1e-5)
-        np.testing.assert_allclose(loaded["pipeline"], expected, atol=1e-5)
+    loaded = _clean_loads(list(expected), images_path, tmp_path / "clean")
+    for out, scores in expected.items():
+        np.testing.assert_allclose(loaded[out]["scores"], scores, atol=1e-5, err_msg=out)
+        np.testing.assert_allclose(loaded[out]["pipeline"], scores, atol=1e-5, err_msg=out)
 
 
 def test_a_model_without_any_processor_says_so_when_saved(tmp_path):
