@@ -22,9 +22,8 @@ from fuscore.tiny import build_tiny_model
 
 
 @pytest.fixture
-def images():
-    rng = np.random.default_rng(5)
-    return [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+def images(random_images):
+    return [image[:48, :64] for image in random_images[:3]]  # three of one size
 
 
 @pytest.fixture

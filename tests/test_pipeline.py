@@ -22,10 +22,9 @@ def scorer(tiny_model):
     return pipeline(pipeline_fuscore.TASK_NAME, model=tiny_model, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def images():
-    rng = np.random.default_rng(11)
-    return [rng.integers(0, 256, (40 + 8 * i, 56 + 4 * i, 3), dtype=np.uint8) for i in range(4)]
+@pytest.fixture
+def images(random_images):
+    return random_images[:4]  # four sizes
 
 
 def test_result_matches_model_score_for_every_dimension(scorer, tiny_model, images):
