@@ -134,9 +134,10 @@ def _settings(obj):
 
 
 def _fingerprint(model):
-    """What a test must not change in a shared model: its weights, its config and its processor's settings."""
+    """What a test must not change in a shared model: its weights, which of them train, its config and its
+    processor's settings."""
     return ({name: tensor.detach().clone() for name, tensor in model.state_dict().items()}, _settings(model.config),
-            _settings(model.processor))
+            _settings(model.processor), [name for name, parameter in model.named_parameters() if parameter.requires_grad])
 
 
 def _unchanged(models: dict):
@@ -149,8 +150,8 @@ def _unchanged(models: dict):
         weights, *settings = _fingerprint(model)
         changed = [key for key in before[name][0] if not torch.equal(weights[key], before[name][0][key])]
         assert not changed and settings == list(before[name][1:]), (
-            f"a test changed the shared tiny model {name!r} ({changed[:3] or 'its config or processor'}): "
-            "take copy.deepcopy(model) before mutating it")
+            f"a test changed the shared tiny model {name!r} "
+            f"({changed[:3] or 'its config, processor or trainable parameters'}): take copy.deepcopy(model) first")
 
 
 @pytest.fixture(scope="session")

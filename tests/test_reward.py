@@ -55,7 +55,7 @@ def test_tensor_path_gives_the_file_path_score(tiny_models, family, backend, tmp
     by a fraction of an 8-bit level on average (0.27 measured on these and VIFB images, up to 5.6 at clipped edges)
     and the scores by the effect of that (at most 3.2e-4 here; the demo scorer on 105 VIFB fused images: mean
     2.3e-3, at most 1.6e-2)."""
-    model = tiny_models[family]
+    model = copy.deepcopy(tiny_models[family])  # FuScoreReward freezes the model it is given
     processor = with_backend(model, backend)
     reward = FuScoreReward(model, processor=processor)
     std = max(processor.image_processor.image_std)
@@ -176,7 +176,7 @@ def test_gradient_matches_finite_differences(tiny_models, family):
 def test_reward_is_batch_size_invariant_and_per_image(tiny_models):
     """Rewards (and their gradients) of images scored together equal those of each image alone; an image's reward
     has no gradient with respect to the other images."""
-    model = tiny_models["qwen2_5_vl"]
+    model = copy.deepcopy(tiny_models["qwen2_5_vl"])  # FuScoreReward freezes the model it is given
     reward = FuScoreReward(model, dimensions=["overall", "sharpness", "artifacts"], weights=[2.0, 1.0, 1.0])
     images = torch.rand(4, 3, 50, 70, generator=torch.Generator().manual_seed(2)).requires_grad_()
     together = reward(images)
@@ -235,7 +235,7 @@ def test_checkpointing_recomputes_decoder_layers_and_vision_blocks_with_equal_re
 
 
 def test_bf16_autocast_reward_is_close_and_differentiable(tiny_models):
-    model = tiny_models["qwen2_vl"]
+    model = copy.deepcopy(tiny_models["qwen2_vl"])  # FuScoreReward freezes the model it is given
     images = torch.rand(2, 3, 56, 84, generator=torch.Generator().manual_seed(5))
     exact = FuScoreReward(model)(images)
     pixels = images.clone().requires_grad_()
@@ -248,7 +248,7 @@ def test_bf16_autocast_reward_is_close_and_differentiable(tiny_models):
 
 def test_reward_weights_combine_dimensions(tiny_models):
     """The reward is the weighted mean of the dimension scores; EVAFusion's weights name its four sub-dimensions."""
-    model = tiny_models["qwen2_vl"]
+    model = copy.deepcopy(tiny_models["qwen2_vl"])  # FuScoreReward freezes the model it is given
     images = torch.rand(3, 3, 56, 56, generator=torch.Generator().manual_seed(6))
     reward = FuScoreReward(model, weights=EVAFUSION_WEIGHTS)
     assert reward.dimensions == ["thermal_retention", "texture_preservation", "artifacts", "sharpness"]
