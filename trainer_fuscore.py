@@ -14,7 +14,8 @@ change the demo. The run prints which config it stacked on and what it added.
     accelerate launch trainer_fuscore.py --config configs/qwen3vl_8b_lora.yaml --train_table path/to/table
 
 The objective (DESIGN.md section 4) is a KL term towards a per-image soft label plus Thurstone fidelity terms within
-a source pair and across source pairs; --objective switches to a baseline or an ablation (one registry record each,
+a source pair and across source pairs, and on a table with artifact maps (`artifact_heatmap`) a map term that trains
+an artifact-map head (DESIGN.md section 10, --lambda_map); --objective switches to a baseline or an ablation (one registry record each,
 fuscore.objectives), so the paper's ablation is one command per row. The pieces live in fuscore.training; this script
 evaluates, trains, evaluates again and saves a Hub-ready folder under <output_dir>/final.
 """
@@ -44,6 +45,7 @@ from fuscore.training.loading import (
     load_finished_run,
     load_model,
     load_tables,
+    map_weight,
     resolve_resume_checkpoint,
     run_settings,
     save_final_model,
@@ -186,7 +188,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     # ...and this run's settings must be the checkpoint's where they decide what is trained (else refused).
     resume_plan = check_resume_settings(resume, model_args, data_args, training_args) if resume else None
-    model = load_model(model_args, regression_head=objective.regression_head)
+    # The tables first: whether they have maps decides the artifact-map term's weight and the model's map head.
+    train_data, eval_data = load_tables(data_args, training_args.seed)
+    lambda_map = map_weight(training_args.lambda_map, train_data, data_args)
+    model = load_model(model_args, regression_head=objective.regression_head, artifact_head=lambda_map > 0)
     fuscore_model = model.get_base_model() if hasattr(model, "get_base_model") else model
     if training_args.compile_blocks:
         # A trained vision tower stays eager under checkpointing: torch refuses to compile its blocks inside
@@ -200,7 +205,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     except ValueError as error:
         raise ValueError(f"--uncheckpointed_layers / --checkpointing_policy / --activation_memory_budget: {error}") from None
     processor = model.get_processor()
-    train_data, eval_data = load_tables(data_args, training_args.seed)
     if data_args.synthetic_stream:
         if training_args.max_steps <= 0:
             raise ValueError("--synthetic_stream needs --max_steps: the stream has no end.")
@@ -210,7 +214,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
                                data_args.dimension, position_model=weightless_copy(fuscore_model),
                                pair_target_raters=training_args.pair_target_raters)
     trainer = FuScoreTrainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
-                             data_collator=collator, processing_class=processor)
+                             data_collator=collator, processing_class=processor, lambda_map=lambda_map)
     trainer.run_settings = run_settings(model_args, data_args, training_args)
     output_dir = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
