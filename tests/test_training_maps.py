@@ -230,3 +230,26 @@ def test_resuming_a_run_with_maps_reaches_the_same_weights(reference, tmp_path):
     with pytest.raises(ValueError, match=r"--lambda_map null -> 2"):
         trainer_fuscore.main(RUN + ["--output_dir", str(tmp_path / "other"), "--lambda_map", "2",
                                     "--resume_from_checkpoint", str(reference["output_dir"] / "checkpoint-4")])
+
+
+def test_with_lora_the_map_head_trains_whole_and_merges_back():
+    from fuscore.training.config import ModelArguments
+    from fuscore.training.loading import load_model
+    from fuscore.training.trainer import has_artifact_head
+
+    model = load_model(ModelArguments(model_name_or_path=TINY, dtype="float32", use_lora=True, lora_r=4, lora_alpha=8),
+                       artifact_head=True)
+    assert has_artifact_head(model)
+    trained = {name for name, parameter in model.named_parameters() if parameter.requires_grad and "artifact" in name}
+    assert len(trained) == 4  # the head's two layers, weights and biases
+    # The same build without LoRA: the head as it starts.
+    before = load_model(ModelArguments(model_name_or_path=TINY, dtype="float32"), artifact_head=True)
+    before = before.artifact_head.state_dict()
+    batch = _batch(model.get_base_model(), SyntheticIVIF(image_size=56, seed=4, local_artifacts=True).group(0, 2))
+    optimizer = torch.optim.Adam([parameter for parameter in model.parameters() if parameter.requires_grad], lr=0.01)
+    _objective(model, batch)["loss_map"].backward()
+    optimizer.step()
+    merged = model.merge_and_unload()
+    after = merged.artifact_head.state_dict()
+    assert set(after) == set(before) and all(not torch.equal(after[name], before[name]) for name in before)
+    assert (after["out.bias"] - before["out.bias"]).abs().item() == pytest.approx(0.01, rel=1e-3)  # one Adam step
