@@ -192,6 +192,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     train_data, eval_data = load_tables(data_args, training_args.seed)
     lambda_map = map_weight(training_args.lambda_map, train_data, data_args)
     model = load_model(model_args, regression_head=objective.regression_head, artifact_head=lambda_map > 0)
+    if training_args.map_head_only:
+        freeze_all_but_map_head(model, lambda_map, model_args)
     fuscore_model = model.get_base_model() if hasattr(model, "get_base_model") else model
     if training_args.compile_blocks:
         # A trained vision tower stays eager under checkpointing: torch refuses to compile its blocks inside
@@ -258,6 +260,18 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
         write_text(output_dir / "results.json", json.dumps(results, indent=2))
     trainer.accelerator.wait_for_everyone()
     return results
+
+
+def freeze_all_but_map_head(model, lambda_map: float, model_args: ModelArguments) -> None:
+    """`--map_head_only`: every parameter but the artifact-map head's stops requiring a gradient (checked: a map
+    term to train, no LoRA)."""
+    if lambda_map <= 0:
+        raise ValueError("--map_head_only trains the artifact-map head alone, but the map term is off (--lambda_map 0, "
+                         "or a training table without maps).")
+    if model_args.use_lora:
+        raise ValueError("--map_head_only freezes everything but the map head; --use_lora would train adapters too.")
+    model.requires_grad_(False)
+    model.artifact_head.requires_grad_(True)
 
 
 def check_adapter_push(model_args: ModelArguments) -> None:

@@ -79,6 +79,8 @@ class FuScoreTrainingConfig(TrainingArguments):
             training table has a map column, else 0. With a positive weight the model gets an artifact-map head
             (`add_artifact_head`, freshly initialised when the checkpoint has none); a positive weight on a table
             without a map column is an error. 0 turns the term off (a model with a head still logs its map metrics).
+        map_head_only (`bool`, defaults to False): train the artifact-map head alone (every other parameter frozen),
+            so the scores stay exactly the loaded model's; the other terms are still computed and logged.
         fixed_std (`bool`, defaults to False): Thurstone terms with sd = 1 instead of the predicted spread.
         sigma_min (`float`, defaults to 0.2): floor of the soft label's spread.
         pair_target_raters (`int`, *optional*): an option of ours, off by default: the Thurstone targets' spread is
@@ -98,6 +100,10 @@ class FuScoreTrainingConfig(TrainingArguments):
         "help": "Weight of the artifact-map term (MSE of the map head's per-patch probabilities against the table's "
                 "artifact_heatmap pooled to the patch grid). Unset: 1.0 when the training table has a map column, "
                 "else 0. > 0 gives the model an artifact-map head; 0 turns the term off."})
+    map_head_only: bool = field(default=False, metadata={
+        "help": "Train the artifact-map head alone, every other parameter frozen: the model's scores stay exactly "
+                "those of the loaded model (a map head added to a trained scorer). Needs a positive --lambda_map "
+                "(or a table with maps); not with --use_lora."})
     fixed_std: bool = field(default=False, metadata={"help": "Thurstone terms with sd=1 instead of the predicted std."})
     sigma_min: float = field(default=0.2, metadata={"help": "Floor of the soft label's spread."})
     pair_target_raters: Optional[int] = field(default=None, metadata={

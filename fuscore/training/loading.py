@@ -360,7 +360,7 @@ TRAJECTORY_SETTINGS = {
                  "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "optim", "optim_args",
                  "optim_target_modules", "seed", "data_seed", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "pairs_per_batch", "images_per_pair", "objective", "sigma_min",
-                 "lambda_within", "lambda_cross", "lambda_map", "fixed_std", "full_vocab_softmax", "label_smoothing_factor",
+                 "lambda_within", "lambda_cross", "lambda_map", "map_head_only", "fixed_std", "full_vocab_softmax", "label_smoothing_factor",
                  "train_sampling_strategy", "dataloader_drop_last", "average_tokens_across_devices",
                  "neftune_noise_alpha", "bf16", "fp16"),
 }
