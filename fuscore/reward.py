@@ -26,7 +26,7 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from configuration_fuscore import SUB_DIMENSIONS
-from scoring_fuscore import to_device
+from scoring_fuscore import to_device, upsample_artifact_map
 
 
 # EVAFusion (Liu et al., "Bridging Human Evaluation to Infrared and Visible Image Fusion", CVPR 2026) fine-tunes its
@@ -218,15 +218,17 @@ class FuScoreReward(nn.Module):
         """`(B, H, W)` float32 artifact maps in [0, 1] from a forward pass's map head: the rows of the artifacts
         prompt (the head reads the fused image's tokens, which come before the question, so every prompt's rows give
         the same map up to rounding), each row's per-patch probabilities on its grid, upsampled bilinearly to `size`
-        (`(H, W)`, the images' size). Detached: the map enters the reward only through `white_ratio`."""
+        (`(H, W)`, the images' size) as `model.score(..., return_maps=True)` upsamples them
+        (`scoring_fuscore.upsample_artifact_map`). Detached: the map enters the reward only through `white_ratio`."""
         if outputs.artifact_probs is None:
             raise ValueError("The model's forward pass gave no artifact map (no map head).")
         batch = outputs.score.shape[0] // len(self.dimensions)
         first = self.dimensions.index("artifacts") * batch if "artifacts" in self.dimensions else 0
         grids = outputs.artifact_grids.tolist()
-        maps = torch.split(outputs.artifact_probs.detach().float(), [h * w for h, w in grids])
-        return torch.stack([
-            upsample_map(maps[row].view(*grids[row]), size) for row in range(first, first + batch)])
+        maps = torch.split(outputs.artifact_probs.detach().float().cpu(), [h * w for h, w in grids])
+        # The serving path's upsampling (on the host: the grids are small, the ratio is all the reward keeps).
+        return torch.stack([torch.from_numpy(upsample_artifact_map(maps[row].view(*grids[row]), size))
+                            for row in range(first, first + batch)]).to(outputs.artifact_probs.device)
 
     def forward(self, fused: torch.Tensor, ir: Optional[torch.Tensor] = None,
                 vis: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -237,11 +239,6 @@ class FuScoreReward(nn.Module):
         maps = self.predicted_maps(outputs, fused.shape[-2:])
         return evafusion_reward(dict(zip(self.dimensions, scores)), maps)
 
-
-def upsample_map(grid: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """A `(h, w)` per-patch map upsampled bilinearly (half-pixel centres, no corner alignment) to `size` `(H, W)`."""
-    return torch.nn.functional.interpolate(grid[None, None], size=tuple(int(n) for n in size), mode="bilinear",
-                                           align_corners=False)[0, 0].clamp(0.0, 1.0)
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:

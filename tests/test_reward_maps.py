@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from fuscore.reward import EVAFUSION_WEIGHTS, FuScoreReward, upsample_map
+from fuscore.reward import EVAFUSION_WEIGHTS, FuScoreReward
+from scoring_fuscore import upsample_artifact_map
 from fuscore.reward_finetune import FinetuneSettings, run_reward_finetune
 from fuscore.tiny import build_tiny_model
 from fuscore_data.importers import default_vifb_dir
@@ -34,7 +35,7 @@ def test_the_bilinear_upsampling_of_the_half_map_is_white_on_its_top_half():
     """Hand check of `WHITE[2]`: rows of a 2-row map upsampled to 56 take their centres at y = 14 and 42; pixel row i
     (centre i + 0.5) is 0.8 - 0.6 (i + 0.5 - 14) / 28 between them, >= 0.5 exactly for i <= 27: half the rows."""
     grid = PROBS[2].view(2, 2)
-    upsampled = upsample_map(grid, (56, 56))
+    upsampled = torch.from_numpy(upsample_artifact_map(grid, (56, 56)))
     assert upsampled.shape == (56, 56)
     column = upsampled[:, 0]
     assert column[27].item() == pytest.approx(0.8 - 0.6 * 13.5 / 28) and column[28].item() == pytest.approx(0.8 - 0.6 * 14.5 / 28)
