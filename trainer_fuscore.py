@@ -314,6 +314,13 @@ def format_report(results: dict) -> str:
     for label, prefix in (("before fine-tuning", "before"), ("after fine-tuning", "eval")):
         values = [results["before" if prefix == "before" else "after"].get(f"{prefix}_{name}", float("nan")) for name in names]
         lines.append(f"{label:<21} " + "  ".join(f"{value:>24.4f}" for value in values))
+    maps = ("loss_map", "map_nss", "map_cc", "map_sim", "map_auc_judd", "map_kl")
+    if f"eval_{maps[0]}" in results["after"]:  # a model with an artifact-map head, on held-out scenes with maps
+        lines += ["", "artifact maps         " + "  ".join(f"{name:>12}" for name in maps)]
+        for label, prefix in (("before fine-tuning", "before"), ("after fine-tuning", "eval")):
+            values = [results["before" if prefix == "before" else "after"].get(f"{prefix}_{name}", float("nan"))
+                      for name in maps]
+            lines.append(f"{label:<21} " + "  ".join(f"{value:>12.4f}" for value in values))
     lines.append(f"saved: {results['final_dir']}")
     return "\n".join(lines)
 

@@ -489,8 +489,7 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
     model.processor = processor
     evaluation = {
         "metrics": {key.removeprefix("eval_"): value for key, value in metrics.items() if key.startswith("eval_")},
-        "dataset": data_args.eval_table or (f"synthetic (held-out seed {data_args.synthetic_eval_seed})"
-                                             if data_args.train_table == "synthetic" else f"{data_args.train_table} (held-out pairs)"),
+        "dataset": evaluation_dataset_name(data_args),
         "synthetic": labels_are_synthetic(data_args),
         "objective": training_args.objective,
         "base_model": model_args.model_name_or_path,
@@ -503,6 +502,16 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
             processor.save_pretrained(staging)
         (staging / "fuscore_eval.json").write_text(json.dumps(evaluation, indent=2))
         write_model_card(staging, evaluation)
+
+
+def evaluation_dataset_name(data_args) -> str:
+    """What the final evaluation ran on, as the model card and `fuscore_eval.json` name it."""
+    if data_args.eval_table:
+        return data_args.eval_table
+    if data_args.train_table != "synthetic":
+        return f"{data_args.train_table} (held-out pairs)"
+    planted = ", planted artifacts" if data_args.synthetic_local_artifacts else ""
+    return f"synthetic (held-out seed {data_args.synthetic_eval_seed}{planted})"
 
 
 def labels_are_synthetic(data_args) -> bool:
