@@ -47,10 +47,11 @@ from fuscore.training.loading import (
     load_tables,
     map_weight,
     resolve_resume_checkpoint,
+    without_maps,
     run_settings,
     save_final_model,
 )
-from fuscore.training.trainer import FuScoreTrainer
+from fuscore.training.trainer import FuScoreTrainer, has_artifact_head
 
 
 __all__ = ["FuScoreTrainer", "parse_arguments", "run", "main"]
@@ -192,6 +193,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     train_data, eval_data = load_tables(data_args, training_args.seed)
     lambda_map = map_weight(training_args.lambda_map, train_data, data_args)
     model = load_model(model_args, regression_head=objective.regression_head, artifact_head=lambda_map > 0)
+    if not has_artifact_head(model):  # the maps would be decoded with every row for nothing
+        train_data, eval_data = without_maps(train_data), without_maps(eval_data)
     if training_args.map_head_only:
         freeze_all_but_map_head(model, lambda_map, model_args)
     fuscore_model = model.get_base_model() if hasattr(model, "get_base_model") else model

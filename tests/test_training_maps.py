@@ -19,7 +19,7 @@ from fuscore.objectives import compute_objective, pool_map_to_grid
 from fuscore.tiny import build_tiny_model
 from fuscore.training.collator import FuScoreCollator
 from fuscore.training.config import DataArguments
-from fuscore.training.loading import has_maps, load_tables, map_weight
+from fuscore.training.loading import has_maps, load_tables, map_weight, without_maps
 from fuscore.training.trainer import MAP_METRIC_NAMES, map_metric_rows
 from fuscore_data.synthetic import SyntheticIVIF
 from fuscore_metrics.map_metrics import map_metrics
@@ -140,6 +140,10 @@ def test_the_weight_defaults_to_the_tables_maps_and_a_positive_weight_needs_them
     assert not has_maps(empty)
     assert map_weight(None, with_maps) == 1.0 and map_weight(None, without) == 0.0 and map_weight(0.0, with_maps) == 0.0
     assert map_weight(2.5, with_maps) == 2.5
+    # A model without a map head: the column goes (rows would decode the maps for nothing); the stream stays.
+    assert "artifact_heatmap" not in without_maps(with_maps).column_names and without_maps(without) is without
+    generator = SyntheticIVIF(local_artifacts=True)
+    assert without_maps(generator) is generator
     with pytest.raises(ValueError, match="--lambda_map 1.0: the synthetic training table has no map column "
                                          "'artifact_heatmap'.*--synthetic_local_artifacts true"):
         map_weight(1.0, without, DataArguments())

@@ -183,6 +183,14 @@ def has_maps(table) -> bool:
     return table.with_format("arrow")[MAP_COLUMN].null_count < len(table)
 
 
+def without_maps(table):
+    """The table without its map column (a model without a map head never reads it; a row read from a `datasets`
+    table decodes every image column it has). Anything else, the synthetic stream's generator included, as it is."""
+    if hasattr(table, "remove_columns") and MAP_COLUMN in getattr(table, "column_names", ()):
+        return table.remove_columns(MAP_COLUMN)
+    return table
+
+
 def map_weight(lambda_map: Optional[float], train_table, data_args: Optional[DataArguments] = None) -> float:
     """The weight of the artifact-map term (DESIGN.md section 10) for this run: `--lambda_map` as given, or when it is
     unset `DEFAULT_LAMBDA_MAP` if the training table has maps (`has_maps`) and 0 otherwise.
