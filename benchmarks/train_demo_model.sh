@@ -4,7 +4,7 @@
 # Two stages of about 8 minutes each on an H100 (configs/demo_pretrain.yaml, configs/demo_pretrain_stage2.yaml; two
 # because one command on the project's rented GPU may run 10 minutes), a third that adds the artifact-map head and
 # trains it alone on synthetic scenes with planted artifacts (configs/demo_pretrain_stage3_maps.yaml; the scores stay
-# stage 2's; about 15 minutes on the project's 2-core CPU), then the result replaces fuscore/demo_model.
+# stage 2's; 17.6 minutes of training on the project's 2-core CPU), then the result replaces fuscore/demo_model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python trainer_fuscore.py --config configs/demo_pretrain.yaml
