@@ -207,7 +207,8 @@ class FuScoreReward(nn.Module):
     def _outputs(self, fused: torch.Tensor, ir: Optional[torch.Tensor], vis: Optional[torch.Tensor]):
         autocast = torch.autocast(fused.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
         with autocast:
-            return self.model(**self.inputs(fused, ir, vis))
+            # The map head only where the reward reads the map: selecting the fused image's tokens waits for the GPU.
+            return self.model(**self.inputs(fused, ir, vis), return_artifact_map=self.map_weighted)
 
     def dimension_scores(self, fused: torch.Tensor, ir: Optional[torch.Tensor] = None,
                          vis: Optional[torch.Tensor] = None) -> torch.Tensor:

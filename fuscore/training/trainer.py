@@ -129,6 +129,8 @@ class FuScoreTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = {key: inputs.pop(key) for key in FuScoreCollator.label_keys if key in inputs}
         softmax = self.softmax
+        # The map head's output only for a batch with maps (selecting the fused image's tokens waits for the GPU).
+        maps = "map_target" in labels
         answer = {}
         if self.objective.answer_tokens:
             # The peers' next-token cross-entropy on the answer prefix, from the same forward pass's hidden states.
@@ -136,11 +138,11 @@ class FuScoreTrainer(Trainer):
             if hasattr(fuscore_model, "get_base_model"):  # peft
                 fuscore_model = fuscore_model.get_base_model()
             with capture_last_hidden_state(fuscore_model) as captured:
-                outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary")
+                outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary", return_artifact_map=maps)
             answer["answer_nll"], answer["answer_tokens"] = answer_token_nll(
                 fuscore_model, captured["hidden_states"], labels["answer_labels"])
         else:
-            outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary")
+            outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary", return_artifact_map=maps)
         map_inputs = self._map_inputs(outputs, labels)
         terms = compute_objective(
             self.objective,
