@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import trainer_fuscore
 from fuscore.objectives import compute_objective, pool_map_to_grid
 from fuscore.tiny import build_tiny_model
-from fuscore.training.collator import FuScoreCollator
+from fuscore.training.collator import FuScoreCollator, SyntheticScenes
 from fuscore.training.config import DataArguments
 from fuscore.training.loading import has_maps, load_tables, map_weight, without_maps
 from fuscore.training.trainer import MAP_METRIC_NAMES, map_metric_rows
@@ -136,6 +136,7 @@ def test_the_weight_defaults_to_the_tables_maps_and_a_positive_weight_needs_them
     without = SyntheticIVIF(image_size=56, seed=1).table(2, 2)
     assert has_maps(with_maps) and not has_maps(without)
     assert has_maps(SyntheticIVIF(local_artifacts=True)) and not has_maps(SyntheticIVIF())  # the synthetic stream
+    assert has_maps(SyntheticScenes(SyntheticIVIF(local_artifacts=True), 2))
     empty = with_maps.map(lambda row: {"artifact_heatmap": None})
     assert not has_maps(empty)
     assert map_weight(None, with_maps) == 1.0 and map_weight(None, without) == 0.0 and map_weight(0.0, with_maps) == 0.0

@@ -176,8 +176,8 @@ DEFAULT_LAMBDA_MAP = 1.0
 def has_maps(table) -> bool:
     """Whether a training table (or the synthetic stream's generator) gives artifact maps: a map column with at least
     one non-null row, counted on the Arrow column without decoding an image."""
-    if not hasattr(table, "column_names"):
-        return bool(getattr(table, "local_artifacts", False))
+    if not hasattr(table, "column_names"):  # the generator, or the stream's `SyntheticScenes` around it
+        return bool(getattr(getattr(table, "generator", table), "local_artifacts", False))
     if MAP_COLUMN not in table.column_names:
         return False
     return table.with_format("arrow")[MAP_COLUMN].null_count < len(table)

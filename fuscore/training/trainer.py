@@ -45,7 +45,9 @@ class FuScoreTrainer(Trainer):
     metrics over those whose map marks something): computed per image on the merged-patch grid, the predicted
     probabilities against the map pooled to that grid (what the loss sees), with the project's `map_metrics`; in
     training the mean per step, in evaluation the mean per image. They choose the best checkpoint only when asked,
-    e.g. `--metric_for_best_model map_nss` (`--greater_is_better false` for `map_kl`). What needs every prediction at once goes through the
+    e.g. `--metric_for_best_model map_nss` (`--greater_is_better false` for `map_kl`). The map term's weight is the
+    `lambda_map` argument (the script passes the one `loading.map_weight` resolved), else `args.lambda_map` resolved
+    against the training table the same way; a positive weight needs a model with a map head. What needs every prediction at once goes through the
     Trainer's `compute_metrics` hook: by default PLCC, SRCC, KRCC, RMSE and the within-pair SRCC and ranking accuracy
     through the project's `evaluate` module (`fuscore_metrics`).
 
