@@ -14,7 +14,8 @@ change the demo. The run prints which config it stacked on and what it added.
     accelerate launch trainer_fuscore.py --config configs/qwen3vl_8b_lora.yaml --train_table path/to/table
 
 The objective (DESIGN.md section 4) is a KL term towards a per-image soft label plus Thurstone fidelity terms within
-a source pair and across source pairs; --objective switches to a baseline or an ablation (one registry record each,
+a source pair and across source pairs, and on a table with artifact maps (`artifact_heatmap`) a map term that trains
+an artifact-map head (DESIGN.md section 10, --lambda_map); --objective switches to a baseline or an ablation (one registry record each,
 fuscore.objectives), so the paper's ablation is one command per row. The pieces live in fuscore.training; this script
 evaluates, trains, evaluates again and saves a Hub-ready folder under <output_dir>/final.
 """
@@ -44,11 +45,13 @@ from fuscore.training.loading import (
     load_finished_run,
     load_model,
     load_tables,
+    map_weight,
     resolve_resume_checkpoint,
+    without_maps,
     run_settings,
     save_final_model,
 )
-from fuscore.training.trainer import FuScoreTrainer
+from fuscore.training.trainer import FuScoreTrainer, has_artifact_head
 
 
 __all__ = ["FuScoreTrainer", "parse_arguments", "run", "main"]
@@ -186,7 +189,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     # ...and this run's settings must be the checkpoint's where they decide what is trained (else refused).
     resume_plan = check_resume_settings(resume, model_args, data_args, training_args) if resume else None
-    model = load_model(model_args, regression_head=objective.regression_head)
+    # The tables first: whether they have maps decides the artifact-map term's weight and the model's map head.
+    train_data, eval_data = load_tables(data_args, training_args.seed)
+    lambda_map = map_weight(training_args.lambda_map, train_data, data_args)
+    model = load_model(model_args, regression_head=objective.regression_head, artifact_head=lambda_map > 0)
+    if not has_artifact_head(model):  # the maps would be decoded with every row for nothing
+        train_data, eval_data = without_maps(train_data), without_maps(eval_data)
+    if training_args.map_head_only:
+        freeze_all_but_map_head(model, lambda_map, model_args)
     fuscore_model = model.get_base_model() if hasattr(model, "get_base_model") else model
     if training_args.compile_blocks:
         # A trained vision tower stays eager under checkpointing: torch refuses to compile its blocks inside
@@ -200,7 +210,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     except ValueError as error:
         raise ValueError(f"--uncheckpointed_layers / --checkpointing_policy / --activation_memory_budget: {error}") from None
     processor = model.get_processor()
-    train_data, eval_data = load_tables(data_args, training_args.seed)
     if data_args.synthetic_stream:
         if training_args.max_steps <= 0:
             raise ValueError("--synthetic_stream needs --max_steps: the stream has no end.")
@@ -210,7 +219,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
                                data_args.dimension, position_model=weightless_copy(fuscore_model),
                                pair_target_raters=training_args.pair_target_raters)
     trainer = FuScoreTrainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
-                             data_collator=collator, processing_class=processor)
+                             data_collator=collator, processing_class=processor, lambda_map=lambda_map)
     trainer.run_settings = run_settings(model_args, data_args, training_args)
     output_dir = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
@@ -256,6 +265,18 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: FuS
     return results
 
 
+def freeze_all_but_map_head(model, lambda_map: float, model_args: ModelArguments) -> None:
+    """`--map_head_only`: every parameter but the artifact-map head's stops requiring a gradient (checked: a map
+    term to train, no LoRA)."""
+    if lambda_map <= 0:
+        raise ValueError("--map_head_only trains the artifact-map head alone, but the map term is off (--lambda_map 0, "
+                         "or a training table without maps).")
+    if model_args.use_lora:
+        raise ValueError("--map_head_only freezes everything but the map head; --use_lora would train adapters too.")
+    model.requires_grad_(False)
+    model.artifact_head.requires_grad_(True)
+
+
 def check_adapter_push(model_args: ModelArguments) -> None:
     """`--hub_adapter_only` pushes an adapter that loads on its base by repo id: fails before any work unless the run
     trains LoRA on a FuScore model named by its Hub repo id."""
@@ -296,6 +317,13 @@ def format_report(results: dict) -> str:
     for label, prefix in (("before fine-tuning", "before"), ("after fine-tuning", "eval")):
         values = [results["before" if prefix == "before" else "after"].get(f"{prefix}_{name}", float("nan")) for name in names]
         lines.append(f"{label:<21} " + "  ".join(f"{value:>24.4f}" for value in values))
+    maps = ("loss_map", "map_nss", "map_cc", "map_sim", "map_auc_judd", "map_kl")
+    if f"eval_{maps[0]}" in results["after"]:  # a model with an artifact-map head, on held-out scenes with maps
+        lines += ["", "artifact maps         " + "  ".join(f"{name:>12}" for name in maps)]
+        for label, prefix in (("before fine-tuning", "before"), ("after fine-tuning", "eval")):
+            values = [results["before" if prefix == "before" else "after"].get(f"{prefix}_{name}", float("nan"))
+                      for name in maps]
+            lines.append(f"{label:<21} " + "  ".join(f"{value:>12.4f}" for value in values))
     lines.append(f"saved: {results['final_dir']}")
     return "\n".join(lines)
 

@@ -58,6 +58,7 @@ import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -1078,6 +1079,37 @@ def _visible_artifacts(shown_y: np.ndarray, clean_y: np.ndarray, fused_clean: np
     low, high = scene.envelope
     overshoot = np.maximum(fused_clean - high, 0.0) + np.maximum(low - fused_clean, 0.0)
     return visible | (overshoot >= OVERSHOOT_VISIBLE)
+
+
+def plant_artifacts(image, artifacts: Sequence[LocalArtifact], ir=None) -> tuple[np.ndarray, np.ndarray]:
+    """Plants localised artifacts into any RGB image, a real fused image as well as a synthetic one, as `render` plants
+    them (`LocalArtifact`: positions and radii are fractions of the image's height and width, filter widths scale
+    with its shorter side); returns the planted uint8 `(H, W, 3)` image and its artifact map, uint8 `(H, W)`, 255
+    where a planted artifact is marked (only the planted ones: a real image has no clean reference to mark others by).
+
+    Args:
+        image: a PIL image or an `(H, W, 3)` uint8 array.
+        artifacts: what to plant, in order.
+        ir: the infrared source registered to the image (PIL image or `(H, W)` array, uint8 or float in [0, 1]);
+            needed by `ghosting`, which blends in a shifted copy of it.
+    """
+    rgb = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"image must be RGB uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}.")
+    if ir is None and any(artifact.kind == "ghosting" for artifact in artifacts):
+        raise ValueError("ghosting blends in a shifted infrared source: pass ir=.")
+    if ir is not None:
+        ir = np.asarray(ir.convert("L") if hasattr(ir, "convert") else ir)
+        ir = ir.astype(np.float32) / 255.0 if ir.dtype == np.uint8 else ir.astype(np.float32)
+        if ir.shape != rgb.shape[:2]:
+            raise ValueError(f"ir must be registered to the image: shape {ir.shape}, image {rgb.shape[:2]}.")
+    # `_plant` reads a scene's filter scale and its infrared source only.
+    stand_in = SimpleNamespace(scale=min(rgb.shape[:2]) / REFERENCE_SIZE, ir=ir)
+    planted, masks = _plant(rgb, stand_in, artifacts)
+    marked = np.zeros(rgb.shape[:2], dtype=bool)
+    for mask in masks:
+        marked |= mask
+    return planted, marked.astype(np.uint8) * 255
 
 
 def _plant(rgb: np.ndarray, scene: Scene, artifacts: Sequence[LocalArtifact]) -> tuple[np.ndarray, tuple]:

@@ -35,8 +35,13 @@ def language_model_lora_config(r: int = 64, alpha: int = 128, dropout: float = 0
 
 
 def add_language_model_lora(model, r: int = 64, alpha: int = 128, dropout: float = 0.05) -> PeftModel:
-    """Wraps a `FuScoreForQuality` with LoRA adapters on its language model; the processor stays attached."""
+    """Wraps a `FuScoreForQuality` with LoRA adapters on its language model; the processor stays attached. An
+    artifact-map head (DESIGN.md section 10) is trained whole beside the adapters (peft's `modules_to_save`: it is
+    saved with the adapter and merged back by `merge_and_unload`)."""
     processor = model.processor
-    peft_model = get_peft_model(model, language_model_lora_config(r, alpha, dropout))
+    config = language_model_lora_config(r, alpha, dropout)
+    if getattr(model, "artifact_head", None) is not None:
+        config.modules_to_save = ["artifact_head"]
+    peft_model = get_peft_model(model, config)
     peft_model.base_model.model.processor = processor
     return peft_model

@@ -2,6 +2,7 @@
 
     reward = FuScoreReward(model)                                   # overall score, in [1, 5]
     reward = FuScoreReward(model, weights=EVAFUSION_WEIGHTS)        # the four sub-dimensions, EVAFusion's weights
+    reward = FuScoreReward(model, weights="evafusion")              # EVAFusion's reward exactly (needs a map head)
     r = reward(fused)                                               # fused: [B, C, H, W] in [0, 1] -> r: [B]
     (-r.mean()).backward()                                          # gradients reach the fused pixels
     evafusion_reward(scores, artifact_map)                          # EVAFusion's reward, map-weighted artifacts
@@ -25,16 +26,19 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from configuration_fuscore import SUB_DIMENSIONS
-from scoring_fuscore import to_device
+from scoring_fuscore import to_device, upsample_artifact_map
 
 
 # EVAFusion (Liu et al., "Bridging Human Evaluation to Infrared and Visible Image Fusion", CVPR 2026) fine-tunes its
 # fusion network with the weighted sum of its reward model's four sub-scores, read from its released
 # `reward_final.py` (github.com/ALKA-Wind/EVAFusion): thermal retention 1.0, texture preservation 2.0, artifacts 0.5,
 # sharpness 2.0, the overall score unused. There the artifacts weight is also multiplied by 1 + the share of its
-# predicted artifact heat map at or above 0.5: `evafusion_reward` applies that factor given a map; without a map
-# (`FuScoreReward` with these weights) it is left out (taken as 1).
+# predicted artifact heat map at or above 0.5: `evafusion_reward` applies that factor given a map, and
+# `FuScoreReward(model, weights="evafusion")` with the model's own predicted map; `FuScoreReward` with these weights
+# as a mapping is their plain weighted mean, without a map (the factor taken as 1).
 EVAFUSION_WEIGHTS = {"thermal_retention": 1.0, "texture_preservation": 2.0, "artifacts": 0.5, "sharpness": 2.0}
+EVAFUSION = "evafusion"  # `FuScoreReward(weights=EVAFUSION)`: EVAFusion's map-weighted reward, exactly
+EVAFUSION_SCORE_SCALE = 5.0  # EVAFusion's reward model regresses each score divided by 5
 EVAFUSION_WHITE_THRESHOLD = 0.5  # a map pixel at or above it counts as "white" (an artifact)
 
 
@@ -103,10 +107,21 @@ class FuScoreReward(nn.Module):
             module holding it leaves the scorer in eval mode).
         dimensions (`str` or sequence): the rating dimensions read; by default the keys of `weights` when it is a
             mapping, else `"overall"`.
-        weights (mapping or sequence of floats, *optional*): one weight per dimension; equal weights by default. The
-            reward is the weighted mean `sum_k w_k s_k / sum_k w_k`, on the score scale [1, 5]. EVAFusion sums its
-            sub-scores (on [0, 1]) with the weights unnormalised; that differs from this mean by a constant factor,
-            which the reward's coefficient in the loss absorbs. `EVAFUSION_WEIGHTS` are EVAFusion's.
+        weights (mapping or sequence of floats, or `"evafusion"`, *optional*): one weight per dimension; equal weights
+            by default. The reward is the weighted mean `sum_k w_k s_k / sum_k w_k`, on the score scale [1, 5].
+            EVAFusion sums its sub-scores (on [0, 1]) with the weights unnormalised; that differs from this mean by a
+            constant factor, which the reward's coefficient in the loss absorbs. `EVAFUSION_WEIGHTS` are EVAFusion's
+            weights, used this way without any map.
+
+            `"evafusion"` is EVAFusion's fine-tuning reward exactly (`evafusion_reward`):
+            `0.5 (1 + w) A + 2 T + 1 Th + 2 S` on the four sub-scores divided by 5 (EVAFusion's scale), `w` the
+            `white_ratio` of the image's artifact map as this model predicts it (`predicted_maps`: the map head's
+            per-patch probabilities of the artifacts prompt's rows, upsampled bilinearly to the image's size, as
+            EVAFusion counts `w` on its output map). `w` is a hard threshold (the share of map pixels at or above
+            0.5), whose gradient is zero almost everywhere, so, as in EVAFusion, it is a constant factor of each
+            image's artifacts weight: computed without gradient, the reward's gradient flows through the four scores
+            only. It needs a model with an artifact-map head (trained with maps, DESIGN.md section 10); `dimensions`
+            must then be left unset (the four sub-dimensions).
         bf16 (`bool`): run the scorer under bfloat16 autocast (on the images' device type).
         checkpointing (`bool`): activation checkpointing of the scorer's decoder layers and vision blocks, so that
             an 8B scorer fits beside a fusion network on one GPU; the activations are recomputed in the backward pass.
@@ -123,6 +138,22 @@ class FuScoreReward(nn.Module):
                  weights: Union[Mapping[str, float], Sequence[float], None] = None, bf16: bool = False,
                  checkpointing: bool = False, processor=None):
         super().__init__()
+        self.map_weighted = isinstance(weights, str)
+        if self.map_weighted:
+            if weights != EVAFUSION:
+                raise ValueError(f"weights={weights!r}: the named weighting is {EVAFUSION!r} (EVAFusion's "
+                                 "map-weighted reward); otherwise give one weight per dimension.")
+            if not getattr(model.config, "artifact_map", False):
+                raise ValueError("weights='evafusion' is EVAFusion's reward, whose artifacts weight grows with the "
+                                 "share of the predicted artifact map at or above 0.5, but this model has no "
+                                 "artifact-map head (it was trained without maps). Use a model trained with maps "
+                                 "(--lambda_map on a table with artifact_heatmap), or weights=EVAFUSION_WEIGHTS for "
+                                 "the weighted mean of the four scores without a map.")
+            if dimensions is not None and list([dimensions] if isinstance(dimensions, str) else dimensions) != \
+                    list(EVAFUSION_WEIGHTS):
+                raise ValueError(f"weights='evafusion' reads EVAFusion's four dimensions {list(EVAFUSION_WEIGHTS)}; "
+                                 f"leave dimensions unset (got {dimensions!r}).")
+            weights = EVAFUSION_WEIGHTS
         if dimensions is None:
             dimensions = list(weights) if isinstance(weights, Mapping) else ["overall"]
         self.processor = processor or model.get_processor()
@@ -173,17 +204,42 @@ class FuScoreReward(nn.Module):
         batch["pixel_values"] = pixel_values if self.bf16 else pixel_values.to(self.model.dtype)
         return batch
 
+    def _outputs(self, fused: torch.Tensor, ir: Optional[torch.Tensor], vis: Optional[torch.Tensor]):
+        autocast = torch.autocast(fused.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with autocast:
+            # The map head only where the reward reads the map: selecting the fused image's tokens waits for the GPU.
+            return self.model(**self.inputs(fused, ir, vis), return_artifact_map=self.map_weighted)
+
     def dimension_scores(self, fused: torch.Tensor, ir: Optional[torch.Tensor] = None,
                          vis: Optional[torch.Tensor] = None) -> torch.Tensor:
         """`[len(dimensions), B]` float32 expected scores, in `dimensions` order."""
-        autocast = torch.autocast(fused.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
-        with autocast:
-            score = self.model(**self.inputs(fused, ir, vis)).score
-        return score.view(len(self.dimensions), fused.shape[0])
+        return self._outputs(fused, ir, vis).score.view(len(self.dimensions), fused.shape[0])
+
+    def predicted_maps(self, outputs, size: Sequence[int]) -> torch.Tensor:
+        """`(B, H, W)` float32 artifact maps in [0, 1] from a forward pass's map head: the rows of the artifacts
+        prompt (the head reads the fused image's tokens, which come before the question, so every prompt's rows give
+        the same map up to rounding), each row's per-patch probabilities on its grid, upsampled bilinearly to `size`
+        (`(H, W)`, the images' size) as `model.score(..., return_maps=True)` upsamples them
+        (`scoring_fuscore.upsample_artifact_map`). Detached: the map enters the reward only through `white_ratio`."""
+        if outputs.artifact_probs is None:
+            raise ValueError("The model's forward pass gave no artifact map (no map head).")
+        batch = outputs.score.shape[0] // len(self.dimensions)
+        first = self.dimensions.index("artifacts") * batch if "artifacts" in self.dimensions else 0
+        grids = outputs.artifact_grids.tolist()
+        maps = torch.split(outputs.artifact_probs.detach().float().cpu(), [h * w for h, w in grids])
+        # The serving path's upsampling (on the host: the grids are small, the ratio is all the reward keeps).
+        return torch.stack([torch.from_numpy(upsample_artifact_map(maps[row].view(*grids[row]), size))
+                            for row in range(first, first + batch)]).to(outputs.artifact_probs.device)
 
     def forward(self, fused: torch.Tensor, ir: Optional[torch.Tensor] = None,
                 vis: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.weights.to(fused.device) @ self.dimension_scores(fused, ir, vis)
+        if not self.map_weighted:
+            return self.weights.to(fused.device) @ self.dimension_scores(fused, ir, vis)
+        outputs = self._outputs(fused, ir, vis)
+        scores = outputs.score.view(len(self.dimensions), fused.shape[0]) / EVAFUSION_SCORE_SCALE
+        maps = self.predicted_maps(outputs, fused.shape[-2:])
+        return evafusion_reward(dict(zip(self.dimensions, scores)), maps)
+
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -226,5 +282,5 @@ def clipped_policy_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adva
     return -surrogate.mean()
 
 
-__all__ = ["EVAFUSION_WEIGHTS", "EVAFUSION_WHITE_THRESHOLD", "FuScoreReward", "SUB_DIMENSIONS", "clipped_policy_loss",
+__all__ = ["EVAFUSION", "EVAFUSION_WEIGHTS", "EVAFUSION_WHITE_THRESHOLD", "FuScoreReward", "SUB_DIMENSIONS", "clipped_policy_loss",
            "evafusion_reward", "group_advantages", "white_ratio"]

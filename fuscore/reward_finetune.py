@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = str(DEMO_MODEL)
 CLASSICAL_METRICS = ("EN", "SD", "SF", "AG", "MI", "SSIM", "Qabf")
 MODES = ("direct", "group")
+WEIGHTINGS = ("overall", "evafusion", "evafusion_map")
 
 
 @dataclass
@@ -50,7 +51,9 @@ class FinetuneSettings:
 
     model: str = DEFAULT_MODEL
     vifb_dir: Optional[str] = None  # default: `fuscore_data.importers.default_vifb_dir()`
-    weights: str = "overall"  # "overall" (the demo scorer's trained dimension) or "evafusion" (EVAFUSION_WEIGHTS)
+    # "overall" (the demo scorer's trained dimension), "evafusion" (EVAFUSION_WEIGHTS' weighted mean, no map) or
+    # "evafusion_map" (EVAFusion's reward exactly, its artifacts weight scaled by the predicted map: a map head needed)
+    weights: str = "overall"
     held_out_pairs: int = 5
     seed: int = 0
     crop: int = 112
@@ -247,9 +250,10 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     return array[..., 0] if array.shape[-1] == 1 else array
 
 
-def evaluate(net, model, pairs, dimensions, weights) -> dict:
+def evaluate(net, model, pairs, dimensions, weights, reward=None) -> dict:
     """Held-out outputs (8-bit RGB) with their FuScore (the scoring path on the 8-bit images), the reward as
-    trained (weighted dimensions) and the classical metrics; means over the pairs and per-pair values."""
+    trained (weighted dimensions; with `reward`, a map-weighted `FuScoreReward`, that reward of the 8-bit images)
+    and the classical metrics; means over the pairs and per-pair values."""
     import torch
 
     from fuscore_metrics.ivif_metrics import compute_ivif_metrics_batch
@@ -260,7 +264,11 @@ def evaluate(net, model, pairs, dimensions, weights) -> dict:
     viss = [_to_uint8(vis) for _, _, vis in pairs]
     scores = model.score(outputs, dimensions=list(dict.fromkeys(["overall", *dimensions])), batch_size=8)
     per_pair = {"FuScore": np.asarray(scores["overall"]) if isinstance(scores, dict) else np.asarray(scores)}
-    if isinstance(scores, dict):
+    if reward is not None:
+        with torch.no_grad():
+            per_pair["reward"] = np.array([reward(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255).item()
+                                           for image in outputs])
+    elif isinstance(scores, dict):
         per_pair["reward"] = sum(w * np.asarray(scores[d]) for d, w in zip(dimensions, weights)) / sum(weights)
     else:
         per_pair["reward"] = per_pair["FuScore"]
@@ -324,8 +332,8 @@ def run_reward_finetune(settings: FinetuneSettings, output_dir=None, progress: b
     for mode in settings.modes:
         if mode not in MODES:
             raise ValueError(f"Unknown mode {mode!r}; choose from {MODES}.")
-    if settings.weights not in ("overall", "evafusion"):
-        raise ValueError(f"weights must be 'overall' or 'evafusion', got {settings.weights!r}.")
+    if settings.weights not in WEIGHTINGS:
+        raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHTINGS))}, got {settings.weights!r}.")
     if settings.threads < 1:
         raise ValueError(f"threads must be 1 or more, got {settings.threads}.")
     threads = torch.get_num_threads()
@@ -343,14 +351,15 @@ def _run(settings: FinetuneSettings, output_dir, progress: bool, model) -> dict:
     import torch
 
     from fuscore.fusion_net import FusionNet
-    from fuscore.reward import EVAFUSION_WEIGHTS, FuScoreReward
+    from fuscore.reward import EVAFUSION, EVAFUSION_WEIGHTS, FuScoreReward
 
     started = time.perf_counter()
     seconds = {}
     generator = torch.Generator().manual_seed(settings.seed)
     model = model if model is not None else load_scorer(settings.model)
-    weights = EVAFUSION_WEIGHTS if settings.weights == "evafusion" else {"overall": 1.0}
-    reward = FuScoreReward(model, weights=weights)
+    weights = EVAFUSION_WEIGHTS if settings.weights in ("evafusion", "evafusion_map") else {"overall": 1.0}
+    # "evafusion_map": FuScoreReward's EVAFusion reward (a model without a map head is refused here, before any work).
+    reward = FuScoreReward(model, weights=EVAFUSION if settings.weights == "evafusion_map" else weights)
     data = load_source_pairs(settings.vifb_dir, settings.held_out_pairs, settings.seed, settings.eval_max_side)
     seconds["load"] = time.perf_counter() - started
 
@@ -393,7 +402,9 @@ def _run(settings: FinetuneSettings, output_dir, progress: bool, model) -> dict:
 
     start = time.perf_counter()
     dimensions, values = list(weights), list(weights.values())
-    evaluations = {name: evaluate(net, model, data["test"], dimensions, values) for name, net in networks.items()}
+    held_out_reward = reward if reward.map_weighted else None
+    evaluations = {name: evaluate(net, model, data["test"], dimensions, values, held_out_reward)
+                   for name, net in networks.items()}
     seconds["evaluate"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - started
     results = {
@@ -452,8 +463,12 @@ def add_arguments(parser) -> None:
         if name == "modes":
             parser.add_argument(flag, nargs="+", choices=MODES, default=list(MODES), help="fine-tuning modes to run")
         elif name == "weights":
-            parser.add_argument(flag, choices=("overall", "evafusion"), default=value,
-                                help="reward: the overall score, or the four sub-dimensions with EVAFusion's weights")
+            parser.add_argument(flag, choices=WEIGHTINGS, default=value,
+                                help="reward: the overall score; the four sub-dimensions' mean with EVAFusion's "
+                                     "weights (evafusion); or EVAFusion's reward exactly, 0.5 (1 + white_ratio) "
+                                     "Artifacts + 2 Texture + 1 Thermal + 2 Sharpness on scores / 5, white_ratio the "
+                                     "share of the scorer's predicted artifact map >= 0.5 (evafusion_map: a scorer "
+                                     "with a map head)")
         elif name == "threads":
             parser.add_argument(flag, type=int, default=value,
                                 help="CPU threads torch computes with; the numbers depend on it (float sums split by "

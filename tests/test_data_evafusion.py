@@ -292,7 +292,7 @@ def test_trainer_trains_a_step_on_a_saved_evafusion_folder(tmp_path, saved_evafu
 
 def test_trainer_tables_take_evafusion_dev_folder_on_its_own_scale(tmp_path):
     """EVAFusion ships its held-out folder as split "dev", scored out of 5: the trainer reads it as the eval table on
-    [1, 5] (not the observed min/max) and drops the heat map it never trains on."""
+    [1, 5] (not the observed min/max) and keeps the heat map, the map term's target."""
     from fuscore.training.config import DataArguments
     from fuscore.training.loading import load_tables
 
@@ -301,6 +301,6 @@ def test_trainer_tables_take_evafusion_dev_folder_on_its_own_scale(tmp_path):
     datasets.DatasetDict({"dev": _dataset(_records(pairs=2, per_pair=3, start=10))}).save_to_disk(str(dev_dir))
     train, held_out = load_tables(DataArguments(train_table=str(train_dir), eval_table=str(dev_dir)), seed=0)
     assert len(train) == 9 and len(held_out) == 6
-    assert "artifact_heatmap" not in train.column_names + held_out.column_names
+    assert "artifact_heatmap" in train.column_names and "artifact_heatmap" in held_out.column_names
     raw = [_scores(i)["Overall Score"] for i in range(9)]
     np.testing.assert_allclose(sorted(train["mos"]), sorted(raw), atol=1e-6)

@@ -5,7 +5,10 @@ torchvision) on the CPU; skipped when the VIFB images are absent.
 
 The values were pinned on an Intel Xeon; another CPU's vector kernels round differently (on an AMD EPYC one score came out
 4.8e-7 away, at the commit that pinned them too), so the scores must match to `SCORE_TOLERANCE`, ten times that
-difference."""
+difference.
+
+Issue 29 gave the demo model an artifact-map head (stage 3, trained alone: every scoring weight unchanged), so the
+scores stand as pinned; the maps' means per image are pinned from a run of that model (2026-12-06, AMD EPYC)."""
 
 
 import pytest
@@ -64,6 +67,9 @@ PINNED = {
 }
 # The overall level probabilities of the first image at batch size 4.
 SCORE_TOLERANCE = 5e-6
+# The mean of each image's artifact map (`return_maps=True`, at the image's size), the same at batch sizes 1 and 4.
+PINNED_MAP_MEANS = [0.15499433875083923, 0.861670732498169, 0.3153105676174164, 0.7102816104888916, 0.24765241146087646,
+                    0.11092604696750641, 0.7864760160446167]
 PINNED_PROBS = [0.05906115472316742, 0.10907116532325745, 0.20461788773536682, 0.22402220964431763, 0.4032275974750519]
 
 
@@ -90,3 +96,12 @@ def test_demo_scores_on_vifb_match_the_pinned_values(demo_model, batch_size):
         assert [row[dimension]["std"] for row in details] == pytest.approx(expected["std"], abs=SCORE_TOLERANCE), dimension
     if batch_size == 4:
         assert details[0]["overall"]["probs"] == pytest.approx(PINNED_PROBS, abs=SCORE_TOLERANCE)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+@pytest.mark.slow
+def test_demo_maps_on_vifb_match_the_pinned_values(demo_model, batch_size):
+    paths = [str(SHARED_VIFB / name) for name in IMAGES]
+    rows = demo_model.score(paths, batch_size=batch_size, return_maps=True)
+    assert [float(row["artifact_map"].mean()) for row in rows] == pytest.approx(PINNED_MAP_MEANS, abs=SCORE_TOLERANCE)
+    assert rows[0]["artifact_map"].shape == (460, 630)

@@ -107,5 +107,5 @@ def test_the_example_is_deterministic_whatever_ran_before_and_whatever_the_core_
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="Unknown mode 'ppo'"):
         run_reward_finetune(FinetuneSettings(modes=("ppo",)))
-    with pytest.raises(ValueError, match="weights must be 'overall' or 'evafusion'"):
+    with pytest.raises(ValueError, match="weights must be one of 'overall', 'evafusion', 'evafusion_map'"):
         run_reward_finetune(FinetuneSettings(weights="mine"))

@@ -35,6 +35,7 @@ import torch
 from .labels import (ArrayLike, Targets, deqa_targets, fuscore_mos_std_only_targets, fuscore_targets, onehot_targets,
                      qalign_targets)
 from .losses import GroupIds, deqa_loss, fuscore_loss, level_log_probs, onehot_loss, qalign_loss, scalar_loss
+from .maps import map_loss
 
 
 __all__ = [
@@ -218,6 +219,11 @@ def compute_objective(
     answer_nll: Optional[torch.Tensor] = None,
     answer_tokens: Optional[torch.Tensor] = None,
     eps: float = 1e-8,
+    artifact_probs: Optional[torch.Tensor] = None,
+    map_target: Optional[torch.Tensor] = None,
+    map_patch_counts: Optional[torch.Tensor] = None,
+    has_map: Optional[torch.Tensor] = None,
+    lambda_map: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The training loss of one batch for `objective` (a name or its registry record, read once by the caller);
     what `FuScoreTrainer.compute_loss` calls. The loss gets the arguments its signature names (`Objective.loss_inputs`)
@@ -240,6 +246,13 @@ def compute_objective(
     * `"nearest_onehot"`: cross-entropy to the one-hot level; term `loss_ce`; needs level_logits, a one-hot label.
     * `"scalar"`: `MSE(regression, mu)`; term `loss_mse`; needs regression, mu.
 
+    The artifact-map term (DESIGN.md section 10) is the same for every objective, so it is added here rather than
+    in a record's loss: given the map head's `artifact_probs` `(N,)` (one per merged patch of each row's fused image,
+    rows concatenated in batch order), the pooled `map_target` `(N,)`, each row's patch count `map_patch_counts`
+    `(B,)` and `has_map` `(B,)` (`fuscore.objectives.map_targets`), the terms gain `loss_map` (`map_loss`: 0 when
+    no row has a map) and `loss` gains `lambda_map * loss_map`. Without `artifact_probs` or `map_target` there is
+    no map term, and a positive `lambda_map` is an error (the weight would silently train nothing).
+
     `score_std` may be None with `fixed_std`. Returns a dict of scalar tensors; `loss` carries the gradient, the
     other entries are the unweighted terms for logging.
     """
@@ -249,4 +262,12 @@ def compute_objective(
                  soft_label=soft_label, mu=mu, sigma=sigma, group_ids=group_ids, lambda_within=lambda_within,
                  lambda_cross=lambda_cross, fixed_std=fixed_std, answer_nll=answer_nll, answer_tokens=answer_tokens,
                  eps=eps)
-    return record.loss(**{name: given[name] for name in record.loss_inputs})
+    terms = record.loss(**{name: given[name] for name in record.loss_inputs})
+    if artifact_probs is None or map_target is None:
+        if lambda_map > 0:
+            raise ValueError(f"lambda_map={lambda_map} needs the map head's artifact_probs and the batch's map "
+                             "targets (a model with an artifact-map head and a table with a map column).")
+        return terms
+    terms["loss_map"] = map_loss(artifact_probs, map_target, map_patch_counts, has_map)
+    terms["loss"] = terms["loss"] + lambda_map * terms["loss_map"]
+    return terms

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fuscore.objectives import Objective, get_objective, label_for_objective, mos_standard_error, resolve_overall_score
+from fuscore.objectives import (Objective, artifact_map_array, get_objective, label_for_objective, map_targets,
+                                mos_standard_error, resolve_overall_score)
 from configuration_fuscore import SUB_DIMENSIONS
 
 from .answer_tokens import answer_prefix_ids, answer_token_labels
@@ -30,13 +31,21 @@ class FuScoreCollator:
     group, as `SyntheticScenes` yields them), which is flattened. The batch carries `soft_label` `[B, L]` in the
     model's level order (from the objective's label builder), `mu`, `sigma` and `mos` `[B]`, and `group_ids` `[B]`
     (stable codes of `pair_id`); for the objectives whose record has `answer_tokens` (the peers'), `answer_labels`
-    `[B, T]`, the answer prefix's token ids on their positions and -100 elsewhere. Given a `position_model` (a FuScoreForQuality; `weightless_copy` makes one that
+    `[B, T]`, the answer prefix's token ids on their positions and -100 elsewhere. When the rows have a map column
+    (`artifact_heatmap`, DESIGN.md section 10), the batch carries the map term's targets (`fuscore.objectives.
+    map_targets`): `map_target` `(N,)`, each row's map averaged over each merged patch of its fused image (the grid
+    read from the processed batch's `image_grid_thw`), rows concatenated in batch order; `map_patch_counts` `(B,)`
+    and `map_grids` `(B, 2)`, each row's patch count and `(h, w)` grid; and `has_map` `(B,)`, False for a row whose
+    map is None (it weighs 0). Maps are decoded row by row, as the batch's rows are read, never all up front.
+    Given a `position_model` (a FuScoreForQuality; `weightless_copy` makes one that
     costs no memory), it also carries the batch's `position_ids` and `vision_inputs`
     (`FuScoreForQuality.position_inputs`), computed here on the CPU: inside the forward pass the base model would
     compute them on the GPU, with per-row loops that synchronise with it.
     """
 
-    label_keys = ("soft_label", "mu", "sigma", "group_ids", "mos", "answer_labels")
+    label_keys = ("soft_label", "mu", "sigma", "group_ids", "mos", "answer_labels", "map_target", "map_patch_counts",
+                  "map_grids", "has_map")
+    map_column = "artifact_heatmap"
 
     def __init__(self, processor, level_values: Sequence[float], objective: Union[str, Objective] = "fuscore", sigma_min: float = 0.2,
                  dimension: str = "overall", position_model=None, pair_target_raters: Optional[int] = None):
@@ -78,7 +87,28 @@ class FuScoreCollator:
         batch["group_ids"] = torch.tensor([pair_code(row["pair_id"]) for row in rows], dtype=torch.long)
         if self.answer_ids is not None:
             batch["answer_labels"] = answer_token_labels(batch["input_ids"], batch["attention_mask"], self.answer_ids)
+        if any(self.map_column in row for row in rows):
+            batch.update(self.map_labels(rows, batch["image_grid_thw"]))
         return batch
+
+    def map_labels(self, rows: Sequence[dict], image_grid_thw: torch.Tensor) -> dict:
+        """The map term's targets of a batch: each row's map pooled to its fused image's merged-patch grid (the first
+        of the row's images in `image_grid_thw`, `(t, h, w)` in patches, divided by the merge size)."""
+        per_row = image_grid_thw.shape[0] // len(rows)
+        merge = self.processor.merge_size
+        grids = (image_grid_thw[::per_row, 1:] // merge).to(torch.long)
+        maps = []
+        for row in rows:
+            artifact_map = row.get(self.map_column)
+            if artifact_map is not None:
+                try:
+                    artifact_map = artifact_map_array(artifact_map)
+                except ValueError as error:
+                    raise ValueError(f"The {self.map_column} of pair {row.get('pair_id')!r}, method "
+                                     f"{row.get('method')!r}: {error}") from None
+            maps.append(artifact_map)
+        target, has_map = map_targets(maps, grids.tolist())
+        return {"map_target": target, "map_patch_counts": grids.prod(dim=1), "map_grids": grids, "has_map": has_map}
 
     def prepare_samples(self, rows: Sequence[dict]) -> list:
         """The processor's sample (`prepare_sample`: token ids and image patches) of each row."""

@@ -57,6 +57,10 @@ class DataArguments:
     synthetic_images_per_scene: int = 6
     synthetic_image_size: int = 112
     synthetic_stream: bool = field(default=False, metadata={"help": "Fresh synthetic scenes every step (needs max_steps)."})
+    synthetic_local_artifacts: bool = field(default=False, metadata={
+        "help": "The synthetic scenes carry localised artifacts (blocking, halo, noise, ghosting, saturation) and "
+                "their masks as the map column `artifact_heatmap` (fuscore_data.synthetic.SyntheticIVIF's "
+                "local_artifacts), so the artifact-map term has targets. Off: the synthetic benchmark without maps."})
 
 
 @dataclass
@@ -69,6 +73,14 @@ class FuScoreTrainingConfig(TrainingArguments):
             decides the labels, the loss, the prediction, the regression head, the softmax and the batch layout.
         lambda_within (`float`, defaults to 1.0), lambda_cross (`float`, defaults to 0.5): weights of the Thurstone
             terms within and across source pairs.
+        lambda_map (`float`, *optional*): weight of the artifact-map term `lambda_map L_map` (DESIGN.md section 10):
+            the MSE between the map head's per-patch artifact probabilities and the table's map column
+            (`artifact_heatmap`) pooled to the patch grid, rows without a map weighing 0. Unset: 1.0 when the
+            training table has a map column, else 0. With a positive weight the model gets an artifact-map head
+            (`add_artifact_head`, freshly initialised when the checkpoint has none); a positive weight on a table
+            without a map column is an error. 0 turns the term off (a model with a head still logs its map metrics).
+        map_head_only (`bool`, defaults to False): train the artifact-map head alone (every other parameter frozen),
+            so the scores stay exactly the loaded model's; the other terms are still computed and logged.
         fixed_std (`bool`, defaults to False): Thurstone terms with sd = 1 instead of the predicted spread.
         sigma_min (`float`, defaults to 0.2): floor of the soft label's spread.
         pair_target_raters (`int`, *optional*): an option of ours, off by default: the Thurstone targets' spread is
@@ -84,6 +96,14 @@ class FuScoreTrainingConfig(TrainingArguments):
     objective: str = field(default="fuscore", metadata={"help": f"The training objective. {_OBJECTIVE_HELP}"})
     lambda_within: float = field(default=1.0, metadata={"help": "Weight of the within-source-pair Thurstone term."})
     lambda_cross: float = field(default=0.5, metadata={"help": "Weight of the cross-source-pair Thurstone term."})
+    lambda_map: Optional[float] = field(default=None, metadata={
+        "help": "Weight of the artifact-map term (MSE of the map head's per-patch probabilities against the table's "
+                "artifact_heatmap pooled to the patch grid). Unset: 1.0 when the training table has a map column, "
+                "else 0. > 0 gives the model an artifact-map head; 0 turns the term off."})
+    map_head_only: bool = field(default=False, metadata={
+        "help": "Train the artifact-map head alone, every other parameter frozen: the model's scores stay exactly "
+                "those of the loaded model (a map head added to a trained scorer). Needs a positive --lambda_map "
+                "(or a table with maps); not with --use_lora."})
     fixed_std: bool = field(default=False, metadata={"help": "Thurstone terms with sd=1 instead of the predicted std."})
     sigma_min: float = field(default=0.2, metadata={"help": "Floor of the soft label's spread."})
     pair_target_raters: Optional[int] = field(default=None, metadata={
@@ -128,6 +148,8 @@ class FuScoreTrainingConfig(TrainingArguments):
         if self.pair_target_raters is not None and "loss_within" not in record.terms:
             raise ValueError(f"--pair_target_raters applies to FuScore's Thurstone terms; objective "
                              f"{self.objective!r} has none (a peer's objective keeps its published targets).")
+        if self.lambda_map is not None and not self.lambda_map >= 0:
+            raise ValueError(f"--lambda_map {self.lambda_map}: must be 0 or more (0 turns the map term off).")
         if self.uncheckpointed_layers < 0:
             raise ValueError(f"--uncheckpointed_layers {self.uncheckpointed_layers}: must be 0 or more.")
         if self.uncheckpointed_layers and not self.gradient_checkpointing:

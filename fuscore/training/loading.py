@@ -26,12 +26,14 @@ logger = logging.get_logger(__name__)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def load_model(model_args: ModelArguments, regression_head: bool = False):
+def load_model(model_args: ModelArguments, regression_head: bool = False, artifact_head: bool = False):
     """A FuScore checkpoint, a new FuScore model on a Qwen-VL base, or a tiny random-init model.
 
     A FuScore checkpoint is loaded with this checkout's (or installation's) `FuScoreForQuality`, never with code from
     the checkpoint's folder; a base checkpoint's folder code never runs either. `regression_head` comes from the
-    objective's registry record: a checkpoint without one gets a freshly initialised head.
+    objective's registry record: a checkpoint without one gets a freshly initialised head. `artifact_head` (a
+    positive `lambda_map`, `map_weight`) gives the model an artifact-map head the same way (`add_artifact_head`); a
+    checkpoint that has one keeps it either way.
     """
     from modeling_fuscore import FuScoreForQuality
 
@@ -60,6 +62,10 @@ def load_model(model_args: ModelArguments, regression_head: bool = False):
     else:
         model = FuScoreForQuality.from_base(name, input_mode=model_args.input_mode, regression_head=regression_head,
                                             min_pixels=model_args.min_pixels, max_pixels=model_args.max_pixels, **kwargs)
+    if artifact_head and not getattr(model.config, "artifact_map", False):
+        if not name.startswith("tiny:"):
+            logger.warning("%s has no artifact-map head; the map term trains a freshly initialised one.", name)
+        model.add_artifact_head()
     if model_args.use_lora:
         from fuscore.lora import add_language_model_lora
 
@@ -111,9 +117,12 @@ def load_tables(data_args: DataArguments, seed: int):
     from fuscore_data.synthetic import SyntheticIVIF
 
     if data_args.train_table == "synthetic":
-        train_generator = SyntheticIVIF(image_size=data_args.synthetic_image_size, seed=data_args.synthetic_seed)
-        eval_table = SyntheticIVIF(image_size=data_args.synthetic_image_size, seed=data_args.synthetic_eval_seed).table(
-            data_args.synthetic_eval_scenes, data_args.synthetic_images_per_scene)
+        maps = data_args.synthetic_local_artifacts
+        train_generator = SyntheticIVIF(image_size=data_args.synthetic_image_size, seed=data_args.synthetic_seed,
+                                        local_artifacts=maps)
+        eval_table = SyntheticIVIF(image_size=data_args.synthetic_image_size, seed=data_args.synthetic_eval_seed,
+                                   local_artifacts=maps).table(data_args.synthetic_eval_scenes,
+                                                               data_args.synthetic_images_per_scene)
         if data_args.synthetic_stream:
             return train_generator, eval_table
         return train_generator.table(data_args.synthetic_train_scenes, data_args.synthetic_images_per_scene), eval_table
@@ -150,14 +159,59 @@ def load_tables(data_args: DataArguments, seed: int):
         # EVAFusion scores are out of 5: its own declared scale, not the table's observed min and max.
         score_range = EVAFUSION_SCORE_RANGE
         logger.warning(f"{data_args.train_table} is an EVAFusion table: scores read on [1, 5] (--score_range to change).")
-    # The artifact heat map is no training input: dropping it saves decoding it for every row.
-    splits = {name: split.remove_columns([c for c in split.column_names if c == "artifact_heatmap"])
-              for name, split in splits.items()}
+    # The artifact heat map (`MAP_COLUMN`) stays: the collator decodes it row by row, for the map term.
     tables = datasets.DatasetDict(splits)
     # Every problem of every row (missing or corrupt images, NaN scores, duplicates, leaked scenes) before training.
     validate_table(tables, score_range=score_range)
     tables = normalize_scores(tables, score_range=score_range)
     return tables["train"], tables["test"]
+
+
+MAP_COLUMN = "artifact_heatmap"
+"""The rating tables' optional map column (`fuscore_data.schema.EXTRA_FEATURES`): EVAFusion's grey artifact heat map,
+or the synthetic benchmark's planted-artifact masks."""
+DEFAULT_LAMBDA_MAP = 1.0
+
+
+def has_maps(table) -> bool:
+    """Whether a training table (or the synthetic stream's generator) gives artifact maps: a map column with at least
+    one non-null row, counted on the Arrow column without decoding an image."""
+    if not hasattr(table, "column_names"):  # the generator, or the stream's `SyntheticScenes` around it
+        return bool(getattr(getattr(table, "generator", table), "local_artifacts", False))
+    if MAP_COLUMN not in table.column_names:
+        return False
+    return table.with_format("arrow")[MAP_COLUMN].null_count < len(table)
+
+
+def without_maps(table):
+    """The table without its map column (a model without a map head never reads it; a row read from a `datasets`
+    table decodes every image column it has). Anything else, the synthetic stream's generator included, as it is."""
+    if hasattr(table, "remove_columns") and MAP_COLUMN in getattr(table, "column_names", ()):
+        return table.remove_columns(MAP_COLUMN)
+    return table
+
+
+def map_weight(lambda_map: Optional[float], train_table, data_args: Optional[DataArguments] = None) -> float:
+    """The weight of the artifact-map term (DESIGN.md section 10) for this run: `--lambda_map` as given, or when it is
+    unset `DEFAULT_LAMBDA_MAP` if the training table has maps (`has_maps`) and 0 otherwise.
+
+    Raises:
+        ValueError: a positive `--lambda_map` for a training table without maps (named).
+    """
+    maps = has_maps(train_table)
+    if lambda_map is None:
+        return DEFAULT_LAMBDA_MAP if maps else 0.0
+    if lambda_map > 0 and not maps:
+        table = None if data_args is None else data_args.train_table
+        name = _table_name(table, "training") if data_args is not None else "the training table"
+        synthetic = data_args is not None and table in (None, "synthetic")
+        hint = (" Add --synthetic_local_artifacts true for synthetic scenes with planted artifacts and their maps."
+                if synthetic else "")
+        where = (f"has no map column {MAP_COLUMN!r}" if not hasattr(train_table, "column_names")
+                 or MAP_COLUMN not in train_table.column_names else f"has a {MAP_COLUMN!r} column with no map in it")
+        raise ValueError(f"--lambda_map {lambda_map}: {name} {where}, so the artifact-map term has no targets.{hint} "
+                         "Leave --lambda_map unset or 0 to train without maps.")
+    return float(lambda_map)
 
 
 def parse_score_range(text: Optional[str]) -> Optional[tuple]:
@@ -309,12 +363,12 @@ TRAJECTORY_SETTINGS = {
               "min_pixels", "max_pixels"),
     "data": ("train_table", "eval_table", "eval_fraction", "score_range", "dimension", "synthetic_seed",
              "synthetic_eval_seed", "synthetic_train_scenes", "synthetic_eval_scenes", "synthetic_images_per_scene",
-             "synthetic_image_size", "synthetic_stream"),
+             "synthetic_image_size", "synthetic_stream", "synthetic_local_artifacts"),
     "training": ("learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay",
                  "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "optim", "optim_args",
                  "optim_target_modules", "seed", "data_seed", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "pairs_per_batch", "images_per_pair", "objective", "sigma_min",
-                 "lambda_within", "lambda_cross", "fixed_std", "full_vocab_softmax", "label_smoothing_factor",
+                 "lambda_within", "lambda_cross", "lambda_map", "map_head_only", "fixed_std", "full_vocab_softmax", "label_smoothing_factor",
                  "train_sampling_strategy", "dataloader_drop_last", "average_tokens_across_devices",
                  "neftune_noise_alpha", "bf16", "fp16"),
 }
@@ -443,8 +497,7 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
     model.processor = processor
     evaluation = {
         "metrics": {key.removeprefix("eval_"): value for key, value in metrics.items() if key.startswith("eval_")},
-        "dataset": data_args.eval_table or (f"synthetic (held-out seed {data_args.synthetic_eval_seed})"
-                                             if data_args.train_table == "synthetic" else f"{data_args.train_table} (held-out pairs)"),
+        "dataset": evaluation_dataset_name(data_args),
         "synthetic": labels_are_synthetic(data_args),
         "objective": training_args.objective,
         "base_model": model_args.model_name_or_path,
@@ -457,6 +510,16 @@ def save_final_model(trainer, final_dir: Path, model_args, data_args, training_a
             processor.save_pretrained(staging)
         (staging / "fuscore_eval.json").write_text(json.dumps(evaluation, indent=2))
         write_model_card(staging, evaluation)
+
+
+def evaluation_dataset_name(data_args) -> str:
+    """What the final evaluation ran on, as the model card and `fuscore_eval.json` name it."""
+    if data_args.eval_table:
+        return data_args.eval_table
+    if data_args.train_table != "synthetic":
+        return f"{data_args.train_table} (held-out pairs)"
+    planted = ", planted artifacts" if data_args.synthetic_local_artifacts else ""
+    return f"synthetic (held-out seed {data_args.synthetic_eval_seed}{planted})"
 
 
 def labels_are_synthetic(data_args) -> bool:

@@ -5,6 +5,7 @@ metrics (DESIGN.md section 4), in the shape of trl's `RewardTrainer`."""
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from fuscore.objectives import compute_objective, get_objective
 
 from .answer_tokens import answer_token_nll, capture_last_hidden_state
 from .collator import FuScoreCollator, SyntheticScenes
-from .loading import RUN_SETTINGS_NAME, named_write_errors
+from .loading import RUN_SETTINGS_NAME, map_weight, named_write_errors
 from .sampling import EndlessBatchSampler, PairGroupedBatchSampler
 
 
@@ -38,7 +39,15 @@ class FuScoreTrainer(Trainer):
     `self._metrics["train"]` or `self._metrics["eval"]`, and `log` adds their means to the record and clears them.
     Training logs `loss_dist`, `loss_within`, `loss_cross`, ... (the mean over the steps since the last log and over
     the processes); evaluation logs `eval_loss_dist`, ... (the mean over the evaluated images, weighted as the
-    Trainer weights `eval_loss`), which `evaluate()` also returns. What needs every prediction at once goes through the
+    Trainer weights `eval_loss`), which `evaluate()` also returns. A model with an artifact-map head on a table with
+    a map column also logs `loss_map` and the map metrics EVAFusion selects checkpoints by, `map_nss`, `map_cc`,
+    `map_sim`, `map_auc_judd` and `map_kl` (`MAP_METRIC_NAMES`), over the images that have a map (the saliency
+    metrics over those whose map marks something): computed per image on the merged-patch grid, the predicted
+    probabilities against the map pooled to that grid (what the loss sees), with the project's `map_metrics`; in
+    training the mean per step, in evaluation the mean per image. They choose the best checkpoint only when asked,
+    e.g. `--metric_for_best_model map_nss` (`--greater_is_better false` for `map_kl`). The map term's weight is the
+    `lambda_map` argument (the script passes the one `loading.map_weight` resolved), else `args.lambda_map` resolved
+    against the training table the same way; a positive weight needs a model with a map head. What needs every prediction at once goes through the
     Trainer's `compute_metrics` hook: by default PLCC, SRCC, KRCC, RMSE and the within-pair SRCC and ranking accuracy
     through the project's `evaluate` module (`fuscore_metrics`).
 
@@ -48,9 +57,17 @@ class FuScoreTrainer(Trainer):
     has written its part.
     """
 
-    def __init__(self, *args, compute_metrics=None, **kwargs):
+    def __init__(self, *args, compute_metrics=None, lambda_map=None, **kwargs):
         super().__init__(*args, compute_metrics=compute_metrics, **kwargs)
         self.objective = get_objective(self.args.objective)
+        # The artifact-map term's weight (DESIGN.md section 10): as the script resolved it (`loading.map_weight`), or
+        # resolved here from `args.lambda_map` and the training table.
+        self.lambda_map = (map_weight(self.args.lambda_map, self.train_dataset) if lambda_map is None
+                           else float(lambda_map))
+        if self.lambda_map > 0 and not has_artifact_head(self.model):
+            raise ValueError(f"lambda_map={self.lambda_map} trains the artifact-map head, but the model has none: "
+                             "give it one with model.add_artifact_head() (trainer_fuscore.py does when the weight is "
+                             "positive).")
         if self.compute_metrics is None:
             self.compute_metrics = self.correlation_metrics
         if self.args.n_gpu > 1:
@@ -114,6 +131,8 @@ class FuScoreTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = {key: inputs.pop(key) for key in FuScoreCollator.label_keys if key in inputs}
         softmax = self.softmax
+        # The map head's output only for a batch with maps (selecting the fused image's tokens waits for the GPU).
+        maps = "map_target" in labels
         answer = {}
         if self.objective.answer_tokens:
             # The peers' next-token cross-entropy on the answer prefix, from the same forward pass's hidden states.
@@ -121,11 +140,12 @@ class FuScoreTrainer(Trainer):
             if hasattr(fuscore_model, "get_base_model"):  # peft
                 fuscore_model = fuscore_model.get_base_model()
             with capture_last_hidden_state(fuscore_model) as captured:
-                outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary")
+                outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary", return_artifact_map=maps)
             answer["answer_nll"], answer["answer_tokens"] = answer_token_nll(
                 fuscore_model, captured["hidden_states"], labels["answer_labels"])
         else:
-            outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary")
+            outputs = model(**inputs, return_vocab_logits=softmax == "vocabulary", return_artifact_map=maps)
+        map_inputs = self._map_inputs(outputs, labels)
         terms = compute_objective(
             self.objective,
             level_logits=outputs.level_logits,
@@ -141,10 +161,48 @@ class FuScoreTrainer(Trainer):
             lambda_cross=self.args.lambda_cross,
             fixed_std=self.args.fixed_std,
             softmax=softmax,
+            lambda_map=self.lambda_map,
             **answer,
+            **map_inputs,
         )
-        self._record_terms(terms, training=model.training, rows=labels["mu"].shape[0])
+        self._record_terms({name: value for name, value in terms.items() if name != "loss_map"},
+                           training=model.training, rows=labels["mu"].shape[0])
+        if map_inputs:
+            self._record_map_metrics(map_inputs, labels["map_grids"], training=model.training)
         return (terms["loss"], outputs) if return_outputs else terms["loss"]
+
+    def _map_inputs(self, outputs, labels: dict) -> dict:
+        """The map term's inputs (`compute_objective`'s `artifact_probs`, `map_target`, `map_patch_counts`,
+        `has_map`) when the model has a map head and the batch has maps; else none."""
+        probs = getattr(outputs, "artifact_probs", None)
+        if probs is None or "map_target" not in labels:
+            return {}
+        grids = getattr(outputs, "artifact_grids", None)
+        if grids is not None and not torch.equal(grids.to(labels["map_grids"].device), labels["map_grids"]):
+            raise RuntimeError(f"The map head's patch grids {grids.tolist()} differ from the collator's "
+                               f"{labels['map_grids'].tolist()}: the map targets would be pooled to the wrong grid.")
+        return {"artifact_probs": probs, "map_target": labels["map_target"],
+                "map_patch_counts": labels["map_patch_counts"], "has_map": labels["has_map"]}
+
+    def _record_map_metrics(self, map_inputs: dict, grids: torch.Tensor, training: bool) -> None:
+        """Appends `loss_map` and the map metrics of the batch's images with a map to `self._metrics`, gathered across
+        the processes (collective): in training one value per step (the mean over the images of all processes that
+        have the metric), in evaluation one value per image."""
+        values = map_metric_rows(map_inputs["artifact_probs"], map_inputs["map_target"], grids,
+                                 map_inputs["has_map"])
+        values = values.to(self.accelerator.device)
+        metrics = self._metrics["train" if training else "eval"]
+        if training:
+            defined = ~torch.isnan(values)
+            totals = torch.stack([torch.where(defined, values, 0.0).sum(dim=0), defined.sum(dim=0).float()])
+            totals = self.accelerator.gather(totals[None]).sum(dim=0)
+            for name, total, count in zip(MAP_METRIC_NAMES, *totals.tolist()):
+                if count > 0:
+                    metrics[name].append(total / count)
+        else:
+            gathered = self.accelerator.gather_for_metrics(values)
+            for name, column in zip(MAP_METRIC_NAMES, gathered.T.tolist()):
+                metrics[name].extend(value for value in column if not math.isnan(value))
 
     def _record_terms(self, terms: dict, training: bool, rows: int) -> None:
         """Appends the batch's loss terms, gathered across the processes (every process computes a loss for every
@@ -350,3 +408,39 @@ def correlation_metrics(scores, mos, groups) -> dict:
     result = metric.compute(predictions=np.asarray(scores).tolist(), references=np.asarray(mos).tolist(),
                             groups=np.asarray(groups).tolist())
     return {key: float(value) for key, value in result.items()}
+
+
+MAP_METRIC_NAMES = ("loss_map", "map_nss", "map_cc", "map_sim", "map_auc_judd", "map_kl")
+"""What the trainer logs of the artifact maps: the map term (per-image MSE on the patch grid) and the saliency metrics
+EVAFusion selects checkpoints by (`fuscore_metrics.map_metrics`)."""
+
+
+def has_artifact_head(model) -> bool:
+    """Whether a model (possibly wrapped by peft or accelerate) has an artifact-map head."""
+    while hasattr(model, "module") and not hasattr(model, "config"):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return bool(getattr(getattr(model, "config", None), "artifact_map", False))
+
+
+def map_metric_rows(artifact_probs: torch.Tensor, map_target: torch.Tensor, grids: torch.Tensor,
+                    has_map: torch.Tensor) -> torch.Tensor:
+    """`(B, len(MAP_METRIC_NAMES))` float32: each image's map MSE and saliency metrics on its merged-patch grid
+    (`(h, w)` of `grids`), its predicted probabilities against its pooled target; NaN for an image without a map, and
+    for the saliency metrics of one whose target marks nothing (or of a one-patch grid)."""
+    from fuscore_metrics.map_metrics import map_metrics
+
+    counts = (grids[:, 0] * grids[:, 1]).tolist()
+    predictions = torch.split(artifact_probs.detach().float().cpu().reshape(-1), counts)
+    targets = torch.split(map_target.detach().float().cpu().reshape(-1), counts)
+    rows = torch.full((len(counts), len(MAP_METRIC_NAMES)), float("nan"))
+    for row, (prediction, target, (height, width), present) in enumerate(
+            zip(predictions, targets, grids.tolist(), has_map.tolist())):
+        if not present:
+            continue
+        rows[row, 0] = float(((prediction - target) ** 2).mean())
+        if height * width >= 2:
+            values = map_metrics(prediction.reshape(height, width).numpy(), target.reshape(height, width).numpy())
+            rows[row, 1:] = torch.tensor([values[name] for name in ("nss", "cc", "sim", "auc_judd", "kl")])
+    return rows
