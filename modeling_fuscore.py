@@ -228,6 +228,13 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         if config.base_config is None:
             raise ValueError("FuScoreConfig.base_config is required (the Qwen-VL base model's configuration).")
         text_config = config.base_config.get_text_config()
+        # A live model's vision config may hold the packed attention (`prepare_vision_tower` sets it on first use);
+        # a model built again from that config (a weightless copy, FSDP's plain copy) starts from sdpa, which its own
+        # first use packs again. transformers would take the registered name, which contains "flash", for a
+        # flash-attention kernel to import and fail.
+        vision_config = getattr(config.base_config, "vision_config", None)
+        if getattr(vision_config, "_attn_implementation", None) == PACKED_VISION_ATTENTION:
+            vision_config._attn_implementation = "sdpa"
         self.model = AutoModel.from_config(config.base_config)
         self.lm_head = nn.Linear(text_config.hidden_size, text_config.vocab_size, bias=False)
         self.regression_head = None

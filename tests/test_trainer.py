@@ -92,10 +92,11 @@ def test_collator_computes_the_positions_the_model_would(family):
     small enough to hand to DataLoader worker processes (no weights)."""
     import pickle
 
-    # A model that never scored: after `score` (packed vision attention set on the tower's config) the forward with
-    # the collator's positions fails in transformers' flash-attention lookup (reported to the lead, 2026-12-06).
+    # A model that has scored: its vision config holds the packed attention, which its weightless copy must not take
+    # for a flash-attention kernel to import.
     model = build_tiny_model(family, seed=2)
     rows = SyntheticIVIF(image_size=56, seed=3).group(0, 3)
+    model.score(rows[0]["fused"])
     rows[1]["fused"] = np.asarray(rows[1]["fused"])[:40]  # another size: padding and unequal vision segments
     plain = FuScoreCollator(model.processor, model.config.level_values)(rows)
     position_model = weightless_copy(model)
@@ -262,9 +263,9 @@ def test_training_on_a_saved_rating_table_validates_and_normalises(tmp_path):
 
 def test_plain_copy_from_a_gathered_state_dict_saves_like_the_model(tmp_path, random_images):
     """The FSDP save path: a gathered full state dict goes into a plain model, which saves and scores the same."""
-    # A model that never scored: the plain copy of one that did fails in transformers' flash-attention lookup, as
-    # in test_collator_computes_the_positions_the_model_would (reported to the lead, 2026-12-06).
+    # A model that has scored (packed vision attention on its config), as the trained model has after its evaluation.
     model = build_tiny_model("qwen3_vl", seed=8)
+    model.score(random_images[0])
     state_dict = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     plain = plain_model_from_state_dict(model, state_dict)
     assert type(plain).__name__ == "FuScoreForQuality" and plain is not model
