@@ -26,7 +26,8 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from configuration_fuscore import SUB_DIMENSIONS
-from scoring_fuscore import to_device, upsample_artifact_map
+from attribution_fuscore import tensor_batch
+from scoring_fuscore import upsample_artifact_map
 
 
 # EVAFusion (Liu et al., "Bridging Human Evaluation to Infrared and Visible Image Fusion", CVPR 2026) fine-tunes its
@@ -197,12 +198,7 @@ class FuScoreReward(nn.Module):
     def inputs(self, fused: torch.Tensor, ir: Optional[torch.Tensor] = None, vis: Optional[torch.Tensor] = None) -> dict:
         """The scorer's inputs for a batch: patches on the images' device, positions computed on the host, as the
         scoring engine computes them, then everything on the device."""
-        batch = self.processor.tensor_inputs(fused, ir, vis, dimensions=self.dimensions)
-        batch = {**batch, **self.model.position_inputs(batch)}
-        pixel_values = batch.pop("pixel_values")
-        batch = to_device(batch, fused.device)
-        batch["pixel_values"] = pixel_values if self.bf16 else pixel_values.to(self.model.dtype)
-        return batch
+        return tensor_batch(self.model, self.processor, fused, ir, vis, self.dimensions, cast=not self.bf16)
 
     def _outputs(self, fused: torch.Tensor, ir: Optional[torch.Tensor], vis: Optional[torch.Tensor]):
         autocast = torch.autocast(fused.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
