@@ -401,7 +401,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             ValueError: a count above the number of decoder layers, an unknown policy, a budget outside [0, 1], a
                 budget without compiled decoder layers, or checkpointing already on.
         """
-        if self.is_gradient_checkpointing:
+        # (transformers renames `is_gradient_checkpointing` after 5.17; the layers' own flag is the same in both.)
+        if any(getattr(module, "gradient_checkpointing", False) is True for module in self.modules()):
             raise ValueError("configure_checkpointing: gradient checkpointing is already on; call it before "
                              "switching checkpointing on (it is applied then).")
         check_block_checkpointing(self.model.language_model.layers, uncheckpointed_layers, policy, memory_budget,
