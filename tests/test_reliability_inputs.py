@@ -734,6 +734,10 @@ def test_a_bad_file_under_worker_processes_fails_with_its_own_message(tmp_path, 
     message = str(caught.value)
     assert message.startswith(str(tmp_path / "image_3.png")), message
     assert "DataLoader worker" not in message and "Traceback" not in message
+    # The workers stop when the call raises, not when the error is released (that took 10 s).
+    import multiprocessing
+
+    assert not multiprocessing.active_children()
 
 
 def test_no_dimensions_is_an_error_not_an_empty_result(tiny_models, random_images):
