@@ -663,7 +663,7 @@ def test_compiled_vision_blocks_keep_one_graph_for_equal_and_unequal_image_lengt
         torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
 
 
-def test_compile_auto_compiles_only_jobs_where_it_pays(tiny_model, monkeypatch):
+def test_compile_auto_compiles_only_jobs_where_it_pays(tiny_model, tiny_models, monkeypatch):
     """`compile="auto"`: on a GPU, from `COMPILE_PAYS_FROM_VISUAL_TOKENS` scaled by the decoder's size; never on the
     CPU; a model already compiled counts as paid. Checked on the rule's arithmetic with the device faked as CUDA."""
     from PIL import Image
@@ -691,9 +691,8 @@ def test_compile_auto_compiles_only_jobs_where_it_pays(tiny_model, monkeypatch):
     assert scoring_fuscore.compile_pays(model, processor, [per_image] * (needed - 1) + [0])
     assert scoring_fuscore.compile_pays(model, processor, [])  # sizes unknown: taken to be a large job
     # A family whose compiled blocks were measured not to pay (Qwen3.5's) stays eager under "auto", however large.
-    qwen3_5 = build_tiny_model("qwen3_5", seed=1)
-    monkeypatch.setattr(type(qwen3_5), "device", property(lambda self: torch.device("cuda")))
-    assert not scoring_fuscore.compile_pays(qwen3_5, qwen3_5.processor, [per_image] * 10**9)
+    qwen3_5 = tiny_models["qwen3_5"]  # the same class: its device reads as CUDA too
+    assert not scoring_fuscore.compile_pays(qwen3_5, qwen3_5.processor, [per_image * 10**6] * 1000)
     for layer in model.model.language_model.layers:
         layer._fuscore_compiled = True
     assert scoring_fuscore.compile_pays(model, processor, [per_image])
