@@ -154,6 +154,7 @@ def test_truth_labels_replace_only_the_mos(tmp_path):
     assert isinstance(truth, datasets.Dataset)
 
 
+@pytest.mark.slow
 def test_tiny_pipeline_end_to_end(tmp_path):
     """Tables, cached patches, fine-tuning the demo checkpoint (KL only, KL + within, the truth arm), the scoring
     against the truth and the analysis, at toy size on the CPU (about 40 s on 2 shared cores)."""

@@ -146,6 +146,7 @@ def test_fifty_concurrent_requests_get_the_direct_scores(served_app, app_module,
     assert elapsed < 240
 
 
+@pytest.mark.slow
 def test_queue_is_bounded(app_module, tiny_model, files):
     gate = threading.Event()
     model = RecordingModel(tiny_model, gate=gate)
@@ -184,6 +185,7 @@ def test_pixel_cap_and_queue_are_configurable(app_module, tiny_model, files, mon
             _score(Client(url, verbose=False, download_files=False), files / "good.png")
 
 
+@pytest.mark.slow
 def test_model_with_sources_names_the_bad_upload(app_module, tiny_model_ir_vis, files):
     model = tiny_model_ir_vis
     with served(app_module, app_module.build_app(model)) as url:

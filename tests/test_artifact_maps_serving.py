@@ -193,6 +193,7 @@ def test_an_interrupted_job_keeps_the_maps_of_its_rows_and_a_relaunch_completes_
                               np.asarray(Image.open(tmp_path / "fresh_maps" / again["artifact_map"])))
 
 
+@pytest.mark.slow
 def test_the_app_overlays_the_map_when_the_model_has_the_head(mapped, tiny_models, images, tmp_path):
     pytest.importorskip("gradio")
     from app_support import load_app_module

@@ -102,6 +102,7 @@ def _recipe_run(tmp_path, recipe: str, model: str) -> dict:
         "--output_dir", str(tmp_path / "run")])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["qwen3_5_9b_lora.yaml", "qwen3_5_2b_lora.yaml"])
 def test_qwen3_5_recipes_run_end_to_end_at_toy_size(recipe, tmp_path):
     model_args, _, training_args = trainer_fuscore.parse_arguments(

@@ -221,6 +221,7 @@ def label_table(fusion_benchmark, tmp_path_factory):
     return save_arrow(table, tmp_path_factory.mktemp("labels") / "table")
 
 
+@pytest.mark.slow
 def test_rank_folder_with_classical_metrics_and_labels(saved_model, fusion_benchmark, label_table, tmp_path):
     folder, model = saved_model
     import warnings
@@ -302,6 +303,7 @@ def test_rank_manifest_errors_name_the_row(saved_model, fusion_benchmark, tmp_pa
     assert "already appear" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_rank_into_a_used_folder_needs_overwrite_and_writes_the_set_whole(saved_model, fusion_benchmark, label_table,
                                                                           tmp_path, monkeypatch, capsys):
     from fuscore import ranking

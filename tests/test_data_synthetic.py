@@ -138,6 +138,7 @@ def test_each_degradation_leaves_the_unrelated_content_scores_alone():
     assert compressed.scores["thermal_retention"] == clean.scores["thermal_retention"]
 
 
+@pytest.mark.slow
 def test_scores_spread_over_the_whole_range():
     generator = SyntheticIVIF(image_size=48, seed=0)
     rows = [row for group in generator.iter_groups(6, stop=80) for row in group]

@@ -47,6 +47,7 @@ def read_csv(path):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_report_writes_markdown_and_csv_with_every_row(tmp_path, capsys):
     table = make_table()
     mos = np.asarray(table["mos"])

@@ -95,6 +95,7 @@ def test_the_qwen3_5_ranks_encode_as_tiktoken_does(tokenizers):
         assert tokenizer(text, add_special_tokens=False)["input_ids"] == encoding.encode(text), text
 
 
+@pytest.mark.slow
 def test_the_ranks_encode_as_tiktoken_does(tokenizers):
     """The converted tokenizer gives tiktoken's own encoding of the ranks (the reference implementation)."""
     tiktoken = pytest.importorskip("tiktoken")

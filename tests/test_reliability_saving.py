@@ -134,6 +134,7 @@ def test_a_full_disk_while_torch_writes_the_optimizer_names_the_file_and_the_cau
     assert checkpoint_problems(tmp_path / "checkpoint-1") == []
 
 
+@pytest.mark.slow
 def test_resume_last_passes_over_incomplete_checkpoints_and_says_which(uninterrupted, tmp_path, capsys):
     """A checkpoint killed mid-write by an older writer (config and weights, no optimizer or trainer state) is never
     taken for a complete one: `last` resumes from the newest complete checkpoint, names it, and ends where the
@@ -167,6 +168,7 @@ def test_resume_last_passes_over_incomplete_checkpoints_and_says_which(uninterru
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_final_folder_that_cannot_be_written_is_one_clear_error_and_leaves_the_old_one(uninterrupted, tmp_path,
                                                                                           monkeypatch):
     """The write of the final folder fails for real (the weights file cannot grow past 64 KB): one error naming the

@@ -88,6 +88,7 @@ def initial_weights():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_identical_batches_and_weights(reference, initial_weights, tmp_path):
     again = _train(tmp_path / "again", "--save_strategy", "no")  # saving checkpoints must not perturb training
     assert again["batches"] == reference["batches"]
@@ -161,6 +162,7 @@ def test_a_resume_with_settings_that_change_the_trajectory_is_refused(reference,
     assert not (tmp_path / "out" / "final").exists()
 
 
+@pytest.mark.slow
 def test_a_resume_applies_and_names_the_settings_that_keep_the_trajectory(reference, tmp_path, capsys):
     resumed = _train(tmp_path / "out", "--save_strategy", "no", "--logging_steps", "2", "--resume_from_checkpoint",
                      str(reference["output_dir"] / "checkpoint-4"))
@@ -173,6 +175,7 @@ def test_a_resume_applies_and_names_the_settings_that_keep_the_trajectory(refere
     assert "resume: --max_steps 8 -> 10 (applied: training continues" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resuming_with_the_last_checkpoint_keyword(reference, tmp_path):
     import shutil
 
@@ -350,6 +353,7 @@ def test_recipe_configs_parse_into_the_trainer_arguments(name):
     assert global_batch == single.pairs_per_batch * single.images_per_pair * single.gradient_accumulation_steps == 64
 
 
+@pytest.mark.slow
 def test_uncheckpointed_layers_reach_the_model_when_training_starts(tmp_path, monkeypatch):
     """--uncheckpointed_layers is applied when the Trainer switches checkpointing on; bad values fail before any work."""
     seen = []

@@ -131,6 +131,7 @@ def test_patch_layout_cache_is_per_size_and_never_copied(tiny_models, tmp_path):
     assert "_tensor_layouts" not in (tmp_path / "processor_config.json").read_text()
 
 
+@pytest.mark.slow
 def test_patch_layout_holds_indices_above_float32_precision():
     """The layout of an image of more than 2**24 values (3 x 2400 x 2400) is exact: float32 patches alone are not."""
     from transformers import Qwen2VLImageProcessorPil

@@ -54,6 +54,7 @@ def test_source_pairs_are_split_by_scene():
         assert ir.shape[0] == 1 and vis.shape[0] == 3 and ir.shape[1:] == vis.shape[1:] and max(ir.shape) == 64
 
 
+@pytest.mark.slow
 @needs_vifb
 def test_example_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
     """The example script, a few steps of each stage on small crops: results, table and figure are written, the
@@ -82,6 +83,7 @@ def test_example_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
     assert (output / "table.md").read_text().count("\n") == 5  # header, rule, three networks
 
 
+@pytest.mark.slow
 @needs_vifb
 def test_the_example_is_deterministic_whatever_ran_before_and_whatever_the_core_count(tmp_path):
     """Issue 25: the README's table was not reproduced. The same settings give the same numbers (the thread count is a

@@ -150,6 +150,7 @@ def test_a_pickled_weights_file_is_never_executed(saved_tiny_model, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_pickle_loading_anywhere_in_the_project():
     unsafe = []
     for path in project_python_files(include_tests=True):

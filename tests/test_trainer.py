@@ -422,6 +422,7 @@ def test_help_lists_fuscore_options_first_in_groups(capsys):
     assert text.index("--learning_rate") > stock and text.index("--per_device_train_batch_size") > stock
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_under_output_dir_with_the_evaluation_before_training_as_eval(tmp_path, monkeypatch):
     """Issue 25: the evaluation before training and the first training curves went to ./runs of the working folder,
     and the pre-training metrics were filed under train/. Everything goes under output_dir; step 0's evaluation is
@@ -445,6 +446,7 @@ def test_tensorboard_logs_under_output_dir_with_the_evaluation_before_training_a
     assert [event.step for event in events.Scalars("train/loss")] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_real_images_with_synthetic_labels_are_labelled_truthfully_in_the_table_and_the_model(tmp_path):
     """Issue 25: `save_imagefolder(..., synthetic=True)` on real (VIFB) images wrote a card saying the images "were
     generated procedurally by fuscore_data.synthetic"; a model trained on that table got `"synthetic": false` and no
