@@ -289,6 +289,7 @@ def test_pasted_image_is_read_from_its_data_url(served_app, files):
     assert "not valid base64 image data" in call("data:image/png;base64,@@@")
 
 
+@pytest.mark.slow
 def test_uploads_over_the_size_limit_are_refused_by_the_server(app_module, tiny_model, tmp_path):
     import httpx
 

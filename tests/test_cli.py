@@ -268,6 +268,7 @@ def test_rank_folder_with_classical_metrics_and_labels(saved_model, fusion_bench
     assert table[0]["method"] in report
 
 
+@pytest.mark.slow
 def test_rank_manifest_and_vifb_layout(saved_model, fusion_benchmark, tmp_path):
     folder = saved_model[0]
     manifest_dir = tmp_path / "vifb"

@@ -117,6 +117,7 @@ def test_every_batch_holds_whole_source_pairs_and_each_epoch_every_scene_once(re
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", [3, 7])
 def test_resuming_mid_epoch_continues_the_same_batches_to_the_same_weights(reference, tmp_path, step):
     checkpoint = reference["output_dir"] / f"checkpoint-{step}"
@@ -229,6 +230,7 @@ def _assert_same_update(a: dict, b: dict):
     assert worst <= 1e-5 * scale + 1e-8, f"updates differ by {worst:.3g} (largest update {scale:.3g})"
 
 
+@pytest.mark.slow
 def test_accumulating_two_half_batches_equals_one_full_batch(two_scenes, tmp_path):
     # The distributional term is a mean over images, so two halves of 4 average to the batch of 8 exactly; the
     # Thurstone terms look at pairs of images, which two halves cannot see across, so they are off here.

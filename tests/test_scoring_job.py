@@ -125,6 +125,7 @@ def test_folder_to_parquet_loads_with_datasets_and_equals_model_score(models, lo
     assert {"torch", "transformers", "datasets", "pyarrow", "python"} <= set(metadata["versions"])
 
 
+@pytest.mark.slow
 def test_stopped_run_resumes_with_the_same_settings_and_refuses_others(models, tmp_path, capsys):
     paths = _write_images(tmp_path / "images", 10)
     bad = tmp_path / "images" / "zz_truncated.png"
