@@ -16,8 +16,8 @@ Function-scoped: random_images (8 uint8 arrays of different sizes).
 Helpers: run_clean_python (a fresh interpreter without the project, as for a Hub user: only where a fresh process is
 what is tested), load_saved, MODEL_CODE_FILES, PROJECT_MODULES.
 
-Under pytest-xdist (`-n auto`) the tests are distributed by file (each file's module fixtures are built once, on one
-worker) and each worker runs torch with its share of the cores (one thread per worker on a 2-core machine), since
+Under pytest-xdist (`-n auto`) the tests are distributed by work stealing (heaviest files first) and each worker runs
+torch with its share of the cores (one thread per worker on a 2-core machine), since
 tiny-model ops on oversubscribed cores spend most of their time waiting.
 """
 
@@ -41,14 +41,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`-n N` without `--dist`: whole files to each worker (a file's module fixtures, such as a reference training,
-    are then built once instead of once per worker, and a worker imports gradio only if it runs the app's tests),
-    in the order the workers collected them (heaviest first: see pytest_collection_modifyitems)."""
+    """`-n N` without `--dist`: work stealing (each worker starts with a contiguous share, heaviest files first, see
+    pytest_collection_modifyitems, and an idle worker takes tests from a busy one). The whole suite on the idle 2-core
+    machine (fresh clone and venv, 2026-12-06): 7 min 28 s, against 8 min 50 s with whole files per worker, whose
+    last long file ran alone while the other worker idled."""
     if config.getvalue("dist") == "load":
-        from xdist.scheduler import LoadFileScheduling
+        from xdist.scheduler import WorkStealingScheduling
 
-        config.option.loadscopereorder = False
-        return LoadFileScheduling(config, log)
+        return WorkStealingScheduling(config, log)
     return None
 
 

@@ -496,7 +496,8 @@ def test_sigkill_mid_way_then_relaunch_gives_every_item_exactly_once(models, tmp
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_the_chunks_and_says_how_to_go_on(models, tmp_path):
-    _write_images(tmp_path / "images", 90)
+    # Enough images that the job cannot finish between its third chunk and the signal (90 did on an idle machine).
+    _write_images(tmp_path / "images", 400)
     output = tmp_path / "scores.parquet"
     command = [sys.executable, "-m", "fuscore", "score", str(tmp_path / "images"), "--model", str(models[0]),
                "--dimensions", "overall", "--chunk-size", "1", "--output", str(output)]
@@ -511,7 +512,7 @@ def test_ctrl_c_keeps_the_chunks_and_says_how_to_go_on(models, tmp_path):
     assert "interrupted" in stderr and "items scored so far are kept" in stderr and "run the same command to go on" in stderr and "Traceback" not in stderr
     assert len(list(parts.glob("part-*.parquet"))) >= 3
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
-    assert result.returncode == 0 and len(_rows(output)) == 90
+    assert result.returncode == 0 and len(_rows(output)) == 400
 
 
 # ------------------------------------------------------------------------------------------- reliability (issue 26)
