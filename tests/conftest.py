@@ -54,8 +54,8 @@ def pytest_xdist_make_scheduler(config, log):
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """Under xdist, the files with the most work first (a `slow` test takes 5 s or more, another a fraction of a
-    second), so that no long file starts last while the other workers have finished; a file's tests keep their order."""
+    """Under xdist, the files with the most work first (a `slow` test takes a second or more, another a fraction
+    of one), so that no long file starts last while the other workers have finished; a file's tests keep their order."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     cost = {}
