@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 python trainer_fuscore.py --config configs/demo_pretrain.yaml
 python trainer_fuscore.py --config configs/demo_pretrain_stage2.yaml
 python trainer_fuscore.py --config configs/demo_pretrain_stage3_maps.yaml
-# Replaced whole or not at all; its remote-code files are links to the checkout's modules (never stale), so
-# AutoModel.from_pretrained("fuscore/demo_model", trust_remote_code=True) works in any process.
-python -c "from fuscore.hub import copy_model_folder; copy_model_folder('outputs/demo_pretrain_stage3_maps/final', 'fuscore/demo_model', overwrite=True, code='link')"
+# Replaced whole or not at all, without the remote-code files (the checkout's classes load the demo model;
+# save_pretrained and fuscore export write the code into the folders they make).
+python -c "from fuscore.hub import copy_model_folder; copy_model_folder('outputs/demo_pretrain_stage3_maps/final', 'fuscore/demo_model', overwrite=True, code=False)"
 echo "fuscore/demo_model replaced; held-out metrics in fuscore/demo_model/fuscore_eval.json"

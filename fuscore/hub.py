@@ -25,8 +25,6 @@ from fuscore.atomic import AtomicWriteError, atomic_folder, write_text
 PathLike = Union[str, os.PathLike]
 DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
 """The shipped synthetic-trained demo checkpoint (installed with the package): the one definition of its path."""
-CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
-"""Where the remote-code modules (`*_fuscore.py`) of this checkout or installation live."""
 # What `save_pretrained` writes into a model folder that the code files do not cover.
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
@@ -132,44 +130,24 @@ def save_model_folder(model, target: PathLike, *, overwrite: bool = False, **sav
     return Path(target)
 
 
-def copy_model_folder(source: PathLike, target: PathLike, *, overwrite: bool = False,
-                      code: Union[bool, str] = True) -> Path:
-    """Copies a complete model folder to `target`, whole or not at all.
+def copy_model_folder(source: PathLike, target: PathLike, *, overwrite: bool = False, code: bool = True) -> Path:
+    """Copies a complete model folder to `target`, whole or not at all; without `code`, leaves out the remote-code
+    files and the `auto_map` that points at them (the shipped demo model is loaded with the checkout's classes, and
+    `fuscore export` writes the code into the folder it makes: one code path).
 
-    Args:
-        code: `True` copies the remote-code files; `False` leaves them out, with the `auto_map` that points at them
-            (a folder only the checkout's classes load); `"link"` writes each code file as a relative symbolic link
-            to the module of the same name in this checkout, so the folder loads with `trust_remote_code=True` in any
-            process and its code never goes stale. The shipped demo model is copied with `"link"`.
-
-    bash: python -c "from fuscore.hub import copy_model_folder; copy_model_folder('outputs/x/final', 'fuscore/demo_model', overwrite=True, code='link')"
+    bash: python -c "from fuscore.hub import copy_model_folder; copy_model_folder('outputs/x/final', 'fuscore/demo_model', overwrite=True, code=False)"
     """
-    if code not in (True, False, "link"):
-        raise ValueError(f"code must be True, False or 'link', got {code!r}.")
     source = check_model_folder(source)
-    target = Path(target)
     with writing_model_folder(target, overwrite=overwrite) as staging:
         for path in sorted(source.iterdir()):
-            if not path.is_file():
-                continue
-            if not path.name.endswith(CODE_FILE_SUFFIX):
-                shutil.copy2(path, staging / path.name)
-            elif code == "link":
-                module = CHECKOUT_ROOT / path.name
-                if not module.is_file():
-                    raise FileNotFoundError(f"{path.name} (a code file of {source}) has no module in {CHECKOUT_ROOT} "
-                                            "to link to.")
-                # Relative to the folder that holds the link; the staging folder sits beside the target, at the
-                # same depth, so the link resolves the same after the rename.
-                (staging / path.name).symlink_to(os.path.relpath(module, target.resolve()))
-            elif code:
+            if path.is_file() and not (not code and path.name.endswith(CODE_FILE_SUFFIX)):
                 shutil.copy2(path, staging / path.name)
         if not code:
             for name in ("config.json", PROCESSOR_FILE, TOKENIZER_FILES[0]):
                 config = _read_json(staging / name)
                 if _drop_auto_maps(config):
                     write_text(staging / name, json.dumps(config, indent=2, sort_keys=True) + "\n")
-    return target
+    return Path(target)
 
 
 def _drop_auto_maps(config: dict) -> bool:

@@ -3,8 +3,6 @@ trainer's final save) renames a folder into place only once it is complete, turn
 included) into one error naming the folder, and leaves what was there before untouched."""
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,23 +82,6 @@ def test_an_existing_folder_needs_overwrite(model, tmp_path):
     target = save_model_folder(model, tmp_path / "final")
     with pytest.raises(FileExistsError, match="already exists"):
         save_model_folder(model, target)
-
-
-def test_a_linked_copy_points_its_code_files_at_the_checkouts_modules(model, tmp_path):
-    from fuscore.hub import CHECKOUT_ROOT
-
-    source = save_model_folder(model, tmp_path / "final")
-    linked = copy_model_folder(source, tmp_path / "linked", code="link")
-    code_files = sorted(linked.glob("*.py"))
-    assert [path.name for path in code_files] == sorted(path.name for path in source.glob("*.py"))
-    for path in code_files:
-        assert path.is_symlink() and not Path(os.readlink(path)).is_absolute()
-        assert path.resolve() == (CHECKOUT_ROOT / path.name).resolve()
-    assert json.loads((linked / "config.json").read_text())["auto_map"] == json.loads((source / "config.json").read_text())["auto_map"]
-    check_model_folder(linked)
-    with pytest.raises(ValueError, match="code must be True, False or 'link'"):
-        copy_model_folder(source, tmp_path / "other", code="copy")
-    assert not (tmp_path / "other").exists()
 
 
 def test_the_demo_copy_drops_the_code_and_its_auto_map(model, tmp_path):

@@ -815,8 +815,7 @@ def test_one_dimension_check_for_every_caller():
 
 def test_the_auto_classes_load_the_code_free_demo_in_process():
     """With the project's classes registered (importing modeling_fuscore does it), AutoModel and AutoProcessor load
-    the shipped demo folder with those classes in-process, with or without trust_remote_code (a clean process loads
-    its linked code files: tests/test_export.py)."""
+    the shipped demo folder, which has no code files, with those classes, with or without trust_remote_code."""
     from conftest import REPO_ROOT
     from transformers import AutoModel, AutoProcessor
 

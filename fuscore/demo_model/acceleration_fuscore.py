@@ -1,1 +1,0 @@
-../../acceleration_fuscore.py

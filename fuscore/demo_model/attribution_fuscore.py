@@ -1,1 +1,0 @@
-../../attribution_fuscore.py

@@ -1,1 +1,0 @@
-../../comparison_fuscore.py

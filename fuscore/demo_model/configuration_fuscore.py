@@ -1,1 +1,0 @@
-../../configuration_fuscore.py

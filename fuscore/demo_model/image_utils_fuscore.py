@@ -1,1 +1,0 @@
-../../image_utils_fuscore.py

@@ -1,1 +1,0 @@
-../../processing_fuscore.py
