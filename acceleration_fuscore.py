@@ -2,14 +2,16 @@
 """FuScore's acceleration machinery: what makes `FuScoreForQuality` fast, kept apart from what it computes.
 
 This file is Hub remote code, imported by `modeling_fuscore.py` and written into every saved folder beside it; it
-imports only the standard library, torch and transformers. It holds:
+imports only the standard library, torch, transformers and its sibling `float8_fuscore.py` (the float8 blocks). It
+holds:
 
 - the packed vision attention (`packed_vision_attention`, one custom operator per copy of this file) and the patch
   embedding computed as the matrix product it is (`PatchConv3d`), installed on a model's vision tower by
   `prepare_vision_tower`, and the tower's inputs precomputed where the image grid is (`vision_tower_inputs`);
 - the decoder's attention mask for right-padded batches (`decoder_attention_mask`) and the FSDP gather of the LM
   head (`full_weight`);
-- regional compilation (`compile_blocks`), float8 scoring (`quantize_fp8`) and activation checkpointing with
+- regional compilation (`compile_blocks`), float8 scoring (`quantize_fp8`: the fused float8 blocks of
+  `float8_fuscore.py`, torchao for other decoder layers) and activation checkpointing with
   selective policies or a compiler memory budget (`CHECKPOINTING_POLICIES`, `check_checkpointing_settings`,
   `set_block_checkpointing`).
 
@@ -27,6 +29,11 @@ import torch.utils.checkpoint
 from torch import nn
 from transformers import AttentionInterface
 from transformers.modeling_layers import GradientCheckpointingLayer
+
+try:
+    from .float8_fuscore import convert_decoder_layer, convert_vision_block
+except ImportError:  # a checkout or an installed FuScore: the siblings are top-level modules
+    from float8_fuscore import convert_decoder_layer, convert_vision_block
 
 
 # ---------------------------------------------------------------------------------------------------- vision tower
@@ -226,20 +233,37 @@ def _fp8_unsupported_reason(weight: torch.Tensor) -> Optional[str]:
     return None
 
 
-def quantize_fp8(layers: nn.Module) -> bool:
-    """Quantizes the linear layers of the decoder `layers` to row-wise dynamic float8 in place
-    (`FuScoreForQuality.quantize_fp8` documents it); `False`, with a warning saying why, where it cannot run."""
-    if getattr(layers, "_fuscore_fp8", False):
-        return True
+def quantize_fp8(model: nn.Module, vision_tower: bool = True) -> bool:
+    """Row-wise float8 scoring for a Qwen-VL base `model` in place (`FuScoreForQuality.quantize_fp8` documents it):
+    the decoder layers, and with `vision_tower` the vision blocks, that `float8_fuscore` knows get its fused float8
+    path; other decoder layers get torchao's row-wise dynamic float8 on their linear layers. `False`, with a warning
+    saying why, where float8 cannot run."""
+    layers = model.language_model.layers
     reason = _fp8_unsupported_reason(next(layers.parameters()))
-    if reason is None:
-        try:
-            from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
-        except Exception as error:  # not installed, or built for another torch
-            reason = (f"torchao could not be imported ({type(error).__name__}: {error}); install it with "
-                      "`pip install torchao` (0.17 tested)")
     if reason is not None:
         warnings.warn(f"FP8 scoring is not available: {reason}. The model keeps its bf16 path.", stacklevel=3)
+        return False
+    others = [layer for layer in layers if not convert_decoder_layer(layer)]
+    if vision_tower:
+        for block in model.visual.blocks:
+            convert_vision_block(block)  # a block of another kind keeps bf16
+    if others and not _quantize_with_torchao(others):
+        return False
+    return True
+
+
+def _quantize_with_torchao(layers: list) -> bool:
+    """torchao's row-wise dynamic float8 on the linear layers of decoder `layers` that `float8_fuscore` does not know
+    (Qwen2-VL and Qwen2.5-VL's, Qwen3.5's); `False`, with a warning, without torchao."""
+    layers = [layer for layer in layers if not getattr(layer, "_fuscore_fp8", False)]
+    if not layers:
+        return True
+    try:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+    except Exception as error:  # not installed, or built for another torch
+        warnings.warn(f"FP8 scoring is not available for {type(layers[0]).__name__}: torchao could not be imported "
+                      f"({type(error).__name__}: {error}); install it with `pip install torchao` (0.17 tested). "
+                      "Those layers keep their bf16 path.", stacklevel=4)
         return False
     # A row's scale is its largest |value| / 448, so an all-zero row would quantize as 0/0 = NaN: the lower bound
     # keeps padding tokens (a zero embedding) finite, which would otherwise reach every real token of their row
@@ -248,9 +272,10 @@ def quantize_fp8(layers: nn.Module) -> bool:
     # in the process (and lengthen compilation with coordinate-descent tuning).
     config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), activation_value_lb=1e-12,
                                                        set_inductor_config=False)
-    quantize_(layers, config, filter_fn=lambda module, name: isinstance(module, nn.Linear)
-              and not bool(module.weight.detach().abs().amax(-1).eq(0).any()))
-    layers._fuscore_fp8 = True
+    for layer in layers:
+        quantize_(layer, config, filter_fn=lambda module, name: isinstance(module, nn.Linear)
+                  and not bool(module.weight.detach().abs().amax(-1).eq(0).any()))
+        layer._fuscore_fp8 = True
     return True
 
 

@@ -455,30 +455,36 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         compile_blocks(self.model, vision_tower, dynamic=dynamic, **compile_kwargs)
         return self
 
-    def quantize_fp8(self) -> bool:
+    def quantize_fp8(self, vision_tower: bool = True) -> bool:
         """Opt-in float8 scoring on GPUs of compute capability 8.9 or later (Hopper: H100, H200; Ada).
 
-        The linear layers of the language model's decoder are quantized in place with torchao's row-wise dynamic
-        float8 (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`: e4m3 weights with one scale per
-        output row, activations quantized per row at run time). The vision tower, the embeddings and the LM head keep
-        their bf16 weights (`forward` reads the five level rows of the LM head directly). The speed comes with
-        `compile_blocks` (call either first): eager float8 is no faster than bf16, because the per-row activation
-        quantization runs as separate kernels until it is fused. `benchmarks/bench_fp8.py` measures speed and
-        fidelity; scores differ from the bf16 ones by more than bf16 rounding, so compare rankings, not digits.
+        Row-wise dynamic float8 (e4m3): every weight row and every activation row gets its own scale, and the matrix
+        products run as `torch._scaled_mm` at twice the bf16 rate. Qwen3-VL's and Qwen3.5's vision blocks (with
+        `vision_tower`) and Qwen3-style decoder layers (Qwen3-VL) take the fused path of `float8_fuscore.py`: the
+        activation quantization is done by the normalisation or activation kernel before each product, not by a pass of
+        its own. Other decoder layers (Qwen2-VL, Qwen2.5-VL, Qwen3.5) get torchao's row-wise dynamic float8
+        (`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`). The patch embedding, the mergers, the
+        embeddings and the LM head stay bf16 (`forward` reads the five level rows of the LM head directly). The float8
+        weights are kept beside the bf16 ones (one byte per weight more): training, gradients (`explain`) and
+        generation with a cache run the bf16 blocks. The speed comes with `compile_blocks` (call either first).
+        `benchmarks/bench_fp8.py` measures speed and fidelity; scores differ from the bf16 ones by more than bf16
+        rounding, so compare rankings, not digits.
 
-        On the CPU, on an older GPU, with weights that are not bfloat16 or without torchao (tested with 0.17), the
-        model keeps its bf16 path and a warning says why. Calling it again is a no-op. Quantization is for scoring
-        only (the float8 weights do not train).
+        On the CPU, on an older GPU, with weights that are not bfloat16, or for layers torchao would take without
+        torchao installed (tested with 0.17), the model keeps its bf16 path and a warning says why. Calling it again
+        is a no-op (or adds the vision blocks).
 
-        To load a checkpoint directly in float8, transformers' own route does the same to the same layers:
-        `from_pretrained(folder, dtype=torch.bfloat16, device_map="cuda", quantization_config=TorchAoConfig(
-        Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), modules_to_not_convert=["lm_head",
-        "model.visual"]))`. This method is for a model already in memory (one built at random init, or loaded bf16).
+        To load a checkpoint directly in float8, transformers' own route quantizes the decoder's linear layers with
+        torchao (unfused): `from_pretrained(folder, dtype=torch.bfloat16, device_map="cuda",
+        quantization_config=TorchAoConfig(Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
+        modules_to_not_convert=["lm_head", "model.visual"]))`. This method is for a model already in memory.
 
+        Args:
+            vision_tower: quantize the vision blocks too.
         Returns:
             `True` when the decoder computes in float8 (from this call or an earlier one), `False` when it keeps bf16.
         """
-        return quantize_fp8(self.model.language_model.layers)
+        return quantize_fp8(self.model, vision_tower=vision_tower)
 
     def _prepare_vision_tower(self) -> None:
         """The packed vision attention and the patch matmul on the vision tower (`prepare_vision_tower`)."""

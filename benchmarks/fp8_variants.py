@@ -1,27 +1,30 @@
-"""What each float8 choice buys and costs, one at a time (issue 19, target 2): the ablation behind `bench_fp8.py`.
+"""What each float8 choice buys and costs, one at a time (issues 19 and 31): the ablation behind `bench_fp8.py`.
 
     python benchmarks/fp8_variants.py --output fp8_variants.json        # on a GPU of compute capability 8.9+ (~6 min)
+    python benchmarks/fp8_variants.py --parts kernels                   # the fused kernels alone (~1 min)
     python benchmarks/fp8_variants.py --tiny                            # on a CPU, float8 emulated: the code paths
 
-Variants (torchao's row-wise dynamic float8, `Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`, the
-configuration `FuScoreForQuality.quantize_fp8` applies, on different sets of linear layers and settings):
+Part `kernels` (GPU): each Triton kernel of `float8_fuscore.py` at the shapes of a 64-image batch of 448 px at 8B
+(vision rows 1,152 and 4,304 wide, decoder rows 4,096 and 2 x 12,288), against its plain-torch twin (relative error
+of the dequantized rows, scale error) and timed (`triton.testing.do_bench`, median), with the bytes it must move and
+the rate that gives; beside it the bf16 kernel it replaces (the norm or activation alone) and the unfused
+quantization (`torch.compile` of the twin, which is what torchao's path ran); and `torch._scaled_mm` with and without
+the bias in its epilogue.
 
-  * `decoder`: the decoder's linear layers (what `quantize_fp8` does; the row `bf16` is the same model unquantized);
-  * `decoder_mlp`: the decoder's MLP only (gate, up, down), its attention projections in bf16;
-  * `decoder_vision_blocks`: the decoder and the vision blocks' linear layers (attention and MLP), the patch
-    mergers in bf16;
-  * `decoder_vision_all`: the decoder and every linear layer of the vision tower, mergers included;
-  * `decoder_exact_accum`: `decoder` with `Float8MMConfig(use_fast_accum=False)` (Hopper's fp8 tensor cores then
-    promote the accumulator to fp32 as they go);
-  * `decoder_inductor_config`, `decoder_vision_blocks_inductor_config` (last, since they change the process's
-    compiler settings): torchao's recommended inductor settings (`set_inductor_config=True`: coordinate-descent
-    tuning of the generated kernels).
+Variants (part `speed`, and `fidelity` for those whose numerics differ):
+
+  * `torchao_decoder`: torchao's row-wise dynamic float8 (`Float8DynamicActivationFloat8WeightConfig(
+    granularity=PerRow())`) on the decoder's linear layers: what `quantize_fp8` did before the fused blocks;
+  * `torchao_decoder_vision_blocks`: the same on the vision blocks' linear layers too;
+  * `fused_decoder`: `quantize_fp8(vision_tower=False)`, the fused float8 decoder layers of `float8_fuscore.py`;
+  * `fused`: `quantize_fp8()`, the fused decoder layers and vision blocks (what `score(fp8=True)` runs).
 
 Per variant, at real size (Qwen3-VL-8B architecture at random init, 448 px JPEGs, batch 64, prepared batches,
 compiled blocks): the model-only rate, the compile time, the level logits' relative error against bf16, and a
-profile of one batch (device time in bf16 and float8 matmuls, attention and the rest, with the fifteen costliest
-kernels; inductor's fused kernels that take an amax count as activation quantization). Then, on trained weights, the shipped demo model over VIFB's fused images (eager, every dimension) with
-the variants that change numerics: SRCC against its bf16 scores and the largest |difference|.
+profile of one batch (device time in bf16 and float8 matmuls, attention, quantization and the rest, with the fifteen
+costliest kernels: inductor's fused kernels that take an amax and the fused norm/activation kernels count as
+quantization). Then, on trained weights, the shipped demo model over VIFB's fused images (eager, every dimension):
+SRCC against its bf16 scores and the largest |difference|.
 """
 
 import argparse
@@ -50,46 +53,40 @@ from fuscore.atomic import write_text  # noqa: E402
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
 from scoring_fuscore import to_device  # noqa: E402
 
-# name: (decoder layers: "all" / "mlp", vision tower: None / "blocks" / "all", fast accumulation, torchao's inductor settings)
+# name: (how the decoder is quantized, how the vision blocks are: None / "torchao" / "fused")
 VARIANTS = {
-    "decoder": ("all", None, True, False),
-    "decoder_mlp": ("mlp", None, True, False),
-    "decoder_vision_blocks": ("all", "blocks", True, False),
-    "decoder_vision_all": ("all", "all", True, False),
-    "decoder_exact_accum": ("all", None, False, False),
-    "decoder_inductor_config": ("all", None, True, True),
-    "decoder_vision_blocks_inductor_config": ("all", "blocks", True, True),
+    "torchao_decoder": ("torchao", None),
+    "torchao_decoder_vision_blocks": ("torchao", "torchao"),
+    "fused_decoder": ("fused", None),
+    "fused": ("fused", "fused"),
 }
-# The variants whose numerics differ (the inductor settings change kernels, not what is quantized).
-FIDELITY_VARIANTS = ("decoder", "decoder_mlp", "decoder_vision_blocks", "decoder_vision_all", "decoder_exact_accum")
+FIDELITY_VARIANTS = tuple(VARIANTS)
 
 
 def quantize_variant(model, name: str) -> None:
-    """Quantizes `model` in place as variant `name` (`decoder` through `model.quantize_fp8()` itself)."""
-    from torchao.float8.inference import Float8MMConfig
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
-
-    decoder, vision, fast_accum, inductor = VARIANTS[name]
-    if (decoder, vision, fast_accum, inductor) == ("all", None, True, False):
-        if not model.quantize_fp8():
+    """Quantizes `model` in place as variant `name` (the fused ones through `model.quantize_fp8` itself)."""
+    decoder, vision = VARIANTS[name]
+    if decoder == "fused":
+        if not model.quantize_fp8(vision_tower=vision == "fused"):
             raise SystemExit("quantize_fp8 kept bf16 here")
         return
-    config = Float8DynamicActivationFloat8WeightConfig(
-        granularity=PerRow(), activation_value_lb=1e-12, set_inductor_config=inductor,
-        mm_config=Float8MMConfig(use_fast_accum=fast_accum))
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
-    def linear(module):  # as quantize_fp8: a layer with an all-zero weight row stays in bf16
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), activation_value_lb=1e-12,
+                                                       set_inductor_config=False)
+
+    def linear(module):  # as the torchao path of quantize_fp8: a layer with an all-zero weight row stays in bf16
         return isinstance(module, torch.nn.Linear) and not bool(module.weight.detach().abs().amax(-1).eq(0).any())
 
-    quantize_(model.model.language_model.layers, config,
-              filter_fn=lambda module, fqn: linear(module) and (decoder == "all" or ".mlp." in f".{fqn}"))
+    quantize_(model.model.language_model.layers, config, filter_fn=lambda module, fqn: linear(module))
     if vision:
-        quantize_(model.model.visual, config,
-                  filter_fn=lambda module, fqn: linear(module) and (vision == "all" or fqn.startswith("blocks.")))
+        quantize_(model.model.visual, config, filter_fn=lambda module, fqn: linear(module) and fqn.startswith("blocks."))
 
 
 def classify(name: str) -> str:
     name = name.lower()
+    if "norm_quant" in name or "act_quant" in name:  # float8_fuscore's fused kernels (norm or activation included)
+        return "quantize"
     if name.startswith("triton"):  # inductor's fused kernels; those taking an amax quantize activations to float8
         return "quantize" if "amax" in name else "other"
     if any(key in name for key in ("gemm", "nvjet", "cutlass", "sm90_xmma", "cublas", "scaled_mm")):
@@ -118,6 +115,106 @@ def profile_batch(model, batch, device) -> dict:
     top = sorted(kernels.items(), key=lambda item: -item[1])[:15]
     return {"wall_seconds": seconds, **{f"{key}_fraction": value / seconds for key, value in classes.items()},
             "top_kernels": [[name[:120], time_s / seconds] for name, time_s in top]}
+
+
+# (what, rows, columns, kind): a 64-image batch of 448 px at 8B has 50,176 vision rows and 14,656 decoder rows.
+KERNEL_CASES = [
+    ("vision LayerNorm + quantize", 50176, 1152, "layer_norm"),
+    ("vision add + LayerNorm + quantize", 50176, 1152, "add_layer_norm"),
+    ("vision GELU + quantize", 50176, 4304, "gelu_tanh"),
+    ("vision attention output quantize", 50176, 1152, "identity"),
+    ("decoder RMSNorm + quantize", 14656, 4096, "rms_norm"),
+    ("decoder add + RMSNorm + quantize", 14656, 4096, "add_rms_norm"),
+    ("decoder SiLU(gate) * up + quantize", 14656, 12288, "silu_mul"),
+    ("decoder attention output quantize", 14656, 4096, "identity"),
+]
+# (what, M, K, N): the vision qkv and the decoder's gate/up products of the same batch.
+SCALED_MM_CASES = [("vision qkv", 50176, 1152, 3456), ("decoder gate/up", 14656, 4096, 24576)]
+
+
+def kernels_part(args, device, results: dict) -> None:
+    """The fused kernels against their plain-torch twins, and their speed against what they replace."""
+    import float8_fuscore as f8
+    from triton.testing import do_bench
+
+    bench = lambda fn: do_bench(fn, warmup=25, rep=200, return_mode="median") / 1e3  # noqa: E731 (seconds)
+    big = torch.randn(256 * 2**20 // 2, device=device, dtype=torch.bfloat16)
+    copy_seconds = bench(lambda: big.clone())
+    bandwidth = 2 * big.numel() * 2 / copy_seconds
+    results["kernels"] = {"copy_bandwidth_gb_s": bandwidth / 1e9, "cases": {}, "scaled_mm": {}}
+    print(f"device-to-device copy: {bandwidth / 1e9:.0f} GB/s (read + write)", flush=True)
+    generator = torch.Generator(device=device).manual_seed(0)
+    for what, rows, columns, kind in KERNEL_CASES:
+        width = 2 * columns if kind == "silu_mul" else columns
+        x = torch.randn(rows, width, device=device, generator=generator).mul_(2).to(torch.bfloat16)
+        x[::97, ::31] *= 40  # outliers, as real activations have
+        residual = torch.randn(rows, columns, device=device, generator=generator).to(torch.bfloat16)
+        weight = (1 + 0.1 * torch.randn(columns, device=device, generator=generator)).to(torch.bfloat16)
+        bias = (0.1 * torch.randn(columns, device=device, generator=generator)).to(torch.bfloat16)
+        rms = "rms" in kind
+        add = kind.startswith("add")
+        if "norm" in kind:
+            kwargs = dict(weight=weight, bias=None if rms else bias, eps=1e-6, rms=rms, residual=residual if add else None)
+            fused = lambda: f8.norm_quant(x, **kwargs)  # noqa: E731
+            twin = lambda: f8.norm_quant_reference(x, kwargs["residual"], weight, kwargs["bias"], 1e-6, rms)  # noqa: E731
+            if rms:
+                alone = lambda: (x + residual if add else x).float().pow(2).mean(-1, keepdim=True)  # noqa: E731
+            else:
+                alone = lambda: torch.nn.functional.layer_norm(x + residual if add else x, (columns,), weight, bias, 1e-6)  # noqa: E731
+        else:
+            fused = lambda: f8.act_quant(x, kind)  # noqa: E731
+            twin = lambda: f8.act_quant_reference(x, kind)  # noqa: E731
+            alone = {"gelu_tanh": lambda: torch.nn.functional.gelu(x, approximate="tanh"),
+                     "silu_mul": lambda: torch.nn.functional.silu(x[:, :columns]) * x[:, columns:],
+                     "identity": lambda: x.clone()}[kind]
+        output, reference = fused(), twin()
+        dequantized = output[0].float() * output[1]
+        expected = reference[0].float() * reference[1]
+        row = {"rows": rows, "columns": columns,
+               "dequantized_rel_error": float((dequantized - expected).norm() / expected.norm()),
+               "scale_rel_error_max": float(((output[1] - reference[1]).abs() / reference[1]).max()),
+               "finite": bool(torch.isfinite(dequantized).all())}
+        if add:
+            row["residual_sum_max_abs_diff"] = float((output[2].float() - reference[2].float()).abs().max())
+        # Bytes it must move: its input (and residual) read, float8 rows and scales written (and the sum).
+        moved = x.numel() * 2 + rows * columns + rows * 4 + (2 * rows * columns * 2 if add else 0)
+        row["fused_seconds"] = bench(fused)
+        row["fused_gb_s"] = moved / row["fused_seconds"] / 1e9
+        row["bf16_alone_seconds"] = bench(alone)
+        compiled_twin = torch.compile(twin, dynamic=False)
+        compiled_twin()
+        row["compiled_twin_seconds"] = bench(compiled_twin)
+        results["kernels"]["cases"][what] = row
+        print(f"{what} [{rows} x {columns}]: rel error {row['dequantized_rel_error']:.1e}, scale {row['scale_rel_error_max']:.1e}; "
+              f"fused {row['fused_seconds'] * 1e3:.3f} ms ({row['fused_gb_s']:.0f} GB/s), the bf16 op alone "
+              f"{row['bf16_alone_seconds'] * 1e3:.3f} ms, compiled twin (unfused quantization) "
+              f"{row['compiled_twin_seconds'] * 1e3:.3f} ms", flush=True)
+        if not row["finite"] or row["dequantized_rel_error"] > 2e-2:
+            raise SystemExit(f"{what}: the fused kernel does not match its twin")
+    for what, m, k, n in SCALED_MM_CASES:
+        a = torch.randn(m, k, device=device, generator=generator).to(torch.bfloat16)
+        w = torch.randn(n, k, device=device, generator=generator).to(torch.bfloat16) / k**0.5
+        linear = torch.nn.Linear(k, n, device=device, dtype=torch.bfloat16)
+        linear.weight.data.copy_(w)
+        holder = f8.Float8Weight(linear)
+        qa, sa = f8.act_quant(a, "identity")
+        with_bias = lambda: holder(qa, sa, torch.bfloat16)  # noqa: E731
+        bias, holder.bias = holder.bias, None
+        without = holder(qa, sa, torch.bfloat16)
+        holder.bias = bias
+        error = float(((with_bias() - without).float() - bias.float()).abs().max())
+        row = {"with_bias_seconds": bench(with_bias), "bias_epilogue_max_abs_error": error,
+               "bf16_seconds": bench(lambda: torch.nn.functional.linear(a, w, linear.bias))}
+        holder.bias = None
+        row["without_bias_seconds"] = bench(lambda: holder(qa, sa, torch.bfloat16))
+        holder.bias = bias
+        flop = 2 * m * k * n
+        row.update(fp8_tflops=flop / row["with_bias_seconds"] / 1e12, bf16_tflops=flop / row["bf16_seconds"] / 1e12)
+        results["kernels"]["scaled_mm"][what] = row
+        print(f"_scaled_mm {what} [{m} x {k} x {n}]: {row['with_bias_seconds'] * 1e3:.3f} ms with bias "
+              f"({row['fp8_tflops']:.0f} TFLOP/s), {row['without_bias_seconds'] * 1e3:.3f} ms without, bf16 "
+              f"{row['bf16_seconds'] * 1e3:.3f} ms ({row['bf16_tflops']:.0f} TFLOP/s); bias error {error:.2e}", flush=True)
+    args.save()
 
 
 def speed_part(args, device, results: dict) -> None:
@@ -206,7 +303,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="toy size on the CPU, float8 emulated (checks the code paths)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, in this order")
-    parser.add_argument("--parts", default="fidelity,speed")
+    parser.add_argument("--parts", default="kernels,fidelity,speed")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=8, help="prepared batches timed per round")
     parser.add_argument("--rounds", type=int, default=2)
@@ -236,6 +333,8 @@ def main():
     emulation = cpu_float8_emulation() if device.type == "cpu" else contextlib.nullcontext()
     with emulation, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
+        if "kernels" in args.parts and device.type == "cuda":
+            kernels_part(args, device, results)
         if "fidelity" in args.parts:
             fidelity_part(args, device, results)
         if "speed" in args.parts:

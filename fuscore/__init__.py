@@ -1,9 +1,9 @@
 # Copyright 2026 The FuScore authors. Apache-2.0.
 """FuScore's library: everything that is not Hub remote code (DESIGN.md section 5).
 
-The Hub layer (the top-level `configuration_fuscore`, `modeling_fuscore`, `acceleration_fuscore`, `processing_fuscore`,
-`image_utils_fuscore`, `scoring_fuscore`, `comparison_fuscore`, `attribution_fuscore`, `pipeline_fuscore` files) is what
-a saved model folder carries and must run where FuScore is not installed, so it never imports this package. This package
+The Hub layer (the top-level `configuration_fuscore`, `modeling_fuscore`, `acceleration_fuscore`, `float8_fuscore`,
+`processing_fuscore`, `image_utils_fuscore`, `scoring_fuscore`, `comparison_fuscore`, `attribution_fuscore`,
+`pipeline_fuscore` files) is what a saved model folder carries and must run where FuScore is not installed, so it never imports this package. This package
 builds on it: `objectives/` (the registry of training objectives with their soft labels and losses, DESIGN sections
 3-4), `training/` (the trainer's config, collator, samplers, loading and the `FuScoreTrainer` subclass that
 `trainer_fuscore.py` runs), `sources` (what is scored: image files and folders, manifests and datasets as items, the

@@ -1,9 +1,9 @@
 """Export a FuScore model as a folder ready to push to the Hub (`fuscore export`).
 
 A full export (for `org/fuscore`) holds the weights (a LoRA adapter merged in), the processor, the remote-code files
-(`configuration_fuscore.py`, `modeling_fuscore.py`, `acceleration_fuscore.py`, `processing_fuscore.py`,
-`image_utils_fuscore.py`, `scoring_fuscore.py`, `comparison_fuscore.py`, `attribution_fuscore.py` and
-`pipeline_fuscore.py`) and `custom_pipelines` in `config.json` (so `pipeline(model="org/fuscore",
+(`configuration_fuscore.py`, `modeling_fuscore.py`, `acceleration_fuscore.py`, `float8_fuscore.py`,
+`processing_fuscore.py`, `image_utils_fuscore.py`, `scoring_fuscore.py`, `comparison_fuscore.py`,
+`attribution_fuscore.py` and `pipeline_fuscore.py`) and `custom_pipelines` in `config.json` (so `pipeline(model="org/fuscore",
 trust_remote_code=True)` needs no task), all of which `FuScoreForQuality.save_pretrained` writes into any model
 folder; beside them `handler.py` for Inference Endpoints, the
 trainer's `fuscore_eval.json` and a model card whose numbers come from that file. An adapter-only export (for

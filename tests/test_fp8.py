@@ -58,17 +58,22 @@ def test_the_reason_names_an_old_gpu_a_float32_model_and_a_missing_torchao(bf16_
     monkeypatch.setattr(acceleration_fuscore, "_fp8_unsupported_reason", lambda weight: None)
     monkeypatch.setitem(sys.modules, "torchao", None)  # `import torchao...` now raises ImportError
     monkeypatch.setitem(sys.modules, "torchao.quantization", None)
-    with pytest.warns(UserWarning, match=r"torchao could not be imported .*pip install torchao"):
-        assert bf16_model.quantize_fp8() is False
-    assert plain(bf16_model)
+    other = build_tiny_model("qwen2_5_vl", seed=3).to(torch.bfloat16).eval()  # its decoder layers need torchao
+    with pytest.warns(UserWarning, match=r"Qwen2_5_VLDecoderLayer: torchao could not be imported .*pip install torchao"):
+        assert other.quantize_fp8() is False
+    assert plain(other)
+    assert bf16_model.quantize_fp8() is True  # Qwen3-VL's fused blocks need no torchao
 
 
-def test_quantizes_the_decoder_linears_only_and_a_second_call_is_a_no_op(bf16_model, images, monkeypatch):
+def test_torchao_quantizes_the_decoder_linears_only_and_a_second_call_is_a_no_op(images, monkeypatch):
+    """A family whose decoder layers `float8_fuscore` does not fuse (Qwen2.5-VL here) gets torchao's float8 on its
+    decoder's linear layers; its vision blocks (RMSNorm, SwiGLU) are not Qwen3-VL's and keep bf16."""
     pytest.importorskip("torchao")
     import torchao.quantization.quant_api as quant_api
 
     monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)
     monkeypatch.setattr(acceleration_fuscore, "_fp8_unsupported_reason", lambda weight: None)
+    bf16_model = build_tiny_model("qwen2_5_vl", seed=3).to(torch.bfloat16).eval()
     expected = np.array(bf16_model.score(images))
     head = bf16_model.lm_head.weight
     head_values = head.detach().clone()
@@ -158,7 +163,7 @@ def test_fp8_variants_tiny_quantizes_each_variant_and_profiles_it(tmp_path):
 
     fused = fused_images(tmp_path / "fused", 4, seed=3)
     output = tmp_path / "variants.json"
-    names = ["decoder", "decoder_mlp", "decoder_vision_blocks"]
+    names = ["torchao_decoder", "fused_decoder", "fused"]
     result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "fp8_variants.py"), "--tiny", "--vifb", str(fused),
                              "--variants", ",".join(names), "--output", str(output)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -168,27 +173,32 @@ def test_fp8_variants_tiny_quantizes_each_variant_and_profiles_it(tmp_path):
         row = r["variants"][name]
         assert row["img_s"] > 0 and row["speedup_model"] > 0 and 0 < row["level_logits_rel_error_mean"] < 0.5
         assert row["profile"]["top_kernels"] and 0 < r["demo"][name]["max_abs_diff"] < 0.5  # float8 ran, and close
-    # Each variant quantized what it names: the MLP alone errs less than the whole decoder, the vision tower adds to it.
+    # Each variant quantized what it names: the vision tower adds to the decoder's error.
     errors = {name: r["variants"][name]["level_logits_rel_error_mean"] for name in names}
-    assert errors["decoder_mlp"] < errors["decoder"] < errors["decoder_vision_blocks"]
+    assert errors["fused_decoder"] < errors["fused"]
     model = build_tiny_model("qwen3_vl", seed=0).to(torch.bfloat16)
     with fp8_variants.cpu_float8_emulation():
-        fp8_variants.quantize_variant(model, "decoder_mlp")
+        fp8_variants.quantize_variant(model, "torchao_decoder")
     kinds = {name: type(module.weight).__name__ for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
     assert kinds["model.language_model.layers.0.mlp.down_proj"] == "Float8Tensor"
-    assert kinds["model.language_model.layers.0.self_attn.q_proj"] == "Parameter"
     assert kinds["model.visual.blocks.0.mlp.linear_fc1"] == "Parameter"
+    fused = build_tiny_model("qwen3_vl", seed=0).to(torch.bfloat16)
+    with fp8_variants.cpu_float8_emulation():
+        fp8_variants.quantize_variant(fused, "fused_decoder")
+    assert hasattr(fused.model.language_model.layers[0], "float8_weights")
+    assert not hasattr(fused.model.visual.blocks[0], "float8_weights")
 
 
-def test_padded_batches_and_zero_weight_rows_stay_finite(monkeypatch):
+def test_padded_batches_and_zero_weight_rows_stay_finite_with_torchao(monkeypatch):
     """Per-row scales of all-zero rows are 0, and 0/0 would make them NaN: padding tokens (a zero embedding) then
-    poison the attention of the whole row through masked values, and a zero weight row its output column."""
+    poison the attention of the whole row through masked values, and a zero weight row its output column (torchao's
+    path; the fused one is tested in test_float8_blocks.py)."""
     pytest.importorskip("torchao")
     import torchao.quantization.quant_api as quant_api
 
     monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)
     monkeypatch.setattr(acceleration_fuscore, "_fp8_unsupported_reason", lambda weight: None)
-    model = build_tiny_model("qwen3_vl", seed=3).to(torch.bfloat16).eval()
+    model = build_tiny_model("qwen2_5_vl", seed=3).to(torch.bfloat16).eval()
     pad = model.get_processor().tokenizer.pad_token_id
     with torch.no_grad():
         model.model.language_model.embed_tokens.weight[pad] = 0
@@ -203,8 +213,9 @@ def test_padded_batches_and_zero_weight_rows_stay_finite(monkeypatch):
     np.testing.assert_allclose(scores, expected, atol=0.05, rtol=0)
 
 
-def test_loading_the_remote_code_never_requires_torchao():
+def test_loading_the_remote_code_never_requires_torchao_or_triton():
     from transformers.dynamic_module_utils import get_imports
 
-    for name in ("modeling_fuscore.py", "acceleration_fuscore.py"):
-        assert "torchao" not in get_imports(REPO_ROOT / name)
+    for name in ("modeling_fuscore.py", "acceleration_fuscore.py", "float8_fuscore.py"):
+        imports = get_imports(REPO_ROOT / name)
+        assert "torchao" not in imports and "triton" not in imports
