@@ -95,61 +95,69 @@ def act_quant_reference(x: torch.Tensor, activation: str) -> tuple:
 # ---------------------------------------------------------------------------------------------------- Triton
 @functools.cache
 def _triton_kernels():
-    """The two Triton kernels, built on first use (Triton is imported only where it is installed)."""
+    """The two Triton kernels, built on first use (Triton is imported only where it is installed). Each program
+    takes `ROWS` whole rows, which stay in registers between the reductions and the stores."""
 
     @triton.jit
-    def norm_quant_kernel(x_ptr, r_ptr, w_ptr, b_ptr, h_ptr, q_ptr, s_ptr, columns, eps,
-                          RMS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
-        # One row per program: the whole row stays in registers between the reductions and the store.
-        row = tl.program_id(0).to(tl.int64)
-        offsets = tl.arange(0, BLOCK)
-        inside = offsets < columns
-        x = tl.load(x_ptr + row * columns + offsets, mask=inside, other=0.0)
+    def norm_quant_kernel(x_ptr, r_ptr, w_ptr, b_ptr, h_ptr, q_ptr, s_ptr, rows, columns, eps,
+                          RMS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ROWS: tl.constexpr,
+                          BLOCK: tl.constexpr):
+        row = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]
+        column = tl.arange(0, BLOCK)[None, :]
+        inside = (row < rows) & (column < columns)
+        offsets = row * columns + column
+        x = tl.load(x_ptr + offsets, mask=inside, other=0.0)
         if HAS_RESIDUAL:
-            x = (x.to(tl.float32) + tl.load(r_ptr + row * columns + offsets, mask=inside, other=0.0).to(tl.float32))
+            x = x.to(tl.float32) + tl.load(r_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
             x = x.to(h_ptr.dtype.element_ty)  # the residual stream keeps the model's dtype, as the block's add does
-            tl.store(h_ptr + row * columns + offsets, x, mask=inside)
+            tl.store(h_ptr + offsets, x, mask=inside)
         x = x.to(tl.float32)
         if RMS:
-            normed = x * tl.rsqrt(tl.sum(x * x, axis=0) / columns + eps)
+            normed = x * tl.rsqrt(tl.sum(x * x, axis=1)[:, None] / columns + eps)
         else:
-            centred = tl.where(inside, x - tl.sum(x, axis=0) / columns, 0.0)
-            normed = centred * tl.rsqrt(tl.sum(centred * centred, axis=0) / columns + eps)
-        normed = normed * tl.load(w_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+            centred = tl.where(inside, x - (tl.sum(x, axis=1) / columns)[:, None], 0.0)
+            normed = centred * tl.rsqrt(tl.sum(centred * centred, axis=1)[:, None] / columns + eps)
+        normed = normed * tl.load(w_ptr + column, mask=column < columns, other=0.0).to(tl.float32)
         if HAS_BIAS:
-            normed = normed + tl.load(b_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+            normed = normed + tl.load(b_ptr + column, mask=column < columns, other=0.0).to(tl.float32)
         normed = tl.where(inside, normed, 0.0)
-        scale = tl.maximum(tl.max(tl.abs(normed), axis=0), 1e-12) / 448.0
+        scale = tl.maximum(tl.max(tl.abs(normed), axis=1), 1e-12)[:, None] / 448.0
         quantized = tl.minimum(tl.maximum(normed / scale, -448.0), 448.0)
-        tl.store(q_ptr + row * columns + offsets, quantized.to(q_ptr.dtype.element_ty), mask=inside)
-        tl.store(s_ptr + row, scale)
+        tl.store(q_ptr + offsets, quantized.to(q_ptr.dtype.element_ty), mask=inside)
+        tl.store(s_ptr + row, scale, mask=row < rows)
 
     @triton.jit
-    def act_quant_kernel(x_ptr, q_ptr, s_ptr, columns, ACTIVATION: tl.constexpr, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        offsets = tl.arange(0, BLOCK)
-        inside = offsets < columns
+    def act_quant_kernel(x_ptr, q_ptr, s_ptr, rows, columns, ACTIVATION: tl.constexpr, ROWS: tl.constexpr,
+                         BLOCK: tl.constexpr):
+        row = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]
+        column = tl.arange(0, BLOCK)[None, :]
+        inside = (row < rows) & (column < columns)
         width = columns * 2 if ACTIVATION == 2 else columns  # silu_mul reads [gate | up]
-        x = tl.load(x_ptr + row * width + offsets, mask=inside, other=0.0).to(tl.float32)
-        if ACTIVATION == 1:  # GELU, tanh approximation; tanh(u) = 2 / (1 + exp(-2u)) - 1
-            inner = 0.7978845608028654 * (x + 0.044715 * x * x * x)
-            x = 0.5 * x * (2.0 / (1.0 + tl.exp(-2.0 * inner)))
+        x = tl.load(x_ptr + row * width + column, mask=inside, other=0.0).to(tl.float32)
+        if ACTIVATION == 1:  # GELU, tanh approximation: 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u))
+            x = x / (1.0 + tl.exp(-1.5957691216057308 * (x + 0.044715 * x * x * x)))
         elif ACTIVATION == 2:
-            up = tl.load(x_ptr + row * width + columns + offsets, mask=inside, other=0.0).to(tl.float32)
+            up = tl.load(x_ptr + row * width + columns + column, mask=inside, other=0.0).to(tl.float32)
             x = x / (1.0 + tl.exp(-x)) * up
         x = tl.where(inside, x, 0.0)
-        scale = tl.maximum(tl.max(tl.abs(x), axis=0), 1e-12) / 448.0
+        scale = tl.maximum(tl.max(tl.abs(x), axis=1), 1e-12)[:, None] / 448.0
         quantized = tl.minimum(tl.maximum(x / scale, -448.0), 448.0)
-        tl.store(q_ptr + row * columns + offsets, quantized.to(q_ptr.dtype.element_ty), mask=inside)
-        tl.store(s_ptr + row, scale)
+        tl.store(q_ptr + row * columns + column, quantized.to(q_ptr.dtype.element_ty), mask=inside)
+        tl.store(s_ptr + row, scale, mask=row < rows)
 
     return norm_quant_kernel, act_quant_kernel
 
 
-def _launch_shape(columns: int) -> tuple:
-    """Block size (the row, rounded up to a power of two) and warps: 4 for 1,152 columns, 16 for 4,304 and up."""
+# Launch shapes, (rows per program, warps) by the row's padded width: chosen on one H100 (torch 2.11, Triton 3.6) by
+# `benchmarks/fp8_variants.py --parts kernels`, which times each shape of this table's neighbourhood.
+LAUNCH_SHAPES = {2048: (1, 4), 4096: (1, 8), 8192: (1, 16), 16384: (1, 16)}
+
+
+def _launch_shape(columns: int, shapes: Optional[dict] = None) -> tuple:
+    """`(block, rows per program, warps)` for rows of `columns` (`block`: the row, rounded up to a power of two)."""
     block = triton.next_power_of_2(columns)
-    return block, max(4, min(16, block // 512))
+    rows, warps = (shapes or LAUNCH_SHAPES).get(block, (max(1, 2048 // block), max(4, min(16, block // 512))))
+    return block, rows, warps
 
 
 def _use_triton(x: torch.Tensor) -> bool:
@@ -170,11 +178,11 @@ def _norm_quant(x: torch.Tensor, residual: Optional[torch.Tensor], weight: torch
     scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
     summed = torch.empty_like(x) if residual is not None else x.new_empty((0, columns))
     if rows:
-        block, warps = _launch_shape(columns)
-        _triton_kernels()[0][(rows,)](
+        block, per_program, warps = _launch_shape(columns)
+        _triton_kernels()[0][(triton.cdiv(rows, per_program),)](
             x, x if residual is None else residual.reshape(-1, columns).contiguous(), weight,
-            weight if bias is None else bias, summed, quantized, scale, columns, eps,
-            RMS=rms, HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=warps)
+            weight if bias is None else bias, summed, quantized, scale, rows, columns, eps, RMS=rms,
+            HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, ROWS=per_program, BLOCK=block, num_warps=warps)
     return quantized, scale, summed
 
 
@@ -188,9 +196,9 @@ def _act_quant(x: torch.Tensor, activation: int) -> tuple[torch.Tensor, torch.Te
     quantized = torch.empty((rows, columns), dtype=FLOAT8, device=x.device)
     scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
     if rows:
-        block, warps = _launch_shape(columns)
-        _triton_kernels()[1][(rows,)](x, quantized, scale, columns, ACTIVATION=activation, BLOCK=block,
-                                      num_warps=warps)
+        block, per_program, warps = _launch_shape(columns)
+        _triton_kernels()[1][(triton.cdiv(rows, per_program),)](x, quantized, scale, rows, columns, ACTIVATION=activation,
+                                                                ROWS=per_program, BLOCK=block, num_warps=warps)
     return quantized, scale
 
 

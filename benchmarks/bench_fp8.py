@@ -30,7 +30,9 @@ import argparse
 import contextlib
 import copy
 import csv
+import gzip
 import json
+import shutil
 import platform
 import sys
 import time
@@ -58,7 +60,9 @@ from scoring_fuscore import to_device  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIFB = REPO_ROOT.parent / "shared" / "data" / "vifb"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-TARGET_SPEEDUP, TARGET_SRCC, TARGET_MAX_DIFF = 1.4, 0.995, 0.05
+# Issue 31: float8 end to end at least 1.6x the bf16 engine, 278 img/s (a million 448 px images per GPU-hour) the aim;
+# the demo's ranking kept (issue 19's fidelity targets).
+TARGET_SPEEDUP, AIM_IMG_S, TARGET_SRCC, TARGET_MAX_DIFF = 1.6, 278, 0.995, 0.05
 
 
 @contextlib.contextmanager
@@ -168,6 +172,13 @@ def speed_benchmark(args, device, results: dict) -> None:
             with torch.inference_mode(), torch.profiler.profile(activities=activities) as profiler:
                 seconds, _ = timed(lambda: score(name, paths[: args.profile_images]), device)
             results[f"engine_{name}_e2e_profile"] = kernel_breakdown(profiler, seconds) if device.type == "cuda" else {}
+            if args.trace:  # the timeline, for reading where the GPU waits on the host (gzipped Chrome trace)
+                trace = Path(args.trace) / f"engine_{name}_e2e_trace.json"
+                trace.parent.mkdir(parents=True, exist_ok=True)
+                profiler.export_chrome_trace(str(trace))
+                with open(trace, "rb") as source, gzip.open(f"{trace}.gz", "wb") as target:
+                    shutil.copyfileobj(source, target)
+                trace.unlink()
             print(f"{name} engine profile over {args.profile_images} images: {results[f'engine_{name}_e2e_profile']}", flush=True)
     e2e_diff = np.abs(np.array(scores["fp8"]) - np.array(scores["bf16"]))
     results.update(engine_e2e_score_max_abs_diff=float(e2e_diff.max()), engine_e2e_score_mean_abs_diff=float(e2e_diff.mean()))
@@ -203,6 +214,10 @@ def speed_benchmark(args, device, results: dict) -> None:
     )
     results["speedup_e2e"] = results["engine_fp8_e2e_img_s"] / results["engine_bf16_e2e_img_s"]
     results["speedup_model"] = results["model_fp8_img_s"] / results["model_bf16_img_s"]
+    for name in engines:  # what the host costs: end to end against model only (target: within 3%)
+        results[f"host_overhead_{name}"] = 1 - results[f"engine_{name}_e2e_img_s"] / results[f"model_{name}_img_s"]
+    print("end to end below model only: " + ", ".join(f"{name} {results[f'host_overhead_{name}']:.1%}"
+                                                         for name in engines) + " (target: within 3%)", flush=True)
     print(f"fp8 / bf16 engine end to end: {results['speedup_e2e']:.2f}x (target {TARGET_SPEEDUP}x); model only: "
           f"{results['speedup_model']:.2f}x", flush=True)
     print(f"level logits, ||fp8 - bf16|| / ||bf16|| per image over {errors.size} images: mean "
@@ -297,6 +312,8 @@ def main():
     parser.add_argument("--model-batches", type=int, default=8, help="prepared batches for the model-only rows and logits")
     parser.add_argument("--profile-images", type=int, default=256, help="images of one profiled engine pass per kind "
                                                                          "(device time by kernel class, GPU idle; 0: none)")
+    parser.add_argument("--trace", default=None, help="folder for gzipped Chrome traces of the profiled engine passes")
+    parser.add_argument("--parts", default="fidelity,speed", help="fidelity (demo model over VIFB), speed (8B)")
     parser.add_argument("--eager", action="store_true", help="score without compile_blocks (the tiny run's default)")
     parser.add_argument("--compile", action="store_true", help="with --tiny: compile on the CPU too (a minute or more)")
     parser.add_argument("--vifb", default=str(DEFAULT_VIFB), help="VIFB's folder (manifest.csv + fused images), or a "
@@ -334,16 +351,24 @@ def main():
     save = lambda: args.output and write_text(args.output, json.dumps(results, indent=2))  # noqa: E731
     with emulation:
         # The short fidelity part first, and the results written after each part: a failure in the long one keeps it.
-        fidelity_benchmark(args, device, results)
-        save()
-        speed_benchmark(args, device, results)
-        save()
+        if "fidelity" in args.parts:
+            fidelity_benchmark(args, device, results)
+            save()
+        if "speed" in args.parts:
+            speed_benchmark(args, device, results)
+            save()
 
-    print(f"\nsummary: fp8 / bf16 end to end {results['speedup_e2e']:.2f}x (target {TARGET_SPEEDUP}x), model only "
-          f"{results['speedup_model']:.2f}x; level-logit relative error mean {results['level_logits_rel_error_mean']:.2e}, "
-          f"max {results['level_logits_rel_error_max']:.2e}; demo model over {results['demo_images']} VIFB images: "
-          f"SRCC min {results['demo_srcc_min']:.4f} (target {TARGET_SRCC}), max |diff| {results['demo_max_abs_diff']:.4f} "
-          f"(target {TARGET_MAX_DIFF})" + (" [float8 emulated on the CPU: checks the code, not the GPU]" if device.type == "cpu" else ""))
+    summary = []
+    if "speedup_e2e" in results:
+        summary.append(f"fp8 {results['engine_fp8_e2e_img_s']:.1f} img/s end to end (aim {AIM_IMG_S}), "
+                       f"{results['speedup_e2e']:.2f}x bf16 (target {TARGET_SPEEDUP}x), model only "
+                       f"{results['speedup_model']:.2f}x; level-logit relative error mean "
+                       f"{results['level_logits_rel_error_mean']:.2e}, max {results['level_logits_rel_error_max']:.2e}")
+    if "demo_images" in results:
+        summary.append(f"demo model over {results['demo_images']} VIFB images: SRCC min {results['demo_srcc_min']:.4f} "
+                       f"(target {TARGET_SRCC}), max |diff| {results['demo_max_abs_diff']:.4f} (target {TARGET_MAX_DIFF})")
+    print("\nsummary: " + "; ".join(summary) + (" [float8 emulated on the CPU: checks the code, not the GPU]"
+                                                  if device.type == "cpu" else ""))
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ SCALED_MM_CASES = [("vision qkv", 50176, 1152, 3456), ("decoder gate/up", 14656,
 def kernels_part(args, device, results: dict) -> None:
     """The fused kernels against their plain-torch twins, and their speed against what they replace."""
     import float8_fuscore as f8
+    import triton
     from triton.testing import do_bench
 
     bench = lambda fn: do_bench(fn, warmup=25, rep=200, return_mode="median") / 1e3  # noqa: E731 (seconds)
@@ -180,6 +181,21 @@ def kernels_part(args, device, results: dict) -> None:
         moved = x.numel() * 2 + rows * columns + rows * 4 + (2 * rows * columns * 2 if add else 0)
         row["fused_seconds"] = bench(fused)
         row["fused_gb_s"] = moved / row["fused_seconds"] / 1e9
+        # The launch shapes around the shipped one: (rows per program, warps) -> seconds.
+        block = triton.next_power_of_2(columns)
+        shipped = dict(f8.LAUNCH_SHAPES)
+        row["launch_shapes"] = {}
+        for per_program in (1, 2, 4, 8):
+            for warps in (2, 4, 8, 16):
+                if per_program * block > 32768 or per_program * block < 32 * warps:
+                    continue
+                f8.LAUNCH_SHAPES[block] = (per_program, warps)
+                row["launch_shapes"][f"{per_program}x{warps}"] = bench(fused)
+        f8.LAUNCH_SHAPES.clear()
+        f8.LAUNCH_SHAPES.update(shipped)
+        best = min(row["launch_shapes"], key=row["launch_shapes"].get)
+        print(f"    launch shapes (rows x warps): best {best} {row['launch_shapes'][best] * 1e3:.3f} ms; shipped "
+              f"{shipped.get(block)}: {row['fused_seconds'] * 1e3:.3f} ms", flush=True)
         row["bf16_alone_seconds"] = bench(alone)
         compiled_twin = torch.compile(twin, dynamic=False)
         compiled_twin()
