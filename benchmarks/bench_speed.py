@@ -12,6 +12,9 @@ Rows (all in one run, on one GPU, against an in-run bf16 matmul peak):
   * fuscore-engine: `FuScoreForQuality.score(..., compile=True)` from image files (decoding threads, batches sorted
     by visual-token count, RoPE ids and vision-tower positions computed on the CPU, level rows of the LM head at the
     answer position only, decoder layers and vision blocks compiled), and its model-only forward, compiled and eager;
+  * vision tower (`vision_tower_seconds`): the engine's own vision path on its first batch (compiled blocks, packed
+    attention, patch matmul, positions precomputed as the engine does), in ms per batch, as a share of the compiled
+    model-only forward and in TFLOP/s; `bench_fp8.py` can call it for any model;
   * numerics: each bf16 path against an eager float32 copy of the model on the first images;
   * training: LoRA r=64 on the language model, pair-aware batches of 4 pairs x 4 images: FuScore (eager; compiled
     decoder layers; compiled decoder layers and frozen vision blocks; the same with the positions computed on the CPU,
