@@ -148,9 +148,10 @@ def _triton_kernels():
     return norm_quant_kernel, act_quant_kernel
 
 
-# Launch shapes, (rows per program, warps) by the row's padded width: chosen on one H100 (torch 2.11, Triton 3.6) by
-# `benchmarks/fp8_variants.py --parts kernels`, which times each shape of this table's neighbourhood.
-LAUNCH_SHAPES = {2048: (1, 4), 4096: (1, 8), 8192: (1, 16), 16384: (1, 16)}
+# Launch shapes, (rows per program, warps) by the row's padded width: the fastest of 1-8 rows x 2-16 warps, weighted
+# by how often a forward runs each kernel, at the shapes of a 64-image batch of 448 px at 8B, on one H100 (torch 2.11,
+# Triton 3.6, 2026-12-06; `benchmarks/fp8_variants.py --parts kernels`, `results_fp8_kernels_h100.json`).
+LAUNCH_SHAPES = {2048: (1, 2), 4096: (1, 4), 8192: (1, 4), 16384: (1, 16)}
 
 
 def _launch_shape(columns: int, shapes: Optional[dict] = None) -> tuple:

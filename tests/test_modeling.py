@@ -828,3 +828,15 @@ def test_the_auto_classes_load_the_code_free_demo_in_process():
         model = AutoModel.from_pretrained(demo, **kwargs)
         assert type(model) is FuScoreForQuality and model.score(image) == expected
         assert type(AutoProcessor.from_pretrained(demo, **kwargs)) is FuScoreProcessor
+
+
+def test_ramp_up_cuts_the_first_batch_into_growing_pieces_and_keeps_every_item_once():
+    from scoring_fuscore import ramp_up
+
+    batches = [list(range(64)), list(range(64, 128)), list(range(128, 130))]
+    ramped = ramp_up(batches)
+    assert [len(batch) for batch in ramped] == [8, 8, 16, 32, 64, 2]
+    assert sum(ramped, []) == sum(batches, [])
+    assert [len(b) for b in ramp_up([list(range(100))])] == [8, 8, 16, 32, 36]
+    assert ramp_up([list(range(31)), [31]]) == [list(range(31)), [31]]  # too small to cut
+    assert ramp_up([]) == []
