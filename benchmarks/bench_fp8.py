@@ -50,7 +50,7 @@ import transformers  # noqa: E402
 
 import acceleration_fuscore  # noqa: E402
 from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, kernel_breakdown,  # noqa: E402
-                         matmul_peak_tflops, scratch_folder, timed, write_images)
+                         matmul_peak_tflops, scratch_folder, timed, vision_tower_seconds, write_images)
 from fuscore.atomic import write_text  # noqa: E402
 from fuscore.hub import DEMO_MODEL  # noqa: E402
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
@@ -104,6 +104,27 @@ def check_fallback(results: dict) -> None:
     results["cpu_fallback_weights_plain"] = plain
     if applied or not plain or "cpu_fallback_fp8_message" not in results:
         raise SystemExit("quantize_fp8 on the CPU did not keep the bf16 path with a warning")
+
+
+def idle_timeline(trace: Path, wall_seconds: float, gap_us: float = 20.0) -> dict:
+    """Where a profiled engine pass left the GPU idle, from its Chrome trace: before the first kernel (the first batch
+    being decoded and prepared; measured from the pass's start, `wall_seconds` before its end), between kernels (gaps
+    over `gap_us`), and after the last one, in milliseconds."""
+    events = json.loads(Path(trace).read_text())["traceEvents"]
+    device = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")),
+                    key=lambda e: e["ts"])
+    if not device:
+        return {}
+    first, busy_end, gaps = device[0]["ts"], device[0]["ts"], []
+    for event in device:
+        if event["ts"] > busy_end + gap_us:
+            gaps.append(event["ts"] - busy_end)
+        busy_end = max(busy_end, event["ts"] + event["dur"])
+    span_ms = (busy_end - first) / 1e3
+    outside_ms = wall_seconds * 1e3 - span_ms  # before the first kernel and after the last, together
+    return {"wall_ms": wall_seconds * 1e3, "before_first_and_after_last_kernel_ms": outside_ms,
+            "gaps_between_kernels_ms": sum(gaps) / 1e3, "gaps": len(gaps),
+            "largest_gaps_ms": [round(gap / 1e3, 2) for gap in sorted(gaps, reverse=True)[:8]]}
 
 
 def relative_errors(fp8: torch.Tensor, bf16: torch.Tensor) -> np.ndarray:
@@ -168,7 +189,8 @@ def speed_benchmark(args, device, results: dict) -> None:
         # Where the end-to-end time goes beyond the model: device time by kernel class and the GPU's idle fraction
         # over one profiled engine pass of each kind.
         for name in engines:
-            activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+            # Device activity only on a GPU: recording every host op of a long pass would slow the host it measures.
+            activities = [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [torch.profiler.ProfilerActivity.CPU]
             with torch.inference_mode(), torch.profiler.profile(activities=activities) as profiler:
                 seconds, _ = timed(lambda: score(name, paths[: args.profile_images]), device)
             results[f"engine_{name}_e2e_profile"] = kernel_breakdown(profiler, seconds) if device.type == "cuda" else {}
@@ -176,6 +198,8 @@ def speed_benchmark(args, device, results: dict) -> None:
                 trace = Path(args.trace) / f"engine_{name}_e2e_trace.json"
                 trace.parent.mkdir(parents=True, exist_ok=True)
                 profiler.export_chrome_trace(str(trace))
+                results[f"engine_{name}_e2e_idle"] = idle_timeline(trace, seconds)
+                print(f"{name} engine over {args.profile_images} images, GPU idle: {results[f'engine_{name}_e2e_idle']}", flush=True)
                 with open(trace, "rb") as source, gzip.open(f"{trace}.gz", "wb") as target:
                     shutil.copyfileobj(source, target)
                 trace.unlink()
@@ -200,6 +224,17 @@ def speed_benchmark(args, device, results: dict) -> None:
             engine(**prepared[0])
             seconds, outputs[name] = timed(lambda: [engine(**b) for b in prepared], device)
             record(f"model_{name}", images / seconds)
+    # The engine's own vision path (compiled blocks, float8 in the fp8 engine) against its compiled model-only forward.
+    for name in engines:
+        seconds = vision_tower_seconds(engines[name][0], prepared[0], device)
+        batch_images = int(prepared[0]["input_ids"].shape[0])
+        forward_seconds = batch_images / results[f"model_{name}_img_s"]
+        results[f"vision_tower_{name}_ms_per_batch"] = seconds * 1e3
+        results[f"vision_tower_{name}_fraction_of_forward"] = seconds / forward_seconds
+        results[f"vision_tower_{name}_tflops"] = flops["vision"] * batch_images / seconds / 1e12
+        print(f"vision tower, the {name} engine's path: {seconds * 1e3:.1f} ms per batch of {batch_images}, "
+              f"{seconds / forward_seconds:.0%} of its compiled model-only forward, "
+              f"{results[f'vision_tower_{name}_tflops']:.0f} TFLOP/s", flush=True)
     logits = {name: torch.cat([o.level_logits for o in outputs[name]]) for name in engines}
     model_scores = {name: torch.cat([o.score for o in outputs[name]]).double().cpu().numpy() for name in engines}
     errors = relative_errors(logits["fp8"], logits["bf16"])
