@@ -265,6 +265,36 @@ def speed_benchmark(args, device, results: dict) -> None:
         torch.cuda.empty_cache()
 
 
+def host_benchmark(args, device, results: dict) -> None:
+    """The float8 engine end to end under host settings: decoding threads and the interpreter's GIL switch interval
+    (how long a thread may hold the GIL while another waits for it: the thread launching the GPU's kernels waits for
+    the decoding and preparing threads), one pass over the images each, against the model-only rate."""
+    dtype = torch.bfloat16
+    base, model, side = build_models(args, device, dtype)
+    del base
+    paths = write_images(scratch_folder("fuscore_bench_host_"), args.images, side)
+    if not model.quantize_fp8():
+        raise SystemExit("FP8 could not be enabled here")
+    score = lambda workers: model.score(paths, batch_size=args.batch_size, num_workers=workers, compile=True)  # noqa: E731
+    with torch.inference_mode():
+        score(args.workers)  # compiles
+    default_interval = sys.getswitchinterval()
+    rows = {}
+    for workers, interval in [(4, default_interval), (2, default_interval), (1, default_interval), (4, 0.0005),
+                              (2, 0.0005), (4, default_interval)]:
+        sys.setswitchinterval(interval)
+        try:
+            with torch.inference_mode():
+                seconds, _ = timed(lambda: score(workers), device)
+        finally:
+            sys.setswitchinterval(default_interval)
+        key = f"workers_{workers}_switch_{interval * 1e3:g}ms"
+        rows.setdefault(key, []).append(len(paths) / seconds)
+        print(f"fp8 engine end to end, {workers} decoding threads, GIL switch interval {interval * 1e3:g} ms: "
+              f"{len(paths) / seconds:.1f} img/s", flush=True)
+    results["host_variants_img_s"] = rows
+
+
 def vifb_fused_images(folder: Path, limit: int) -> list:
     """The fused images named by `folder/manifest.csv` (its `fused` column), or every image file under `folder`."""
     manifest = folder / "manifest.csv"
@@ -348,7 +378,7 @@ def main():
     parser.add_argument("--profile-images", type=int, default=256, help="images of one profiled engine pass per kind "
                                                                          "(device time by kernel class, GPU idle; 0: none)")
     parser.add_argument("--trace", default=None, help="folder for gzipped Chrome traces of the profiled engine passes")
-    parser.add_argument("--parts", default="fidelity,speed", help="fidelity (demo model over VIFB), speed (8B)")
+    parser.add_argument("--parts", default="fidelity,speed", help="fidelity (demo model over VIFB), speed (8B), host (float8 engine under host settings)")
     parser.add_argument("--eager", action="store_true", help="score without compile_blocks (the tiny run's default)")
     parser.add_argument("--compile", action="store_true", help="with --tiny: compile on the CPU too (a minute or more)")
     parser.add_argument("--vifb", default=str(DEFAULT_VIFB), help="VIFB's folder (manifest.csv + fused images), or a "
@@ -391,6 +421,9 @@ def main():
             save()
         if "speed" in args.parts:
             speed_benchmark(args, device, results)
+            save()
+        if "host" in args.parts:
+            host_benchmark(args, device, results)
             save()
 
     summary = []
