@@ -451,7 +451,8 @@ def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: in
 
     PIL decodes and torch copies without holding the GIL, so threads decode in parallel; unlike DataLoader worker
     processes they start instantly (forking a process that holds a CUDA context is slow) and share memory with the
-    GPU thread (no shared-memory copies). Up to `prefetch_batches` batches are in flight.
+    GPU thread (no shared-memory copies). Up to `prefetch_batches` of the largest batch's images are in flight, so
+    that the small first batches of `ramp_up` leave the decoders as far ahead as full batches do.
     """
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -459,14 +460,20 @@ def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: in
     pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="fuscore-decode")
     upcoming = iter(batches)
     in_flight = deque()
-    try:
-        for batch in itertools.islice(upcoming, prefetch_batches):
+    ahead = prefetch_batches * max((len(batch) for batch in batches), default=1)
+
+    def submit() -> None:
+        while not in_flight or sum(len(futures) for futures in in_flight) < ahead:
+            batch = next(upcoming, None)
+            if batch is None:
+                return
             in_flight.append([pool.submit(dataset.__getitem__, position) for position in batch])
+
+    try:
+        submit()
         while in_flight:
             samples = _checked([future.result() for future in in_flight.popleft()])
-            batch = next(upcoming, None)
-            if batch is not None:
-                in_flight.append([pool.submit(dataset.__getitem__, position) for position in batch])
+            submit()
             yield samples, [sample["position"] for sample in samples]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

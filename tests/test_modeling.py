@@ -840,3 +840,32 @@ def test_ramp_up_cuts_the_first_batch_into_growing_pieces_and_keeps_every_item_o
     assert [len(b) for b in ramp_up([list(range(100))])] == [8, 8, 16, 32, 36]
     assert ramp_up([list(range(31)), [31]]) == [list(range(31)), [31]]  # too small to cut
     assert ramp_up([]) == []
+
+
+def test_threaded_decoding_runs_ahead_by_images_not_batches():
+    """After `ramp_up`'s small first batches the decoders still hold `prefetch_batches` of the largest batch's images
+    in flight, and no more."""
+    import threading
+    import time
+
+    from scoring_fuscore import _decoded_in_threads
+
+    class Recording:
+        def __init__(self):
+            self.calls, self.lock = [], threading.Lock()
+
+        def __getitem__(self, position):
+            with self.lock:
+                self.calls.append(position)
+            return {"position": position}
+
+    dataset = Recording()
+    batches = [[0], [1], [2, 3, 4, 5], [6, 7, 8, 9]]
+    decoded = _decoded_in_threads(dataset, batches, num_workers=2, prefetch_batches=1)
+    assert next(decoded)[1] == [0]
+    deadline = time.monotonic() + 10
+    while len(dataset.calls) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(dataset.calls) == [0, 1, 2, 3, 4, 5]  # 4 images ahead: batches 2 and 3 yes, batch 4 not yet
+    assert [positions for _, positions in decoded] == batches[1:]
+    assert sorted(dataset.calls) == list(range(10))
