@@ -10,6 +10,7 @@ This file is Hub remote code: it imports only the standard library, torch, trans
 import contextlib
 import itertools
 import operator
+import sys
 import threading
 import warnings
 import weakref
@@ -378,7 +379,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         batches_in_order = tqdm(prepared, total=len(batches), desc="Scoring", unit="batch")
     pending = None
     try:
-        with _evaluating(model), torch.inference_mode():
+        with _evaluating(model), torch.inference_mode(), (_gpu_switch_interval() if on_gpu else contextlib.nullcontext()):
             for batch, positions in batches_in_order:
                 copy = start_copy(model(**batch))
                 # Read the previous batch's results only now, so the CPU is not waiting while the GPU runs this one.
@@ -404,6 +405,36 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     if return_maps:
         results[ARTIFACT_MAP] = maps
     return results
+
+
+# The GIL switch interval while a GPU scoring call runs. The thread that launches the GPU's kernels gives up the GIL at
+# every launch and takes it back afterwards; while the decoding and preparing threads are busy (the first second of a
+# call, before they are ahead) each take-back waited up to the interpreter's 5 ms: on one H100 (8B, float8) the first
+# 8 images' vision tower took 183 ms to launch for 8 ms of GPU work (benchmarks/RESULTS_speed.md). None: leave it.
+GPU_SWITCH_INTERVAL = 1e-4
+_SWITCH_INTERVAL_USERS = [0, None]  # calls inside `_gpu_switch_interval` now, and the interval they found
+_SWITCH_INTERVAL_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _gpu_switch_interval():
+    """`GPU_SWITCH_INTERVAL` for the duration of the outermost of any concurrent scoring calls, then the process's
+    own interval again."""
+    if GPU_SWITCH_INTERVAL is None:
+        yield
+        return
+    with _SWITCH_INTERVAL_LOCK:
+        if _SWITCH_INTERVAL_USERS[0] == 0:
+            _SWITCH_INTERVAL_USERS[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(GPU_SWITCH_INTERVAL, _SWITCH_INTERVAL_USERS[1]))
+        _SWITCH_INTERVAL_USERS[0] += 1
+    try:
+        yield
+    finally:
+        with _SWITCH_INTERVAL_LOCK:
+            _SWITCH_INTERVAL_USERS[0] -= 1
+            if _SWITCH_INTERVAL_USERS[0] == 0:
+                sys.setswitchinterval(_SWITCH_INTERVAL_USERS[1])
 
 
 # Per model, how many scoring calls run now and the mode the first of them found; the only state concurrent calls

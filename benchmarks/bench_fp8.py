@@ -266,33 +266,49 @@ def speed_benchmark(args, device, results: dict) -> None:
 
 
 def host_benchmark(args, device, results: dict) -> None:
-    """The float8 engine end to end under host settings: decoding threads and the interpreter's GIL switch interval
-    (how long a thread may hold the GIL while another waits for it: the thread launching the GPU's kernels waits for
-    the decoding and preparing threads), one pass over the images each, against the model-only rate."""
+    """The float8 engine end to end with and without its short GIL switch interval (`scoring_fuscore.
+    GPU_SWITCH_INTERVAL`, against the interpreter's default), alternating passes over the images, `args.workers`
+    decoding threads, against the model-only rate of the same prepared batches."""
+    import scoring_fuscore
+
     dtype = torch.bfloat16
     base, model, side = build_models(args, device, dtype)
     del base
     paths = write_images(scratch_folder("fuscore_bench_host_"), args.images, side)
     if not model.quantize_fp8():
         raise SystemExit("FP8 could not be enabled here")
-    score = lambda workers: model.score(paths, batch_size=args.batch_size, num_workers=workers, compile=True)  # noqa: E731
+    score = lambda: model.score(paths, batch_size=args.batch_size, num_workers=args.workers, compile=True)  # noqa: E731
+    shipped = scoring_fuscore.GPU_SWITCH_INTERVAL
     with torch.inference_mode():
-        score(args.workers)  # compiles
-    default_interval = sys.getswitchinterval()
-    rows = {}
-    for workers, interval in [(4, default_interval), (2, default_interval), (1, default_interval), (4, 0.0005),
-                              (2, 0.0005), (4, default_interval)]:
-        sys.setswitchinterval(interval)
-        try:
-            with torch.inference_mode():
-                seconds, _ = timed(lambda: score(workers), device)
-        finally:
-            sys.setswitchinterval(default_interval)
-        key = f"workers_{workers}_switch_{interval * 1e3:g}ms"
-        rows.setdefault(key, []).append(len(paths) / seconds)
-        print(f"fp8 engine end to end, {workers} decoding threads, GIL switch interval {interval * 1e3:g} ms: "
-              f"{len(paths) / seconds:.1f} img/s", flush=True)
-    results["host_variants_img_s"] = rows
+        score()  # compiles
+    rows = {"shipped": [], "interpreter_default": []}
+    try:
+        for _ in range(args.rounds):
+            for key, interval in (("interpreter_default", None), ("shipped", shipped)):
+                scoring_fuscore.GPU_SWITCH_INTERVAL = interval
+                with torch.inference_mode():
+                    seconds, _ = timed(score, device)
+                rows[key].append(len(paths) / seconds)
+                print(f"fp8 engine end to end, GIL switch interval {key} "
+                      f"({(interval or sys.getswitchinterval()) * 1e3:g} ms): {rows[key][-1]:.1f} img/s", flush=True)
+    finally:
+        scoring_fuscore.GPU_SWITCH_INTERVAL = shipped
+    batches = [paths[i : i + args.batch_size] for i in range(0, len(paths), args.batch_size)][: args.model_batches]
+    prepared = []
+    for batch_paths in batches:
+        batch = dict(model.processor(batch_paths))
+        batch.update(model.position_inputs(batch))
+        batch = to_device(batch, device)
+        batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        prepared.append(batch)
+    with torch.inference_mode():
+        model(**prepared[0])
+        seconds, _ = timed(lambda: [model(**b) for b in prepared], device)
+    results["host_model_fp8_img_s"] = model_rate = sum(len(b) for b in batches) / seconds
+    results["host_e2e_img_s"] = rows
+    for key, rates in rows.items():
+        print(f"{key}: median {np.median(rates):.1f} img/s end to end, {1 - np.median(rates) / model_rate:.1%} below "
+              f"model only ({model_rate:.1f})", flush=True)
 
 
 def vifb_fused_images(folder: Path, limit: int) -> list:
