@@ -4,7 +4,7 @@ the kernel before each of them.
 
 This file is Hub remote code, imported by `acceleration_fuscore.py` (`quantize_fp8`) and written into every saved
 folder beside it; it imports only the standard library, torch and transformers at the top, and Triton where it is
-installed (it ships with torch's CUDA builds).
+installed (it ships with torch's CUDA builds), on first use.
 
 Row-wise dynamic float8 computes `x @ W.T` as `(q_x * s_x) @ (q_W * s_W).T`: every row of the activations and of the
 weight gets its own scale (its largest |value| / 448, e4m3's largest finite value), and `torch._scaled_mm` multiplies
@@ -45,11 +45,21 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.generic import get_max_seqlen, is_flash_attention_requested
 
-try:  # Triton ships with torch's CUDA builds; elsewhere the plain-torch kernels below run instead.
-    import triton
-    import triton.language as tl
-except ImportError:
-    triton = None
+triton = tl = None  # imported on first use by `triton_available`
+
+
+def triton_available() -> bool:
+    """Whether Triton can be imported (it ships with torch's CUDA builds; elsewhere the plain-torch kernels run). The
+    import waits for the first float8 launch on a GPU, so that loading this file never needs it."""
+    global triton, tl
+    if triton is None:
+        try:
+            import triton as triton_module
+            import triton.language as language
+        except ImportError:
+            return False
+        triton, tl = triton_module, language
+    return True
 
 
 FLOAT8 = torch.float8_e4m3fn
@@ -162,7 +172,7 @@ def _launch_shape(columns: int, shapes: Optional[dict] = None) -> tuple:
 
 
 def _use_triton(x: torch.Tensor) -> bool:
-    return triton is not None and x.is_cuda
+    return x.is_cuda and triton_available()
 
 
 # ---------------------------------------------------------------------------------------------------- operators

@@ -70,7 +70,8 @@ SHARED_VIFB = REPO_ROOT.parent / "shared" / "data" / "vifb"
 
 # The Hub remote-code files: what `save_pretrained` writes into every model folder (the pipeline's file included, so
 # every folder opens as a pipeline) and an export holds.
-MODEL_CODE_FILES = ("configuration_fuscore.py", "modeling_fuscore.py", "acceleration_fuscore.py", "processing_fuscore.py",
+MODEL_CODE_FILES = ("configuration_fuscore.py", "modeling_fuscore.py", "acceleration_fuscore.py", "float8_fuscore.py",
+                    "processing_fuscore.py",
                     "image_utils_fuscore.py", "scoring_fuscore.py", "comparison_fuscore.py", "attribution_fuscore.py",
                     "pipeline_fuscore.py")
 REMOTE_CODE_FILES = MODEL_CODE_FILES

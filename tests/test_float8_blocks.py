@@ -150,7 +150,7 @@ def test_compiled_float8_blocks_score_as_the_eager_ones(images):
     np.testing.assert_allclose(compiled, eager, atol=1e-4, rtol=0)
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and float8_fuscore.triton is not None), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not (torch.cuda.is_available() and float8_fuscore.triton_available()), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("kind", ["layer_norm", "add_layer_norm", "rms_norm", "add_rms_norm", "gelu_tanh", "silu_mul",
                                   "identity"])
 def test_triton_kernels_match_their_twins(kind):
