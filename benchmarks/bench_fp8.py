@@ -334,10 +334,17 @@ def vifb_fused_images(folder: Path, limit: int) -> list:
 
 def fidelity_benchmark(args, device, results: dict) -> None:
     paths = vifb_fused_images(Path(args.vifb), args.vifb_limit)
-    bf16 = FuScoreForQuality.from_pretrained(DEMO_MODEL, dtype=torch.bfloat16).to(device).eval()
+    bf16 = FuScoreForQuality.from_pretrained(args.demo_model, dtype=torch.bfloat16).to(device).eval()
+    results["demo_model"] = str(args.demo_model)
+    results["demo_base_model_type"] = bf16.config.base_config.model_type
     fp8 = copy.deepcopy(bf16)
     if not quantize(fp8, results, "demo"):
         raise SystemExit(f"FP8 could not be enabled for the demo model: {results.get('demo_fp8_message')}")
+    results["demo_fused_float8_blocks"] = {
+        "decoder_layers": sum(hasattr(layer, "float8_weights") for layer in fp8.model.language_model.layers),
+        "vision_blocks": sum(hasattr(block, "float8_weights") for block in fp8.model.visual.blocks)}
+    print(f"demo model ({results['demo_base_model_type']}): fused float8 blocks {results['demo_fused_float8_blocks']} "
+          "(the rest: torchao's float8 on the decoder's linear layers, bf16 vision blocks)", flush=True)
     dimensions = list(bf16.get_processor().prompts)
     # Eager on both sides: VIFB's images come in many sizes, and each new shape would compile again.
     kwargs = dict(dimensions=dimensions, batch_size=args.batch_size, num_workers=args.workers)
@@ -399,6 +406,8 @@ def main():
     parser.add_argument("--compile", action="store_true", help="with --tiny: compile on the CPU too (a minute or more)")
     parser.add_argument("--vifb", default=str(DEFAULT_VIFB), help="VIFB's folder (manifest.csv + fused images), or a "
                                                                    "folder of fused images (default: ../shared/data/vifb)")
+    parser.add_argument("--demo-model", default=str(DEMO_MODEL), help="the trained model of the fidelity part (default: "
+                        "the shipped demo, a Qwen2-VL-architecture model: torchao's path; a Qwen3-VL one takes the fused blocks)")
     parser.add_argument("--vifb-limit", type=int, default=None, help="score only the first N images (0: all; --tiny: 8)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args()
