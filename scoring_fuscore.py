@@ -232,8 +232,10 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
 
     Items (image x dimension) are sorted by visual-token count so each batch pads little, decoded by `num_workers`
     workers while the model runs, and scored with logits at the answer position only. On a GPU the workers are
-    threads, the patches and the copies are made by a background thread, and batch k's results are read once batch
-    k+1 is queued; `benchmarks/RESULTS_speed.md` measures each of these.
+    threads, the patches and the copies are made by a background thread, batch k's results are read once batch k+1
+    is queued, the first batch is cut into growing pieces (`ramp_up`), and the interpreter's GIL switch interval is
+    `GPU_SWITCH_INTERVAL` while the call runs (process-wide, restored after); `benchmarks/RESULTS_speed.md` measures
+    each of these.
 
     Args:
         model: a `FuScoreForQuality` (or a peft model around one).
