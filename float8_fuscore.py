@@ -451,29 +451,27 @@ def _float8_class(block_class: type, mixin: type, rotary_name: str) -> type:
         "eager_attention": staticmethod(getattr(module, "eager_attention_forward", None))})
 
 
+def _convert(block: nn.Module, mixin: type, matches, linears: dict, rotary_name: str) -> bool:
+    """Gives `block` its float8 path (`mixin`) if `matches(block)`, with float8 copies of `linears` (name -> the
+    linear layers that read one input, concatenated); `False` if it does not match."""
+    if isinstance(block, mixin):
+        return True
+    if not matches(block):
+        return False
+    block.float8_weights = nn.ModuleDict({name: Float8Weight(*layers(block)) for name, layers in linears.items()})
+    block.__class__ = _float8_class(type(block), mixin, rotary_name)
+    return True
+
+
 def convert_decoder_layer(layer: nn.Module) -> bool:
     """Gives a matching decoder layer (`decoder_layer_matches`) its float8 path; `False` if it does not match."""
-    if isinstance(layer, Float8DecoderLayer):
-        return True
-    if not decoder_layer_matches(layer):
-        return False
-    attn, mlp = layer.self_attn, layer.mlp
-    layer.float8_weights = nn.ModuleDict({"qkv": Float8Weight(attn.q_proj, attn.k_proj, attn.v_proj),
-                                          "o": Float8Weight(attn.o_proj),
-                                          "gate_up": Float8Weight(mlp.gate_proj, mlp.up_proj),
-                                          "down": Float8Weight(mlp.down_proj)})
-    layer.__class__ = _float8_class(type(layer), Float8DecoderLayer, "apply_rotary_pos_emb")
-    return True
+    return _convert(layer, Float8DecoderLayer, decoder_layer_matches, {
+        "qkv": lambda b: (b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj), "o": lambda b: (b.self_attn.o_proj,),
+        "gate_up": lambda b: (b.mlp.gate_proj, b.mlp.up_proj), "down": lambda b: (b.mlp.down_proj,)}, "apply_rotary_pos_emb")
 
 
 def convert_vision_block(block: nn.Module) -> bool:
     """Gives a matching vision block (`vision_block_matches`) its float8 path; `False` if it does not match."""
-    if isinstance(block, Float8VisionBlock):
-        return True
-    if not vision_block_matches(block):
-        return False
-    attn, mlp = block.attn, block.mlp
-    block.float8_weights = nn.ModuleDict({"qkv": Float8Weight(attn.qkv), "proj": Float8Weight(attn.proj),
-                                          "fc1": Float8Weight(mlp.linear_fc1), "fc2": Float8Weight(mlp.linear_fc2)})
-    block.__class__ = _float8_class(type(block), Float8VisionBlock, "apply_rotary_pos_emb_vision")
-    return True
+    return _convert(block, Float8VisionBlock, vision_block_matches, {
+        "qkv": lambda b: (b.attn.qkv,), "proj": lambda b: (b.attn.proj,), "fc1": lambda b: (b.mlp.linear_fc1,),
+        "fc2": lambda b: (b.mlp.linear_fc2,)}, "apply_rotary_pos_emb_vision")

@@ -50,11 +50,11 @@ import transformers  # noqa: E402
 
 import acceleration_fuscore  # noqa: E402
 from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, kernel_breakdown,  # noqa: E402
-                         matmul_peak_tflops, scratch_folder, timed, vision_tower_seconds, write_images)
+                         matmul_peak_tflops, prepared_batches, scratch_folder, timed, vision_tower_seconds,
+                         write_images)
 from fuscore.atomic import write_text  # noqa: E402
 from fuscore.hub import DEMO_MODEL  # noqa: E402
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
-from scoring_fuscore import to_device  # noqa: E402
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -208,15 +208,8 @@ def speed_benchmark(args, device, results: dict) -> None:
     results.update(engine_e2e_score_max_abs_diff=float(e2e_diff.max()), engine_e2e_score_mean_abs_diff=float(e2e_diff.mean()))
 
     # Model only, on batches prepared as the engine prepares them (positions computed on the CPU).
-    batches = [paths[i : i + args.batch_size] for i in range(0, len(paths), args.batch_size)][: args.model_batches]
-    prepared = []
-    for batch_paths in batches:
-        batch = dict(processor(batch_paths))
-        batch.update(model.position_inputs(batch))
-        batch = to_device(batch, device)
-        batch["pixel_values"] = batch["pixel_values"].to(dtype)
-        prepared.append(batch)
-    images = sum(len(b) for b in batches)
+    prepared = prepared_batches(model, paths, args.batch_size, device, dtype, limit=args.model_batches)
+    images = sum(int(b["input_ids"].shape[0]) for b in prepared)
     outputs = {}
     with torch.inference_mode():
         for name in engines:
@@ -293,18 +286,11 @@ def host_benchmark(args, device, results: dict) -> None:
                       f"({(interval or sys.getswitchinterval()) * 1e3:g} ms): {rows[key][-1]:.1f} img/s", flush=True)
     finally:
         scoring_fuscore.GPU_SWITCH_INTERVAL = shipped
-    batches = [paths[i : i + args.batch_size] for i in range(0, len(paths), args.batch_size)][: args.model_batches]
-    prepared = []
-    for batch_paths in batches:
-        batch = dict(model.processor(batch_paths))
-        batch.update(model.position_inputs(batch))
-        batch = to_device(batch, device)
-        batch["pixel_values"] = batch["pixel_values"].to(dtype)
-        prepared.append(batch)
+    prepared = prepared_batches(model, paths, args.batch_size, device, dtype, limit=args.model_batches)
     with torch.inference_mode():
         model(**prepared[0])
         seconds, _ = timed(lambda: [model(**b) for b in prepared], device)
-    results["host_model_fp8_img_s"] = model_rate = sum(len(b) for b in batches) / seconds
+    results["host_model_fp8_img_s"] = model_rate = sum(int(b["input_ids"].shape[0]) for b in prepared) / seconds
     results["host_e2e_img_s"] = rows
     for key, rates in rows.items():
         print(f"{key}: median {np.median(rates):.1f} img/s end to end, {1 - np.median(rates) / model_rate:.1%} below "

@@ -152,6 +152,19 @@ def count_flops_per_image(config, text_tokens: int, vision_patches: int, trainin
     return {"text": text_flops, "vision": vision_flops, "total": text_flops + vision_flops}
 
 
+def prepared_batches(model, paths: list, batch_size: int, device, dtype, limit: int = None) -> list:
+    """The model-only rows' input: `paths` in batches of `batch_size` (the first `limit` batches), prepared as the
+    engine prepares them (processor, RoPE ids and vision positions computed on the CPU) and uploaded."""
+    prepared = []
+    for start in range(0, len(paths), batch_size)[:limit]:
+        batch = dict(model.processor(paths[start : start + batch_size]))
+        batch.update(model.position_inputs(batch))
+        batch = to_device(batch, device)
+        batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        prepared.append(batch)
+    return prepared
+
+
 def vision_tower_seconds(model, batch: dict, device, repeats: int = 3) -> float:
     """Seconds per call of the scoring engine's own vision path on one batch: `model`'s vision tower as the engine
     runs it (its blocks compiled when `compile_blocks` has run, the packed attention and the patch matmul that

@@ -47,11 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import transformers  # noqa: E402
 
 from bench_fp8 import DEFAULT_VIFB, DEMO_MODEL, cpu_float8_emulation, relative_errors, vifb_fused_images  # noqa: E402
-from bench_speed import (build_models, count_flops_per_image, matmul_peak_tflops, scratch_folder, timed,  # noqa: E402
-                         write_images)
+from bench_speed import (build_models, count_flops_per_image, matmul_peak_tflops, prepared_batches,  # noqa: E402
+                         scratch_folder, timed, write_images)
 from fuscore.atomic import write_text  # noqa: E402
 from modeling_fuscore import FuScoreForQuality  # noqa: E402
-from scoring_fuscore import to_device  # noqa: E402
 
 # name: (how the decoder is quantized, how the vision blocks are: None / "torchao" / "fused")
 VARIANTS = {
@@ -244,13 +243,7 @@ def speed_part(args, device, results: dict) -> None:
     sample = processor.prepare_sample(paths[0])
     flops = count_flops_per_image(base_config, len(sample["input_ids"]), int(sample["image_grid_thw"].prod()))
     results["tflop_per_image"] = flops["total"] / 1e12
-    prepared = []
-    for start in range(0, len(paths), args.batch_size):
-        batch = dict(processor(paths[start : start + args.batch_size]))
-        batch.update(model.position_inputs(batch))
-        batch = to_device(batch, device)
-        batch["pixel_values"] = batch["pixel_values"].to(dtype)
-        prepared.append(batch)
+    prepared = prepared_batches(model, paths, args.batch_size, device, dtype)
     images = len(paths)
     reference = None
     for name in ["bf16", *args.variants]:
