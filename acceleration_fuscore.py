@@ -8,6 +8,9 @@ holds:
 - the packed vision attention (`packed_vision_attention`, one custom operator per copy of this file) and the patch
   embedding computed as the matrix product it is (`PatchConv3d`), installed on a model's vision tower by
   `prepare_vision_tower`, and the tower's inputs precomputed where the image grid is (`vision_tower_inputs`);
+- attention that takes cuDNN's kernels only for shapes it meets often (`scaled_dot_product_attention`), under the
+  packed vision attention and the decoder's scoring attention (`decoder_attention`, installed by
+  `prepare_decoder_attention`);
 - the decoder's attention mask for right-padded batches (`decoder_attention_mask`) and the FSDP gather of the LM
   head (`full_weight`);
 - regional compilation (`compile_blocks`), float8 scoring (`quantize_fp8`: the fused float8 blocks of
@@ -20,6 +23,7 @@ None of it changes what the model computes beyond rounding; `FuScoreForQuality` 
 
 import functools
 import re
+import threading
 import warnings
 from typing import Optional
 
@@ -27,13 +31,96 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 try:
     from .float8_fuscore import convert_decoder_layer, convert_vision_block
 except ImportError:  # a checkout or an installed FuScore: the siblings are top-level modules
     from float8_fuscore import convert_decoder_layer, convert_vision_block
+
+
+# ---------------------------------------------------------------------------------------------------- attention
+# On Hopper, torch's `scaled_dot_product_attention` picks cuDNN's kernels, the fastest there once running (one H100,
+# torch 2.11: 0.13 ms for the 8B decoder's 64 x 228 tokens against flash attention's 0.33 ms; 0.72 against 0.99 ms
+# for 64 vision segments of 784), but cuDNN builds an execution plan the first time it meets a shape: 35-75 ms, once
+# 495 ms (`RESULTS_speed.md`, "Speed III"). A job of mixed image sizes meets a new shape almost every batch, and every
+# job meets the ramp-up's pieces once. So a shape runs on the other kernels until it has been met
+# `CUDNN_ATTENTION_AFTER_CALLS` times in this process (about two batches of a model's blocks), and on torch's own
+# choice after that.
+CUDNN_ATTENTION_AFTER_CALLS = 64
+_WITHOUT_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+_shape_calls: dict = {}
+# The backend switches are process-wide flags: the lock keeps one thread's switch from reaching another's call.
+_shape_lock = threading.Lock()
+
+
+def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool = False,
+                                 scale: Optional[float] = None, enable_gqa: bool = False) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` (no mask, no dropout) that leaves cuDNN's kernels to shapes met often (see
+    `CUDNN_ATTENTION_AFTER_CALLS`); the same result up to rounding. Off CUDA, the plain call."""
+    def attend():
+        return F.scaled_dot_product_attention(query, key, value, is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+
+    if not query.is_cuda:
+        return attend()
+    shape = (tuple(query.shape), tuple(key.shape), query.dtype, query.device.index, is_causal)
+    with _shape_lock:
+        if len(_shape_calls) > 4096:  # a long-lived server meeting ever new shapes: forget, do not grow
+            _shape_calls.clear()
+        calls = _shape_calls[shape] = _shape_calls.get(shape, 0) + 1
+        if calls > CUDNN_ATTENTION_AFTER_CALLS:
+            return attend()
+        with sdpa_kernel(_WITHOUT_CUDNN):
+            return attend()
+
+
+def _attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool, scale: Optional[float],
+                  enable_gqa: bool) -> torch.Tensor:
+    return scaled_dot_product_attention(query, key, value, is_causal, scale, enable_gqa).contiguous()
+
+
+def _attention_shape(query, key, value, is_causal, scale, enable_gqa):
+    return query.new_empty((*query.shape[:-1], value.shape[-1]))
+
+
+# One operator per copy of this file (as `_PACKED_OP` below): under `torch.compile` the choice of kernel is made on the
+# concrete shapes at run time, not fixed in the compiled graph when it is traced.
+_ATTENTION_OP = "attention_" + re.sub(r"\W", "_", __name__)
+if not hasattr(torch.ops.fuscore, _ATTENTION_OP):
+    torch.library.custom_op(f"fuscore::{_ATTENTION_OP}", _attention_op, mutates_args=()).register_fake(_attention_shape)
+
+
+DECODER_ATTENTION = "fuscore_sdpa"
+
+
+def decoder_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    """The decoder's attention where the scoring engine runs it: causal attention over a right-padded batch without a
+    mask and without gradients goes to `scaled_dot_product_attention` as one operator; everything else (a mask, a
+    cache, training) to transformers' sdpa, unchanged. Registered as `DECODER_ATTENTION`, with sdpa's masks."""
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if (attention_mask is None and dropout == 0.0 and causal and query.shape[2] > 1 and query.shape[2] == key.shape[2]
+            and not (query.requires_grad or key.requires_grad or value.requires_grad)
+            and kwargs.get("position_bias") is None and kwargs.get("softcap") is None
+            and not kwargs.get("output_attentions", False)):
+        output = getattr(torch.ops.fuscore, _ATTENTION_OP)(query, key, value, True, scaling,
+                                                           query.shape[1] != key.shape[1])
+        return output.transpose(1, 2).contiguous(), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  is_causal=is_causal, **kwargs)
+
+
+AttentionInterface.register(DECODER_ATTENTION, decoder_attention)
+AttentionMaskInterface.register(DECODER_ATTENTION, sdpa_mask)
+
+
+def prepare_decoder_attention(language_model) -> None:
+    """Once per model: `decoder_attention` in place of sdpa on the decoder (the same computation and masks)."""
+    if language_model.config._attn_implementation == "sdpa":
+        language_model.config._attn_implementation = DECODER_ATTENTION
 
 
 # ---------------------------------------------------------------------------------------------------- vision tower
@@ -79,7 +166,10 @@ def _packed_attention(query, key, value, cu_seq_lens_q, max_length_q, dropout, s
     if max_length_q is not None and max_length_q * segments == total:
         # Equal segments: sum == total and max * count == total imply every segment has length max.
         q, k, v = (t[0].view(heads, segments, max_length_q, head_dim).transpose(0, 1) for t in (query, key, value))
-        output = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
+        if dropout == 0.0 and not (query.requires_grad or torch.compiler.is_compiling()):  # scoring's operator
+            output = scaled_dot_product_attention(q, k, v, scale=scaling)
+        else:  # training, traced into the compiled block
+            output = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
         return output.transpose(1, 2).reshape(1, total, heads, head_dim)
     if max_length_q is not None and _takes_varlen(query, scaling):
         # Batched sdpa stays for equal lengths: on one H200 the varlen kernel for every batch cost 11% of the engine's

@@ -106,69 +106,115 @@ def act_quant_reference(x: torch.Tensor, activation: str) -> tuple:
 @functools.cache
 def _triton_kernels():
     """The two Triton kernels, built on first use (Triton is imported only where it is installed). Each program
-    takes `ROWS` whole rows, which stay in registers between the reductions and the stores."""
+    takes `ROWS` whole rows, which stay in registers between the reductions and the stores. A row is two tiles, since
+    Triton's tiles are powers of two: `MAIN` columns (the largest power of two in the row) and a `TAIL` of the next
+    power of two above the rest (0: none), so a row of 4,304 columns runs on 4,352 lanes rather than 8,192."""
 
     @triton.jit
     def norm_quant_kernel(x_ptr, r_ptr, w_ptr, b_ptr, h_ptr, q_ptr, s_ptr, rows, columns, eps,
                           RMS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ROWS: tl.constexpr,
-                          BLOCK: tl.constexpr):
+                          MAIN: tl.constexpr, TAIL: tl.constexpr):
         row = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]
-        column = tl.arange(0, BLOCK)[None, :]
+        column = tl.arange(0, MAIN)[None, :]
         inside = (row < rows) & (column < columns)
-        offsets = row * columns + column
-        x = tl.load(x_ptr + offsets, mask=inside, other=0.0)
-        if HAS_RESIDUAL:
-            x = x.to(tl.float32) + tl.load(r_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-            x = x.to(h_ptr.dtype.element_ty)  # the residual stream keeps the model's dtype, as the block's add does
-            tl.store(h_ptr + offsets, x, mask=inside)
+        x = tl.load(x_ptr + row * columns + column, mask=inside, other=0.0)
+        if TAIL > 0:
+            tail_column = MAIN + tl.arange(0, TAIL)[None, :]
+            tail_inside = (row < rows) & (tail_column < columns)
+            tail = tl.load(x_ptr + row * columns + tail_column, mask=tail_inside, other=0.0)
+        if HAS_RESIDUAL:  # the residual stream keeps the model's dtype, as the block's add does
+            x = (x.to(tl.float32) + tl.load(r_ptr + row * columns + column, mask=inside, other=0.0).to(tl.float32)
+                 ).to(h_ptr.dtype.element_ty)
+            tl.store(h_ptr + row * columns + column, x, mask=inside)
+            if TAIL > 0:
+                tail = (tail.to(tl.float32) + tl.load(r_ptr + row * columns + tail_column, mask=tail_inside,
+                                                      other=0.0).to(tl.float32)).to(h_ptr.dtype.element_ty)
+                tl.store(h_ptr + row * columns + tail_column, tail, mask=tail_inside)
         x = x.to(tl.float32)
-        if RMS:
-            normed = x * tl.rsqrt(tl.sum(x * x, axis=1)[:, None] / columns + eps)
-        else:
-            centred = tl.where(inside, x - (tl.sum(x, axis=1) / columns)[:, None], 0.0)
-            normed = centred * tl.rsqrt(tl.sum(centred * centred, axis=1)[:, None] / columns + eps)
-        normed = normed * tl.load(w_ptr + column, mask=column < columns, other=0.0).to(tl.float32)
+        if not RMS:  # LayerNorm: centre first (the masked lanes stay 0)
+            total = tl.sum(x, axis=1)
+            if TAIL > 0:
+                tail = tail.to(tl.float32)
+                total += tl.sum(tail, axis=1)
+                tail = tl.where(tail_inside, tail - (total / columns)[:, None], 0.0)
+            x = tl.where(inside, x - (total / columns)[:, None], 0.0)
+        squares = tl.sum(x * x, axis=1)
+        if TAIL > 0:
+            tail = tail.to(tl.float32)
+            squares += tl.sum(tail * tail, axis=1)
+        inverse = tl.rsqrt(squares / columns + eps)[:, None]
+        x = x * inverse * tl.load(w_ptr + column, mask=column < columns, other=0.0).to(tl.float32)
         if HAS_BIAS:
-            normed = normed + tl.load(b_ptr + column, mask=column < columns, other=0.0).to(tl.float32)
-        normed = tl.where(inside, normed, 0.0)
-        scale = tl.maximum(tl.max(tl.abs(normed), axis=1), 1e-12)[:, None] / 448.0
-        quantized = tl.minimum(tl.maximum(normed / scale, -448.0), 448.0)
-        tl.store(q_ptr + offsets, quantized.to(q_ptr.dtype.element_ty), mask=inside)
+            x = x + tl.load(b_ptr + column, mask=column < columns, other=0.0).to(tl.float32)
+        x = tl.where(inside, x, 0.0)
+        amax = tl.max(tl.abs(x), axis=1)
+        if TAIL > 0:
+            tail = tail * inverse * tl.load(w_ptr + tail_column, mask=tail_column < columns, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                tail = tail + tl.load(b_ptr + tail_column, mask=tail_column < columns, other=0.0).to(tl.float32)
+            tail = tl.where(tail_inside, tail, 0.0)
+            amax = tl.maximum(amax, tl.max(tl.abs(tail), axis=1))
+        scale = tl.maximum(amax, 1e-12)[:, None] / 448.0
+        tl.store(q_ptr + row * columns + column,
+                 tl.minimum(tl.maximum(x / scale, -448.0), 448.0).to(q_ptr.dtype.element_ty), mask=inside)
+        if TAIL > 0:
+            tl.store(q_ptr + row * columns + tail_column,
+                     tl.minimum(tl.maximum(tail / scale, -448.0), 448.0).to(q_ptr.dtype.element_ty), mask=tail_inside)
         tl.store(s_ptr + row, scale, mask=row < rows)
 
     @triton.jit
     def act_quant_kernel(x_ptr, q_ptr, s_ptr, rows, columns, ACTIVATION: tl.constexpr, ROWS: tl.constexpr,
-                         BLOCK: tl.constexpr):
+                         MAIN: tl.constexpr, TAIL: tl.constexpr):
         row = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)[:, None]
-        column = tl.arange(0, BLOCK)[None, :]
-        inside = (row < rows) & (column < columns)
         width = columns * 2 if ACTIVATION == 2 else columns  # silu_mul reads [gate | up]
+        column = tl.arange(0, MAIN)[None, :]
+        inside = (row < rows) & (column < columns)
         x = tl.load(x_ptr + row * width + column, mask=inside, other=0.0).to(tl.float32)
+        if TAIL > 0:  # (a helper function for the two tiles would be a second jit function, not nestable here)
+            tail_column = MAIN + tl.arange(0, TAIL)[None, :]
+            tail_inside = (row < rows) & (tail_column < columns)
+            tail = tl.load(x_ptr + row * width + tail_column, mask=tail_inside, other=0.0).to(tl.float32)
         if ACTIVATION == 1:  # GELU, tanh approximation: 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u))
             x = x / (1.0 + tl.exp(-1.5957691216057308 * (x + 0.044715 * x * x * x)))
-        elif ACTIVATION == 2:
-            up = tl.load(x_ptr + row * width + columns + column, mask=inside, other=0.0).to(tl.float32)
-            x = x / (1.0 + tl.exp(-x)) * up
+            if TAIL > 0:
+                tail = tail / (1.0 + tl.exp(-1.5957691216057308 * (tail + 0.044715 * tail * tail * tail)))
+        elif ACTIVATION == 2:  # SiLU(gate) * up
+            x = x / (1.0 + tl.exp(-x)) * tl.load(x_ptr + row * width + columns + column, mask=inside,
+                                                 other=0.0).to(tl.float32)
+            if TAIL > 0:
+                tail = tail / (1.0 + tl.exp(-tail)) * tl.load(x_ptr + row * width + columns + tail_column,
+                                                              mask=tail_inside, other=0.0).to(tl.float32)
         x = tl.where(inside, x, 0.0)
-        scale = tl.maximum(tl.max(tl.abs(x), axis=1), 1e-12)[:, None] / 448.0
-        quantized = tl.minimum(tl.maximum(x / scale, -448.0), 448.0)
-        tl.store(q_ptr + row * columns + column, quantized.to(q_ptr.dtype.element_ty), mask=inside)
+        amax = tl.max(tl.abs(x), axis=1)
+        if TAIL > 0:
+            tail = tl.where(tail_inside, tail, 0.0)
+            amax = tl.maximum(amax, tl.max(tl.abs(tail), axis=1))
+        scale = tl.maximum(amax, 1e-12)[:, None] / 448.0
+        tl.store(q_ptr + row * columns + column,
+                 tl.minimum(tl.maximum(x / scale, -448.0), 448.0).to(q_ptr.dtype.element_ty), mask=inside)
+        if TAIL > 0:
+            tl.store(q_ptr + row * columns + tail_column,
+                     tl.minimum(tl.maximum(tail / scale, -448.0), 448.0).to(q_ptr.dtype.element_ty), mask=tail_inside)
         tl.store(s_ptr + row, scale, mask=row < rows)
 
     return norm_quant_kernel, act_quant_kernel
 
 
-# Launch shapes, (rows per program, warps) by the row's padded width: the fastest of 1-8 rows x 2-16 warps, weighted
-# by how often a forward runs each kernel, at the shapes of a 64-image batch of 448 px at 8B, on one H100 (torch 2.11,
-# Triton 3.6, 2026-12-06; `benchmarks/fp8_variants.py --parts kernels`, `results_fp8_kernels_h100.json`).
-LAUNCH_SHAPES = {2048: (1, 2), 4096: (1, 4), 8192: (1, 4), 16384: (1, 16)}
+# Launch shapes, (rows per program, warps) by the row's width rounded up to a power of two: the fastest of 1-8 rows x
+# 2-16 warps, weighted by how often a forward runs each kernel, at the shapes of a 64-image batch of 448 px at 8B, on
+# one H100 (torch 2.11, Triton 3.6, two-tile rows, 2026-12-06; `benchmarks/fp8_variants.py --parts kernels`,
+# `results_fp8_kernels_h100.json`).
+LAUNCH_SHAPES = {2048: (2, 2), 4096: (1, 4), 8192: (1, 4), 16384: (1, 8)}
 
 
 def _launch_shape(columns: int, shapes: Optional[dict] = None) -> tuple:
-    """`(block, rows per program, warps)` for rows of `columns` (`block`: the row, rounded up to a power of two)."""
+    """`(main, tail, rows per program, warps)` for rows of `columns`: the row's two tiles (`_triton_kernels`), the
+    largest power of two in it and the next power of two above the rest (0 when the row is a power of two)."""
+    main = 1 << (columns.bit_length() - 1)
+    tail = triton.next_power_of_2(columns - main) if columns > main else 0
     block = triton.next_power_of_2(columns)
     rows, warps = (shapes or LAUNCH_SHAPES).get(block, (max(1, 2048 // block), max(4, min(16, block // 512))))
-    return block, rows, warps
+    return main, tail, rows, warps
 
 
 def _use_triton(x: torch.Tensor) -> bool:
@@ -189,11 +235,12 @@ def _norm_quant(x: torch.Tensor, residual: Optional[torch.Tensor], weight: torch
     scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
     summed = torch.empty_like(x) if residual is not None else x.new_empty((0, columns))
     if rows:
-        block, per_program, warps = _launch_shape(columns)
+        main, tail, per_program, warps = _launch_shape(columns)
         _triton_kernels()[0][(triton.cdiv(rows, per_program),)](
             x, x if residual is None else residual.reshape(-1, columns).contiguous(), weight,
             weight if bias is None else bias, summed, quantized, scale, rows, columns, eps, RMS=rms,
-            HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, ROWS=per_program, BLOCK=block, num_warps=warps)
+            HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, ROWS=per_program, MAIN=main, TAIL=tail,
+            num_warps=warps)
     return quantized, scale, summed
 
 
@@ -207,9 +254,9 @@ def _act_quant(x: torch.Tensor, activation: int) -> tuple[torch.Tensor, torch.Te
     quantized = torch.empty((rows, columns), dtype=FLOAT8, device=x.device)
     scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
     if rows:
-        block, per_program, warps = _launch_shape(columns)
+        main, tail, per_program, warps = _launch_shape(columns)
         _triton_kernels()[1][(triton.cdiv(rows, per_program),)](x, quantized, scale, rows, columns, ACTIVATION=activation,
-                                                                ROWS=per_program, BLOCK=block, num_warps=warps)
+                                                                ROWS=per_program, MAIN=main, TAIL=tail, num_warps=warps)
     return quantized, scale
 
 

@@ -48,15 +48,17 @@ except ImportError:  # A checkout or an installed FuScore: the siblings are top-
     )
 try:
     from .acceleration_fuscore import (
-        CHECKPOINTING_POLICIES, PACKED_VISION_ATTENTION, PatchConv3d, check_block_checkpointing,
+        CHECKPOINTING_POLICIES, DECODER_ATTENTION, PACKED_VISION_ATTENTION, PatchConv3d, check_block_checkpointing,
         check_checkpointing_settings, compile_blocks, decoder_attention_mask, full_weight, memory_budget_backend,
-        packed_vision_attention, prepare_vision_tower, quantize_fp8, set_block_checkpointing, vision_tower_inputs,
+        packed_vision_attention, prepare_decoder_attention, prepare_vision_tower, quantize_fp8, set_block_checkpointing,
+        vision_tower_inputs,
     )
 except ImportError:
     from acceleration_fuscore import (
-        CHECKPOINTING_POLICIES, PACKED_VISION_ATTENTION, PatchConv3d, check_block_checkpointing,
+        CHECKPOINTING_POLICIES, DECODER_ATTENTION, PACKED_VISION_ATTENTION, PatchConv3d, check_block_checkpointing,
         check_checkpointing_settings, compile_blocks, decoder_attention_mask, full_weight, memory_budget_backend,
-        packed_vision_attention, prepare_vision_tower, quantize_fp8, set_block_checkpointing, vision_tower_inputs,
+        packed_vision_attention, prepare_decoder_attention, prepare_vision_tower, quantize_fp8, set_block_checkpointing,
+        vision_tower_inputs,
     )
 try:
     from .processing_fuscore import FuScoreProcessor
@@ -235,6 +237,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         vision_config = getattr(config.base_config, "vision_config", None)
         if getattr(vision_config, "_attn_implementation", None) == PACKED_VISION_ATTENTION:
             vision_config._attn_implementation = "sdpa"
+        if getattr(text_config, "_attn_implementation", None) == DECODER_ATTENTION:  # `prepare_decoder_attention`
+            text_config._attn_implementation = "sdpa"
         self.model = AutoModel.from_config(config.base_config)
         self.lm_head = nn.Linear(text_config.hidden_size, text_config.vocab_size, bias=False)
         self.regression_head = None
@@ -317,7 +321,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 hidden states. Selecting the fused image's tokens waits for the GPU (their count is data), so the
                 scoring engine passes `False` unless maps are asked for, keeping its batches overlapped.
         """
-        self._prepare_vision_tower()
+        self._prepare_attention()
         base_inputs = dict(input_ids=input_ids, attention_mask=decoder_attention_mask(attention_mask, right_padded, position_ids),
                            image_grid_thw=image_grid_thw, position_ids=position_ids)
         if mm_token_type_ids is not None:
@@ -486,9 +490,11 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         """
         return quantize_fp8(self.model, vision_tower=vision_tower)
 
-    def _prepare_vision_tower(self) -> None:
-        """The packed vision attention and the patch matmul on the vision tower (`prepare_vision_tower`)."""
+    def _prepare_attention(self) -> None:
+        """The packed vision attention and the patch matmul on the vision tower (`prepare_vision_tower`), and the
+        decoder's scoring attention (`prepare_decoder_attention`)."""
         prepare_vision_tower(self.model.visual, self.config.packed_vision_attention)
+        prepare_decoder_attention(self.model.language_model)
 
     def vision_tower_inputs(self, image_grid_thw: torch.LongTensor) -> dict:
         """The vision tower's rotary position ids, attention segments and position-embedding interpolation for a
@@ -500,7 +506,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         (`transformers.vision_utils`) do the work with the tower's own settings, so the values are exactly the ones
         it would compute (tested for every supported family).
         """
-        self._prepare_vision_tower()  # the segment lengths it needs depend on the attention implementation
+        self._prepare_attention()  # the segment lengths it needs depend on the attention implementation
         return vision_tower_inputs(self.model.visual, image_grid_thw)
 
     def position_inputs(self, batch) -> dict:

@@ -485,9 +485,14 @@ def main():
     parser.add_argument("--plain-from", default=None, metavar="JSON",
                         help="with --plain-images 0: the plain forward's rate from this earlier run's --output (same "
                              "machine, same mode and mix) for the first pass / plain ratio")
+    parser.add_argument("--no-cudnn-attention", action="store_true",
+                        help="switch cuDNN's attention off for the whole process (torch.backends.cuda."
+                             "enable_cudnn_sdp(False)): how issue 31 measured what its plans cost a first pass")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     if args.plain_from and args.plain_images > 0:
         parser.error("--plain-from needs --plain-images 0 (the plain row is either measured here or read)")
     if args.tiny:
@@ -503,7 +508,8 @@ def main():
                "batch_size": args.batch_size, "workers": args.workers, "tokenizer": benchmark_tokenizer(args.tiny)[1],
                "min_pixels": args.min_pixels, "max_pixels": args.max_pixels, "mix": [list(entry[:2]) for entry in MIX],
                "compile_cache": args.compile_cache and str(Path(args.compile_cache).resolve()),
-               "compile_cache_files_before": cache_files, "first_pass_only": args.first_pass_only}
+               "compile_cache_files_before": cache_files, "first_pass_only": args.first_pass_only,
+               "cudnn_attention": not args.no_cudnn_attention}
     results["matmul_peak_tflops"] = peak = matmul_peak_tflops(device, 8192 if device.type == "cuda" else 512)
     folder = scratch_folder("fuscore_mixed_")
     vifb = tiny_vifb(folder) if args.tiny else vifb_samples(Path(args.vifb))

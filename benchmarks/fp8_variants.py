@@ -180,6 +180,11 @@ def kernels_part(args, device, results: dict) -> None:
         moved = x.numel() * 2 + rows * columns + rows * 4 + (2 * rows * columns * 2 if add else 0)
         row["fused_seconds"] = bench(fused)
         row["fused_gb_s"] = moved / row["fused_seconds"] / 1e9
+        # The row as one tile of the next power of two (the kernels before the two-tile rows), for the difference.
+        two_tiles = f8._launch_shape
+        f8._launch_shape = lambda width: (triton.next_power_of_2(width), 0, *two_tiles(width)[2:])
+        row["one_tile_seconds"] = bench(fused)
+        f8._launch_shape = two_tiles
         # The launch shapes around the shipped one: (rows per program, warps) -> seconds.
         block = triton.next_power_of_2(columns)
         shipped = dict(f8.LAUNCH_SHAPES)
@@ -201,7 +206,8 @@ def kernels_part(args, device, results: dict) -> None:
         row["compiled_twin_seconds"] = bench(compiled_twin)
         results["kernels"]["cases"][what] = row
         print(f"{what} [{rows} x {columns}]: rel error {row['dequantized_rel_error']:.1e}, scale {row['scale_rel_error_max']:.1e}; "
-              f"fused {row['fused_seconds'] * 1e3:.3f} ms ({row['fused_gb_s']:.0f} GB/s), the bf16 op alone "
+              f"fused {row['fused_seconds'] * 1e3:.3f} ms ({row['fused_gb_s']:.0f} GB/s; one tile "
+              f"{row['one_tile_seconds'] * 1e3:.3f} ms), the bf16 op alone "
               f"{row['bf16_alone_seconds'] * 1e3:.3f} ms, compiled twin (unfused quantization) "
               f"{row['compiled_twin_seconds'] * 1e3:.3f} ms", flush=True)
         if not row["finite"] or row["dequantized_rel_error"] > 2e-2:

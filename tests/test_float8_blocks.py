@@ -153,8 +153,9 @@ def test_compiled_float8_blocks_score_as_the_eager_ones(images):
 @pytest.mark.skipif(not (torch.cuda.is_available() and float8_fuscore.triton_available()), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("kind", ["layer_norm", "add_layer_norm", "rms_norm", "add_rms_norm", "gelu_tanh", "silu_mul",
                                   "identity"])
-def test_triton_kernels_match_their_twins(kind):
-    rows, columns = 333, 1152
+@pytest.mark.parametrize("columns", [1152, 4304, 4096, 100])  # rows of two tiles (1024 + 128, 4096 + 256) and of one
+def test_triton_kernels_match_their_twins(kind, columns):
+    rows = 333
     x = (3 * torch.randn(rows, 2 * columns if kind == "silu_mul" else columns, device="cuda")).bfloat16()
     x[::7, ::13] *= 50
     residual = torch.randn(rows, columns, device="cuda").bfloat16()

@@ -632,7 +632,7 @@ def test_compiled_vision_blocks_keep_one_graph_for_equal_and_unequal_image_lengt
     from torch._dynamo.utils import counters
 
     model = build_tiny_model("qwen3_vl", seed=4).eval()
-    model._prepare_vision_tower()
+    model._prepare_attention()
     visual = model.model.visual
     config = visual.config
     per_patch = config.in_channels * config.temporal_patch_size * config.patch_size**2
@@ -718,6 +718,71 @@ def test_packed_vision_attention_on_segments_of_different_lengths_matches_the_lo
     loop = torch.cat([torch.nn.functional.scaled_dot_product_attention(q, k, v) for q, k, v in
                       zip(*(torch.split(t, lengths, dim=2) for t in (query, key, value)))], dim=2).transpose(1, 2)
     torch.testing.assert_close(packed, loop, atol=2e-2, rtol=2e-2)
+
+
+def test_decoder_scoring_attention_is_sdpa_causal_without_a_mask_and_sdpa_itself_otherwise():
+    """`decoder_attention` (the decoder's attention once a model has run) computes what transformers' sdpa computes:
+    through FuScore's operator for a causal batch without a mask (grouped key/value heads included), through sdpa
+    itself with a mask or gradients; a saved model's config keeps no trace of it."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    import acceleration_fuscore as acceleration
+
+    model = build_tiny_model("qwen3_vl", seed=4).eval()
+    module = model.model.language_model.layers[0].self_attn
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(3, 4, 9, 16, generator=generator)
+    key, value = (torch.randn(3, 2, 9, 16, generator=generator) for _ in range(2))
+    mask = torch.ones(3, 1, 9, 9, dtype=torch.bool).tril()
+    mask[0, :, :, 7:] = False
+    calls = []
+    original = acceleration.scaled_dot_product_attention
+    try:
+        acceleration.scaled_dot_product_attention = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+        with torch.no_grad():
+            for attention_mask in (None, mask):
+                ours, _ = acceleration.decoder_attention(module, query, key, value, attention_mask, scaling=0.25)
+                theirs, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=0.25)
+                torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+                assert len(calls) == 1  # the unmasked call only
+        trained = query.clone().requires_grad_()
+        acceleration.decoder_attention(module, trained, key, value, None, scaling=0.25)
+        assert len(calls) == 1
+    finally:
+        acceleration.scaled_dot_product_attention = original
+    model.score([np.zeros((32, 32, 3), np.uint8)])
+    assert model.model.language_model.config._attn_implementation == acceleration.DECODER_ATTENTION
+    assert FuScoreForQuality(model.config).model.language_model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN's attention runs on a GPU")
+def test_attention_leaves_cudnn_to_shapes_met_often_and_restores_the_backends():
+    """A shape's first calls run without cuDNN (whose first call at a shape builds a plan); from
+    `CUDNN_ATTENTION_AFTER_CALLS` on, torch's own choice. The result is the same, and torch's backend switches are
+    as they were."""
+    import acceleration_fuscore as acceleration
+
+    def kernels(fn):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+            output = fn()
+            torch.cuda.synchronize()
+        return output, {event.key for event in profile.key_averages() if event.device_type.name == "CUDA"}
+
+    torch.manual_seed(0)
+    query = torch.randn(3, 8, 77, 64, device="cuda", dtype=torch.bfloat16)
+    key, value = (torch.randn(3, 2, 77, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    attend = lambda: acceleration.scaled_dot_product_attention(query, key, value, True, None, True)  # noqa: E731
+    expected, default = kernels(lambda: torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, is_causal=True, enable_gqa=True))
+    first, early = kernels(attend)
+    assert not any("cudnn" in name.lower() for name in early)
+    for _ in range(acceleration.CUDNN_ATTENTION_AFTER_CALLS):
+        attend()
+    later, late = kernels(attend)
+    assert late == default
+    torch.testing.assert_close(first, expected, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(later, expected, atol=2e-2, rtol=2e-2)
+    assert (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()) == (True, True)
 
 
 def test_background_preparation_keeps_order_reraises_and_stops_early():
