@@ -5,7 +5,8 @@
 #      JPEGs (two alternating rounds), model only, the vision-tower line, the 8B level-logit error, and a device-only
 #      profile of 512 images per engine with GPU idle before, between and after the kernels;
 #   2. bench_mixed_sizes.py: the first pass on 512 samples of mixed IVIF sizes in a process with an empty compile cache,
-#      then in a second process with the cache the first one left, against the plain batched forward.
+#      then in a second process with the cache the first one left, against the plain batched forward;
+#   3. bench_attention_shapes.py: attention's first call at new shapes per sdpa backend and FuScore's choice.
 # Results (JSON, logs, gzipped traces) go to $OUT, or to ./speed_iii when OUT is not set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +19,6 @@ python benchmarks/bench_fp8.py --vifb "$vifb" --images 2048 --rounds 2 --profile
 first_pass="python benchmarks/bench_mixed_sizes.py --vifb $vifb --modes fused --images 512 --no-static --first-pass-only --compile-cache $cache"
 $first_pass --plain-images 512 --output "$out/mixed_cold.json" > "$out/mixed_cold.log" 2>&1
 $first_pass --plain-images 0 --plain-from "$out/mixed_cold.json" --output "$out/mixed_warm.json" > "$out/mixed_warm.log" 2>&1
-grep -h "summary\|end to end below\|vision tower, the\|first pass / plain\|compiling in the first pass" \
-    "$out/fp8.log" "$out/mixed_cold.log" "$out/mixed_warm.log"
+python benchmarks/bench_attention_shapes.py --output "$out/attention.json" > "$out/attention.log" 2>&1
+grep -h "summary\|first call at a new shape\|end to end below\|vision tower, the\|first pass / plain\|compiling in the first pass" \
+    "$out/fp8.log" "$out/mixed_cold.log" "$out/mixed_warm.log" "$out/attention.log"
