@@ -46,6 +46,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.generic import get_max_seqlen, is_flash_attention_requested
 
 triton = tl = None  # imported on first use by `triton_available`
+_store_quantized = None  # the kernels' shared Triton helper, made with them (`_triton_kernels`)
 
 
 def triton_available() -> bool:
@@ -108,7 +109,26 @@ def _triton_kernels():
     """The two Triton kernels, built on first use (Triton is imported only where it is installed). Each program
     takes `ROWS` whole rows, which stay in registers between the reductions and the stores. A row is two tiles, since
     Triton's tiles are powers of two: `MAIN` columns (the largest power of two in the row) and a `TAIL` of the next
-    power of two above the rest (0: none), so a row of 4,304 columns runs on 4,352 lanes rather than 8,192."""
+    power of two above the rest (0: none), so a row of 4,304 columns runs on 4,352 lanes rather than 8,192. Where there
+    is no tail, the kernels pass the main tile in its place to code that reads it only when `TAIL > 0`."""
+    global _store_quantized  # a module global, where the kernels' Triton calls look their helpers up
+
+    @triton.jit
+    def _store_quantized(q_ptr, s_ptr, row, rows, columns, column, inside, x, tail_column, tail_inside, tail,
+                         TAIL: tl.constexpr):
+        """The rows' scales (largest |value| / 448 over both tiles) and their float8 values."""
+        x = tl.where(inside, x, 0.0)
+        amax = tl.max(tl.abs(x), axis=1)
+        if TAIL > 0:
+            tail = tl.where(tail_inside, tail, 0.0)
+            amax = tl.maximum(amax, tl.max(tl.abs(tail), axis=1))
+        scale = tl.maximum(amax, 1e-12)[:, None] / 448.0
+        tl.store(q_ptr + row * columns + column,
+                 tl.minimum(tl.maximum(x / scale, -448.0), 448.0).to(q_ptr.dtype.element_ty), mask=inside)
+        if TAIL > 0:
+            tl.store(q_ptr + row * columns + tail_column,
+                     tl.minimum(tl.maximum(tail / scale, -448.0), 448.0).to(q_ptr.dtype.element_ty), mask=tail_inside)
+        tl.store(s_ptr + row, scale, mask=row < rows)
 
     @triton.jit
     def norm_quant_kernel(x_ptr, r_ptr, w_ptr, b_ptr, h_ptr, q_ptr, s_ptr, rows, columns, eps,
@@ -118,6 +138,7 @@ def _triton_kernels():
         column = tl.arange(0, MAIN)[None, :]
         inside = (row < rows) & (column < columns)
         x = tl.load(x_ptr + row * columns + column, mask=inside, other=0.0)
+        tail_column, tail_inside, tail = column, inside, x
         if TAIL > 0:
             tail_column = MAIN + tl.arange(0, TAIL)[None, :]
             tail_inside = (row < rows) & (tail_column < columns)
@@ -130,37 +151,25 @@ def _triton_kernels():
                 tail = (tail.to(tl.float32) + tl.load(r_ptr + row * columns + tail_column, mask=tail_inside,
                                                       other=0.0).to(tl.float32)).to(h_ptr.dtype.element_ty)
                 tl.store(h_ptr + row * columns + tail_column, tail, mask=tail_inside)
-        x = x.to(tl.float32)
+        x, tail = x.to(tl.float32), tail.to(tl.float32)
         if not RMS:  # LayerNorm: centre first (the masked lanes stay 0)
             total = tl.sum(x, axis=1)
             if TAIL > 0:
-                tail = tail.to(tl.float32)
                 total += tl.sum(tail, axis=1)
                 tail = tl.where(tail_inside, tail - (total / columns)[:, None], 0.0)
             x = tl.where(inside, x - (total / columns)[:, None], 0.0)
         squares = tl.sum(x * x, axis=1)
         if TAIL > 0:
-            tail = tail.to(tl.float32)
             squares += tl.sum(tail * tail, axis=1)
         inverse = tl.rsqrt(squares / columns + eps)[:, None]
         x = x * inverse * tl.load(w_ptr + column, mask=column < columns, other=0.0).to(tl.float32)
         if HAS_BIAS:
             x = x + tl.load(b_ptr + column, mask=column < columns, other=0.0).to(tl.float32)
-        x = tl.where(inside, x, 0.0)
-        amax = tl.max(tl.abs(x), axis=1)
         if TAIL > 0:
             tail = tail * inverse * tl.load(w_ptr + tail_column, mask=tail_column < columns, other=0.0).to(tl.float32)
             if HAS_BIAS:
                 tail = tail + tl.load(b_ptr + tail_column, mask=tail_column < columns, other=0.0).to(tl.float32)
-            tail = tl.where(tail_inside, tail, 0.0)
-            amax = tl.maximum(amax, tl.max(tl.abs(tail), axis=1))
-        scale = tl.maximum(amax, 1e-12)[:, None] / 448.0
-        tl.store(q_ptr + row * columns + column,
-                 tl.minimum(tl.maximum(x / scale, -448.0), 448.0).to(q_ptr.dtype.element_ty), mask=inside)
-        if TAIL > 0:
-            tl.store(q_ptr + row * columns + tail_column,
-                     tl.minimum(tl.maximum(tail / scale, -448.0), 448.0).to(q_ptr.dtype.element_ty), mask=tail_inside)
-        tl.store(s_ptr + row, scale, mask=row < rows)
+        _store_quantized(q_ptr, s_ptr, row, rows, columns, column, inside, x, tail_column, tail_inside, tail, TAIL)
 
     @triton.jit
     def act_quant_kernel(x_ptr, q_ptr, s_ptr, rows, columns, ACTIVATION: tl.constexpr, ROWS: tl.constexpr,
@@ -170,7 +179,8 @@ def _triton_kernels():
         column = tl.arange(0, MAIN)[None, :]
         inside = (row < rows) & (column < columns)
         x = tl.load(x_ptr + row * width + column, mask=inside, other=0.0).to(tl.float32)
-        if TAIL > 0:  # (a helper function for the two tiles would be a second jit function, not nestable here)
+        tail_column, tail_inside, tail = column, inside, x
+        if TAIL > 0:
             tail_column = MAIN + tl.arange(0, TAIL)[None, :]
             tail_inside = (row < rows) & (tail_column < columns)
             tail = tl.load(x_ptr + row * width + tail_column, mask=tail_inside, other=0.0).to(tl.float32)
@@ -184,18 +194,7 @@ def _triton_kernels():
             if TAIL > 0:
                 tail = tail / (1.0 + tl.exp(-tail)) * tl.load(x_ptr + row * width + columns + tail_column,
                                                               mask=tail_inside, other=0.0).to(tl.float32)
-        x = tl.where(inside, x, 0.0)
-        amax = tl.max(tl.abs(x), axis=1)
-        if TAIL > 0:
-            tail = tl.where(tail_inside, tail, 0.0)
-            amax = tl.maximum(amax, tl.max(tl.abs(tail), axis=1))
-        scale = tl.maximum(amax, 1e-12)[:, None] / 448.0
-        tl.store(q_ptr + row * columns + column,
-                 tl.minimum(tl.maximum(x / scale, -448.0), 448.0).to(q_ptr.dtype.element_ty), mask=inside)
-        if TAIL > 0:
-            tl.store(q_ptr + row * columns + tail_column,
-                     tl.minimum(tl.maximum(tail / scale, -448.0), 448.0).to(q_ptr.dtype.element_ty), mask=tail_inside)
-        tl.store(s_ptr + row, scale, mask=row < rows)
+        _store_quantized(q_ptr, s_ptr, row, rows, columns, column, inside, x, tail_column, tail_inside, tail, TAIL)
 
     return norm_quant_kernel, act_quant_kernel
 
