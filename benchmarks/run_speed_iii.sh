@@ -7,18 +7,20 @@
 #   2. bench_mixed_sizes.py: the first pass on 512 samples of mixed IVIF sizes in a process with an empty compile cache,
 #      then in a second process with the cache the first one left, against the plain batched forward;
 #   3. bench_attention_shapes.py: attention's first call at new shapes per sdpa backend and FuScore's choice.
-# Results (JSON, logs, gzipped traces) go to $OUT, or to ./speed_iii when OUT is not set.
+# Results (JSON, logs, gzipped traces) go to $OUT, or to ./speed_iii when OUT is not set. ROUNDS (default 2) and
+# PROFILE_IMAGES (default 512) shorten the first step where device time is short; each step has a time limit, so that
+# a slow one leaves time to the next.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-speed_iii}"
 vifb="${VIFB:-.vifb}"
 mkdir -p "$out"
 cache="$(mktemp -d)"
-python benchmarks/bench_fp8.py --vifb "$vifb" --images 2048 --rounds 2 --profile-images 512 --trace "$out" \
-    --output "$out/fp8.json" > "$out/fp8.log" 2>&1
+timeout 330 python benchmarks/bench_fp8.py --vifb "$vifb" --images 2048 --rounds "${ROUNDS:-2}" \
+    --profile-images "${PROFILE_IMAGES:-512}" --trace "$out" --output "$out/fp8.json" > "$out/fp8.log" 2>&1
 first_pass="python benchmarks/bench_mixed_sizes.py --vifb $vifb --modes fused --images 512 --no-static --first-pass-only --compile-cache $cache"
-$first_pass --plain-images 512 --output "$out/mixed_cold.json" > "$out/mixed_cold.log" 2>&1
-$first_pass --plain-images 0 --plain-from "$out/mixed_cold.json" --output "$out/mixed_warm.json" > "$out/mixed_warm.log" 2>&1
-python benchmarks/bench_attention_shapes.py --output "$out/attention.json" > "$out/attention.log" 2>&1
+timeout 150 $first_pass --plain-images 512 --output "$out/mixed_cold.json" > "$out/mixed_cold.log" 2>&1
+timeout 100 $first_pass --plain-images 0 --plain-from "$out/mixed_cold.json" --output "$out/mixed_warm.json" > "$out/mixed_warm.log" 2>&1
+timeout 60 python benchmarks/bench_attention_shapes.py --output "$out/attention.json" > "$out/attention.log" 2>&1
 grep -h "summary\|first call at a new shape\|end to end below\|vision tower, the\|first pass / plain\|compiling in the first pass" \
     "$out/fp8.log" "$out/mixed_cold.log" "$out/mixed_warm.log" "$out/attention.log"
