@@ -720,6 +720,57 @@ def test_packed_vision_attention_on_segments_of_different_lengths_matches_the_lo
     torch.testing.assert_close(packed, loop, atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs a C++ compiler")
+@pytest.mark.slow  # a CPU compile
+def test_compiled_decoder_layers_keep_one_graph_with_the_scoring_attention(random_images):
+    """The decoder's scoring attention is one operator (its kernel chosen inside on the concrete shape): compiled
+    decoder layers run right-padded batches of different lengths on one graph without breaks, and score what the eager
+    layers score."""
+    from torch._dynamo.utils import counters
+
+    model = build_tiny_model("qwen3_vl", seed=4).eval()
+    processor = model.get_processor()
+    batches = []
+    for images in (random_images[:2], random_images[1:4], random_images[:3]):
+        batch = dict(processor(images))
+        batch.update(model.position_inputs(batch))
+        batches.append(batch)
+
+    def run():
+        with torch.inference_mode():
+            return [model(**batch, right_padded=True).level_logits for batch in batches]
+
+    import acceleration_fuscore
+    from torch._inductor.compile_fx import compile_fx
+
+    eager = run()
+    assert model.model.language_model.config._attn_implementation == "fuscore_sdpa"
+    called = []
+
+    def inductor_recording_calls(graph_module, example_inputs):
+        called.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return compile_fx(graph_module, example_inputs)
+
+    torch._dynamo.reset()
+    counters.clear()
+    layers = model.model.language_model.layers
+    for layer in layers:
+        layer.compile(dynamic=True, backend=inductor_recording_calls)
+    try:
+        compiled = run()
+        assert counters["stats"]["unique_graphs"] == 1
+        assert not counters["graph_break"]
+        # The attention is the operator in the graph, so its kernel is chosen when it runs, not when it is traced.
+        assert any(acceleration_fuscore._ATTENTION_OP in target for target in called)
+        assert not any("scaled_dot_product" in target for target in called)
+    finally:
+        for layer in layers:
+            layer._compiled_call_impl = None
+        torch._dynamo.reset()
+    for expected, actual in zip(eager, compiled):
+        torch.testing.assert_close(actual, expected, atol=1e-4, rtol=0)
+
+
 def test_decoder_scoring_attention_is_sdpa_causal_without_a_mask_and_sdpa_itself_otherwise():
     """`decoder_attention` (the decoder's attention once a model has run) computes what transformers' sdpa computes:
     through FuScore's operator for a causal batch without a mask (grouped key/value heads included), through sdpa
