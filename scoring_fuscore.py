@@ -15,6 +15,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Mapping
+from typing import Optional
 
 import torch
 
@@ -175,13 +176,23 @@ COMPILE_PAYS_FROM_VISUAL_TOKENS = 1_400_000
 REFERENCE_DECODER_PARAMETERS = 6.95e9
 
 
-def ramp_up(batches: list, first: int = 8) -> list:
+# The first piece of `ramp_up` (0: no ramp-up), and how many of a job's largest batches the decoding threads keep in
+# flight (`_decoded_in_threads`); `benchmarks/bench_fp8.py --parts host` compares settings of both.
+RAMP_UP_FIRST = 8
+DECODE_AHEAD_BATCHES = 2
+# Whether a GPU scoring call computes the position inputs once per distinct batch layout (`score_images`).
+REUSE_POSITIONS = True
+
+
+def ramp_up(batches: list, first: Optional[int] = None) -> list:
     """`batches` with the first one cut into pieces of `first`, `first`, `2 first`, `4 first`, ... items (8, 8, 16, 32
-    for a batch of 64): the GPU starts once `first` images are decoded instead of a whole batch, and each piece's
-    decoding hides behind the forward pass of the piece before it. The pieces hold the first batch's items, so
-    padding is unchanged; a first batch under `4 first` items stays whole. (On one H100, 8B, 448 px, float8, the
-    GPU idled about 0.2 s at the start of every `score` call while the first 64 images were decoded.)"""
-    if not batches or len(batches[0]) < 4 * first:
+    for a batch of 64; `first` defaults to `RAMP_UP_FIRST`, and 0 leaves the batches as they are): the GPU starts
+    once `first` images are decoded instead of a whole batch, and each piece's decoding hides behind the forward pass
+    of the piece before it. The pieces hold the first batch's items, so padding is unchanged; a first batch under
+    `4 first` items stays whole. (On one H100, 8B, 448 px, float8, the GPU idled about 0.2 s at the start of every
+    `score` call while the first 64 images were decoded.)"""
+    first = RAMP_UP_FIRST if first is None else first
+    if not batches or first <= 0 or len(batches[0]) < 4 * first:
         return batches
     head, pieces, size = list(batches[0]), [], first
     while len(head) > 2 * size:
@@ -294,7 +305,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         return processor.collate(samples), [(sample["position"], sample["fused_size"]) for sample in samples]
 
     if defer_pixels and num_workers > 0:
-        loader = _decoded_in_threads(dataset, batches, num_workers)
+        loader = _decoded_in_threads(dataset, batches, num_workers, DECODE_AHEAD_BATCHES)
     else:
         loader = torch.utils.data.DataLoader(
             dataset,
@@ -351,6 +362,8 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
             found[ARTIFACT_MAP] = maps[index]
         return found
 
+    positions_of = _PositionsByLayout(model) if on_gpu and REUSE_POSITIONS else None
+
     def prepare(item):
         batch, placed = item
         if defer_pixels or placed is None:  # uncollated samples: deferred pixels, or a batch where an item failed
@@ -360,8 +373,9 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         positions = [position for position, _ in placed]
         for position, size in placed:
             fused_sizes[items[position][0]] = size
-        # The positions are computed here, on the CPU, rather than inside the forward pass on the GPU.
-        batch = {**batch, **model.position_inputs(batch)}
+        # The positions are computed here, on the CPU, rather than inside the forward pass on the GPU; on a GPU once
+        # per distinct batch layout of the call (a job of one image size and dimension has one, past `ramp_up`).
+        batch = {**batch, **(positions_of(batch) if positions_of is not None else model.position_inputs(batch))}
         if on_gpu and "position_ids" in batch:
             # Collated batches are right-padded: the decoder needs no padding mask (`forward`'s `right_padded`).
             batch["right_padded"] = True
@@ -477,6 +491,29 @@ def to_device(value, device):
     if device.type == "cuda" and value.device.type == "cpu":
         value = value.pin_memory()
     return value.to(device, non_blocking=True)
+
+
+class _PositionsByLayout:
+    """`model.position_inputs(batch)`, computed once per batch layout: they depend only on the token ids, their types,
+    the padding mask and the image grids, so batches equal in all four get the same (CPU) tensors, which the engine
+    copies to the GPU and never changes. Computing them holds the GIL for 20-30 ms per batch of 64 on the GPU
+    machine's CPU (transformers' `get_rope_index` loops over the rows in Python): time the thread that launches the
+    kernels would wait for it."""
+
+    LAYOUTS = 64  # kept at most; a job of ever new layouts clears them rather than growing
+
+    def __init__(self, model):
+        self.model, self.layouts = model, {}
+
+    def __call__(self, batch) -> dict:
+        key = tuple((name, tuple(batch[name].shape), batch[name].numpy().tobytes())
+                    for name in ("input_ids", "mm_token_type_ids", "attention_mask", "image_grid_thw")
+                    if batch.get(name) is not None)
+        if key not in self.layouts:
+            if len(self.layouts) >= self.LAYOUTS:
+                self.layouts.clear()
+            self.layouts[key] = self.model.position_inputs(batch)
+        return self.layouts[key]
 
 
 def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: int = 2):

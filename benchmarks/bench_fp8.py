@@ -318,42 +318,80 @@ def speed_benchmark(args, device, results: dict) -> None:
         torch.cuda.empty_cache()
 
 
-def host_benchmark(args, device, results: dict) -> None:
-    """The float8 engine end to end with and without its short GIL switch interval (`scoring_fuscore.
-    GPU_SWITCH_INTERVAL`, against the interpreter's default), alternating passes over the images, `args.workers`
-    decoding threads, against the model-only rate of the same prepared batches."""
+HOST_SETTINGS = "ramp=8,ahead=2,positions=0;ramp=8,ahead=2;ramp=16,ahead=2;ramp=0,ahead=2;ramp=16,ahead=1"
+
+
+def parse_host_settings(text: str) -> list:
+    """`"ramp=8,ahead=2;ramp=0"` -> `[{"ramp": 8, "ahead": 2}, {"ramp": 0}]`: `ramp` sets `scoring_fuscore.
+    RAMP_UP_FIRST`, `ahead` `DECODE_AHEAD_BATCHES`, `positions=0` turns off the engine's reuse of position inputs
+    (`REUSE_POSITIONS`), `switch` the GIL switch interval in ms (`GPU_SWITCH_INTERVAL`); what a setting leaves out stays as shipped."""
+    settings = []
+    for part in filter(None, (piece.strip() for piece in text.split(";"))):
+        setting = {}
+        for assignment in part.split(","):
+            name, _, value = assignment.partition("=")
+            if name.strip() not in ("ramp", "ahead", "positions", "switch"):
+                raise SystemExit(f"--host-settings: unknown setting {name.strip()!r} in {part!r}")
+            setting[name.strip()] = float(value) if name.strip() == "switch" else int(value)
+        settings.append(setting)
+    return settings
+
+
+@contextlib.contextmanager
+def host_setting(setting: dict):
+    """The engine's host settings of `setting` for the block, restored after."""
     import scoring_fuscore
 
+    names = {"ramp": "RAMP_UP_FIRST", "ahead": "DECODE_AHEAD_BATCHES", "switch": "GPU_SWITCH_INTERVAL",
+             "positions": "REUSE_POSITIONS"}
+    saved = {name: getattr(scoring_fuscore, name) for name in names.values()}
+    convert = {"switch": lambda ms: ms / 1e3, "positions": bool}
+    try:
+        for key, name in names.items():
+            if key in setting:
+                setattr(scoring_fuscore, name, convert.get(key, int)(setting[key]))
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(scoring_fuscore, name, value)
+
+
+def host_benchmark(args, device, results: dict) -> None:
+    """The float8 engine end to end under the host settings of `--host-settings` (`parse_host_settings`), passes of
+    every setting alternating over `args.rounds` rounds, `args.workers` decoding threads, against the model-only rate
+    of the same prepared batches."""
     dtype = torch.bfloat16
     base, model, side = build_models(args, device, dtype)
+    config = base.config
     del base
     paths = write_images(scratch_folder("fuscore_bench_host_"), args.images, side)
     if not model.quantize_fp8():
         raise SystemExit("FP8 could not be enabled here")
     score = lambda: model.score(paths, batch_size=args.batch_size, num_workers=args.workers, compile=True)  # noqa: E731
-    shipped = scoring_fuscore.GPU_SWITCH_INTERVAL
+    settings = parse_host_settings(args.host_settings)
     with torch.inference_mode():
         score()  # compiles
-    rows = {"shipped": [], "interpreter_default": []}
-    try:
-        for _ in range(args.rounds):
-            for key, interval in (("interpreter_default", None), ("shipped", shipped)):
-                scoring_fuscore.GPU_SWITCH_INTERVAL = interval
-                with torch.inference_mode():
-                    seconds, _ = timed(score, device)
-                rows[key].append(len(paths) / seconds)
-                print(f"fp8 engine end to end, GIL switch interval {key} "
-                      f"({(interval or sys.getswitchinterval()) * 1e3:g} ms): {rows[key][-1]:.1f} img/s", flush=True)
-    finally:
-        scoring_fuscore.GPU_SWITCH_INTERVAL = shipped
+        for _ in range(attention_warmup_passes(config) if device.type == "cuda" else 0):
+            for setting in settings:  # every setting's ramp-up shapes past the cuDNN switch
+                with host_setting(setting):
+                    model.score(paths[: 2 * args.batch_size], batch_size=args.batch_size, num_workers=args.workers)
+    names = [",".join(f"{key}={value:g}" for key, value in setting.items()) or "shipped" for setting in settings]
+    rows = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name, setting in zip(names, settings):
+            with torch.inference_mode(), host_setting(setting):
+                seconds, _ = timed(score, device)
+            rows[name].append(len(paths) / seconds)
+            print(f"fp8 engine end to end, {name}: {rows[name][-1]:.1f} img/s", flush=True)
     prepared = prepared_batches(model, paths, args.batch_size, device, dtype, limit=args.model_batches)
     with torch.inference_mode():
         model(**prepared[0])
         seconds, _ = timed(lambda: [model(**b) for b in prepared], device)
     results["host_model_fp8_img_s"] = model_rate = sum(int(b["input_ids"].shape[0]) for b in prepared) / seconds
     results["host_e2e_img_s"] = rows
-    for key, rates in rows.items():
-        print(f"{key}: median {np.median(rates):.1f} img/s end to end, {1 - np.median(rates) / model_rate:.1%} below "
+    results["host_images"] = len(paths)
+    for name, rates in rows.items():
+        print(f"{name}: median {np.median(rates):.1f} img/s end to end, {1 - np.median(rates) / model_rate:.1%} below "
               f"model only ({model_rate:.1f})", flush=True)
 
 
@@ -449,6 +487,8 @@ def main():
     parser.add_argument("--trace", default=None, help="folder for gzipped Chrome traces of the profiled engine passes")
     parser.add_argument("--profile-host", action="store_true", help="the profiled passes record the host's operators "
                                                                     "per thread too (slows the host a little)")
+    parser.add_argument("--host-settings", default=HOST_SETTINGS, help="with --parts host: the engine's host settings "
+                        "to compare, `;`-separated (`parse_host_settings`)")
     parser.add_argument("--py-spy", default=None, help="sample the last round's float8 pass with py-spy (GIL holders "
                                                        "only) into this file (py-spy's raw format)")
     parser.add_argument("--parts", default="fidelity,speed", help="fidelity (demo model over VIFB), speed (8B), host (float8 engine under host settings)")

@@ -836,6 +836,27 @@ def test_attention_leaves_cudnn_to_shapes_met_often_and_restores_the_backends():
     assert (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()) == (True, True)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the engine's GPU path (threads, positions by layout)")
+def test_gpu_engine_scores_as_one_image_at_a_time_with_positions_reused():
+    """On a GPU the engine ramps up, decodes in threads and reuses position inputs per batch layout; the scores are
+    the ones each image gets alone, and the ones the engine gets without the reuse."""
+    import scoring_fuscore
+
+    model = build_tiny_model("qwen3_vl", seed=3, num_layers=2).to("cuda")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (56 + 28 * (i % 2), 84, 3), dtype=np.uint8) for i in range(20)]
+    engine = model.score(images, batch_size=4, num_workers=2)
+    alone = [model.score([image], batch_size=1)[0] for image in images]
+    saved = scoring_fuscore.REUSE_POSITIONS
+    try:
+        scoring_fuscore.REUSE_POSITIONS = False
+        unreused = model.score(images, batch_size=4, num_workers=2)
+    finally:
+        scoring_fuscore.REUSE_POSITIONS = saved
+    np.testing.assert_allclose(engine, unreused, atol=1e-5)
+    np.testing.assert_allclose(engine, alone, atol=2e-2)
+
+
 def test_background_preparation_keeps_order_reraises_and_stops_early():
     """The GPU engine prepares batches in a thread: same items in the same order, the worker's own exception
     (e.g. a bad image's, naming the file) re-raised unchanged, and no thread left running after an early exit."""
@@ -956,6 +977,51 @@ def test_ramp_up_cuts_the_first_batch_into_growing_pieces_and_keeps_every_item_o
     assert [len(b) for b in ramp_up([list(range(100))])] == [8, 8, 16, 32, 36]
     assert ramp_up([list(range(31)), [31]]) == [list(range(31)), [31]]  # too small to cut
     assert ramp_up([]) == []
+
+
+def test_ramp_up_first_piece_is_set_by_the_module_and_zero_keeps_the_batches():
+    import scoring_fuscore
+    from scoring_fuscore import ramp_up
+
+    batches = [list(range(64)), list(range(64, 70))]
+    assert [len(b) for b in ramp_up(batches, first=16)] == [16, 16, 32, 6]
+    assert ramp_up(batches, first=0) == batches
+    saved = scoring_fuscore.RAMP_UP_FIRST
+    try:
+        scoring_fuscore.RAMP_UP_FIRST = 16
+        assert [len(b) for b in ramp_up(batches)] == [16, 16, 32, 6]
+    finally:
+        scoring_fuscore.RAMP_UP_FIRST = saved
+
+
+def test_positions_are_computed_once_per_batch_layout():
+    """The engine's GPU path reuses the position inputs of a batch layout it has met in the call: equal token ids,
+    types, padding and grids give the very tensors computed the first time; any difference computes them anew."""
+    from scoring_fuscore import _PositionsByLayout
+
+    class Counting:
+        calls = 0
+
+        def position_inputs(self, batch):
+            self.calls += 1
+            return {"position_ids": batch["input_ids"] * 2, "vision_inputs": {"grid": batch["image_grid_thw"].clone()}}
+
+    def batch(ids, grid=((1, 4, 4),)):
+        ids = torch.tensor(ids)
+        return {"input_ids": ids, "mm_token_type_ids": (ids == 7).int(), "attention_mask": torch.ones_like(ids),
+                "image_grid_thw": torch.tensor(grid)}
+
+    model = Counting()
+    positions = _PositionsByLayout(model)
+    first = positions(batch([[1, 7, 7, 2]]))
+    assert positions(batch([[1, 7, 7, 2]])) is first and model.calls == 1
+    assert torch.equal(positions(batch([[1, 7, 7, 3]]))["position_ids"], torch.tensor([[2, 14, 14, 6]]))
+    positions(batch([[1, 7, 7, 2]], grid=((1, 2, 8),)))  # same tokens, other grid
+    positions(batch([[1, 7, 7, 2, 0]]))  # other length
+    assert model.calls == 4
+    positions.LAYOUTS = 2
+    positions(batch([[5]]))  # over the limit: the layouts are forgotten, not grown
+    assert len(positions.layouts) == 1 and model.calls == 5
 
 
 def test_threaded_decoding_runs_ahead_by_images_not_batches():
