@@ -19,6 +19,7 @@ The model reads the level word that would follow the answer prefix (" excellent"
 
 from typing import Optional, Sequence, Union
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import BatchFeature
@@ -384,7 +385,26 @@ class FuScoreProcessor(ProcessorMixin):
 
 
 def _pil_to_uint8_chw(image: Image.Image) -> torch.Tensor:
-    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1)
+    """An RGB image's pixels as a [3, H, W] uint8 tensor.
+
+    Through Arrow where it can: Pillow (11.2 and later) hands its own pixel memory (RGBX, 4 bytes a pixel) to pyarrow
+    without a copy, and numpy copies it with the GIL released, so a decoding thread holds the GIL for microseconds
+    instead of the ~0.1 ms that `tobytes` and its copies hold it per 448 px image: time the thread launching the
+    GPU's kernels would wait (`benchmarks/RESULTS_speed.md`, Speed III). Otherwise (no pyarrow, an older Pillow, an
+    image Pillow stores in several blocks), a copy of its bytes.
+    """
+    try:
+        import pyarrow
+
+        pixels = pyarrow.array(image)
+        if not (pyarrow.types.is_fixed_size_list(pixels.type) and pixels.type.list_size == 4
+                and pyarrow.types.is_uint8(pixels.type.value_type) and len(pixels) == image.width * image.height):
+            raise ValueError(f"unexpected Arrow layout {pixels.type}")
+        rgbx = np.array(pixels.flatten().to_numpy(zero_copy_only=True)).reshape(image.height, image.width, 4)
+        return torch.from_numpy(rgbx)[..., :3].permute(2, 0, 1)
+    except Exception:  # noqa: BLE001 - the Arrow route is an optimisation; the copy below is always right
+        return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width,
+                                                                                    3).permute(2, 0, 1)
 
 
 FuScoreProcessor.register_for_auto_class("AutoProcessor")

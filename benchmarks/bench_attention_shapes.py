@@ -195,6 +195,8 @@ def main():
     torch.manual_seed(0)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                "cudnn_attention_after_calls": acceleration_fuscore.CUDNN_ATTENTION_AFTER_CALLS, "rows": {}}
+    if "shapes" in args.parts:
+        shape_rows(device, results)
     if "fp8" in args.parts:
         try:
             import cudnn
@@ -203,10 +205,12 @@ def main():
         except Exception as error:  # noqa: BLE001
             results["cudnn_frontend"] = f"not importable: {type(error).__name__}: {error}"[:200]
         results["fp8_attention"] = fp8_attention_rows(device)
-        if args.output:
-            Path(args.output).write_text(json.dumps(results, indent=2))
-    if "shapes" not in args.parts:
-        return
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2))
+
+
+def shape_rows(device, results: dict) -> None:
+    """The first and second calls at new shapes and the steady time per backend, and the control matmul row."""
     ms = lambda seconds: round(seconds * 1e3, 3)  # noqa: E731
     for name, backend in [*BACKENDS.items(), ("fuscore", None)]:
         for kind, (make, new_shapes, hot_shape) in KINDS.items():
@@ -239,8 +243,6 @@ def main():
         ms(wall(lambda: torch.randn(1000 + 77 * i, 4096, device=device, dtype=torch.bfloat16) @ weight))
         for i in range(10)]
     print(f"control, the first matmul at new shapes: {results['matmul_first_call_ms']} ms", flush=True)
-    if args.output:
-        Path(args.output).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@
 #      profile of 512 images per engine with GPU idle before, between and after the kernels;
 #   2. bench_mixed_sizes.py: the first pass on 512 samples of mixed IVIF sizes in a process with an empty compile cache,
 #      then in a second process with the cache the first one left, against the plain batched forward;
-#   3. bench_attention_shapes.py: attention's first call at new shapes per sdpa backend and FuScore's choice.
+#   3. bench_attention_shapes.py: attention's first call at new shapes per sdpa backend and FuScore's choice, and
+#      cuDNN's float8 attention at the steady shapes (needs nvidia-cudnn-frontend, carried in .whl);
+#   4. with HOST=1, bench_fp8.py --parts host: the float8 engine under other host settings (ramp-up, decoders' lead,
+#      positions reuse), alternating passes on 1,024 images (about 2 minutes more).
 # Results (JSON, logs, gzipped traces) go to $OUT, or to ./speed_iii when OUT is not set. ROUNDS (default 2) and
 # PROFILE_IMAGES (default 512) shorten the first step where device time is short; each step has a time limit, so that
 # a slow one leaves time to the next.
@@ -21,6 +24,9 @@ timeout 330 python benchmarks/bench_fp8.py --vifb "$vifb" --images 2048 --rounds
 first_pass="python benchmarks/bench_mixed_sizes.py --vifb $vifb --modes fused --images 512 --no-static --first-pass-only --compile-cache $cache"
 timeout 150 $first_pass --plain-images 512 --output "$out/mixed_cold.json" > "$out/mixed_cold.log" 2>&1
 timeout 100 $first_pass --plain-images 0 --plain-from "$out/mixed_cold.json" --output "$out/mixed_warm.json" > "$out/mixed_warm.log" 2>&1
-timeout 60 python benchmarks/bench_attention_shapes.py --output "$out/attention.json" > "$out/attention.log" 2>&1
-grep -h "summary\|first call at a new shape\|end to end below\|vision tower, the\|first pass / plain\|compiling in the first pass" \
-    "$out/fp8.log" "$out/mixed_cold.log" "$out/mixed_warm.log" "$out/attention.log"
+timeout 90 python benchmarks/bench_attention_shapes.py --parts shapes,fp8 --output "$out/attention.json" > "$out/attention.log" 2>&1
+if [ "${HOST:-0}" = 1 ]; then
+    timeout 240 python benchmarks/bench_fp8.py --parts host --images 1024 --rounds 2 --output "$out/host.json" > "$out/host.log" 2>&1
+fi
+grep -h "summary\|first call at a new shape\|end to end below\|vision tower, the\|first pass / plain\|compiling in the first pass\|fp8 attention\|median" \
+    "$out/fp8.log" "$out/mixed_cold.log" "$out/mixed_warm.log" "$out/attention.log" "$out"/host.log 2>/dev/null | cut -c1-400
