@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import platform
+import re
 import sys
 import time
 import warnings
@@ -123,9 +124,48 @@ def idle_timeline(trace: Path, wall_seconds: float, gap_us: float = 20.0) -> dic
         busy_end = max(busy_end, event["ts"] + event["dur"])
     span_ms = (busy_end - first) / 1e3
     outside_ms = wall_seconds * 1e3 - span_ms  # before the first kernel and after the last, together
+    # The GPU's busy fraction per 100 ms from its first kernel on, and the gaps whose next kernel was launched only
+    # after the previous one had ended (the GPU waiting for the host), where the trace holds the launches.
+    busy = {}
+    for event in device:
+        window = int((event["ts"] - first) // 100_000)
+        busy[window] = busy.get(window, 0.0) + event["dur"] / 100_000
+    launches = {event["args"].get("correlation"): event["ts"] for event in events
+                if event.get("ph") == "X" and event.get("cat") in ("cuda_runtime", "cuda_driver")}
+    waiting, busy_end = 0.0, first
+    for event in device:
+        launched = launches.get(event["args"].get("correlation"))
+        if event["ts"] > busy_end + gap_us and launched is not None and launched > busy_end:
+            waiting += event["ts"] - busy_end
+        busy_end = max(busy_end, event["ts"] + event["dur"])
     return {"wall_ms": wall_seconds * 1e3, "before_first_and_after_last_kernel_ms": outside_ms,
             "gaps_between_kernels_ms": sum(gaps) / 1e3, "gaps": len(gaps),
-            "largest_gaps_ms": [round(gap / 1e3, 2) for gap in sorted(gaps, reverse=True)[:8]]}
+            "largest_gaps_ms": [round(gap / 1e3, 2) for gap in sorted(gaps, reverse=True)[:8]],
+            "gaps_waiting_for_a_launch_ms": waiting / 1e3 if launches else None,
+            "busy_per_100ms": [round(busy.get(window, 0.0), 3) for window in range(max(busy) + 1)]}
+
+
+def gil_summary(raw: Path, top: int = 25) -> dict:
+    """py-spy's raw samples (`gil_sampling`) summed per thread, and per thread the frames (function and file) in
+    which it held the GIL most, counting a frame once per sample however often it recurs in the stack, leaving out
+    those under 90% or more of the thread's samples."""
+    threads, frames = {}, {}
+    for line in Path(raw).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        thread, *calls = stack.split(";")
+        thread = re.sub(r"^thread \(\d+\): ", "", thread).rstrip("_0123456789") or thread
+        threads[thread] = threads.get(thread, 0) + int(count)
+        counted = frames.setdefault(thread, {})
+        for frame in {re.sub(r":\d+\)$", ")", call) for call in calls}:
+            counted[frame] = counted.get(frame, 0) + int(count)
+    # The frames under which almost every sample of a thread fell (its loop, the benchmark) say nothing: left out.
+    return {"samples_by_thread": threads,
+            "top_frames": {thread: [item for item in sorted(counted.items(), key=lambda item: -item[1])
+                                    if item[1] < 0.9 * threads[thread]][:top]
+                           for thread, counted in frames.items()}}
+
+
+GIL_SAMPLING_HZ = 500
 
 
 @contextlib.contextmanager
@@ -136,7 +176,7 @@ def gil_sampling(output: str):
     import signal
     import subprocess
 
-    command = ["py-spy", "record", "--pid", str(os.getpid()), "--gil", "--threads", "--rate", "500",
+    command = ["py-spy", "record", "--pid", str(os.getpid()), "--gil", "--threads", "--rate", str(GIL_SAMPLING_HZ),
                "--format", "raw", "--output", output, "--nonblocking"]
     try:
         sampler = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -239,6 +279,9 @@ def speed_benchmark(args, device, results: dict) -> None:
                 seconds, scores[name] = timed(lambda: score(name, paths), device)
             rates[name].append(len(paths) / seconds)
             print(f"round {round_index + 1} {name} engine end to end: {rates[name][-1]:.1f} img/s", flush=True)
+            if sampled and Path(args.py_spy).exists():
+                results["fp8_gil_samples"] = gil_summary(Path(args.py_spy))
+                results["fp8_gil_samples"].update(pass_seconds=seconds, rate_hz=GIL_SAMPLING_HZ)
     for name in engines:
         results[f"engine_{name}_rounds_img_s"] = rates[name]
         record(f"engine_{name}_e2e", float(np.median(rates[name])))
