@@ -19,7 +19,6 @@ The model reads the level word that would follow the answer prefix (" excellent"
 
 from typing import Optional, Sequence, Union
 
-import numpy as np
 import torch
 from PIL import Image
 from transformers import BatchFeature
@@ -394,6 +393,7 @@ def _pil_to_uint8_chw(image: Image.Image) -> torch.Tensor:
     image Pillow stores in several blocks), a copy of its bytes.
     """
     try:
+        import numpy as np  # both on first use: this file imports only the standard library, torch and transformers
         import pyarrow
 
         pixels = pyarrow.array(image)
