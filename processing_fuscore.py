@@ -392,19 +392,24 @@ def _pil_to_uint8_chw(image: Image.Image) -> torch.Tensor:
     GPU's kernels would wait (`benchmarks/RESULTS_speed.md`, Speed III). Otherwise (no pyarrow, an older Pillow, an
     image Pillow stores in several blocks), a copy of its bytes.
     """
-    try:
-        import numpy as np  # both on first use: this file imports only the standard library, torch and transformers
+    try:  # on first use: this file imports only the standard library, torch and transformers at the top
+        import numpy as np
         import pyarrow
-
+    except ImportError:
+        return _copied_uint8_chw(image)
+    try:
         pixels = pyarrow.array(image)
         if not (pyarrow.types.is_fixed_size_list(pixels.type) and pixels.type.list_size == 4
                 and pyarrow.types.is_uint8(pixels.type.value_type) and len(pixels) == image.width * image.height):
-            raise ValueError(f"unexpected Arrow layout {pixels.type}")
+            return _copied_uint8_chw(image)
         rgbx = np.array(pixels.flatten().to_numpy(zero_copy_only=True)).reshape(image.height, image.width, 4)
-        return torch.from_numpy(rgbx)[..., :3].permute(2, 0, 1)
-    except Exception:  # noqa: BLE001 - the Arrow route is an optimisation; the copy below is always right
-        return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width,
-                                                                                    3).permute(2, 0, 1)
+    except (TypeError, ValueError, pyarrow.ArrowException):  # an older Pillow, pixels in several blocks
+        return _copied_uint8_chw(image)
+    return torch.from_numpy(rgbx)[..., :3].permute(2, 0, 1)
+
+
+def _copied_uint8_chw(image: Image.Image) -> torch.Tensor:
+    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1)
 
 
 FuScoreProcessor.register_for_auto_class("AutoProcessor")
