@@ -311,9 +311,11 @@ def test_deferred_pixels_give_the_same_batch(tiny_models, random_images):
 
 
 def test_pixels_reach_the_engine_unchanged_through_arrow_or_a_copy(monkeypatch):
-    """A decoding thread's RGB image becomes the same [3, H, W] uint8 tensor through Arrow (Pillow's own memory) as
-    through a copy of its bytes; images Pillow keeps in several blocks, and a missing pyarrow, take the copy."""
+    """A decoding thread's RGB image gives the same R, G, B channels through Arrow (Pillow's own memory, its padding
+    byte a fourth channel that `collate` drops) as through a copy of its bytes; images Pillow keeps in several blocks,
+    and a missing pyarrow, take the copy."""
     import builtins
+    import importlib.util
 
     from processing_fuscore import _pil_to_uint8_chw
 
@@ -326,14 +328,20 @@ def test_pixels_reach_the_engine_unchanged_through_arrow_or_a_copy(monkeypatch):
         return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
 
     for image in images:
-        assert torch.equal(_pil_to_uint8_chw(image), copied(image))
+        pixels = _pil_to_uint8_chw(image)
+        assert torch.equal(pixels[:3], copied(image))
+        # Dense, pixel after pixel in memory: pinned, it reaches the GPU in one asynchronous copy (a tensor with gaps
+        # went through pageable memory, a copy that waits for the kernels queued before it).
+        assert pixels.permute(1, 2, 0).is_contiguous()
+    arrow = hasattr(images[0], "__arrow_c_array__") and importlib.util.find_spec("pyarrow") is not None
+    assert _pil_to_uint8_chw(images[0]).shape[0] == (4 if arrow else 3)
     block_size = Image.core.get_block_size()
     try:
         Image.core.set_block_size(4096)  # images made now span several blocks
         blocks = Image.fromarray(rng.integers(0, 256, (90, 80, 3), dtype=np.uint8))
     finally:
         Image.core.set_block_size(block_size)
-    assert torch.equal(_pil_to_uint8_chw(blocks), copied(blocks))
+    assert torch.equal(_pil_to_uint8_chw(blocks), copied(blocks))  # the copy: three channels
     real_import = builtins.__import__
     monkeypatch.setattr(builtins, "__import__", lambda name, *args, **kwargs: (_ for _ in ()).throw(ImportError(name))
                         if name == "pyarrow" else real_import(name, *args, **kwargs))
