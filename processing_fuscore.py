@@ -156,9 +156,9 @@ class FuScoreProcessor(ProcessorMixin):
         it is upsampled to).
 
         With `defer_pixels`, the images stay decoded 8-bit tensors (`images`, a list of [3 or 4, H, W] uint8 whose
-        first three channels are R, G, B: `_pil_to_uint8_chw`; with their `image_token_counts`) and the image processor runs later in `collate`, possibly on the GPU: a preprocessing
-        worker then ships 1 byte per pixel to the main process instead of the float patches (8x more with Qwen-VL's
-        temporal duplication).
+        first three channels are R, G, B: `_pil_to_uint8_chw`; with their `image_token_counts`) and the image
+        processor runs later in `collate`, possibly on the GPU: a preprocessing worker then ships 1 byte per pixel to
+        the main process instead of the float patches (8x more with Qwen-VL's temporal duplication).
         """
         images = self.prepare_images(fused, ir, vis, source=source)
         if defer_pixels:
@@ -416,7 +416,8 @@ def _pil_to_uint8_chw(image: Image.Image) -> torch.Tensor:
 
 
 def _copied_uint8_chw(image: Image.Image) -> torch.Tensor:
-    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1)
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return pixels.view(image.height, image.width, 3).permute(2, 0, 1)
 
 
 FuScoreProcessor.register_for_auto_class("AutoProcessor")
