@@ -11,7 +11,7 @@
 #      then in a second process with the cache the first one left, against the plain batched forward;
 #   4. bench_attention_shapes.py: attention's first call at new shapes per sdpa backend and FuScore's choice, and
 #      cuDNN's float8 attention at the steady shapes (needs nvidia-cudnn-frontend, carried in .whl);
-# ATTENTION=0 skips step 4.
+# MIXED=0 skips step 3, ATTENTION=0 step 4.
 # Results (JSON, logs, gzipped traces) go to $OUT, or to ./speed_iii when OUT is not set. ROUNDS (default 2) and
 # PROFILE_IMAGES (default 512) shorten the first step where device time is short; each step has a time limit, so that
 # a slow one leaves time to the next.
@@ -28,8 +28,10 @@ if [ "${HOST:-1}" = 1 ]; then
         --host-settings "${HOST_SETTINGS:-positions=0,arrow=0;positions=0;arrow=0;ramp=8;ramp=16;ramp=0}" > "$out/host.log" 2>&1
 fi
 first_pass="python benchmarks/bench_mixed_sizes.py --vifb $vifb --modes fused --images 512 --no-static --first-pass-only --compile-cache $cache"
-timeout 140 $first_pass --plain-images 512 --output "$out/mixed_cold.json" > "$out/mixed_cold.log" 2>&1
-timeout 90 $first_pass --plain-images 0 --plain-from "$out/mixed_cold.json" --output "$out/mixed_warm.json" > "$out/mixed_warm.log" 2>&1
+if [ "${MIXED:-1}" = 1 ]; then
+    timeout 140 $first_pass --plain-images 512 --output "$out/mixed_cold.json" > "$out/mixed_cold.log" 2>&1
+    timeout 90 $first_pass --plain-images 0 --plain-from "$out/mixed_cold.json" --output "$out/mixed_warm.json" > "$out/mixed_warm.log" 2>&1
+fi
 if [ "${ATTENTION:-1}" = 1 ]; then
     timeout 80 python benchmarks/bench_attention_shapes.py --parts shapes,fp8 --output "$out/attention.json" > "$out/attention.log" 2>&1
 fi
