@@ -144,7 +144,7 @@ def saliency_maps(model, processor, images: Sequence, ir: Sequence = None, vis: 
 def _saliency_map(model, processor, image, ir, vis, dimensions, samples, noise, blur, seed, batch_size):
     device = model.device
     loaded = processor.prepare_images(image, ir, vis)  # fused[, infrared, visible], RGB, sources at the fused size
-    tensors = [_pil_to_uint8_chw(picture)[:3].to(device=device, dtype=torch.float32)[None] / 255 for picture in loaded]
+    tensors = [_pil_to_uint8_chw(picture).to(device=device, dtype=torch.float32)[None] / 255 for picture in loaded]
     fused, sources = tensors[0], tensors[1:]
     height, width = fused.shape[-2:]
     copies = samples if noise > 0 else 1

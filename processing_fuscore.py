@@ -155,10 +155,10 @@ class FuScoreProcessor(ProcessorMixin):
         [patches, dim], and `fused_size`, the fused image's `(height, width)` as loaded (the size an artifact map of
         it is upsampled to).
 
-        With `defer_pixels`, the images stay decoded 8-bit tensors (`images`, a list of [3 or 4, H, W] uint8 whose
-        first three channels are R, G, B: `_pil_to_uint8_chw`; with their `image_token_counts`) and the image
-        processor runs later in `collate`, possibly on the GPU: a preprocessing worker then ships 1 byte per pixel to
-        the main process instead of the float patches (8x more with Qwen-VL's temporal duplication).
+        With `defer_pixels`, the images stay decoded 8-bit tensors (`images`, a list of [3, H, W] uint8, with their
+        `image_token_counts`) and the image processor runs later in `collate`, possibly on the GPU: a preprocessing
+        worker then ships 1 byte per pixel to the main process instead of the float patches (8x more with Qwen-VL's
+        temporal duplication).
         """
         images = self.prepare_images(fused, ir, vis, source=source)
         if defer_pixels:
@@ -202,11 +202,8 @@ class FuScoreProcessor(ProcessorMixin):
             images = [image for sample in samples for image in sample["images"]]
             if device_kwargs and torch.device(device).type == "cuda":
                 # Upload asynchronously from pinned memory: the image processor's own blocking copies would wait,
-                # image by image, for the GPU to finish the previous batch. (Pillow's padding channel, where
-                # `_pil_to_uint8_chw` kept it, is dropped on the device: dropping it here would copy with gaps.)
-                images = [image.pin_memory().to(device, non_blocking=True)[:3] for image in images]
-            else:
-                images = [image[:3] for image in images]
+                # image by image, for the GPU to finish the previous batch.
+                images = [image.pin_memory().to(device, non_blocking=True) for image in images]
             vision = self.image_processor(images=images, return_tensors="pt", **device_kwargs)
             image_grid_thw = vision["image_grid_thw"].cpu()
             counts = [count for sample in samples for count in sample["image_token_counts"]]
@@ -387,37 +384,7 @@ class FuScoreProcessor(ProcessorMixin):
 
 
 def _pil_to_uint8_chw(image: Image.Image) -> torch.Tensor:
-    """An RGB image's pixels as a dense uint8 `[channels, H, W]` tensor (pixel after pixel in memory) whose first three
-    channels are R, G and B; a fourth, where there is one, is Pillow's padding byte, which `collate` drops after the
-    copy to the device.
-
-    Through Arrow where it can: Pillow (11.2 and later) hands its own pixel memory (RGBX, 4 bytes a pixel) to pyarrow
-    without a copy, and numpy copies it with the GIL released, so a decoding thread holds the GIL for microseconds
-    instead of the ~0.1 ms that `tobytes` and its copies hold it per 448 px image: time the thread launching the
-    GPU's kernels would wait (`benchmarks/RESULTS_speed.md`, Speed III). Otherwise (no pyarrow, an older Pillow, an
-    image Pillow stores in several blocks), a copy of its bytes, three channels. Either way dense: pinned, the tensor
-    reaches the GPU in one asynchronous copy (one with gaps between its pixels would go through pageable memory, a
-    copy that waits for every kernel queued before it).
-    """
-    try:  # on first use: this file imports only the standard library, torch and transformers at the top
-        import numpy as np
-        import pyarrow
-    except ImportError:
-        return _copied_uint8_chw(image)
-    try:
-        pixels = pyarrow.array(image)
-        if not (pyarrow.types.is_fixed_size_list(pixels.type) and pixels.type.list_size == 4
-                and pyarrow.types.is_uint8(pixels.type.value_type) and len(pixels) == image.width * image.height):
-            return _copied_uint8_chw(image)
-        rgbx = np.array(pixels.flatten().to_numpy(zero_copy_only=True)).reshape(image.height, image.width, 4)
-    except (TypeError, ValueError, pyarrow.ArrowException):  # an older Pillow, pixels in several blocks
-        return _copied_uint8_chw(image)
-    return torch.from_numpy(rgbx).permute(2, 0, 1)
-
-
-def _copied_uint8_chw(image: Image.Image) -> torch.Tensor:
-    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return pixels.view(image.height, image.width, 3).permute(2, 0, 1)
+    return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1)
 
 
 FuScoreProcessor.register_for_auto_class("AutoProcessor")

@@ -361,22 +361,20 @@ def speed_benchmark(args, device, results: dict) -> None:
         torch.cuda.empty_cache()
 
 
-HOST_SETTINGS = ("ramp=8,ahead=2,positions=0,arrow=0;ramp=8,ahead=2,arrow=0;ramp=8,ahead=2;ramp=16,ahead=2;"
-                 "ramp=0,ahead=2;ramp=16,ahead=1")
+HOST_SETTINGS = "positions=0;ramp=8;ramp=16;ramp=0;ramp=16,ahead=1"
 
 
 def parse_host_settings(text: str) -> list:
     """`"ramp=8,ahead=2;ramp=0"` -> `[{"ramp": 8, "ahead": 2}, {"ramp": 0}]`: `ramp` sets `scoring_fuscore.
     RAMP_UP_FIRST`, `ahead` `DECODE_AHEAD_BATCHES`, `positions=0` turns off the engine's reuse of position inputs
-    (`REUSE_POSITIONS`), `switch` the GIL switch interval in ms (`GPU_SWITCH_INTERVAL`), `arrow=0` makes the
-    decoding threads copy the pixels' bytes instead of taking them through Arrow (`processing_fuscore.
-    _pil_to_uint8_chw`); what a setting leaves out stays as shipped."""
+    (`REUSE_POSITIONS`), `switch` the GIL switch interval in ms (`GPU_SWITCH_INTERVAL`); what a setting leaves out
+    stays as shipped."""
     settings = []
     for part in filter(None, (piece.strip() for piece in text.split(";"))):
         setting = {}
         for assignment in part.split(","):
             name, _, value = assignment.partition("=")
-            if name.strip() not in ("ramp", "ahead", "positions", "switch", "arrow"):
+            if name.strip() not in ("ramp", "ahead", "positions", "switch"):
                 raise SystemExit(f"--host-settings: unknown setting {name.strip()!r} in {part!r}")
             setting[name.strip()] = float(value) if name.strip() == "switch" else int(value)
         settings.append(setting)
@@ -386,26 +384,20 @@ def parse_host_settings(text: str) -> list:
 @contextlib.contextmanager
 def host_setting(setting: dict):
     """The engine's host settings of `setting` for the block, restored after."""
-    import processing_fuscore
     import scoring_fuscore
 
     names = {"ramp": "RAMP_UP_FIRST", "ahead": "DECODE_AHEAD_BATCHES", "switch": "GPU_SWITCH_INTERVAL",
              "positions": "REUSE_POSITIONS"}
     saved = {name: getattr(scoring_fuscore, name) for name in names.values()}
     convert = {"switch": lambda ms: ms / 1e3, "positions": bool}
-    pixels = processing_fuscore._pil_to_uint8_chw
     try:
         for key, name in names.items():
             if key in setting:
                 setattr(scoring_fuscore, name, convert.get(key, int)(setting[key]))
-        if setting.get("arrow", 1) == 0:
-            processing_fuscore._pil_to_uint8_chw = lambda image: torch.frombuffer(
-                bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1)
         yield
     finally:
         for name, value in saved.items():
             setattr(scoring_fuscore, name, value)
-        processing_fuscore._pil_to_uint8_chw = pixels
 
 
 def host_benchmark(args, device, results: dict) -> None:

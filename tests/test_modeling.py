@@ -310,44 +310,6 @@ def test_deferred_pixels_give_the_same_batch(tiny_models, random_images):
     torch.testing.assert_close(eager["pixel_values"], deferred["pixel_values"], rtol=0, atol=1e-6)
 
 
-def test_pixels_reach_the_engine_unchanged_through_arrow_or_a_copy(monkeypatch):
-    """A decoding thread's RGB image gives the same R, G, B channels through Arrow (Pillow's own memory, its padding
-    byte a fourth channel that `collate` drops) as through a copy of its bytes; images Pillow keeps in several blocks,
-    and a missing pyarrow, take the copy."""
-    import builtins
-    import importlib.util
-
-    from processing_fuscore import _pil_to_uint8_chw
-
-    rng = np.random.default_rng(1)
-    images = [Image.fromarray(rng.integers(0, 256, (37, 61, 3), dtype=np.uint8)),
-              Image.fromarray(rng.integers(0, 256, (20, 30), dtype=np.uint8)).convert("RGB"),
-              Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).transpose(Image.Transpose.ROTATE_90)]
-
-    def copied(image):
-        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-
-    for image in images:
-        pixels = _pil_to_uint8_chw(image)
-        assert torch.equal(pixels[:3], copied(image))
-        # Dense, pixel after pixel in memory: pinned, it reaches the GPU in one asynchronous copy (a tensor with gaps
-        # went through pageable memory, a copy that waits for the kernels queued before it).
-        assert pixels.permute(1, 2, 0).is_contiguous()
-    arrow = hasattr(images[0], "__arrow_c_array__") and importlib.util.find_spec("pyarrow") is not None
-    assert _pil_to_uint8_chw(images[0]).shape[0] == (4 if arrow else 3)
-    block_size = Image.core.get_block_size()
-    try:
-        Image.core.set_block_size(4096)  # images made now span several blocks
-        blocks = Image.fromarray(rng.integers(0, 256, (90, 80, 3), dtype=np.uint8))
-    finally:
-        Image.core.set_block_size(block_size)
-    assert torch.equal(_pil_to_uint8_chw(blocks), copied(blocks))  # the copy: three channels
-    real_import = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__", lambda name, *args, **kwargs: (_ for _ in ()).throw(ImportError(name))
-                        if name == "pyarrow" else real_import(name, *args, **kwargs))
-    assert torch.equal(_pil_to_uint8_chw(images[0]), copied(images[0]))
-
-
 def test_from_base_builds_from_a_local_qwen_vl_checkpoint(tmp_path, random_images):
     """The recipe users run with Qwen/Qwen3-VL-8B-Instruct, on a local tiny base checkpoint (weights, tokenizer and
     image processor saved the way the Hub serves them)."""

@@ -23,11 +23,10 @@ REMOTE_CODE_FILES = [name for name in conftest.REMOTE_CODE_FILES if (REPO_ROOT /
 # Besides the standard library, torch and transformers: Pillow, which the Qwen-VL image processors decode with (so
 # every transformers install that can run them has it), and tqdm, a hard requirement of transformers itself.
 ALLOWED_THIRD_PARTY = {"torch", "transformers", "PIL", "tqdm"}
-# Optional packages of opt-in features (torchao and triton: `quantize_fp8`; pyarrow and numpy: the decoding threads'
-# Arrow route for pixels, `processing_fuscore._pil_to_uint8_chw`): only inside a function, in a `try` block, whose
+# Optional packages of opt-in features (torchao and triton: `quantize_fp8`): only inside a function, in a `try` block, whose
 # handler keeps the model working without them. transformers' own import check for remote code skips `try` blocks, so
 # loading a folder never requires them.
-OPTIONAL_THIRD_PARTY = {"torchao", "triton", "pyarrow", "numpy"}
+OPTIONAL_THIRD_PARTY = {"torchao", "triton"}
 PROJECT_TOP_LEVEL = set(conftest.PROJECT_MODULES) | {"data", "evaluate_metrics"}
 WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 # Trainer resume state inside checkpoint-N folders (optimizer.pt, rng_state.pth, training_args.bin) is the Trainer's
