@@ -80,6 +80,18 @@ def _kill_launch(process) -> None:
         except ProcessLookupError:
             pass
     process.wait()
+    # The workers are not this process's children: wait until each has exited (gone, or a zombie, whose files and
+    # locks are released), as a relaunch after a real kill would find them; on a loaded machine that takes a moment.
+    deadline = time.monotonic() + 30
+    for pid in tree:
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                break
+            if state in ("Z", "X"):
+                break
+            time.sleep(0.01)
 
 
 def _torchrun(processes: int) -> list:
