@@ -243,10 +243,11 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
 
     Items (image x dimension) are sorted by visual-token count so each batch pads little, decoded by `num_workers`
     workers while the model runs, and scored with logits at the answer position only. On a GPU the workers are
-    threads, the patches and the copies are made by a background thread, batch k's results are read once batch k+1
-    is queued, the first batch is cut into growing pieces (`ramp_up`), and the interpreter's GIL switch interval is
-    `GPU_SWITCH_INTERVAL` while the call runs (process-wide, restored after); `benchmarks/RESULTS_speed.md` measures
-    each of these.
+    threads, the patches and the copies are made by a background thread, the position inputs are computed once per
+    batch layout (`_PositionsByLayout`), batch k's results are read once batch k+1 is queued, the first batch is cut
+    into growing pieces (`ramp_up`), and the interpreter's GIL switch interval is `GPU_SWITCH_INTERVAL` while the
+    call runs (process-wide, restored after); `benchmarks/RESULTS_speed.md` measures each of these but the positions'
+    reuse, which it measured only together with a change since taken out.
 
     Args:
         model: a `FuScoreForQuality` (or a peft model around one).
@@ -496,9 +497,9 @@ def to_device(value, device):
 class _PositionsByLayout:
     """`model.position_inputs(batch)`, computed once per batch layout: they depend only on the token ids, their types,
     the padding mask and the image grids, so batches equal in all four get the same (CPU) tensors, which the engine
-    copies to the GPU and never changes. Computing them holds the GIL for 20-30 ms per batch of 64 on the GPU
-    machine's CPU (transformers' `get_rope_index` loops over the rows in Python): time the thread that launches the
-    kernels would wait for it."""
+    copies to the GPU and never changes. Computing them held the GIL about 12 ms per batch of 64 on the GPU machine
+    (py-spy, `benchmarks/RESULTS_speed.md`, Speed III call 10; 30 ms on the project's 2-core CPU: transformers'
+    `get_rope_index` loops over the rows in Python), time the thread that launches the kernels waits for it."""
 
     LAYOUTS = 64  # kept at most; a job of ever new layouts clears them rather than growing
 
