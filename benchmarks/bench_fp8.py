@@ -117,31 +117,27 @@ def idle_timeline(trace: Path, wall_seconds: float, gap_us: float = 20.0) -> dic
                     key=lambda e: e["ts"])
     if not device:
         return {}
-    first, busy_end, gaps = device[0]["ts"], device[0]["ts"], []
+    # Also the GPU's busy fraction per 100 ms from its first kernel on, and the gaps whose next kernel was launched
+    # only after the previous one had ended (the GPU waiting for the host), where the trace holds the launches.
+    launches = {event["args"].get("correlation"): event["ts"] for event in events
+                if event.get("ph") == "X" and event.get("cat") in ("cuda_runtime", "cuda_driver")}
+    first, busy_end, gaps, waiting, busy = device[0]["ts"], device[0]["ts"], [], [], {}
     for event in device:
         if event["ts"] > busy_end + gap_us:
             gaps.append(event["ts"] - busy_end)
+            launched = launches.get(event["args"].get("correlation"))
+            if launched is not None and launched > busy_end:
+                waiting.append(event["ts"] - busy_end)
         busy_end = max(busy_end, event["ts"] + event["dur"])
-    span_ms = (busy_end - first) / 1e3
-    outside_ms = wall_seconds * 1e3 - span_ms  # before the first kernel and after the last, together
-    # The GPU's busy fraction per 100 ms from its first kernel on, and the gaps whose next kernel was launched only
-    # after the previous one had ended (the GPU waiting for the host), where the trace holds the launches.
-    busy = {}
-    for event in device:
         window = int((event["ts"] - first) // 100_000)
         busy[window] = busy.get(window, 0.0) + event["dur"] / 100_000
-    launches = {event["args"].get("correlation"): event["ts"] for event in events
-                if event.get("ph") == "X" and event.get("cat") in ("cuda_runtime", "cuda_driver")}
-    waiting, busy_end = 0.0, first
-    for event in device:
-        launched = launches.get(event["args"].get("correlation"))
-        if event["ts"] > busy_end + gap_us and launched is not None and launched > busy_end:
-            waiting += event["ts"] - busy_end
-        busy_end = max(busy_end, event["ts"] + event["dur"])
+    span_ms = (busy_end - first) / 1e3
+    outside_ms = wall_seconds * 1e3 - span_ms  # before the first kernel and after the last, together
     return {"wall_ms": wall_seconds * 1e3, "before_first_and_after_last_kernel_ms": outside_ms,
             "gaps_between_kernels_ms": sum(gaps) / 1e3, "gaps": len(gaps),
             "largest_gaps_ms": [round(gap / 1e3, 2) for gap in sorted(gaps, reverse=True)[:8]],
-            "gaps_waiting_for_a_launch_ms": waiting / 1e3 if launches else None,
+            "gaps_waiting_for_a_launch_ms": sum(waiting) / 1e3 if launches else None,
+            "gaps_waiting_for_a_launch": len(waiting) if launches else None,
             "busy_per_100ms": [round(busy.get(window, 0.0), 3) for window in range(max(busy) + 1)]}
 
 
