@@ -12,28 +12,35 @@
 #   4. bench_attention_shapes.py: attention's first call at new shapes per sdpa backend and FuScore's choice, and
 #      cuDNN's float8 attention at the steady shapes (needs nvidia-cudnn-frontend, carried in .whl);
 # MIXED=0 skips step 3, ATTENTION=0 step 4.
-# Results (JSON, logs, gzipped traces) go to $OUT, or to ./speed_iii when OUT is not set. ROUNDS (default 2) and
-# PROFILE_IMAGES (default 512) shorten the first step where device time is short; each step has a time limit, so that
-# a slow one leaves time to the next.
+# Results (JSON, logs, gzipped traces) are packed into $OUT/speed_iii.tgz (./speed_iii/ when OUT is not set) after
+# every step: the device tool returns at most 8 files from $OUT, and a call cut at its limit keeps the steps before.
+# ROUNDS (default 2) and PROFILE_IMAGES (default 512) shorten the first step where device time is short; each step has
+# a time limit, so that a slow one leaves time to the next.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-speed_iii}"
+packed="${OUT:-speed_iii}"
 vifb="${VIFB:-.vifb}"
-mkdir -p "$out"
+mkdir -p "$packed"
+out="$(mktemp -d)"
+pack() { tar czf "$packed/speed_iii.tgz" -C "$out" .; }
 cache="$(mktemp -d)"
 timeout 300 python benchmarks/bench_fp8.py --vifb "$vifb" --images 2048 --rounds "${ROUNDS:-2}" \
     --profile-images "${PROFILE_IMAGES:-512}" --trace "$out" --output "$out/fp8.json" > "$out/fp8.log" 2>&1
+pack
 if [ "${HOST:-1}" = 1 ]; then
     timeout 150 python benchmarks/bench_fp8.py --parts host --images 1024 --rounds 2 --output "$out/host.json" \
         --host-settings "${HOST_SETTINGS:-positions=0;ramp=8;ramp=16;ramp=0}" > "$out/host.log" 2>&1
+    pack
 fi
 first_pass="python benchmarks/bench_mixed_sizes.py --vifb $vifb --modes fused --images 512 --no-static --first-pass-only --compile-cache $cache"
 if [ "${MIXED:-1}" = 1 ]; then
     timeout 140 $first_pass --plain-images 512 --output "$out/mixed_cold.json" > "$out/mixed_cold.log" 2>&1
     timeout 90 $first_pass --plain-images 0 --plain-from "$out/mixed_cold.json" --output "$out/mixed_warm.json" > "$out/mixed_warm.log" 2>&1
+    pack
 fi
 if [ "${ATTENTION:-1}" = 1 ]; then
     timeout 80 python benchmarks/bench_attention_shapes.py --parts shapes,fp8 --output "$out/attention.json" > "$out/attention.log" 2>&1
+    pack
 fi
 grep -h "summary\|first call at a new shape\|end to end below\|vision tower, the\|first pass / plain\|compiling in the first pass\|fp8 attention\|median" \
     "$out/fp8.log" "$out/mixed_cold.log" "$out/mixed_warm.log" "$out/attention.log" "$out"/host.log 2>/dev/null | cut -c1-400
