@@ -13,6 +13,8 @@ holds:
   `prepare_decoder_attention`);
 - the decoder's attention mask for right-padded batches (`decoder_attention_mask`) and the FSDP gather of the LM
   head (`full_weight`);
+- a base model whose forward pass does not wait for the GPU (`prepare_base_model`, `image_tokens_checked`): the
+  image-token count made on the host instead, and Qwen3-VL's deepstack additions without boolean indexing;
 - regional compilation (`compile_blocks`), float8 scoring (`quantize_fp8`: the fused float8 blocks of
   `float8_fuscore.py`, torchao for other decoder layers) and activation checkpointing with
   selective policies or a compiler memory budget (`CHECKPOINTING_POLICIES`, `check_checkpointing_settings`,
@@ -21,6 +23,9 @@ holds:
 None of it changes what the model computes beyond rounding; `FuScoreForQuality` exposes each through a thin method.
 """
 
+import contextlib
+import contextvars
+import copyreg
 import functools
 import re
 import threading
@@ -278,6 +283,97 @@ def vision_tower_inputs(visual, image_grid_thw: torch.LongTensor) -> dict:
             image_grid_thw, spatial_merge_size=merge_size, window_size=visual.window_size, patch_size=visual.patch_size)
         inputs["max_window_seqlen"] = get_max_seqlen(inputs["cu_window_seqlens"], visual.config, kwarg_name="max_window_seqlen")
     return {key: value for key, value in inputs.items() if value is not None}
+
+
+# ---------------------------------------------------------------------------------------------------- waits for the GPU
+# A forward pass that reads a GPU value on the host stops the thread launching its kernels until the GPU has caught
+# up: the GPU then idles while the next kernels are launched, and the scoring engine's other threads cannot use the
+# time the launches would otherwise leave free. With the scoring engine's precomputed inputs (positions, vision
+# inputs, the image grid on the CPU), transformers' Qwen-VL models wait in two places, both made waitless here:
+# `get_placeholder_mask`'s count of image tokens against image features (it formats and reads a GPU tensor), counted
+# on the host instead (`check_image_tokens`), and Qwen3-VL's deepstack additions (`_deepstack_process`: boolean
+# indexing, which reads the mask's size on the host).
+_IMAGE_TOKENS_CHECKED = contextvars.ContextVar("fuscore_image_tokens_checked", default=False)
+
+
+@contextlib.contextmanager
+def image_tokens_checked(checked: bool):
+    """While `checked`, the base model's count of image tokens against image features is left out: the caller counted
+    them on the host (`check_image_tokens`). Per thread and task (a context variable): concurrent calls do not mix."""
+    token = _IMAGE_TOKENS_CHECKED.set(bool(checked))
+    try:
+        yield
+    finally:
+        _IMAGE_TOKENS_CHECKED.reset(token)
+
+
+def check_image_tokens(input_ids: torch.Tensor, image_grid_thw: torch.Tensor, image_token_id: int,
+                       merge_size: int) -> None:
+    """Raises the base model's ValueError where a batch's image tokens do not match its images' grids (the count
+    `get_placeholder_mask` makes on the GPU), counted on the host tensors of a collated batch."""
+    tokens = int((input_ids == image_token_id).sum())
+    features = int((image_grid_thw.prod(-1) // merge_size**2).sum())
+    if tokens != features:
+        raise ValueError(f"Image features and image tokens do not match, tokens: {tokens}, features: {features}")
+
+
+class _Mixin:
+    """A mixin `prepare_base_model` puts in front of a model's own class (`_mixed_class`). Pickled or deep-copied, the
+    model is its own class again (a class made at run time cannot be pickled by name); it takes the mixin back when
+    it next prepares for a forward pass."""
+
+    def __reduce_ex__(self, protocol):
+        constructor, arguments, *rest = super().__reduce_ex__(protocol)
+        if arguments and arguments[0] is type(self):
+            if constructor is copyreg.__newobj__:  # pickle insists that its class be the object's
+                constructor = _new_object
+            arguments = (type(self).__bases__[1], *arguments[1:])
+        return (constructor, arguments, *rest)
+
+
+def _new_object(cls, *arguments):
+    """`copyreg.__newobj__` under a name of this file: an object of `cls` (before its state is set)."""
+    return cls.__new__(cls, *arguments)
+
+
+class _HostCountedPlaceholders(_Mixin):
+    """Mixed into a base model's class by `prepare_base_model`: `get_placeholder_mask` without its own count of image
+    tokens against features where `image_tokens_checked` says the host counted them; the same masks."""
+
+    def get_placeholder_mask(self, input_ids, inputs_embeds, image_features=None, video_features=None):
+        if _IMAGE_TOKENS_CHECKED.get():
+            image_features = video_features = None  # what makes the base model count; the masks do not need it
+        return super().get_placeholder_mask(input_ids, inputs_embeds, image_features=image_features,
+                                            video_features=video_features)
+
+
+class _WaitlessDeepstack(_Mixin):
+    """Mixed into a Qwen3-VL language model's class by `prepare_base_model`: without gradients, the deepstack visual
+    features added to the hidden states at the visual positions by a masked scatter instead of boolean indexing
+    (which waits for the GPU to count the mask); the same sums, bit for bit (tested), the other states copied."""
+
+    def _deepstack_process(self, hidden_states, visual_pos_masks, visual_embeds):
+        if torch.is_grad_enabled():
+            return super()._deepstack_process(hidden_states, visual_pos_masks, visual_embeds)
+        mask = visual_pos_masks.to(hidden_states.device)[..., None]
+        visual_embeds = visual_embeds.to(hidden_states.device, hidden_states.dtype)
+        added = torch.zeros_like(hidden_states).masked_scatter(mask, visual_embeds)
+        return torch.where(mask, hidden_states + added, hidden_states)
+
+
+@functools.cache
+def _mixed_class(model_class: type, mixin: type) -> type:
+    """`model_class` with `mixin` first (one class per pair; same name, `isinstance` still holds)."""
+    return type(model_class.__name__, (mixin, model_class), {"__module__": model_class.__module__})
+
+
+def prepare_base_model(model) -> None:
+    """Once per model: a Qwen-VL base `model` whose scoring forward pass does not wait for the GPU (see above)."""
+    language_model = model.language_model
+    if hasattr(type(model), "get_placeholder_mask") and not isinstance(model, _HostCountedPlaceholders):
+        model.__class__ = _mixed_class(type(model), _HostCountedPlaceholders)
+    if hasattr(type(language_model), "_deepstack_process") and not isinstance(language_model, _WaitlessDeepstack):
+        language_model.__class__ = _mixed_class(type(language_model), _WaitlessDeepstack)
 
 
 # ---------------------------------------------------------------------------------------------------- decoder and head

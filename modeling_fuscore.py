@@ -50,15 +50,17 @@ try:
     from .acceleration_fuscore import (
         CHECKPOINTING_POLICIES, DECODER_ATTENTION, PACKED_VISION_ATTENTION, PatchConv3d, check_block_checkpointing,
         check_checkpointing_settings, compile_blocks, decoder_attention_mask, full_weight, memory_budget_backend,
-        packed_vision_attention, prepare_decoder_attention, prepare_vision_tower, quantize_fp8, set_block_checkpointing,
-        vision_tower_inputs,
+        packed_vision_attention, prepare_base_model, prepare_decoder_attention, prepare_vision_tower, quantize_fp8,
+        set_block_checkpointing, vision_tower_inputs, check_image_tokens,
+        image_tokens_checked as image_tokens_checked_context,
     )
 except ImportError:
     from acceleration_fuscore import (
         CHECKPOINTING_POLICIES, DECODER_ATTENTION, PACKED_VISION_ATTENTION, PatchConv3d, check_block_checkpointing,
         check_checkpointing_settings, compile_blocks, decoder_attention_mask, full_weight, memory_budget_backend,
-        packed_vision_attention, prepare_decoder_attention, prepare_vision_tower, quantize_fp8, set_block_checkpointing,
-        vision_tower_inputs,
+        packed_vision_attention, prepare_base_model, prepare_decoder_attention, prepare_vision_tower, quantize_fp8,
+        set_block_checkpointing, vision_tower_inputs, check_image_tokens,
+        image_tokens_checked as image_tokens_checked_context,
     )
 try:
     from .processing_fuscore import FuScoreProcessor
@@ -290,6 +292,7 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         position_ids: Optional[torch.LongTensor] = None,
         vision_inputs: Optional[dict] = None,
         right_padded: bool = False,
+        image_tokens_checked: bool = False,
         return_vocab_logits: bool = False,
         return_answer_hidden_state: bool = False,
         return_artifact_map: bool = True,
@@ -308,6 +311,10 @@ class FuScoreForQuality(FuScorePreTrainedModel):
                 model's multimodal RoPE ids, precomputed by `rope_position_ids`; computed by the base model otherwise.
             vision_inputs (`dict`, *optional*): the vision tower's position and segment inputs, precomputed by
                 `vision_tower_inputs`; the tower computes them itself when they are not given.
+            image_tokens_checked (`bool`): the batch's image tokens were counted against `image_grid_thw` on the host
+                (`position_inputs` does, and says so): the base model's own count, which waits for the GPU, is left
+                out. With `vision_inputs` given, `image_grid_thw` may stay on the CPU (the scoring engine keeps it
+                there), where the base model reads it without waiting for the GPU.
             right_padded (`bool`): the batch is right-padded (as `FuScoreProcessor.collate` pads) and `position_ids`
                 are given: the decoder then runs without the padding mask, plain causal attention. A real token never
                 attends to the pads after it, and only the answer position is read, so the outputs are the masked
@@ -328,7 +335,8 @@ class FuScoreForQuality(FuScorePreTrainedModel):
             base_inputs["mm_token_type_ids"] = mm_token_type_ids
         if pixel_values is not None:
             base_inputs.update(self._image_inputs(pixel_values, image_grid_thw, vision_inputs, **kwargs))
-        hidden_states = self.model(**base_inputs, use_cache=False, **kwargs).last_hidden_state
+        with image_tokens_checked_context(image_tokens_checked):
+            hidden_states = self.model(**base_inputs, use_cache=False, **kwargs).last_hidden_state
         answer_hidden = _answer_hidden_state(hidden_states, attention_mask)  # [batch, hidden]
 
         head_weight = full_weight(self.lm_head.weight)  # gathered under FSDP2
@@ -491,10 +499,12 @@ class FuScoreForQuality(FuScorePreTrainedModel):
         return quantize_fp8(self.model, vision_tower=vision_tower)
 
     def _prepare_attention(self) -> None:
-        """The packed vision attention and the patch matmul on the vision tower (`prepare_vision_tower`), and the
-        decoder's scoring attention (`prepare_decoder_attention`)."""
+        """The packed vision attention and the patch matmul on the vision tower (`prepare_vision_tower`), the
+        decoder's scoring attention (`prepare_decoder_attention`), and a base model whose forward pass does not wait
+        for the GPU (`prepare_base_model`)."""
         prepare_vision_tower(self.model.visual, self.config.packed_vision_attention)
         prepare_decoder_attention(self.model.language_model)
+        prepare_base_model(self.model)
 
     def vision_tower_inputs(self, image_grid_thw: torch.LongTensor) -> dict:
         """The vision tower's rotary position ids, attention segments and position-embedding interpolation for a
@@ -512,8 +522,18 @@ class FuScoreForQuality(FuScorePreTrainedModel):
     def position_inputs(self, batch) -> dict:
         """`position_ids` (`rope_position_ids`) and `vision_inputs` (`vision_tower_inputs`) of a collated batch, to be
         passed to `forward` with it. They need the model's configuration only, so a weightless copy of the model on
-        the meta device computes them too (the trainer's collator does, in its data-loading workers)."""
-        inputs = {"vision_inputs": self.vision_tower_inputs(batch["image_grid_thw"])}
+        the meta device computes them too (the trainer's collator does, in its data-loading workers).
+
+        Where the batch's token ids and grid are on the CPU, its image tokens are counted against the grid here
+        (`check_image_tokens`, the base model's ValueError) and `image_tokens_checked` is returned too: `forward` then
+        leaves out the base model's own count, which waits for the GPU."""
+        inputs = {}
+        input_ids, grid = batch.get("input_ids"), batch["image_grid_thw"]
+        if torch.is_tensor(input_ids) and input_ids.device.type == "cpu" and grid.device.type == "cpu":
+            base_config = self.config.base_config
+            check_image_tokens(input_ids, grid, base_config.image_token_id, base_config.vision_config.spatial_merge_size)
+            inputs["image_tokens_checked"] = True
+        inputs["vision_inputs"] = self.vision_tower_inputs(grid)
         position_ids = self.rope_position_ids(batch)
         if position_ids is not None:
             inputs["position_ids"] = position_ids

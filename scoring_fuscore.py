@@ -182,6 +182,13 @@ RAMP_UP_FIRST = 8
 DECODE_AHEAD_BATCHES = 2
 # Whether a GPU scoring call computes the position inputs once per distinct batch layout (`score_images`).
 REUSE_POSITIONS = True
+# Whether a GPU scoring call's forward passes run without waiting for the GPU (`batch_for_model`): the image grid kept
+# on the CPU and the image tokens counted there (`FuScoreForQuality.position_inputs`).
+WAITLESS_FORWARD = True
+# Whether the decoding and preparing threads of a GPU scoring call start no new work while the scoring thread
+# launches a forward pass's kernels (`_LaunchGate`), and the longest they wait for it, in seconds.
+PAUSE_WORKERS_WHILE_LAUNCHING = True
+LAUNCH_PAUSE_LIMIT = 0.2
 
 
 def ramp_up(batches: list, first: Optional[int] = None) -> list:
@@ -244,10 +251,11 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     Items (image x dimension) are sorted by visual-token count so each batch pads little, decoded by `num_workers`
     workers while the model runs, and scored with logits at the answer position only. On a GPU the workers are
     threads, the patches and the copies are made by a background thread, the position inputs are computed once per
-    batch layout (`_PositionsByLayout`), batch k's results are read once batch k+1 is queued, the first batch is cut
-    into growing pieces (`ramp_up`), and the interpreter's GIL switch interval is `GPU_SWITCH_INTERVAL` while the
-    call runs (process-wide, restored after); `benchmarks/RESULTS_speed.md` measures each of these but the positions'
-    reuse, which it measured only together with a change since taken out.
+    batch layout (`_PositionsByLayout`), the forward passes do not wait for the GPU (`batch_for_model`), the workers
+    start no new work while a forward pass's kernels are being launched (`_LaunchGate`), batch k's results are read
+    once batch k+1 is queued, the first batch is cut into growing pieces (`ramp_up`), and the interpreter's GIL switch
+    interval is `GPU_SWITCH_INTERVAL` while the call runs (process-wide, restored after);
+    `benchmarks/RESULTS_speed.md` measures these.
 
     Args:
         model: a `FuScoreForQuality` (or a peft model around one).
@@ -298,6 +306,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     # On a GPU with a torchvision image processor, workers only decode (uint8) and the patches are made on the GPU.
     defer_pixels = model.device.type == "cuda" and processor.supports_device_preprocessing
     dataset = _ScoringDataset(processor, fused, ir, vis, items, defer_pixels=defer_pixels)
+    gate = _LaunchGate(on_gpu and PAUSE_WORKERS_WHILE_LAUNCHING)
 
     def collate_in_worker(samples):
         # A failed item travels to the scoring loop as it is (collating the batch around it would fail otherwise).
@@ -306,7 +315,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         return processor.collate(samples), [(sample["position"], sample["fused_size"]) for sample in samples]
 
     if defer_pixels and num_workers > 0:
-        loader = _decoded_in_threads(dataset, batches, num_workers, DECODE_AHEAD_BATCHES)
+        loader = _decoded_in_threads(dataset, batches, num_workers, DECODE_AHEAD_BATCHES, gate)
     else:
         loader = torch.utils.data.DataLoader(
             dataset,
@@ -367,6 +376,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
 
     def prepare(item):
         batch, placed = item
+        gate.wait()
         if defer_pixels or placed is None:  # uncollated samples: deferred pixels, or a batch where an item failed
             samples = _checked(batch)
             placed = [(sample["position"], sample["fused_size"]) for sample in samples]
@@ -377,14 +387,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         # The positions are computed here, on the CPU, rather than inside the forward pass on the GPU; on a GPU once
         # per distinct batch layout of the call (a job of one image size and dimension has one, past `ramp_up`).
         batch = {**batch, **(positions_of(batch) if positions_of is not None else model.position_inputs(batch))}
-        if on_gpu and "position_ids" in batch:
-            # Collated batches are right-padded: the decoder needs no padding mask (`forward`'s `right_padded`).
-            batch["right_padded"] = True
-        batch = to_device(batch, model.device)
-        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-        if getattr(model, "artifact_head", None) is not None:
-            batch["return_artifact_map"] = return_maps  # selecting the map's tokens waits for the GPU: only if asked
-        return batch, positions
+        return batch_for_model(model, batch, return_maps), positions
 
     # On a GPU the batches are prepared in a background thread: the forward pass blocks its thread at the base
     # model's synchronisation points, and the next batch's collation, positions and copies fill that time.
@@ -398,7 +401,8 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     try:
         with _evaluating(model), torch.inference_mode(), (_gpu_switch_interval() if on_gpu else contextlib.nullcontext()):
             for batch, positions in batches_in_order:
-                copy = start_copy(model(**batch))
+                with gate.launching():
+                    copy = start_copy(model(**batch))
                 # Read the previous batch's results only now, so the CPU is not waiting while the GPU runs this one.
                 if pending is not None:
                     store(*pending)
@@ -482,6 +486,60 @@ def _evaluating(model):
                 _SCORING_CALLS[model] = (calls - 1, was_training)
 
 
+def batch_for_model(model, batch: dict, return_maps: bool = False) -> dict:
+    """A collated batch with its position inputs (`model.position_inputs`) as the engine hands it to `model`: on a
+    GPU, marked right-padded (`forward`'s `right_padded`: the decoder needs no padding mask) and, with
+    `WAITLESS_FORWARD`, its image grid kept on the CPU, where the base model reads it without waiting for the GPU
+    (with the precomputed vision inputs the grid is read for the images' token counts only); everything else moved
+    to the model's device, the patches in its dtype."""
+    batch = dict(batch)
+    on_gpu = model.device.type == "cuda"
+    if on_gpu and "position_ids" in batch:
+        batch["right_padded"] = True
+    grid = batch.pop("image_grid_thw") if on_gpu and WAITLESS_FORWARD and "vision_inputs" in batch else None
+    if on_gpu and not WAITLESS_FORWARD:
+        batch.pop("image_tokens_checked", None)
+    batch = to_device(batch, model.device)
+    if grid is not None:
+        batch["image_grid_thw"] = grid
+    batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    if getattr(model, "artifact_head", None) is not None:
+        batch["return_artifact_map"] = return_maps  # selecting the map's tokens waits for the GPU: only if asked
+    return batch
+
+
+class _LaunchGate:
+    """Keeps a GPU scoring call's decoding and preparing threads from starting new work while its scoring thread
+    launches a forward pass's kernels (`PAUSE_WORKERS_WHILE_LAUNCHING`).
+
+    Every kernel launch hands the GIL over and takes it back; while the other threads are busy, each take-back waits
+    for one of them to let go (on one H100, 8B, float8: about 8 ms of host time per compiled block at the start of a
+    call against 1.5 ms once they were ahead, `benchmarks/RESULTS_speed.md`). The forward pass does not wait for the
+    GPU (`WAITLESS_FORWARD`), so its launches end long before its kernels do, and the workers have that time. A
+    worker waits at most `LAUNCH_PAUSE_LIMIT` seconds (a forward pass that does wait for the GPU, as one returning
+    artifact maps does, holds the gate that long), and the gate opens whatever the forward pass raises."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.open = threading.Event()
+        self.open.set()
+
+    @contextlib.contextmanager
+    def launching(self):
+        if not self.enabled:
+            yield
+            return
+        self.open.clear()
+        try:
+            yield
+        finally:
+            self.open.set()
+
+    def wait(self) -> None:
+        if self.enabled:
+            self.open.wait(LAUNCH_PAUSE_LIMIT)
+
+
 def to_device(value, device):
     """Moves the tensors of a batch (nested mappings included, a `BatchFeature` too) to `device`; to a GPU from pinned
     memory, asynchronously."""
@@ -517,8 +575,9 @@ class _PositionsByLayout:
         return self.layouts[key]
 
 
-def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: int = 2):
-    """`(samples, positions)` per batch, the samples decoded by a pool of `num_workers` threads, in order.
+def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: int = 2, gate: Optional[_LaunchGate] = None):
+    """`(samples, positions)` per batch, the samples decoded by a pool of `num_workers` threads, in order; with `gate`,
+    each item waits for it before it starts (`_LaunchGate`).
 
     PIL decodes and torch copies without holding the GIL, so threads decode in parallel; unlike DataLoader worker
     processes they start instantly (forking a process that holds a CUDA context is slow) and share memory with the
@@ -533,12 +592,17 @@ def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: in
     in_flight = deque()
     ahead = prefetch_batches * max((len(batch) for batch in batches), default=1)
 
+    def item(position):
+        if gate is not None:
+            gate.wait()
+        return dataset[position]
+
     def submit() -> None:
         while not in_flight or sum(len(futures) for futures in in_flight) < ahead:
             batch = next(upcoming, None)
             if batch is None:
                 return
-            in_flight.append([pool.submit(dataset.__getitem__, position) for position in batch])
+            in_flight.append([pool.submit(item, position) for position in batch])
 
     try:
         submit()
@@ -595,5 +659,5 @@ def _in_background_thread(iterable, depth: int = 2):
         thread.join(timeout=5)
 
 
-__all__ = ["ARTIFACT_MAP", "COMPILE_PAYS_FROM_VISUAL_TOKENS", "check_artifact_maps", "upsample_artifact_map", "MAX_BATCH_PADDING", "compile_for_job", "compile_pays", "image_tokens",
+__all__ = ["ARTIFACT_MAP", "COMPILE_PAYS_FROM_VISUAL_TOKENS", "batch_for_model", "check_artifact_maps", "upsample_artifact_map", "MAX_BATCH_PADDING", "compile_for_job", "compile_pays", "image_tokens",
            "plan_batches", "ramp_up", "score_images", "to_device"]

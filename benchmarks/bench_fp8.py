@@ -52,7 +52,7 @@ import transformers  # noqa: E402
 
 import acceleration_fuscore  # noqa: E402
 from bench_speed import (benchmark_tokenizer, build_models, count_flops_per_image, kernel_breakdown,  # noqa: E402
-                         matmul_peak_tflops, prepared_batches, scratch_folder, timed, vision_tower_seconds,
+                         gpu_waits, matmul_peak_tflops, prepared_batches, scratch_folder, timed, vision_tower_seconds,
                          write_images)
 from fuscore.atomic import write_text  # noqa: E402
 from fuscore.hub import DEMO_MODEL  # noqa: E402
@@ -307,7 +307,7 @@ def speed_benchmark(args, device, results: dict) -> None:
     results.update(engine_e2e_score_max_abs_diff=float(e2e_diff.max()), engine_e2e_score_mean_abs_diff=float(e2e_diff.mean()))
 
     # Model only, on batches prepared as the engine prepares them (positions computed on the CPU).
-    prepared = prepared_batches(model, paths, args.batch_size, device, dtype, limit=args.model_batches)
+    prepared = prepared_batches(model, paths, args.batch_size, limit=args.model_batches)
     images = sum(int(b["input_ids"].shape[0]) for b in prepared)
     outputs = {}
     with torch.inference_mode():
@@ -316,6 +316,9 @@ def speed_benchmark(args, device, results: dict) -> None:
             engine(**prepared[0])
             seconds, outputs[name] = timed(lambda: [engine(**b) for b in prepared], device)
             record(f"model_{name}", images / seconds)
+            if device.type == "cuda":  # the engine's forward pass should not wait for the GPU (`batch_for_model`)
+                results[f"gpu_waits_per_forward_{name}"] = gpu_waits(lambda: engine(**prepared[0]))
+                print(f"{name} forward pass: {results[f'gpu_waits_per_forward_{name}']} waits for the GPU", flush=True)
     # The engine's own vision path (compiled blocks, float8 in the fp8 engine) against its compiled model-only forward.
     for name in engines:
         seconds = vision_tower_seconds(engines[name][0], prepared[0], device)
@@ -357,22 +360,27 @@ def speed_benchmark(args, device, results: dict) -> None:
         torch.cuda.empty_cache()
 
 
-HOST_SETTINGS = "positions=0;ramp=8;ramp=16;ramp=0;ramp=16,ahead=1"
+HOST_SETTINGS = "waitless=0,pause=0;waitless=1,pause=0;pause=1;pause=1,ramp=0"
+HOST_SETTING_NAMES = {"ramp": "RAMP_UP_FIRST", "ahead": "DECODE_AHEAD_BATCHES", "switch": "GPU_SWITCH_INTERVAL",
+                      "positions": "REUSE_POSITIONS", "waitless": "WAITLESS_FORWARD",
+                      "pause": "PAUSE_WORKERS_WHILE_LAUNCHING", "limit": "LAUNCH_PAUSE_LIMIT"}
 
 
 def parse_host_settings(text: str) -> list:
     """`"ramp=8,ahead=2;ramp=0"` -> `[{"ramp": 8, "ahead": 2}, {"ramp": 0}]`: `ramp` sets `scoring_fuscore.
     RAMP_UP_FIRST`, `ahead` `DECODE_AHEAD_BATCHES`, `positions=0` turns off the engine's reuse of position inputs
-    (`REUSE_POSITIONS`), `switch` the GIL switch interval in ms (`GPU_SWITCH_INTERVAL`); what a setting leaves out
-    stays as shipped."""
+    (`REUSE_POSITIONS`), `switch` the GIL switch interval in ms (`GPU_SWITCH_INTERVAL`), `waitless=0` lets the forward
+    passes wait for the GPU as before (`WAITLESS_FORWARD`), `pause=0` lets the workers run while kernels are
+    launched (`PAUSE_WORKERS_WHILE_LAUNCHING`), `limit` the longest pause in ms (`LAUNCH_PAUSE_LIMIT`); what a
+    setting leaves out stays as shipped."""
     settings = []
     for part in filter(None, (piece.strip() for piece in text.split(";"))):
         setting = {}
         for assignment in part.split(","):
             name, _, value = assignment.partition("=")
-            if name.strip() not in ("ramp", "ahead", "positions", "switch"):
+            if name.strip() not in HOST_SETTING_NAMES:
                 raise SystemExit(f"--host-settings: unknown setting {name.strip()!r} in {part!r}")
-            setting[name.strip()] = float(value) if name.strip() == "switch" else int(value)
+            setting[name.strip()] = float(value) if name.strip() in ("switch", "limit") else int(value)
         settings.append(setting)
     return settings
 
@@ -382,10 +390,10 @@ def host_setting(setting: dict):
     """The engine's host settings of `setting` for the block, restored after."""
     import scoring_fuscore
 
-    names = {"ramp": "RAMP_UP_FIRST", "ahead": "DECODE_AHEAD_BATCHES", "switch": "GPU_SWITCH_INTERVAL",
-             "positions": "REUSE_POSITIONS"}
+    names = HOST_SETTING_NAMES
     saved = {name: getattr(scoring_fuscore, name) for name in names.values()}
-    convert = {"switch": lambda ms: ms / 1e3, "positions": bool}
+    convert = {"switch": lambda ms: ms / 1e3, "limit": lambda ms: ms / 1e3, "positions": bool, "waitless": bool,
+               "pause": bool}
     try:
         for key, name in names.items():
             if key in setting:
@@ -423,11 +431,15 @@ def host_benchmark(args, device, results: dict) -> None:
                 seconds, _ = timed(score, device)
             rows[name].append(len(paths) / seconds)
             print(f"fp8 engine end to end, {name}: {rows[name][-1]:.1f} img/s", flush=True)
-    prepared = prepared_batches(model, paths, args.batch_size, device, dtype, limit=args.model_batches)
+    prepared = prepared_batches(model, paths, args.batch_size, limit=args.model_batches)
     with torch.inference_mode():
         model(**prepared[0])
         seconds, _ = timed(lambda: [model(**b) for b in prepared], device)
     results["host_model_fp8_img_s"] = model_rate = sum(int(b["input_ids"].shape[0]) for b in prepared) / seconds
+    if device.type == "cuda":
+        with torch.inference_mode():
+            results["host_gpu_waits_per_forward"] = gpu_waits(lambda: model(**prepared[0]))
+        print(f"the float8 forward pass waits for the GPU {results['host_gpu_waits_per_forward']} times", flush=True)
     results["host_e2e_img_s"] = rows
     results["host_images"] = len(paths)
     for name, rates in rows.items():

@@ -55,7 +55,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText  # noqa: E402
 from fuscore.objectives import compute_objective, label_for_objective  # noqa: E402
 from fuscore.tiny import build_tiny_tokenizer, tiny_base_config  # noqa: E402
 from modeling_fuscore import FuScoreConfig, FuScoreForQuality  # noqa: E402
-from scoring_fuscore import to_device  # noqa: E402
+from scoring_fuscore import batch_for_model, to_device  # noqa: E402
 
 
 def qwen3_vl_8b_config(tokenizer):
@@ -152,17 +152,32 @@ def count_flops_per_image(config, text_tokens: int, vision_patches: int, trainin
     return {"text": text_flops, "vision": vision_flops, "total": text_flops + vision_flops}
 
 
-def prepared_batches(model, paths: list, batch_size: int, device, dtype, limit: int = None) -> list:
+def prepared_batches(model, paths: list, batch_size: int, limit: int = None) -> list:
     """The model-only rows' input: `paths` in batches of `batch_size` (the first `limit` batches), prepared as the
-    engine prepares them (processor, RoPE ids and vision positions computed on the CPU) and uploaded."""
+    engine prepares them (processor, RoPE ids and vision positions computed on the CPU, then
+    `scoring_fuscore.batch_for_model`: on a GPU right-padded, the grid kept on the CPU) and uploaded."""
     prepared = []
     for start in range(0, len(paths), batch_size)[:limit]:
         batch = dict(model.processor(paths[start : start + batch_size]))
         batch.update(model.position_inputs(batch))
-        batch = to_device(batch, device)
-        batch["pixel_values"] = batch["pixel_values"].to(dtype)
-        prepared.append(batch)
+        prepared.append(batch_for_model(model, batch))
     return prepared
+
+
+def gpu_waits(call) -> int:
+    """How many times `call` waits for the GPU: torch's sync debug mode warns at each synchronizing CUDA operation
+    (a value read on the host, a blocking copy)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            call()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(warning.message) for warning in caught)
 
 
 def vision_tower_seconds(model, batch: dict, device, repeats: int = 3) -> float:

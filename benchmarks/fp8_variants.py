@@ -249,7 +249,7 @@ def speed_part(args, device, results: dict) -> None:
     sample = processor.prepare_sample(paths[0])
     flops = count_flops_per_image(base_config, len(sample["input_ids"]), int(sample["image_grid_thw"].prod()))
     results["tflop_per_image"] = flops["total"] / 1e12
-    prepared = prepared_batches(model, paths, args.batch_size, device, dtype)
+    prepared = prepared_batches(model, paths, args.batch_size)
     images = len(paths)
     reference = None
     for name in ["bf16", *args.variants]:

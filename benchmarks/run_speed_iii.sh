@@ -5,8 +5,9 @@
 #      JPEGs (two alternating rounds), model only, the vision-tower line, the 8B level-logit error, and a device-only
 #      profile of 512 images per engine with GPU idle before, between and after the kernels;
 #   2. bench_fp8.py --parts host (HOST=0 skips it): the float8 engine as shipped against other host settings
-#      (HOST_SETTINGS, `bench_fp8.parse_host_settings`; by default the positions computed per batch, and ramp-ups
-#      from 8, 16 and none), alternating passes on 1,024 images (about 2 minutes);
+#      (HOST_SETTINGS, `bench_fp8.parse_host_settings`; by default bench_fp8's HOST_SETTINGS: forward passes that
+#      wait for the GPU and workers that run through the launches, as before, then each change, and no ramp-up),
+#      alternating passes on 1,024 images (about 2 minutes);
 #   3. bench_mixed_sizes.py: the first pass on 512 samples of mixed IVIF sizes in a process with an empty compile cache,
 #      then in a second process with the cache the first one left, against the plain batched forward;
 #   4. bench_attention_shapes.py: attention's first call at new shapes per sdpa backend and FuScore's choice, and
@@ -29,7 +30,7 @@ timeout 300 python benchmarks/bench_fp8.py --vifb "$vifb" --images 2048 --rounds
 pack
 if [ "${HOST:-1}" = 1 ]; then
     timeout 150 python benchmarks/bench_fp8.py --parts host --images 1024 --rounds 2 --output "$out/host.json" \
-        --host-settings "${HOST_SETTINGS:-positions=0;ramp=8;ramp=16;ramp=0}" > "$out/host.log" 2>&1
+        ${HOST_SETTINGS:+--host-settings "$HOST_SETTINGS"} > "$out/host.log" 2>&1
     pack
 fi
 first_pass="python benchmarks/bench_mixed_sizes.py --vifb $vifb --modes fused --images 512 --no-static --first-pass-only --compile-cache $cache"

@@ -1,0 +1,197 @@
+"""The scoring forward pass that does not wait for the GPU (`acceleration_fuscore.prepare_base_model`,
+`scoring_fuscore.batch_for_model`), and the engine's pause of its workers while kernels are launched
+(`scoring_fuscore._LaunchGate`)."""
+
+import copy
+import pickle
+import threading
+import time
+import traceback
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import acceleration_fuscore
+import scoring_fuscore
+from fuscore.tiny import FAMILIES, build_tiny_model
+
+
+def gpu_waits(call) -> int:
+    """`benchmarks/bench_speed.gpu_waits` (the benchmarks' one count of waits for the GPU)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_speed import gpu_waits as count
+
+    return count(call)
+
+
+def engine_batch(model, images):
+    """A batch as the scoring engine hands it to `model` on a GPU (collated, position inputs, `batch_for_model`),
+    right-padded on the CPU too."""
+    processor = model.processor
+    batch = processor.collate([processor.prepare_sample(image) for image in images])
+    batch = scoring_fuscore.batch_for_model(model, {**batch, **model.position_inputs(batch)})
+    if "position_ids" in batch:
+        batch["right_padded"] = True
+    return batch
+
+
+class HostReads(TorchDispatchMode):
+    """Records the operators that read a tensor's values or size on the host: on a GPU each waits for it."""
+
+    READS = {"aten._local_scalar_dense.default", "aten.item.default", "aten.nonzero.default",
+             "aten.masked_select.default", "aten.is_nonzero.default", "aten.equal.default"}
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        boolean_index = str(func).startswith("aten.index") and any(
+            isinstance(arg, (list, tuple)) and any(torch.is_tensor(t) and t.dtype == torch.bool for t in arg)
+            for arg in args)
+        if str(func) in self.READS or boolean_index:
+            frame = next(f for f in reversed(traceback.extract_stack()[:-1]) if "torch/" not in f.filename)
+            self.reads.append(f"{func} at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} ({frame.name})")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_engine_forward_reads_nothing_on_the_host_and_scores_as_before(tiny_models, random_images, family):
+    """With the engine's inputs the forward pass runs no operator that reads a value on the host (on a GPU each
+    waits for it), and its outputs are the ones of the base model's own count and deepstack additions."""
+    model = tiny_models[family]
+    batch = engine_batch(model, random_images[:3])
+    assert batch["image_tokens_checked"] is True
+    with torch.inference_mode():
+        reads = HostReads()
+        with reads:
+            waitless = model(**batch)
+        assert reads.reads == []
+        counted = model(**{**batch, "image_tokens_checked": False})
+    torch.testing.assert_close(waitless.level_logits, counted.level_logits, rtol=0, atol=0)
+
+
+def test_deepstack_additions_without_boolean_indexing_are_bit_identical(tiny_models):
+    model = copy.deepcopy(tiny_models["qwen3_vl"])
+    model.score([np.zeros((64, 64, 3), np.uint8)])  # prepares the base model
+    language_model = model.model.language_model
+    assert isinstance(language_model, acceleration_fuscore._WaitlessDeepstack)
+    own = type(language_model).__bases__[1]._deepstack_process  # the language model's own class
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 11, 16, generator=generator).to(torch.bfloat16)
+    mask = torch.rand(3, 11, generator=generator) > 0.5
+    visual = torch.randn(int(mask.sum()), 16, generator=generator).to(torch.bfloat16)
+    with torch.inference_mode():
+        expected = own(language_model, hidden.clone(), mask, visual)
+        got = language_model._deepstack_process(hidden, mask, visual)
+    assert torch.equal(got, expected)
+    assert torch.equal(hidden, hidden.clone())  # the input is not changed in place
+
+
+def test_a_batch_whose_image_tokens_do_not_match_its_grid_is_refused_on_the_host(tiny_models, random_images):
+    model = tiny_models["qwen3_vl"]
+    processor = model.processor
+    batch = processor.collate([processor.prepare_sample(image) for image in random_images[:2]])
+    grid = batch["image_grid_thw"].clone()
+    grid[0, 1] += 2
+    with pytest.raises(ValueError, match="Image features and image tokens do not match, tokens: .*, features: "):
+        model.position_inputs({**batch, "image_grid_thw": grid})
+
+
+def test_the_models_classes_are_mixed_once_and_survive_a_copy_a_pickle_and_a_reload(tiny_models, random_images, tmp_path):
+    model = copy.deepcopy(tiny_models["qwen3_vl"])
+    first = model.score(random_images[:2])
+    base_class = type(model.model)
+    assert isinstance(model.model, acceleration_fuscore._HostCountedPlaceholders)
+    model.score(random_images[:2])
+    assert type(model.model) is base_class and base_class.__name__ == "Qwen3VLModel"
+    copied = copy.deepcopy(model)
+    assert type(copied.model) is base_class.__bases__[1]  # its own class, until it next scores
+    assert copied.score(random_images[:2]) == first
+    assert pickle.loads(pickle.dumps(model)).score(random_images[:2]) == first  # a class made at run time is not pickled
+    model.save_pretrained(tmp_path / "saved")
+    from modeling_fuscore import FuScoreForQuality
+
+    assert FuScoreForQuality.from_pretrained(tmp_path / "saved").score(random_images[:2]) == pytest.approx(first, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------- the gate
+class Recording:
+    def __init__(self):
+        self.started = []
+
+    def __getitem__(self, position):
+        self.started.append(position)
+        return {"position": position}
+
+
+def test_decoding_threads_start_nothing_while_kernels_are_launched(monkeypatch):
+    monkeypatch.setattr(scoring_fuscore, "LAUNCH_PAUSE_LIMIT", 10.0)
+    gate = scoring_fuscore._LaunchGate(True)
+    dataset = Recording()
+    batches = []
+    with gate.launching():
+        decoded = scoring_fuscore._decoded_in_threads(dataset, [[0, 1], [2, 3]], 2, 1, gate)
+        reader = threading.Thread(target=lambda: batches.append(next(decoded)))
+        reader.start()
+        time.sleep(0.3)
+        assert dataset.started == []
+    reader.join(timeout=10)
+    assert [[sample["position"] for sample in samples] for samples, _ in batches] == [[0, 1]]
+    assert sorted(dataset.started)[:2] == [0, 1]
+    decoded.close()
+
+
+def test_a_worker_waits_at_most_the_limit_and_the_gate_opens_on_an_error(monkeypatch):
+    monkeypatch.setattr(scoring_fuscore, "LAUNCH_PAUSE_LIMIT", 0.05)
+    gate = scoring_fuscore._LaunchGate(True)
+    with gate.launching():
+        start = time.perf_counter()
+        gate.wait()
+        assert 0.04 <= time.perf_counter() - start < 2
+    with pytest.raises(RuntimeError):
+        with gate.launching():
+            raise RuntimeError("the forward pass failed")
+    assert gate.open.is_set()
+    off = scoring_fuscore._LaunchGate(False)
+    with off.launching():
+        start = time.perf_counter()
+        off.wait()
+        assert time.perf_counter() - start < 0.04
+
+
+# ---------------------------------------------------------------------------------------------------- on a GPU
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="waits for the GPU are a GPU's")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_on_a_gpu_the_engine_forward_does_not_wait_and_scores_as_with_waits(family):
+    model = build_tiny_model(family, seed=3, num_layers=2).to("cuda")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (56 + 28 * (i % 2), 84, 3), dtype=np.uint8) for i in range(12)]
+    batch = engine_batch(model, images[:4])
+    assert batch["image_grid_thw"].device.type == "cpu"
+    with torch.inference_mode():
+        model(**batch)
+        assert gpu_waits(lambda: model(**batch)) == 0
+    shipped = model.score(images, batch_size=4, num_workers=2)
+    saved = scoring_fuscore.WAITLESS_FORWARD, scoring_fuscore.PAUSE_WORKERS_WHILE_LAUNCHING
+    try:
+        scoring_fuscore.WAITLESS_FORWARD = scoring_fuscore.PAUSE_WORKERS_WHILE_LAUNCHING = False
+        before = model.score(images, batch_size=4, num_workers=2)
+        scoring_fuscore.WAITLESS_FORWARD = True
+        assert batch_waits_grid_on_gpu(model, images[:4]) > 0
+    finally:
+        scoring_fuscore.WAITLESS_FORWARD, scoring_fuscore.PAUSE_WORKERS_WHILE_LAUNCHING = saved
+    np.testing.assert_allclose(shipped, before, atol=1e-5)
+
+
+def batch_waits_grid_on_gpu(model, images) -> int:
+    """The waits of the same forward pass with the grid on the GPU and the base model's own count (as before)."""
+    batch = engine_batch(model, images)
+    batch = {**batch, "image_grid_thw": batch["image_grid_thw"].to("cuda"), "image_tokens_checked": False}
+    with torch.inference_mode():
+        return gpu_waits(lambda: model(**batch))
