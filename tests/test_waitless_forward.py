@@ -76,6 +76,26 @@ def test_the_engine_forward_reads_nothing_on_the_host_and_scores_as_before(tiny_
     torch.testing.assert_close(waitless.level_logits, counted.level_logits, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_grid_on_the_host_meets_no_tensor_of_the_device(tiny_models, random_images, family, monkeypatch):
+    """On a GPU the engine keeps `image_grid_thw` on the CPU and the rest on the GPU; here the meta device stands in
+    for the GPU: an operator that mixed the two would fail as it would there."""
+    import contextlib
+
+    model = copy.deepcopy(tiny_models[family])
+    processor = model.processor
+    batch = processor.collate([processor.prepare_sample(image) for image in random_images[:3]])
+    batch = {**batch, **model.position_inputs(batch), "right_padded": True}
+    grid = batch.pop("image_grid_thw")
+    batch = {**scoring_fuscore.to_device(batch, torch.device("meta")), "image_grid_thw": grid}
+    batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
+    model.to("meta", dtype=torch.bfloat16)
+    monkeypatch.setattr(torch, "autocast", lambda *args, **kwargs: contextlib.nullcontext())  # none for meta
+    with torch.inference_mode():
+        output = model(**batch)
+    assert output.level_logits.device.type == "meta" and output.level_logits.shape == (3, 5)
+
+
 def test_deepstack_additions_without_boolean_indexing_are_bit_identical(tiny_models):
     model = copy.deepcopy(tiny_models["qwen3_vl"])
     model.score([np.zeros((64, 64, 3), np.uint8)])  # prepares the base model
