@@ -389,8 +389,8 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         batch = {**batch, **(positions_of(batch) if positions_of is not None else model.position_inputs(batch))}
         return batch_for_model(model, batch, return_maps), positions
 
-    # On a GPU the batches are prepared in a background thread: the forward pass blocks its thread at the base
-    # model's synchronisation points, and the next batch's collation, positions and copies fill that time.
+    # On a GPU the batches are prepared in a background thread: the scoring thread waits for each batch's results
+    # (`store`) while the GPU runs the next one, and the next batch's collation, positions and copies fill that time.
     prepared = _in_background_thread(map(prepare, loader)) if on_gpu else map(prepare, loader)
     batches_in_order = prepared
     if progress:
