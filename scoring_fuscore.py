@@ -189,6 +189,10 @@ WAITLESS_FORWARD = True
 # launches a forward pass's kernels (`_LaunchGate`), and the longest they wait for it, in seconds.
 PAUSE_WORKERS_WHILE_LAUNCHING = True
 LAUNCH_PAUSE_LIMIT = 0.2
+# Whether the pause spares the decoding of the batch the engine awaits next (`_decoded_in_threads`): in call 12 of
+# benchmarks/RESULTS_speed.md the GPU waited 110 ms at the ramp-up's end for a first full batch whose decoding had
+# paused through the launches of the ramp-up's pieces. Off: not measured yet (`bench_fp8.py --parts host`, `urgent=1`).
+PAUSE_ONLY_WORK_AHEAD = False
 
 
 def ramp_up(batches: list, first: Optional[int] = None) -> list:
@@ -523,23 +527,36 @@ class _LaunchGate:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self.open = threading.Event()
-        self.open.set()
+        self.launching_now = False
+        self.changed = threading.Condition()
 
     @contextlib.contextmanager
     def launching(self):
         if not self.enabled:
             yield
             return
-        self.open.clear()
+        with self.changed:
+            self.launching_now = True
         try:
             yield
         finally:
-            self.open.set()
+            with self.changed:
+                self.launching_now = False
+                self.changed.notify_all()
 
-    def wait(self) -> None:
+    def wait(self, spared=None) -> None:
+        """Returns once no forward pass is being launched, or `spared()` is true (checked again at each `notify`),
+        or after `LAUNCH_PAUSE_LIMIT` seconds."""
+        if not self.enabled:
+            return
+        with self.changed:
+            self.changed.wait_for(lambda: not self.launching_now or (spared is not None and spared()), LAUNCH_PAUSE_LIMIT)
+
+    def notify(self) -> None:
+        """Wakes the waiting workers to check their `spared` again."""
         if self.enabled:
-            self.open.wait(LAUNCH_PAUSE_LIMIT)
+            with self.changed:
+                self.changed.notify_all()
 
 
 def to_device(value, device):
@@ -594,9 +611,11 @@ def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: in
     in_flight = deque()
     ahead = prefetch_batches * max((len(batch) for batch in batches), default=1)
 
-    def item(position):
+    submitted, handed = [0], [0]  # batches submitted, and handed on (the next one handed on is the one awaited)
+
+    def item(position, batch_number):
         if gate is not None:
-            gate.wait()
+            gate.wait((lambda: batch_number <= handed[0]) if PAUSE_ONLY_WORK_AHEAD else None)
         return dataset[position]
 
     def submit() -> None:
@@ -604,12 +623,16 @@ def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: in
             batch = next(upcoming, None)
             if batch is None:
                 return
-            in_flight.append([pool.submit(item, position) for position in batch])
+            in_flight.append([pool.submit(item, position, submitted[0]) for position in batch])
+            submitted[0] += 1
 
     try:
         submit()
         while in_flight:
             samples = _checked([future.result() for future in in_flight.popleft()])
+            handed[0] += 1
+            if gate is not None and PAUSE_ONLY_WORK_AHEAD:
+                gate.notify()  # the next batch is awaited now: its paused items may start
             submit()
             yield samples, [sample["position"] for sample in samples]
     finally:

@@ -360,10 +360,11 @@ def speed_benchmark(args, device, results: dict) -> None:
         torch.cuda.empty_cache()
 
 
-HOST_SETTINGS = "waitless=0,pause=0;waitless=1,pause=0;pause=1;pause=1,ramp=0"
+HOST_SETTINGS = "waitless=0,pause=0;waitless=1,pause=0;pause=1;pause=1,ramp=0;pause=1,urgent=1"
 HOST_SETTING_NAMES = {"ramp": "RAMP_UP_FIRST", "ahead": "DECODE_AHEAD_BATCHES", "switch": "GPU_SWITCH_INTERVAL",
                       "positions": "REUSE_POSITIONS", "waitless": "WAITLESS_FORWARD",
-                      "pause": "PAUSE_WORKERS_WHILE_LAUNCHING", "limit": "LAUNCH_PAUSE_LIMIT"}
+                      "pause": "PAUSE_WORKERS_WHILE_LAUNCHING", "limit": "LAUNCH_PAUSE_LIMIT",
+                      "urgent": "PAUSE_ONLY_WORK_AHEAD"}
 
 
 def parse_host_settings(text: str) -> list:
@@ -371,8 +372,9 @@ def parse_host_settings(text: str) -> list:
     RAMP_UP_FIRST`, `ahead` `DECODE_AHEAD_BATCHES`, `positions=0` turns off the engine's reuse of position inputs
     (`REUSE_POSITIONS`), `switch` the GIL switch interval in ms (`GPU_SWITCH_INTERVAL`), `waitless=0` lets the forward
     passes wait for the GPU as before (`WAITLESS_FORWARD`), `pause=0` lets the workers run while kernels are
-    launched (`PAUSE_WORKERS_WHILE_LAUNCHING`), `limit` the longest pause in ms (`LAUNCH_PAUSE_LIMIT`); what a
-    setting leaves out stays as shipped."""
+    launched (`PAUSE_WORKERS_WHILE_LAUNCHING`), `limit` the longest pause in ms (`LAUNCH_PAUSE_LIMIT`), `urgent=1`
+    spares the decoding of the batch awaited next (`PAUSE_ONLY_WORK_AHEAD`); what a setting leaves out stays as
+    shipped."""
     settings = []
     for part in filter(None, (piece.strip() for piece in text.split(";"))):
         setting = {}
@@ -393,7 +395,7 @@ def host_setting(setting: dict):
     names = HOST_SETTING_NAMES
     saved = {name: getattr(scoring_fuscore, name) for name in names.values()}
     convert = {"switch": lambda ms: ms / 1e3, "limit": lambda ms: ms / 1e3, "positions": bool, "waitless": bool,
-               "pause": bool}
+               "pause": bool, "urgent": bool}
     try:
         for key, name in names.items():
             if key in setting:
