@@ -211,9 +211,9 @@ def test_a_worker_waits_at_most_the_limit_and_the_gate_opens_on_an_error(monkeyp
 @pytest.mark.parametrize("family", FAMILIES)
 def test_on_a_gpu_the_engine_forward_leaves_out_the_base_models_waits_and_scores_as_with_them(family, monkeypatch):
     """The waits the engine's inputs remove: reading the grid on the GPU (1), the image-token count's message and
-    check (2) and, in Qwen3-VL, two boolean indexings per deepstack layer. (Eager tiny models wait elsewhere too: in
-    float32 the vision attention runs per image, and a mixture of experts counts its tokens per expert; call 13 of
-    `benchmarks/RESULTS_speed.md` counted 2-6 waits per such forward, and 0-1 for the compiled 8B engine.)"""
+    check (2) and, in Qwen3-VL, two boolean indexings per deepstack layer. (Eager tiny models wait elsewhere too:
+    calls 12 and 13 of `benchmarks/RESULTS_speed.md` counted 2-6 waits per such forward, not traced, against 0-1 for
+    the compiled 8B engine; so this counts the difference, not zero.)"""
     model = build_tiny_model(family, seed=3, num_layers=2).to("cuda")
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (56 + 28 * (i % 2), 84, 3), dtype=np.uint8) for i in range(12)]
