@@ -277,6 +277,43 @@ def _displayed_size(image: Image.Image) -> tuple:
     return (height, width) if _orientation(image) in _SIDE_SWAPPING_ORIENTATIONS else (width, height)
 
 
+# JPEG frame headers (SOF markers: baseline, extended, progressive, lossless, arithmetic), which hold the image's size.
+_JPEG_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_JPEG_APP1, _JPEG_START_OF_SCAN = 0xE1, 0xDA
+
+
+def _jpeg_frame_size(path) -> Optional[tuple]:
+    """`(width, height)` from a JPEG file's frame header, reading its markers' lengths only; None wherever Pillow must
+    tell: not a JPEG, an APP1 segment (EXIF or XMP, either of which may hold an orientation), no frame or two, a
+    frame of unknown height, a header that breaks off. (Hand-written because Pillow's `Image.open` parses every table
+    of the header in Python, about 60 us a file on the project's CPU: 130 ms before a 2,048-image scoring call could
+    start, `benchmarks/RESULTS_speed.md`.)"""
+    size = None
+    with open(path, "rb") as file:
+        if file.read(2) != b"\xff\xd8":
+            return None
+        while True:
+            header = file.read(4)
+            if len(header) < 4 or header[0] != 0xFF:
+                return None
+            marker, length = header[1], int.from_bytes(header[2:4], "big")
+            if marker == _JPEG_START_OF_SCAN:
+                return size
+            if marker == _JPEG_APP1 or length < 2 or not 0xC0 <= marker <= 0xFE or 0xD0 <= marker <= 0xD9:
+                return None
+            if marker in _JPEG_FRAME_MARKERS:
+                frame = file.read(5)
+                if size is not None or len(frame) < 5 or length < 7:
+                    return None
+                height, width = int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
+                if not height or not width:
+                    return None
+                size = (width, height)
+                file.seek(length - 7, os.SEEK_CUR)
+            else:
+                file.seek(length - 2, os.SEEK_CUR)
+
+
 def image_size(image: ImageLike) -> Optional[tuple]:
     """`(width, height)` of an input image as `load_image` will give it (EXIF orientation applied), without decoding
     its pixels where possible; None when it cannot be told or is one `load_image` refuses (`size_problem`): an
@@ -284,8 +321,10 @@ def image_size(image: ImageLike) -> Optional[tuple]:
     size = None
     try:
         if isinstance(image, (str, os.PathLike)):
-            with Image.open(image) as handle:
-                size = _displayed_size(handle)
+            size = _jpeg_frame_size(image)
+            if size is None:
+                with Image.open(image) as handle:
+                    size = _displayed_size(handle)
         elif isinstance(image, Image.Image):
             size = _displayed_size(image)
         else:

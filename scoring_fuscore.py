@@ -189,9 +189,10 @@ WAITLESS_FORWARD = True
 # launches a forward pass's kernels (`_LaunchGate`), and the longest they wait for it, in seconds.
 PAUSE_WORKERS_WHILE_LAUNCHING = True
 LAUNCH_PAUSE_LIMIT = 0.2
-# Whether the pause spares the decoding of the batch the engine awaits next (`_decoded_in_threads`): in call 12 of
-# benchmarks/RESULTS_speed.md the GPU waited 110 ms at the ramp-up's end for a first full batch whose decoding had
-# paused through the launches of the ramp-up's pieces. Off: not measured yet (`bench_fp8.py --parts host`, `urgent=1`).
+# Whether the pause spares the work on the batch the engine awaits next: its decoding (`_decoded_in_threads`) and its
+# preparation (`score_images`'s `prepare`). In call 12 of benchmarks/RESULTS_speed.md the GPU waited 110 ms at the
+# ramp-up's end for a first full batch whose decoding had paused through the launches of the ramp-up's pieces. Off:
+# not measured yet (`bench_fp8.py --parts host`, `urgent=1`).
 PAUSE_ONLY_WORK_AHEAD = False
 
 
@@ -377,10 +378,11 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         return found
 
     positions_of = _PositionsByLayout(model) if on_gpu and REUSE_POSITIONS else None
+    taken = [0]  # batches the scoring loop has taken: the next one it takes is the one it awaits
 
-    def prepare(item):
-        batch, placed = item
-        gate.wait()
+    def prepare(numbered):
+        number, (batch, placed) = numbered
+        gate.wait((lambda: number <= taken[0]) if PAUSE_ONLY_WORK_AHEAD else None)
         if defer_pixels or placed is None:  # uncollated samples: deferred pixels, or a batch where an item failed
             samples = _checked(batch)
             placed = [(sample["position"], sample["fused_size"]) for sample in samples]
@@ -395,7 +397,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
 
     # On a GPU the batches are prepared in a background thread: the scoring thread waits for each batch's results
     # (`store`) while the GPU runs the next one, and the next batch's collation, positions and copies fill that time.
-    prepared = _in_background_thread(map(prepare, loader)) if on_gpu else map(prepare, loader)
+    prepared = _in_background_thread(map(prepare, enumerate(loader))) if on_gpu else map(prepare, enumerate(loader))
     batches_in_order = prepared
     if progress:
         from tqdm.auto import tqdm
@@ -405,6 +407,9 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     try:
         with _evaluating(model), torch.inference_mode(), (_gpu_switch_interval() if on_gpu else contextlib.nullcontext()):
             for batch, positions in batches_in_order:
+                taken[0] += 1
+                if PAUSE_ONLY_WORK_AHEAD:
+                    gate.notify()  # the next batch is awaited now: its preparation may go on through the launch
                 with gate.launching():
                     copy = start_copy(model(**batch))
                 # Read the previous batch's results only now, so the CPU is not waiting while the GPU runs this one.

@@ -9,7 +9,7 @@
 #   3. bench_fp8.py --parts host (HOST=0 skips it): the float8 engine as shipped against other host settings
 #      (HOST_SETTINGS, `bench_fp8.parse_host_settings`; by default bench_fp8's HOST_SETTINGS: forward passes that
 #      wait for the GPU and workers that run through the launches, as before, then each change, and no ramp-up),
-#      alternating passes on 1,024 images (about 2 minutes);
+#      alternating passes on 2,048 images, as many as the first step's calls (about 3 minutes);
 #   4. bench_attention_shapes.py: attention's first call at new shapes per sdpa backend and FuScore's choice, and
 #      cuDNN's float8 attention at the steady shapes (needs nvidia-cudnn-frontend, carried in .whl);
 # MIXED=0 skips step 2, ATTENTION=0 step 4. (The steps the issue's one run needs come first: a call cut at its
@@ -36,7 +36,7 @@ if [ "${MIXED:-1}" = 1 ]; then
     pack
 fi
 if [ "${HOST:-1}" = 1 ]; then
-    timeout 150 python benchmarks/bench_fp8.py --parts host --images 1024 --rounds 2 --output "$out/host.json" \
+    timeout 300 python benchmarks/bench_fp8.py --parts host --images 2048 --rounds 2 --output "$out/host.json" \
         ${HOST_SETTINGS:+--host-settings "$HOST_SETTINGS"} > "$out/host.log" 2>&1
     pack
 fi
