@@ -134,3 +134,17 @@ def test_a_refused_size_read_from_the_header_is_none(tmp_path, size):
     path.write_bytes(bytes(jpeg))
     assert _jpeg_frame_size(path) == size
     assert image_size(path) is None
+
+
+def test_the_size_benchmark_runs_and_checks_the_sizes_agree(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    output = tmp_path / "sizes.json"
+    subprocess.run([sys.executable, str(root / "benchmarks" / "bench_image_sizes.py"), "--images", "6", "--side", "64",
+                    "--rounds", "1", "--output", str(output)], check=True, capture_output=True, cwd=tmp_path)
+    (row,) = json.loads(output.read_text())["sets"].values()
+    assert row["files"] == 6 and row["image_size_ms"] > 0 and row["pillow_ms"] > 0
