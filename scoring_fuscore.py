@@ -191,9 +191,9 @@ PAUSE_WORKERS_WHILE_LAUNCHING = True
 LAUNCH_PAUSE_LIMIT = 0.2
 # Whether the pause spares the work on the batch the engine awaits next: its decoding (`_decoded_in_threads`) and its
 # preparation (`score_images`'s `prepare`). In call 12 of benchmarks/RESULTS_speed.md the GPU waited 110 ms at the
-# ramp-up's end for a first full batch whose decoding had paused through the launches of the ramp-up's pieces. Off:
-# not measured yet (`bench_fp8.py --parts host`, `urgent=1`).
-PAUSE_ONLY_WORK_AHEAD = False
+# ramp-up's end for a first full batch whose decoding had paused through the launches of the ramp-up's pieces
+# (`bench_fp8.py --parts host` compares it with `urgent=0`).
+PAUSE_ONLY_WORK_AHEAD = True
 
 
 def ramp_up(batches: list, first: Optional[int] = None) -> list:

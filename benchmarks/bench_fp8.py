@@ -360,7 +360,7 @@ def speed_benchmark(args, device, results: dict) -> None:
         torch.cuda.empty_cache()
 
 
-HOST_SETTINGS = "waitless=0,pause=0;waitless=1,pause=0;pause=1;pause=1,ramp=0;pause=1,urgent=1"
+HOST_SETTINGS = "urgent=0;urgent=1;urgent=1,ramp=16;urgent=1,ramp=0"
 HOST_SETTING_NAMES = {"ramp": "RAMP_UP_FIRST", "ahead": "DECODE_AHEAD_BATCHES", "switch": "GPU_SWITCH_INTERVAL",
                       "positions": "REUSE_POSITIONS", "waitless": "WAITLESS_FORWARD",
                       "pause": "PAUSE_WORKERS_WHILE_LAUNCHING", "limit": "LAUNCH_PAUSE_LIMIT",

@@ -154,6 +154,7 @@ class Recording:
 
 def test_decoding_threads_start_nothing_while_kernels_are_launched(monkeypatch):
     monkeypatch.setattr(scoring_fuscore, "LAUNCH_PAUSE_LIMIT", 10.0)
+    monkeypatch.setattr(scoring_fuscore, "PAUSE_ONLY_WORK_AHEAD", False)
     gate = scoring_fuscore._LaunchGate(True)
     dataset = Recording()
     batches = []
