@@ -177,10 +177,14 @@ REFERENCE_DECODER_PARAMETERS = 6.95e9
 
 
 # The first piece of `ramp_up` (0: no ramp-up), and how many of a job's largest batches the decoding threads keep in
-# flight (`_decoded_in_threads`); `benchmarks/bench_fp8.py --parts host` compares settings of both.
-RAMP_UP_FIRST = 8
+# flight (`_decoded_in_threads`); `benchmarks/bench_fp8.py --parts host` compares settings of both. Off since Speed III
+# call 15 (benchmarks/RESULTS_speed.md): the pieces (8, 8, 16, 32 images) launched about as slowly as a full batch and
+# left the GPU idle between them; without them the float8 engine was 3.2% and 3.0% below model only (calls 15-16),
+# with them 3.8% (call 14), on one H100.
+RAMP_UP_FIRST = 0
 DECODE_AHEAD_BATCHES = 2
-# Whether a GPU scoring call computes the position inputs once per distinct batch layout (`score_images`).
+# Whether GPU scoring calls compute the position inputs once per distinct batch layout, kept per model across calls
+# (`_PositionsByLayout`).
 REUSE_POSITIONS = True
 # Whether a GPU scoring call's forward passes run without waiting for the GPU (`batch_for_model`): the image grid kept
 # on the CPU and the image tokens counted there (`FuScoreForQuality.position_inputs`).
@@ -256,7 +260,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     Items (image x dimension) are sorted by visual-token count so each batch pads little, decoded by `num_workers`
     workers while the model runs, and scored with logits at the answer position only. On a GPU the workers are
     threads, the patches and the copies are made by a background thread, the position inputs are computed once per
-    batch layout (`_PositionsByLayout`), the forward passes do not wait for the GPU (`batch_for_model`), the workers
+    batch layout and kept for the model's next calls (`_PositionsByLayout`), the forward passes do not wait for the GPU (`batch_for_model`), the workers
     start no new work while a forward pass's kernels are being launched (`_LaunchGate`), batch k's results are read
     once batch k+1 is queued, the first batch is cut into growing pieces (`ramp_up`), and the interpreter's GIL switch
     interval is `GPU_SWITCH_INTERVAL` while the call runs (process-wide, restored after);
@@ -377,7 +381,7 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
             found[ARTIFACT_MAP] = maps[index]
         return found
 
-    positions_of = _PositionsByLayout(model) if on_gpu and REUSE_POSITIONS else None
+    positions_of = _PositionsByLayout.of(model) if on_gpu and REUSE_POSITIONS else None
     taken = [0]  # batches the scoring loop has taken: the next one it takes is the one it awaits
 
     def prepare(numbered):
@@ -391,8 +395,8 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
         for position, size in placed:
             fused_sizes[items[position][0]] = size
         # The positions are computed here, on the CPU, rather than inside the forward pass on the GPU; on a GPU once
-        # per distinct batch layout of the call (a job of one image size and dimension has one, past `ramp_up`).
-        batch = {**batch, **(positions_of(batch) if positions_of is not None else model.position_inputs(batch))}
+        # per distinct batch layout, kept across calls (a job of one image size and dimension has one, and its tail).
+        batch = {**batch, **(positions_of(model, batch) if positions_of is not None else model.position_inputs(batch))}
         return batch_for_model(model, batch, return_maps), positions
 
     # On a GPU the batches are prepared in a background thread: the scoring thread waits for each batch's results
@@ -577,26 +581,62 @@ def to_device(value, device):
 
 
 class _PositionsByLayout:
-    """`model.position_inputs(batch)`, computed once per batch layout: they depend only on the token ids, their types,
-    the padding mask and the image grids, so batches equal in all four get the same (CPU) tensors, which the engine
-    copies to the GPU and never changes. Computing them held the GIL about 12 ms per batch of 64 on the GPU machine
-    (py-spy, `benchmarks/RESULTS_speed.md`, Speed III call 10; 30 ms on the project's 2-core CPU: transformers'
-    `get_rope_index` loops over the rows in Python), time the thread that launches the kernels waits for it."""
+    """`model.position_inputs(batch)`, computed once per batch layout and kept per model across scoring calls: they
+    depend only on the token ids, their types, the padding mask and the image grids (and the model's configuration),
+    so batches equal in all four get the same (CPU) tensors, which the engine copies to the GPU and never changes.
+    Computing them held the GIL about 12 ms per batch of 64 on the GPU machine (py-spy, `benchmarks/RESULTS_speed.md`,
+    Speed III call 10; 30 ms on the project's 2-core CPU: transformers' `get_rope_index` loops over the rows in
+    Python). At the start of a call, with the decoding threads busy, it held the first batch back: the GPU idled 77-89
+    ms before the first forward pass of every 2,048-image call (call 15), which a job scored in chunks (`fuscore score`)
+    paid per chunk. Kept: the `LAYOUTS` last used, `BYTES` at most together (keys included)."""
 
-    LAYOUTS = 64  # kept at most; a job of ever new layouts clears them rather than growing
+    LAYOUTS = 64
+    BYTES = 256 * 2**20
+    _by_model = weakref.WeakKeyDictionary()
+    _models_lock = threading.Lock()
 
-    def __init__(self, model):
-        self.model, self.layouts = model, {}
+    def __init__(self):
+        from collections import OrderedDict
 
-    def __call__(self, batch) -> dict:
+        self.layouts, self.bytes, self.lock = OrderedDict(), 0, threading.Lock()
+
+    @classmethod
+    def of(cls, model) -> "_PositionsByLayout":
+        """The layouts kept for `model` (held weakly: a model that is dropped takes its layouts with it)."""
+        with cls._models_lock:
+            positions = cls._by_model.get(model)
+            if positions is None:
+                positions = cls._by_model[model] = cls()
+            return positions
+
+    def __call__(self, model, batch) -> dict:
         key = tuple((name, tuple(batch[name].shape), batch[name].numpy().tobytes())
                     for name in ("input_ids", "mm_token_type_ids", "attention_mask", "image_grid_thw")
                     if batch.get(name) is not None)
-        if key not in self.layouts:
-            if len(self.layouts) >= self.LAYOUTS:
-                self.layouts.clear()
-            self.layouts[key] = self.model.position_inputs(batch)
-        return self.layouts[key]
+        with self.lock:
+            found = self.layouts.get(key)
+            if found is not None:
+                self.layouts.move_to_end(key)
+                return found[0]
+        inputs = model.position_inputs(batch)  # outside the lock: concurrent calls do not wait for each other
+        size = sum(len(part[2]) for part in key) + _tensor_bytes(inputs)
+        with self.lock:
+            if key not in self.layouts:
+                self.layouts[key] = (inputs, size)
+                self.bytes += size
+                while len(self.layouts) > 1 and (len(self.layouts) > self.LAYOUTS or self.bytes > self.BYTES):
+                    self.bytes -= self.layouts.popitem(last=False)[1][1]
+        return inputs
+
+
+def _tensor_bytes(value) -> int:
+    if torch.is_tensor(value):
+        return value.nbytes
+    if isinstance(value, Mapping):
+        return sum(_tensor_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(item) for item in value)
+    return 0
 
 
 def _decoded_in_threads(dataset, batches, num_workers: int, prefetch_batches: int = 2, gate: Optional[_LaunchGate] = None):

@@ -971,12 +971,12 @@ def test_ramp_up_cuts_the_first_batch_into_growing_pieces_and_keeps_every_item_o
     from scoring_fuscore import ramp_up
 
     batches = [list(range(64)), list(range(64, 128)), list(range(128, 130))]
-    ramped = ramp_up(batches)
+    ramped = ramp_up(batches, first=8)
     assert [len(batch) for batch in ramped] == [8, 8, 16, 32, 64, 2]
     assert sum(ramped, []) == sum(batches, [])
-    assert [len(b) for b in ramp_up([list(range(100))])] == [8, 8, 16, 32, 36]
-    assert ramp_up([list(range(31)), [31]]) == [list(range(31)), [31]]  # too small to cut
-    assert ramp_up([]) == []
+    assert [len(b) for b in ramp_up([list(range(100))], first=8)] == [8, 8, 16, 32, 36]
+    assert ramp_up([list(range(31)), [31]], first=8) == [list(range(31)), [31]]  # too small to cut
+    assert ramp_up([], first=8) == []
 
 
 def test_ramp_up_first_piece_is_set_by_the_module_and_zero_keeps_the_batches():
@@ -994,13 +994,19 @@ def test_ramp_up_first_piece_is_set_by_the_module_and_zero_keeps_the_batches():
         scoring_fuscore.RAMP_UP_FIRST = saved
 
 
-def test_positions_are_computed_once_per_batch_layout():
-    """The engine's GPU path reuses the position inputs of a batch layout it has met in the call: equal token ids,
-    types, padding and grids give the very tensors computed the first time; any difference computes them anew."""
+def test_positions_are_computed_once_per_batch_layout_and_model_across_calls():
+    """The engine's GPU path reuses the position inputs of a batch layout the model has met, in this call or an
+    earlier one: equal token ids, types, padding and grids give the very tensors computed the first time; any
+    difference computes them anew; another model has its own; the kept layouts are bounded in number and bytes, and
+    go with their model."""
+    import gc
+    import weakref
+
     from scoring_fuscore import _PositionsByLayout
 
     class Counting:
-        calls = 0
+        def __init__(self):
+            self.calls = 0
 
         def position_inputs(self, batch):
             self.calls += 1
@@ -1011,17 +1017,34 @@ def test_positions_are_computed_once_per_batch_layout():
         return {"input_ids": ids, "mm_token_type_ids": (ids == 7).int(), "attention_mask": torch.ones_like(ids),
                 "image_grid_thw": torch.tensor(grid)}
 
-    model = Counting()
-    positions = _PositionsByLayout(model)
-    first = positions(batch([[1, 7, 7, 2]]))
-    assert positions(batch([[1, 7, 7, 2]])) is first and model.calls == 1
-    assert torch.equal(positions(batch([[1, 7, 7, 3]]))["position_ids"], torch.tensor([[2, 14, 14, 6]]))
-    positions(batch([[1, 7, 7, 2]], grid=((1, 2, 8),)))  # same tokens, other grid
-    positions(batch([[1, 7, 7, 2, 0]]))  # other length
+    model, other = Counting(), Counting()
+    positions = _PositionsByLayout.of(model)
+    first = positions(model, batch([[1, 7, 7, 2]]))
+    assert _PositionsByLayout.of(model) is positions, "a later call finds the layouts of the earlier ones"
+    assert positions(model, batch([[1, 7, 7, 2]])) is first and model.calls == 1
+    assert torch.equal(positions(model, batch([[1, 7, 7, 3]]))["position_ids"], torch.tensor([[2, 14, 14, 6]]))
+    positions(model, batch([[1, 7, 7, 2]], grid=((1, 2, 8),)))  # same tokens, other grid
+    positions(model, batch([[1, 7, 7, 2, 0]]))  # other length
     assert model.calls == 4
-    positions.LAYOUTS = 2
-    positions(batch([[5]]))  # over the limit: the layouts are forgotten, not grown
-    assert len(positions.layouts) == 1 and model.calls == 5
+    assert _PositionsByLayout.of(other) is not positions
+    _PositionsByLayout.of(other)(other, batch([[1, 7, 7, 2]]))
+    assert other.calls == 1 and model.calls == 4
+
+    positions.LAYOUTS = 2  # over the limit the least recently used layout goes
+    positions(model, batch([[1, 7, 7, 2]]))  # used again: kept
+    positions(model, batch([[5]]))
+    assert len(positions.layouts) == 2 and model.calls == 5
+    assert positions(model, batch([[1, 7, 7, 2]])) is first and model.calls == 5
+    positions(model, batch([[1, 7, 7, 3]]))
+    assert model.calls == 6, "a forgotten layout is computed again"
+    positions.LAYOUTS, positions.BYTES = 64, 1  # over the byte budget only the newest stays
+    positions(model, batch([[9, 9]]))
+    assert len(positions.layouts) == 1 and positions.bytes > 0
+
+    kept = weakref.ref(positions)
+    del model, positions, first
+    gc.collect()
+    assert kept() is None, "the layouts go with their model"
 
 
 def test_threaded_decoding_runs_ahead_by_images_not_batches():
