@@ -183,9 +183,11 @@ REFERENCE_DECODER_PARAMETERS = 6.95e9
 # with them 3.8% (call 14), on one H100.
 RAMP_UP_FIRST = 0
 DECODE_AHEAD_BATCHES = 2
-# Whether GPU scoring calls compute the position inputs once per distinct batch layout, kept per model across calls
-# (`_PositionsByLayout`).
+# Whether GPU scoring calls compute the position inputs once per distinct batch layout (`_PositionsByLayout`), and
+# whether the layouts are kept for the model's later calls (not yet measured on a GPU: `bench_fp8.py --parts host`,
+# `kept=0`).
 REUSE_POSITIONS = True
+KEEP_POSITIONS_ACROSS_CALLS = True
 # Whether a GPU scoring call's forward passes run without waiting for the GPU (`batch_for_model`): the image grid kept
 # on the CPU and the image tokens counted there (`FuScoreForQuality.position_inputs`).
 WAITLESS_FORWARD = True
@@ -602,7 +604,10 @@ class _PositionsByLayout:
 
     @classmethod
     def of(cls, model) -> "_PositionsByLayout":
-        """The layouts kept for `model` (held weakly: a model that is dropped takes its layouts with it)."""
+        """The layouts kept for `model` (held weakly: a model that is dropped takes its layouts with it); a new,
+        empty set without `KEEP_POSITIONS_ACROSS_CALLS`."""
+        if not KEEP_POSITIONS_ACROSS_CALLS:
+            return cls()
         with cls._models_lock:
             positions = cls._by_model.get(model)
             if positions is None:

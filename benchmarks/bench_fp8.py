@@ -360,9 +360,9 @@ def speed_benchmark(args, device, results: dict) -> None:
         torch.cuda.empty_cache()
 
 
-HOST_SETTINGS = "urgent=0;urgent=1;urgent=1,ramp=16;urgent=1,ramp=0"
+HOST_SETTINGS = "kept=0;kept=1;ramp=8"
 HOST_SETTING_NAMES = {"ramp": "RAMP_UP_FIRST", "ahead": "DECODE_AHEAD_BATCHES", "switch": "GPU_SWITCH_INTERVAL",
-                      "positions": "REUSE_POSITIONS", "waitless": "WAITLESS_FORWARD",
+                      "positions": "REUSE_POSITIONS", "kept": "KEEP_POSITIONS_ACROSS_CALLS", "waitless": "WAITLESS_FORWARD",
                       "pause": "PAUSE_WORKERS_WHILE_LAUNCHING", "limit": "LAUNCH_PAUSE_LIMIT",
                       "urgent": "PAUSE_ONLY_WORK_AHEAD"}
 
@@ -370,7 +370,7 @@ HOST_SETTING_NAMES = {"ramp": "RAMP_UP_FIRST", "ahead": "DECODE_AHEAD_BATCHES", 
 def parse_host_settings(text: str) -> list:
     """`"ramp=8,ahead=2;ramp=0"` -> `[{"ramp": 8, "ahead": 2}, {"ramp": 0}]`: `ramp` sets `scoring_fuscore.
     RAMP_UP_FIRST`, `ahead` `DECODE_AHEAD_BATCHES`, `positions=0` turns off the engine's reuse of position inputs
-    (`REUSE_POSITIONS`), `switch` the GIL switch interval in ms (`GPU_SWITCH_INTERVAL`), `waitless=0` lets the forward
+    (`REUSE_POSITIONS`), `kept=0` computes them anew in every call (`KEEP_POSITIONS_ACROSS_CALLS`), `switch` the GIL switch interval in ms (`GPU_SWITCH_INTERVAL`), `waitless=0` lets the forward
     passes wait for the GPU as before (`WAITLESS_FORWARD`), `pause=0` lets the workers run while kernels are
     launched (`PAUSE_WORKERS_WHILE_LAUNCHING`), `limit` the longest pause in ms (`LAUNCH_PAUSE_LIMIT`), `urgent=1`
     spares the decoding of the batch awaited next (`PAUSE_ONLY_WORK_AHEAD`); what a setting leaves out stays as
@@ -394,7 +394,7 @@ def host_setting(setting: dict):
 
     names = HOST_SETTING_NAMES
     saved = {name: getattr(scoring_fuscore, name) for name in names.values()}
-    convert = {"switch": lambda ms: ms / 1e3, "limit": lambda ms: ms / 1e3, "positions": bool, "waitless": bool,
+    convert = {"switch": lambda ms: ms / 1e3, "limit": lambda ms: ms / 1e3, "positions": bool, "kept": bool, "waitless": bool,
                "pause": bool, "urgent": bool}
     try:
         for key, name in names.items():

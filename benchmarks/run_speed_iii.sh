@@ -7,8 +7,8 @@
 #   2. bench_mixed_sizes.py: the first pass on 512 samples of mixed IVIF sizes in a process with an empty compile cache,
 #      then in a second process with the cache the first one left, against the plain batched forward;
 #   3. bench_fp8.py --parts host (HOST=0 skips it): the float8 engine as shipped against other host settings
-#      (HOST_SETTINGS, `bench_fp8.parse_host_settings`; by default bench_fp8's HOST_SETTINGS: the pause of every
-#      worker, as in call 12, the pause that spares the awaited batch, as shipped, and two other ramp-ups with it),
+#      (HOST_SETTINGS, `bench_fp8.parse_host_settings`; by default bench_fp8's HOST_SETTINGS: position inputs
+#      computed anew in every call, kept across calls as shipped, and the ramp-up of calls 12-14),
 #      alternating passes on 2,048 images, as many as the first step's calls (about 3 minutes);
 #   4. bench_attention_shapes.py: attention's first call at new shapes per sdpa backend and FuScore's choice, and
 #      cuDNN's float8 attention at the steady shapes (needs nvidia-cudnn-frontend, carried in .whl);

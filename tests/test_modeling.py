@@ -1047,6 +1047,19 @@ def test_positions_are_computed_once_per_batch_layout_and_model_across_calls():
     assert kept() is None, "the layouts go with their model"
 
 
+def test_positions_can_be_left_to_each_call(monkeypatch):
+    """`KEEP_POSITIONS_ACROSS_CALLS` off (a benchmark's comparison): each call starts with no layouts."""
+    import scoring_fuscore
+
+    class Model:
+        pass
+
+    model = Model()
+    assert scoring_fuscore._PositionsByLayout.of(model) is scoring_fuscore._PositionsByLayout.of(model)
+    monkeypatch.setattr(scoring_fuscore, "KEEP_POSITIONS_ACROSS_CALLS", False)
+    assert scoring_fuscore._PositionsByLayout.of(model) is not scoring_fuscore._PositionsByLayout.of(model)
+
+
 def test_threaded_decoding_runs_ahead_by_images_not_batches():
     """After `ramp_up`'s small first batches the decoders still hold `prefetch_batches` of the largest batch's images
     in flight, and no more."""
