@@ -180,7 +180,7 @@ REFERENCE_DECODER_PARAMETERS = 6.95e9
 # flight (`_decoded_in_threads`); `benchmarks/bench_fp8.py --parts host` compares settings of both. Off since Speed III
 # call 15 (benchmarks/RESULTS_speed.md): the pieces (8, 8, 16, 32 images) launched about as slowly as a full batch and
 # left the GPU idle between them; without them the float8 engine was 3.2% and 3.0% below model only (calls 15-16),
-# with them 3.8% (call 14), on one H100.
+# with them 3.8% (call 14), on one H100 (the host steps: 4.9% against 6.2% in call 14, 5.4% against 5.3% in call 15).
 RAMP_UP_FIRST = 0
 DECODE_AHEAD_BATCHES = 2
 # Whether GPU scoring calls compute the position inputs once per distinct batch layout (`_PositionsByLayout`), and
@@ -197,8 +197,9 @@ PAUSE_WORKERS_WHILE_LAUNCHING = True
 LAUNCH_PAUSE_LIMIT = 0.2
 # Whether the pause spares the work on the batch the engine awaits next: its decoding (`_decoded_in_threads`) and its
 # preparation (`score_images`'s `prepare`). In call 12 of benchmarks/RESULTS_speed.md the GPU waited 110 ms at the
-# ramp-up's end for a first full batch whose decoding had paused through the launches of the ramp-up's pieces
-# (`bench_fp8.py --parts host` compares it with `urgent=0`).
+# ramp-up's end for a first full batch whose decoding had paused through the launches of the ramp-up's pieces. With
+# it the float8 engine ran 6.2% below model only against 7.7% without (call 14's host step), 5.4% against 6.1% with no
+# ramp-up (call 15's).
 PAUSE_ONLY_WORK_AHEAD = True
 
 
@@ -534,7 +535,8 @@ class _LaunchGate:
     worker waits at most `LAUNCH_PAUSE_LIMIT` seconds (a forward pass that does wait for the GPU, as one returning
     artifact maps does, holds the gate that long), and the gate opens whatever the forward pass raises. (Float8
     engine, 1,024 images, one H100: 181.1 img/s with both, 175.0 with the waitless forward alone, 167.4 with
-    neither; `benchmarks/RESULTS_speed.md`, Speed III call 12.)"""
+    neither; `benchmarks/RESULTS_speed.md`, Speed III call 12. With `PAUSE_ONLY_WORK_AHEAD` the work on the batch
+    awaited next goes on through the launches: calls 14 and 15.)"""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
