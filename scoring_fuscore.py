@@ -14,6 +14,7 @@ import sys
 import threading
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Optional
 
@@ -263,10 +264,11 @@ def score_images(model, processor, fused, ir=None, vis=None, dimensions=("overal
     Items (image x dimension) are sorted by visual-token count so each batch pads little, decoded by `num_workers`
     workers while the model runs, and scored with logits at the answer position only. On a GPU the workers are
     threads, the patches and the copies are made by a background thread, the position inputs are computed once per
-    batch layout and kept for the model's next calls (`_PositionsByLayout`), the forward passes do not wait for the GPU (`batch_for_model`), the workers
-    start no new work while a forward pass's kernels are being launched (`_LaunchGate`), batch k's results are read
-    once batch k+1 is queued, the first batch is cut into growing pieces (`ramp_up`), and the interpreter's GIL switch
-    interval is `GPU_SWITCH_INTERVAL` while the call runs (process-wide, restored after);
+    batch layout and kept for the model's next calls (`_PositionsByLayout`), the forward passes do not wait for the
+    GPU (`batch_for_model`), the workers start no new work while a forward pass's kernels are being launched, but for
+    the batch awaited next (`_LaunchGate`), batch k's results are read once batch k+1 is queued, the first batch may
+    be cut into growing pieces (`ramp_up`, off as shipped), and the interpreter's GIL switch interval is
+    `GPU_SWITCH_INTERVAL` while the call runs (process-wide, restored after);
     `benchmarks/RESULTS_speed.md` measures these.
 
     Args:
@@ -591,8 +593,8 @@ class _PositionsByLayout:
     Computing them held the GIL about 12 ms per batch of 64 on the GPU machine (py-spy, `benchmarks/RESULTS_speed.md`,
     Speed III call 10; 30 ms on the project's 2-core CPU: transformers' `get_rope_index` loops over the rows in
     Python). At the start of a call, with the decoding threads busy, it held the first batch back: the GPU idled 77-89
-    ms before the first forward pass of every 2,048-image call (call 15), which a job scored in chunks (`fuscore score`)
-    paid per chunk. Kept: the `LAYOUTS` last used, `BYTES` at most together (keys included)."""
+    ms before the first forward pass of every 2,048-image call (calls 15-16), which a job scored in chunks
+    (`fuscore score`) paid per chunk. Kept: the `LAYOUTS` last used, `BYTES` at most together (keys included)."""
 
     LAYOUTS = 64
     BYTES = 256 * 2**20
@@ -600,8 +602,6 @@ class _PositionsByLayout:
     _models_lock = threading.Lock()
 
     def __init__(self):
-        from collections import OrderedDict
-
         self.layouts, self.bytes, self.lock = OrderedDict(), 0, threading.Lock()
 
     @classmethod
