@@ -152,40 +152,46 @@ class Recording:
         return {"position": position}
 
 
-def test_decoding_threads_start_nothing_while_kernels_are_launched(monkeypatch):
+def _first_batch_read_during_a_launch(monkeypatch, spare_awaited: bool, batches: list, prefetch_batches: int):
+    """Decoding threads started while a launch holds the gate (no time limit), and a reader waiting for the first batch:
+    `(gate, dataset, decoded, reader, read)`; the caller leaves `gate.launching()` (returned entered) when it will."""
     monkeypatch.setattr(scoring_fuscore, "LAUNCH_PAUSE_LIMIT", 10.0)
-    monkeypatch.setattr(scoring_fuscore, "PAUSE_ONLY_WORK_AHEAD", False)
+    monkeypatch.setattr(scoring_fuscore, "PAUSE_ONLY_WORK_AHEAD", spare_awaited)
     gate = scoring_fuscore._LaunchGate(True)
-    dataset = Recording()
-    batches = []
-    with gate.launching():
-        decoded = scoring_fuscore._decoded_in_threads(dataset, [[0, 1], [2, 3]], 2, 1, gate)
-        reader = threading.Thread(target=lambda: batches.append(next(decoded)))
-        reader.start()
-        time.sleep(0.3)
-        assert dataset.started == []
+    dataset, read = Recording(), []
+    launch = gate.launching()
+    launch.__enter__()
+    decoded = scoring_fuscore._decoded_in_threads(dataset, batches, 2, prefetch_batches, gate)
+    reader = threading.Thread(target=lambda: read.append(next(decoded)))
+    reader.start()
+    return launch, dataset, decoded, reader, read
+
+
+def _positions(read) -> list:
+    return [[sample["position"] for sample in samples] for samples, _ in read]
+
+
+def test_decoding_threads_start_nothing_while_kernels_are_launched(monkeypatch):
+    launch, dataset, decoded, reader, read = _first_batch_read_during_a_launch(monkeypatch, False, [[0, 1], [2, 3]], 1)
+    time.sleep(0.3)
+    assert dataset.started == []
+    launch.__exit__(None, None, None)
     reader.join(timeout=10)
-    assert [[sample["position"] for sample in samples] for samples, _ in batches] == [[0, 1]]
+    assert _positions(read) == [[0, 1]]
     assert sorted(dataset.started)[:2] == [0, 1]
     decoded.close()
 
 
 def test_sparing_the_awaited_batch_lets_only_its_decoding_run_through_a_launch(monkeypatch):
-    monkeypatch.setattr(scoring_fuscore, "LAUNCH_PAUSE_LIMIT", 10.0)
-    monkeypatch.setattr(scoring_fuscore, "PAUSE_ONLY_WORK_AHEAD", True)
-    gate = scoring_fuscore._LaunchGate(True)
-    dataset = Recording()
-    batches = []
-    with gate.launching():
-        decoded = scoring_fuscore._decoded_in_threads(dataset, [[0, 1], [2, 3], [4, 5]], 2, 2, gate)
-        reader = threading.Thread(target=lambda: batches.append(next(decoded)))
-        reader.start()
-        reader.join(timeout=10)
-        time.sleep(0.2)
-        assert [[sample["position"] for sample in samples] for samples, _ in batches] == [[0, 1]]
-        # The first batch was handed on: the second is awaited now and runs; the third waits for the launch's end.
-        assert sorted(dataset.started) == [0, 1, 2, 3]
-    assert [[sample["position"] for sample in samples] for samples, _ in [next(decoded), next(decoded)]] == [[2, 3], [4, 5]]
+    launch, dataset, decoded, reader, read = _first_batch_read_during_a_launch(
+        monkeypatch, True, [[0, 1], [2, 3], [4, 5]], 2)
+    reader.join(timeout=10)
+    time.sleep(0.2)
+    assert _positions(read) == [[0, 1]]
+    # The first batch was handed on: the second is awaited now and runs; the third waits for the launch's end.
+    assert sorted(dataset.started) == [0, 1, 2, 3]
+    launch.__exit__(None, None, None)
+    assert _positions([next(decoded), next(decoded)]) == [[2, 3], [4, 5]]
     decoded.close()
 
 
