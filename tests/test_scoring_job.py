@@ -80,18 +80,24 @@ def _kill_launch(process) -> None:
         except ProcessLookupError:
             pass
     process.wait()
-    # The workers are not this process's children: wait until each has exited (gone, or a zombie, whose files and
-    # locks are released), as a relaunch after a real kill would find them; on a loaded machine that takes a moment.
-    deadline = time.monotonic() + 30
+    # The workers are not this process's children: wait until each has exited, as a relaunch after a real kill would
+    # find them. A process's files and locks are released when its last thread exits; its main thread can be a zombie
+    # ("Z") while other threads still tear down, so every thread must be gone or a zombie. On a loaded machine that
+    # takes a moment.
+    deadline = time.monotonic() + 60
     for pid in tree:
-        while time.monotonic() < deadline:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                break
-            if state in ("Z", "X"):
-                break
+        while time.monotonic() < deadline and not _exited(pid):
             time.sleep(0.01)
+
+
+def _exited(pid: int) -> bool:
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return False
+        except OSError:
+            continue  # this thread is gone
+    return True
 
 
 def _torchrun(processes: int) -> list:
